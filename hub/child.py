@@ -1,0 +1,68 @@
+"""Run a pipeline step in a child process with time and memory limits.
+
+TensorFlow, onnx2tf and the TFLM interpreter can exit, abort or hang the
+process they run in; in a child, that becomes a reported failure of `hub`.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class ChildResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode < 0:
+            try:
+                return signal.Signals(-self.returncode).name
+            except ValueError:
+                return f"signal {-self.returncode}"
+        return None
+
+    def last_error_line(self) -> str:
+        """The most telling line of stderr: the last that looks like an error."""
+        lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
+        for line in reversed(lines):
+            if any(word in line for word in ("Error", "error", "ERROR", "failed", "Didn't find")):
+                return line[:400]
+        return lines[-1][:400] if lines else ""
+
+
+def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_mb: int | None = None,
+                      cwd: str | None = None) -> ChildResult:
+    """`python -m module args...` with an address-space limit and a wall-clock timeout."""
+
+    def limit() -> None:
+        os.setsid()  # its own process group, so a timeout kills grandchildren too
+        if memory_mb:
+            bytes_ = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (bytes_, bytes_))
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="-1")
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace", cwd=cwd, env=env, preexec_fn=limit)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        return ChildResult(proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return ChildResult(proc.returncode, out, err, timed_out=True)
+    except BaseException:
+        # Interrupted (Ctrl-C / SIGTERM): never leave a converter running behind us.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise

@@ -1,0 +1,214 @@
+"""`hub` command line: parses flags, calls hub.api, prints. Nothing else lives here.
+
+Exit codes: 0 success / compatible, 1 not compatible or fails verification,
+2 usage or input error. `--json` prints one JSON document on stdout; logs and
+progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from hub import __version__
+from hub.errors import EXIT_USAGE, HubError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
+_state = {"debug": False}
+
+ModelArg = typer.Argument(..., help="Model file: .pt/.pt2/.pth (PyTorch), .keras/.h5/SavedModel dir, .onnx, .tflite")
+InputShape = typer.Option(None, "--input-shape", help="[NAME=]1,3,32,32 (repeatable): static input shape")
+Factory = typer.Option(None, "--factory", help="PyTorch model factory: module:function or path.py:Class (runs that code)")
+TrustPickle = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole PyTorch module (runs code from the file)")
+TrustCode = typer.Option(False, "--trust-code", help="Allow Keras Lambda layers / custom objects (runs code from the file)")
+JsonOut = typer.Option(False, "--json", help="Print one JSON document on stdout")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version"),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of failures"),
+) -> None:
+    _state["debug"] = debug
+
+
+def _run(action: Callable[[], int]) -> None:
+    """Every failure ends in one line on stderr and a documented exit code."""
+    try:
+        code = action()
+    except HubError as exc:
+        _fail(exc.one_line(), exc.exit_code, exc)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", 130, None)
+    except MemoryError as exc:
+        _fail("ran out of memory while processing the model", EXIT_USAGE, exc)
+    except Exception as exc:  # a bug or an input we did not anticipate: still one line
+        _fail(f"could not process the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+              "rerun with --debug for the traceback", EXIT_USAGE, exc)
+    raise typer.Exit(code)
+
+
+def _fail(message: str, code: int, exc: BaseException | None) -> None:
+    if _state["debug"] and exc is not None:
+        traceback.print_exception(exc)
+    print(f"hub: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _options(input_shape, factory, trust_pickle, trust_code):
+    from hub.api import load_options
+
+    return load_options(input_shape, factory, trust_pickle, trust_code)
+
+
+def _emit_json(doc: Any) -> None:
+    from hub.api import _json_default
+
+    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
+@app.command()
+def convert(
+    model: Path = ModelArg,
+    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers) or tflite (mobile LiteRT)"),
+    quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32 (tflite also float16)"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npy/.npz of samples, or a folder of images"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of inputs for synthetic/image calibration (default 0,1)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <stem>_<target>/ here)"),
+    name: Optional[str] = typer.Option(None, "--name", help="C identifier for the firmware files"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder"),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) if int8-vs-float cosine is lower"),
+    input_shape: Optional[List[str]] = InputShape,
+    factory: Optional[str] = Factory,
+    trust_pickle: bool = TrustPickle,
+    trust_code: bool = TrustCode,
+    as_json: bool = JsonOut,
+) -> None:
+    """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
+
+    def action() -> int:
+        from hub import api
+        from hub.progress import Progress
+        from hub.render import print_convert_summary
+
+        report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
+                             input_range=input_range, out=out, name=name, force=force,
+                             options=_options(input_shape, factory, trust_pickle, trust_code),
+                             min_cosine=min_cosine, progress=Progress(enabled=None if not as_json else False))
+        _emit_json(report) if as_json else print_convert_summary(report)
+        return 0
+
+    _run(action)
+
+
+@app.command()
+def check(
+    model: Path = ModelArg,
+    target: str = typer.Option("tflm", "--target", help="tflm"),
+    quantize: str = typer.Option("int8", "--quantize", help="int8 | float32"),
+    input_shape: Optional[List[str]] = InputShape,
+    factory: Optional[str] = Factory,
+    trust_pickle: bool = TrustPickle,
+    trust_code: bool = TrustCode,
+    as_json: bool = JsonOut,
+) -> None:
+    """Predict, node by node and before any conversion, what TFLite Micro will refuse, and why."""
+
+    def action() -> int:
+        from hub import api
+        from hub.render import print_check
+
+        result = api.check(model, target=target, quantize=quantize,
+                           options=_options(input_shape, factory, trust_pickle, trust_code))
+        _emit_json(result.to_dict()) if as_json else print_check(result, model)
+        return 0 if result.compatible else 1
+
+    _run(action)
+
+
+@app.command()
+def verify(
+    model: Path = typer.Argument(..., help=".tflite model"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="ONNX model to compare outputs with"),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) below this cosine"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of the synthetic test inputs"),
+    as_json: bool = JsonOut,
+) -> None:
+    """Run a .tflite on the real TFLM interpreter: loads, invokes, smallest arena, fidelity."""
+
+    def action() -> int:
+        from hub import api
+        from hub.render import print_verification
+
+        result = api.verify(model, reference=reference, min_cosine=min_cosine, input_range=input_range)
+        _emit_json(result.to_dict()) if as_json else print_verification(result, model)
+        return 0 if result.ok else 1
+
+    _run(action)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help=".tflite model"),
+    name: Optional[str] = typer.Option(None, "--name", help="C identifier for the files (default: file stem)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <name>_firmware/)"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder"),
+    as_json: bool = JsonOut,
+) -> None:
+    """Write firmware files for a .tflite: C array, exact op resolver, settings with the measured arena."""
+
+    def action() -> int:
+        from hub import api
+
+        result = api.export(model, name=name, out=out, force=force)
+        if as_json:
+            _emit_json(result)
+        else:
+            print(f"wrote {', '.join(result['files'])} to {result['output']}")
+        return 0
+
+    _run(action)
+
+
+@app.command()
+def report(
+    model: Path = ModelArg,
+    targets: str = typer.Option("tflm-int8,tflm-float32,tflite,onnxruntime", "--targets"),
+    board: Optional[str] = typer.Option(None, "--board", help="Board name (see --board list)"),
+    ram: Optional[float] = typer.Option(None, "--ram", help="RAM budget in KB"),
+    flash: Optional[float] = typer.Option(None, "--flash", help="Flash budget in KB"),
+    fmt: str = typer.Option("text", "--format", help="text | json | md | html"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout"),
+    input_shape: Optional[List[str]] = InputShape,
+    factory: Optional[str] = Factory,
+    trust_pickle: bool = TrustPickle,
+    trust_code: bool = TrustCode,
+) -> None:
+    """Portability report: where MODEL can run, what blocks each target, whether it fits a board."""
+
+    def action() -> int:
+        from hub import api
+
+        return api.report(model, targets=targets, board=board, ram_kb=ram, flash_kb=flash, fmt=fmt, output=output,
+                          options=_options(input_shape, factory, trust_pickle, trust_code))
+
+    _run(action)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""One error path for the whole tool: every anticipated failure is a HubError.
+
+The CLI prints `hub: error: <message>` on one line and exits with `exit_code`;
+tracebacks appear only with --debug.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INCOMPATIBLE = 1  # the model will not run on the target, or fails verification
+EXIT_USAGE = 2  # bad flags, unreadable or unsupported input
+
+
+class HubError(Exception):
+    """A failure the user can cause and fix; carries its exit code."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, path: str | Path | None = None, hint: str | None = None):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return " ".join(text.split())
+
+
+class InputError(HubError):
+    """The input file, folder or flags cannot be used (exit 2)."""
+
+
+class IncompatibleError(HubError):
+    """The model cannot run on the target or failed verification (exit 1)."""
+
+    exit_code = EXIT_INCOMPATIBLE

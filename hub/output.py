@@ -1,0 +1,67 @@
+"""Atomic output folders: built in a temporary sibling, moved into place only on success.
+
+A failure, Ctrl-C or SIGTERM leaves no half-written output folder behind, and an
+existing folder is replaced only with --force.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from hub.errors import InputError
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """Fail before any work is spent if the destination cannot be used."""
+    if out.exists() and not force:
+        raise InputError("output folder exists; pass --force to replace it or --out to choose another", out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("the output folder's parent does not exist", parent)
+    if not os.access(parent, os.W_OK):
+        raise InputError("the output folder's parent is not writable", parent)
+
+
+@contextmanager
+def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder; on clean exit it becomes `out`, otherwise it is deleted."""
+    check_destination(out, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        with _sigterm_as_interrupt():
+            yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so cleanup runs as for Ctrl-C."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,75 @@
+"""Terminal output for humans (stderr is for logs; these print to stdout)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def _kb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,} B ({n / 1024:.1f} KB)"
+
+
+def print_convert_summary(report: dict[str, Any]) -> None:
+    model = report["model"]
+    out.print(f"[bold]{report['source']['path']}[/] ({report['source']['framework']}) -> "
+              f"{report['target']} {report['quantize']}: [bold]{report['output']}[/]")
+    ops = ", ".join(f"{k} x{v}" for k, v in model["ops"].items())
+    out.print(f"  model.tflite  {_kb(model['tflite_bytes'])}, {model['op_count']} ops: {ops}")
+    for io in ("inputs", "outputs"):
+        for t in model[io]:
+            q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if isinstance(t.get("scale"), float) else ""
+            out.print(f"  {io[:-1]:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
+    cal = report.get("calibration") or {}
+    if cal:
+        out.print(f"  calibration  {cal.get('source')} ({cal.get('samples')} samples)"
+                  + (" [yellow]synthetic data[/]" if cal.get("synthetic") else ""))
+    memory, fidelity, tflm = report.get("memory"), report.get("fidelity"), report.get("tflm")
+    if tflm:
+        state = "[green]loads and invokes[/]" if tflm.get("invokes") else f"[red]fails[/]: {tflm.get('message')}"
+        out.print(f"  TFLM         {state}")
+    if memory:
+        out.print(f"  arena        {_kb(memory.get('arena_bytes'))} measured, "
+                  f"{_kb(memory.get('arena_recommended_bytes'))} recommended")
+    if fidelity:
+        parts = [f"{k}={v:.4g}" for k, v in fidelity.items() if isinstance(v, (int, float)) and k != "samples"]
+        out.print(f"  fidelity     vs ONNX on {fidelity.get('samples')} held-out samples: {', '.join(parts)}")
+    if report.get("firmware"):
+        out.print(f"  firmware     {', '.join(report['firmware'])}")
+
+
+def print_check(result, model: Path) -> None:
+    verdict = "[green]will run[/]" if result.compatible else "[red]will not run[/]"
+    shown = [f for f in result.findings if f.severity in ("error", "warning")]
+    out.print(f"[bold]{model}[/]: {verdict} on {result.target} ({result.quantize}); "
+              f"{len(result.nodes)} nodes, {sum(f.severity == 'error' for f in shown)} blocking, "
+              f"{sum(f.severity == 'warning' for f in shown)} warnings")
+    if not shown:
+        return
+    modules = {n["name"]: n.get("module") for n in result.nodes}
+    table = Table(show_lines=False)
+    for col in ("node", "ONNX op", "TFLite ops", "verdict", "reason", "hint"):
+        table.add_column(col, overflow="fold")
+    for f in shown:
+        node = f.node + (f"\n[dim]{modules[f.node]}[/]" if modules.get(f.node) else "")
+        style = "red" if f.severity == "error" else "yellow"
+        table.add_row(node, f.op, ", ".join(f.tflite_ops) or "-", f"[{style}]{f.severity}[/]", f.message, f.hint)
+    out.print(table)
+
+
+def print_verification(result, model: Path) -> None:
+    print_convert_like = {"tflm": result.tflm, "memory": result.memory, "fidelity": result.fidelity}
+    state = "[green]loads and invokes[/]" if result.tflm.get("invokes") else f"[red]fails[/]: {result.tflm.get('message')}"
+    out.print(f"[bold]{model}[/] on TFLM: {state}")
+    memory = print_convert_like["memory"] or {}
+    if memory.get("arena_bytes"):
+        out.print(f"  arena {_kb(memory['arena_bytes'])} measured, {_kb(memory.get('arena_recommended_bytes'))} recommended")
+    if result.fidelity:
+        parts = [f"{k}={v:.4g}" for k, v in result.fidelity.items() if isinstance(v, (int, float))]
+        out.print(f"  fidelity {', '.join(parts)}")
+    for f in result.findings:
+        out.print(f"  [{'red' if f.severity == 'error' else 'yellow'}]{f.severity}[/] {f.node} {f.op}: {f.message}")

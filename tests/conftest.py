@@ -1,0 +1,78 @@
+"""Session fixtures shared across test files: expensive artefacts are built once."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+MLPERF = ROOT.parent / "shared" / "mlperf_tiny"
+HUB = [sys.executable, "-m", "hub.cli"]
+
+
+def run_hub(*args: str, cwd: Path | None = None, timeout: float = 600, prefix: list[str] | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a child process, as a user would."""
+    return subprocess.run([*(prefix or []), *HUB, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def small_cnn_onnx(seed: int = 0, classes: int = 4) -> onnx.ModelProto:
+    """Conv(3->8) -> Relu -> depthwise Conv -> Relu -> GlobalAveragePool -> Gemm, NCHW 1x3x16x16.
+
+    Built with onnx.helper so stage tests need no framework; weights are
+    scaled so the logits spread like a trained model's (no softmax here).
+    """
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((8, 1, 3, 3)) * 0.3).astype(np.float32)
+    w3 = (rng.standard_normal((classes, 8)) * 0.5).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w1, "w1"), (np.zeros(8, np.float32), "b1"), (w2, "w2"), (np.zeros(8, np.float32) + 0.1, "b2"),
+              (w3, "w3"), (np.zeros(classes, np.float32), "b3"))]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8, name="dwconv"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.fixture(scope="session")
+def small_cnn_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("small_cnn") / "small_cnn.onnx"
+    onnx.save(small_cnn_onnx(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def resnet_fixture() -> Path:
+    """The README's default example: a trained ResNet-style TorchScript model."""
+    path = FIXTURES / "resnet_tiny.pt"
+    assert path.exists(), "fixtures/resnet_tiny.pt is missing: run fixtures/make_fixtures.py"
+    return path
+
+
+@pytest.fixture(scope="session")
+def converted_resnet(tmp_path_factory, resnet_fixture) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    """`hub convert fixtures/resnet_tiny.pt --target tflm --json`, run once for the whole session."""
+    out = tmp_path_factory.mktemp("resnet") / "resnet_tiny_tflm"
+    proc = run_hub("convert", resnet_fixture, "--target", "tflm", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout), proc

@@ -43,7 +43,7 @@ def main_options(
     _state["debug"] = debug
 
 
-def _run(action: Callable[[], int]) -> None:
+def _run(action: Callable[[], int], path: Path | None = None) -> None:
     """Every failure ends in one line on stderr and a documented exit code."""
     try:
         code = action()
@@ -52,9 +52,10 @@ def _run(action: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         _fail("interrupted; no output was written", 130, None)
     except MemoryError as exc:
-        _fail("ran out of memory while processing the model", EXIT_USAGE, exc)
+        _fail(f"{path or 'model'}: ran out of memory while processing the model", EXIT_USAGE, exc)
     except Exception as exc:  # a bug or an input we did not anticipate: still one line
-        _fail(f"could not process the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        where = f"{path}: " if path else ""
+        _fail(f"{where}could not process the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
               "rerun with --debug for the traceback", EXIT_USAGE, exc)
     raise typer.Exit(code)
 
@@ -109,7 +110,7 @@ def convert(
         _emit_json(report) if as_json else print_convert_summary(report)
         return 0
 
-    _run(action)
+    _run(action, model)
 
 
 @app.command()
@@ -134,7 +135,7 @@ def check(
         _emit_json(result.to_dict()) if as_json else print_check(result, model)
         return 0 if result.compatible else 1
 
-    _run(action)
+    _run(action, model)
 
 
 @app.command()
@@ -155,7 +156,7 @@ def verify(
         _emit_json(result.to_dict()) if as_json else print_verification(result, model)
         return 0 if result.ok else 1
 
-    _run(action)
+    _run(action, model)
 
 
 @app.command()
@@ -178,7 +179,7 @@ def export(
             print(f"wrote {', '.join(result['files'])} to {result['output']}")
         return 0
 
-    _run(action)
+    _run(action, model)
 
 
 @app.command()
@@ -203,7 +204,7 @@ def report(
         return api.report(model, targets=targets, board=board, ram_kb=ram, flash_kb=flash, fmt=fmt, output=output,
                           options=_options(input_shape, factory, trust_pickle, trust_code))
 
-    _run(action)
+    _run(action, model)
 
 
 def main() -> None:

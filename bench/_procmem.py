@@ -1,0 +1,41 @@
+"""Wall time and peak memory (RSS summed over the whole process tree) of a command."""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import psutil
+
+
+def run_measured(cmd: list[str], cwd: str | None = None, timeout: float = 1800) -> dict:
+    """Run `cmd`; sample the RSS of it and all its descendants every 20 ms."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total)
+            except psutil.Error:
+                pass
+            done.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate(timeout=timeout)
+    wall = time.perf_counter() - t0
+    done.set()
+    thread.join()
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "returncode": proc.returncode, "stdout": out, "stderr": err}

@@ -268,3 +268,10 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
     with atomic_folder(out_dir, force) as tmp:
         files = export_firmware(source.tflite_bytes, ident, tmp, verification.memory.get("arena_recommended_bytes"))
     return {"output": str(out_dir), "files": [f.name for f in files], **verification.to_dict()}
+
+
+def report(model: str | Path, **kwargs: Any) -> int:
+    """Portability report (see hub.report.run_report); returns the exit code."""
+    from hub.report import run_report
+
+    return run_report(Path(model), **kwargs)

@@ -1,0 +1,121 @@
+"""Normalise stage: any adapter's ONNX -> the graph every later stage sees.
+
+Static shapes everywhere (from --input-shape, or batch 1 for a dynamic first
+dimension), a supported opset, then the graph passes in `hub.passes` run in
+order, each reporting what it changed.
+"""
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from hub.artifacts import NormalisedModel, PassResult, TensorSpec
+from hub.errors import InputError
+
+MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
+MAX_OPSET = 18
+
+
+def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+              *, passes: list[str] | None = None) -> NormalisedModel:
+    """Return a static-shape, cleaned copy of `model`; `passes` limits which passes run (default all)."""
+    from hub.passes import run_passes
+
+    model = _copy(model)
+    _drop_initializer_inputs(model)
+    _fix_input_shapes(model, input_shapes or {})
+    model = _convert_opset(model)
+    model = infer_shapes(model)
+    model, results = run_passes(model, passes)
+    _require_static_outputs(model)
+    return NormalisedModel(onnx_model=model, inputs=_specs(model, model.graph.input),
+                           outputs=_specs(model, model.graph.output), passes=results)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fresh shape inference (stale value_info dropped, so fixed input shapes propagate)."""
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape") if _is_dynamic(out) else None
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:  # onnx raises bare InferenceError/ValidationError types
+        raise InputError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    keep = [v for v in model.graph.input if v.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+
+
+def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int, ...]]) -> None:
+    names = [v.name for v in model.graph.input]
+    unknown = [n for n in shapes if n is not None and n not in names]
+    if unknown:
+        raise InputError(f"--input-shape names {unknown[0]!r}, but the model's inputs are {', '.join(names)}")
+    if None in shapes and len(names) > 1:
+        raise InputError(f"the model has {len(names)} inputs ({', '.join(names)}): give --input-shape NAME=D0,D1,...")
+    for i, value in enumerate(model.graph.input):
+        given = shapes.get(value.name) or (shapes.get(None) if i == 0 else None)
+        dims = value.type.tensor_type.shape.dim
+        if given is not None:
+            if dims and len(dims) != len(given):
+                raise InputError(f"--input-shape for {value.name!r} has rank {len(given)}, the model expects {len(dims)}")
+            _set_dims(value, given)
+            continue
+        if not dims and not value.type.tensor_type.HasField("shape"):
+            raise InputError(f"input {value.name!r} has no shape: pass --input-shape {value.name}=D0,D1,...")
+        fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+        if fixed and fixed[0] is None:
+            fixed[0] = 1  # a dynamic batch becomes 1: microcontrollers run one sample at a time
+        if any(d is None for d in fixed):
+            shown = ",".join("?" if d is None else str(d) for d in fixed)
+            raise InputError(f"input {value.name!r} has dynamic dimensions ({shown}): pass --input-shape "
+                             f"{value.name}=D0,D1,... to fix them")
+        _set_dims(value, tuple(fixed))
+
+
+def _set_dims(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
+    tensor_type = value.type.tensor_type
+    tensor_type.shape.ClearField("dim")
+    for d in shape:
+        tensor_type.shape.dim.add().dim_value = int(d)
+
+
+def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or MIN_OPSET <= version <= MAX_OPSET:
+        return model
+    target = MIN_OPSET if version < MIN_OPSET else MAX_OPSET
+    try:
+        return onnx.version_converter.convert_version(model, target)
+    except Exception as exc:
+        raise InputError(f"cannot convert opset {version} to {target}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _is_dynamic(value: onnx.ValueInfoProto) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims)
+
+
+def _require_static_outputs(model: onnx.ModelProto) -> None:
+    for out in model.graph.output:
+        if not out.type.tensor_type.HasField("shape") or _is_dynamic(out):
+            raise InputError(f"output {out.name!r} has no static shape after inference; the model computes shapes "
+                             "at run time, which TFLM cannot do")
+
+
+def _specs(model: onnx.ModelProto, values) -> list[TensorSpec]:
+    return [TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
+                       helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name) for v in values]
+
+
+__all__ = ["normalise", "infer_shapes", "PassResult"]

@@ -1,0 +1,31 @@
+"""Graph passes on the normalised ONNX, in the spirit of onnxscript's rewriter: each pass
+is a small module with `NAME` and `run(model) -> (model, changed, detail)`, listed
+in PASSES in the order they run. Adding one is adding a module and a line here.
+"""
+from __future__ import annotations
+
+import importlib
+
+import onnx
+
+from hub.artifacts import PassResult
+
+PASSES: list[str] = [
+    "remove_identity",
+]
+
+
+def run_passes(model: onnx.ModelProto, only: list[str] | None = None) -> tuple[onnx.ModelProto, list[PassResult]]:
+    """Run the passes in order (or only those named); shapes are re-inferred after any change."""
+    from hub.normalise import infer_shapes
+
+    results = []
+    for name in PASSES:
+        if only is not None and name not in only:
+            continue
+        module = importlib.import_module(f"hub.passes.{name}")
+        model, changed, detail = module.run(model)
+        if changed:
+            model = infer_shapes(model)
+        results.append(PassResult(name=name, changed=changed, detail=detail))
+    return model, results

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with the pinned stack (requirements.lock) and install hub in it.
 # Idempotent: a second run only checks. Needs Python 3.11 (onnx2tf 1.29 pins TF 2.19).
+# --test also makes sure the system tools the tests drive are present: gcc/g++ (the
+# firmware files are compiled) and Debian's chromium (the HTML report is rendered).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -11,3 +13,16 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/hub --version
+if [ "${1:-}" = "--test" ]; then
+  missing=()
+  command -v gcc >/dev/null && command -v g++ >/dev/null || missing+=(gcc g++)
+  command -v chromium >/dev/null || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "setup.sh: the tests need ${missing[*]}: install them (Debian: sudo apt-get install ${missing[*]})" >&2
+      exit 1
+    fi
+  fi
+fi

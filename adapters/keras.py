@@ -83,7 +83,9 @@ def _kind(path: Path) -> str | None:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
         except (zipfile.BadZipFile, OSError):
-            return None
+            # A truncated zip has lost its directory; a .keras name still says whose it is,
+            # so load() can call it truncated rather than "unknown format".
+            return "keras" if path.suffix.lower() == ".keras" else None
         # TorchScript and torch.export archives are zips too, but keep everything in a folder.
         if "config.json" in names and any(n.startswith("model.weights") for n in names):
             return "keras"

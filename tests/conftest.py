@@ -76,3 +76,73 @@ def converted_resnet(tmp_path_factory, resnet_fixture) -> tuple[Path, dict, subp
     proc = run_hub("convert", resnet_fixture, "--target", "tflm", "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads(proc.stdout), proc
+
+
+# --- Keras / TensorFlow: the MLPerf Tiny float models (tests/test_adapter_keras.py) -------------
+
+MLPERF_FLOAT = {
+    "ic": MLPERF / "ic" / "resnet8.h5",  # Keras h5
+    "vww": MLPERF / "vww" / "mobilenet_v1_025.h5",  # legacy Keras 2 h5: Keras 3 refuses, tf_keras loads
+    "kws": MLPERF / "kws" / "ds_cnn_savedmodel",  # SavedModel, serving_default
+    "ad": MLPERF / "ad" / "autoencoder.h5",  # Keras h5, dense
+}
+
+
+@pytest.fixture(scope="session")
+def mlperf_source():
+    """name -> adapters.load(...) SourceModel of an MLPerf Tiny float model; each loaded once per session."""
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            import adapters
+            from hub.artifacts import LoadOptions
+
+            cache[name] = adapters.load(MLPERF_FLOAT[name], LoadOptions())
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mlperf_tf_reference():
+    """name -> function(NHWC float32 batch) -> output of the model run by Keras/TensorFlow itself; cached."""
+    cache: dict = {}
+
+    def load(name: str):
+        import warnings
+
+        path = MLPERF_FLOAT[name]
+        if path.is_dir():
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures["serving_default"]
+            key = next(iter(signature.structured_input_signature[1]))
+
+            def run(x: np.ndarray, _keep=loaded) -> np.ndarray:
+                return next(iter(signature(**{key: tf.constant(x)}).values())).numpy()
+
+            return run
+        try:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False)
+        except Exception:  # legacy Keras 2 configs (vww's DepthwiseConv2D)
+            import tf_keras
+
+            model = tf_keras.models.load_model(path, compile=False)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.asarray(model(x, training=False))
+
+        return run
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load(name)
+        return cache[name]
+
+    return get

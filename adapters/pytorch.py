@@ -24,6 +24,7 @@ import inspect
 import io
 import json
 import logging
+import re
 import sys
 import warnings
 import zipfile
@@ -162,6 +163,9 @@ def _kind_from_names(names: list[str]) -> str | None:
         return "torchscript"
     if "data.pkl" in inner or "byteorder" in inner:
         return "torch.save"
+    # Only the first members of a truncated file may be known: torch's own storage names.
+    if any(re.fullmatch(r"(data/\d+|extra/.+|\.data/.+|version)", n) for n in inner):
+        return "torch.save"
     return None
 
 
@@ -211,7 +215,7 @@ def _check_zip(path: Path, kind: str) -> None:
         with zipfile.ZipFile(path) as z:
             z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise InputError(f"the PyTorch archive ({kind}) is truncated or corrupt: it has no readable zip directory",
+        raise InputError("this PyTorch archive is truncated or corrupt: it has no readable zip directory",
                          path, hint="save or copy the file again") from None
 
 
@@ -531,14 +535,13 @@ def _annotate(model: onnx.ModelProto, fmt: str) -> None:
 
 
 def _module_path(node_name: str) -> str:
-    """`/features/features.0/Conv` or `/layer1/conv1/Conv` -> `features.0`, `layer1.conv1`."""
-    scopes = node_name.strip("/").split("/")[:-1]
+    """`/layer2/shortcut/shortcut.0/Conv` (eager) or `/layer2/shortcut/0/Conv` (TorchScript)
+    -> `layer2.shortcut.0`: eager scopes repeat the parent's name before a child's index."""
     parts: list[str] = []
-    for scope in scopes:
-        if parts and scope.startswith(".".join(parts) + "."):
-            parts = scope.split(".")  # the exporter repeats the qualified name of nested modules
-        else:
-            parts.append(scope)
+    for scope in node_name.strip("/").split("/")[:-1]:
+        if parts and scope.startswith(parts[-1] + "."):  # attribute names hold no dots
+            scope = scope[len(parts[-1]) + 1:]
+        parts.append(scope)
     return ".".join(parts)
 
 

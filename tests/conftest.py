@@ -146,3 +146,111 @@ def mlperf_tf_reference():
         return cache[name]
 
     return get
+
+
+# --- hub check (tests/test_analyse.py) -------------------------------------------------------------
+
+def sign_onnx() -> onnx.ModelProto:
+    """One Sign node: onnx2tf emits TFLite SIGN, which TFLM does not have."""
+    graph = helper.make_graph([helper.make_node("Sign", ["x"], ["y"], name="sign")], "sign",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def tiny_softmax_onnx() -> onnx.ModelProto:
+    """Gemm with ~1e-9 weights then Softmax: logits barely vary, so int8 SOFTMAX gets a tiny input scale."""
+    w = (np.random.default_rng(0).standard_normal((4, 16)) * 1e-9).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["l"], transB=1, name="fc"),
+             helper.make_node("Softmax", ["l"], ["y"], axis=-1, name="softmax")]
+    graph = helper.make_graph(nodes, "tiny_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="session")
+def converted_check_models() -> dict[tuple[str, str], bytes]:
+    """.tflite bytes from the real converter: {(name, quantize): bytes} for hub check's TFLite tests."""
+    from hub.calibration import build_calibration
+    from hub.convert import ConvertOptions, convert
+    from hub.normalise import normalise
+
+    jobs = {("cnn", "int8"): small_cnn_onnx, ("cnn", "float32"): small_cnn_onnx,
+            ("tiny_softmax", "int8"): tiny_softmax_onnx, ("sign", "float32"): sign_onnx}
+    out = {}
+    for (name, quantize), make in jobs.items():
+        normalised = normalise(make())
+        calibration = build_calibration(normalised.inputs, None, (0.0, 1.0))
+        out[(name, quantize)] = convert(normalised, calibration, ConvertOptions("tflm", quantize)).tflite_bytes
+    return out
+
+
+# --- verify/export fixtures: .tflite files made by hub's own pipeline (normalise -> calibration -> convert) ---
+
+def convert_through_pipeline(model: onnx.ModelProto, folder: Path, quantize: str = "int8") -> tuple[Path, Path]:
+    """Run the real stages on `model`; returns (model.tflite, normalised model.onnx) in folder."""
+    from hub.calibration import build_calibration
+    from hub.convert import ConvertOptions, convert
+    from hub.normalise import normalise
+
+    normalised = normalise(model, {})
+    calibration = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    converted = convert(normalised, calibration, ConvertOptions("tflm", quantize))
+    tflite, reference = folder / "model.tflite", folder / "model.onnx"
+    tflite.write_bytes(converted.tflite_bytes)
+    onnx.save(normalised.onnx_model, str(reference))
+    return tflite, reference
+
+
+def _single_node_onnx(op: str, inits: list | None = None, inputs: list[str] | None = None, width: int = 16) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node(op, ["x", *(inputs or [])], ["y"], name=op.lower())], op.lower(),
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits or [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def tiny_softmax_onnx(weight_scale: float = 1e-8) -> onnx.ModelProto:
+    """x(1,16) -> Gemm with weights ~1e-8 -> Softmax: int8 logits get a scale < 2^-26, which
+    makes TFLM's int8 SOFTMAX abort() in Prepare (QuantizeMultiplierGreaterThanOne)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((4, 16)) * weight_scale).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], transB=1, name="fc"),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax")]
+    graph = helper.make_graph(nodes, "tiny_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.fixture(scope="session")
+def small_cnn_int8_tflite(tmp_path_factory) -> tuple[Path, Path]:
+    """small_cnn_onnx() through the real pipeline, int8: (model.tflite, normalised model.onnx)."""
+    return convert_through_pipeline(small_cnn_onnx(), tmp_path_factory.mktemp("small_cnn_int8"))
+
+
+@pytest.fixture(scope="session")
+def tiny_softmax_int8_tflite(tmp_path_factory) -> Path:
+    """An int8 classifier whose SOFTMAX input scale is tiny: TFLM aborts the process loading it."""
+    return convert_through_pipeline(tiny_softmax_onnx(), tmp_path_factory.mktemp("tiny_softmax"))[0]
+
+
+@pytest.fixture(scope="session")
+def tile_float_tflite(tmp_path_factory) -> Path:
+    """A float32 single Tile node: TFLite TILE, for which TFLM has no kernel."""
+    model = _single_node_onnx("Tile", [numpy_helper.from_array(np.array([1, 2], np.int64), "repeats")], ["repeats"])
+    return convert_through_pipeline(model, tmp_path_factory.mktemp("tile_f32"), "float32")[0]
+
+
+@pytest.fixture(scope="session")
+def exp_int8_tflite(tmp_path_factory) -> Path:
+    """An int8 EXP: TFLM has the op but its kernel is float-only, so Prepare fails."""
+    return convert_through_pipeline(_single_node_onnx("Exp"), tmp_path_factory.mktemp("exp_int8"))[0]

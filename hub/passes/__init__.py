@@ -12,6 +12,13 @@ from hub.artifacts import PassResult
 
 PASSES: list[str] = [
     "remove_identity",
+    "fold_constants",
+    "remove_noops",
+    "matmul_to_gemm",
+    "fold_batchnorm",
+    "fold_scale_shift",
+    "fuse_activations",
+    "canonical_pooling",
 ]
 
 

@@ -1,0 +1,558 @@
+"""`hub check`: predict, node by node and before any conversion, what TFLite Micro will refuse.
+
+For an ONNX graph each node goes through two tables: what onnx2tf turns it into
+(hub.knowledge.onnx2tf_ops) and what TFLM's kernels accept
+(hub.knowledge.tflm_kernels). For a .tflite file the ops are read from the
+flatbuffer and checked against the same TFLM table. Whole-model rules (dynamic
+shapes, hybrid models, float16, custom and Flex ops, the int8 softmax abort)
+run on both. Nothing here imports tensorflow or torch.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from hub.artifacts import Finding
+from hub.graph import TensorMeta, build_graph, op_nodes
+from hub.knowledge import onnx2tf_ops, tflm_kernels
+from hub.knowledge.tflm_kernels import KERNELS, Kernel
+
+SUPPORTED_TARGETS = ("tflm",)
+FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
+# What a float tensor becomes in the TFLite model, per quantize mode.
+FLOAT_AS = {"int8": "int8", "int16x8": "int16", "float32": "float32", "float16": "float16"}
+# Ops that take bool/int tensors and give a different output type: their data type is the input's.
+ONNX_STD_DOMAINS = {"", "ai.onnx"}
+DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
+
+
+@dataclass
+class CheckResult:
+    compatible: bool
+    target: str
+    quantize: str
+    findings: list[Finding] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "target": self.target,
+            "quantize": self.quantize,
+            "findings": [f.to_dict() for f in self.findings],
+            "nodes": [dict(n) for n in self.nodes],
+        }
+
+
+def _result(target: str, quantize: str, findings: list[Finding], nodes: list[dict]) -> CheckResult:
+    return CheckResult(not any(f.severity == "error" for f in findings), target, quantize, findings, nodes)
+
+
+def _check_target(target: str) -> None:
+    if target not in SUPPORTED_TARGETS:
+        from hub.errors import InputError
+
+        raise InputError(f"hub check knows target(s) {', '.join(SUPPORTED_TARGETS)}, not {target!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX graphs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeView:
+    """One ONNX node with what the graph knows about its tensors."""
+
+    name: str
+    node: onnx.NodeProto
+    tensors: dict[str, TensorMeta]
+    consumers: int = 1  # how many nodes read its first output
+
+    @property
+    def op(self) -> str:
+        return self.node.op_type
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        for a in self.node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    def input(self, i: int) -> TensorMeta | None:
+        if i >= len(self.node.input) or not self.node.input[i]:
+            return None
+        return self.tensors.get(self.node.input[i], TensorMeta(self.node.input[i], None, "unknown"))
+
+    def inputs(self) -> list[TensorMeta]:
+        return [m for m in (self.input(i) for i in range(len(self.node.input))) if m is not None]
+
+    def output(self, i: int = 0) -> TensorMeta | None:
+        if i >= len(self.node.output) or not self.node.output[i]:
+            return None
+        return self.tensors.get(self.node.output[i], TensorMeta(self.node.output[i], None, "unknown"))
+
+    def const_value(self, i: int) -> np.ndarray | None:
+        meta = self.input(i)
+        return meta.value if meta is not None and meta.const else None
+
+    def data_input(self) -> TensorMeta | None:
+        """The tensor whose type picks the kernel: the first non-bool input (Where's x, not its condition)."""
+        metas = self.inputs()
+        return next((m for m in metas if m.dtype != "bool"), metas[0] if metas else self.output())
+
+
+# Conditions the onnx2tf table's variants name; each reads attributes or shapes of one node.
+def _rank(meta: TensorMeta | None) -> int | None:
+    return meta.rank if meta is not None else None
+
+
+def _const_scalar(view: NodeView, i: int) -> float | None:
+    value = view.const_value(i)
+    if value is None or value.size != 1:
+        return None
+    return float(value.reshape(-1)[0])
+
+
+def _clip_bounds(view: NodeView) -> tuple[float | None, float | None]:
+    if view.attr("min") is not None or view.attr("max") is not None:  # opset < 11
+        return view.attr("min"), view.attr("max")
+    return _const_scalar(view, 1), _const_scalar(view, 2)
+
+
+def _depthwise(view: NodeView) -> bool:
+    x, group = view.input(0), view.attr("group", 1)
+    return group > 1 and x is not None and x.rank == 4 and x.shape[1] == group
+
+
+def _softmax_not_last(view: NodeView) -> bool:
+    x = view.input(0)
+    axis = view.attr("axis", -1)
+    return x is not None and x.rank is not None and axis not in (-1, x.rank - 1)
+
+
+def _expand_noop(view: NodeView) -> bool:
+    x, y = view.input(0), view.output()
+    return x is not None and y is not None and x.shape == y.shape and x.shape is not None
+
+
+CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
+    "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
+    "fmod_attr": lambda v: v.attr("fmod", 0) == 1,
+    "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
+    "single_input": lambda v: len(v.inputs()) == 1,
+    "two_inputs": lambda v: len(v.inputs()) == 2,
+    "same_type_cast": lambda v: v.input(0) is not None and v.output() is not None
+    and v.input(0).dtype == v.output().dtype,
+    "clip_relu6": lambda v: _clip_bounds(v) == (0.0, 6.0),
+    "clip_relu": lambda v: _clip_bounds(v)[0] == 0.0 and _clip_bounds(v)[1] is None,
+    "clip_min_only": lambda v: _clip_bounds(v)[0] is not None and _clip_bounds(v)[1] is None,
+    "clip_max_only": lambda v: _clip_bounds(v)[0] is None and _clip_bounds(v)[1] is not None,
+    "clip_none": lambda v: _clip_bounds(v) == (None, None) and len(v.inputs()) == 1,
+    "softmax_not_last_axis": _softmax_not_last,
+    "conv3d": lambda v: _rank(v.input(0)) == 5,
+    "conv1d": lambda v: _rank(v.input(0)) == 3,
+    "pool3d": lambda v: _rank(v.input(0)) == 5,
+    "depthwise": _depthwise,
+    "maxpool_indices": lambda v: len(v.node.output) > 1 and bool(v.node.output[1]),
+    "gemm_non_const_b": lambda v: v.input(1) is not None and not v.input(1).const,
+    "matmul_const_2d_rhs": lambda v: v.input(1) is not None and v.input(1).const and v.input(1).rank == 2,
+    "lp_norm_l1": lambda v: v.attr("p", 2) == 1,
+    "select_last_index": lambda v: v.attr("select_last_index", 0) == 1,
+    "identity_perm": lambda v: list(v.attr("perm") or []) == sorted(v.attr("perm") or [None]),
+    "uneven_split": lambda v: v.input(1) is not None or v.attr("split") is not None,
+    "scalar_const_index": lambda v: v.input(1) is not None and v.input(1).const and v.input(1).rank == 0,
+    "pad_reflect": lambda v: v.attr("mode", b"constant") in (b"reflect", "reflect"),
+    "pad_edge": lambda v: v.attr("mode", b"constant") in (b"edge", "edge"),
+    "pad_constant_value": lambda v: v.input(2) is not None and _const_scalar(v, 2) not in (None, 0.0),
+    "expand_is_noop": _expand_noop,
+    "expand_same_rank": lambda v: False,
+    "crd_mode": lambda v: v.attr("mode", b"DCR") in (b"CRD", "CRD"),
+    "resize_nearest": lambda v: v.attr("mode", b"nearest") in (b"nearest", "nearest"),
+    "resize_linear": lambda v: v.attr("mode", b"nearest") in (b"linear", "linear", b"bilinear"),
+    "resize_cubic": lambda v: v.attr("mode", b"nearest") in (b"cubic", "cubic"),
+}
+
+
+def _tflite_ops(view: NodeView, low: onnx2tf_ops.Lowering) -> list[str]:
+    for condition, ops in low.variants:
+        if CONDITIONS[condition](view):
+            return list(ops)
+    return list(low.tflite_ops)
+
+
+@lru_cache(maxsize=1)
+def _onnx2tf_converters() -> frozenset[str]:
+    """ONNX ops onnx2tf has a converter module for, found on disk without importing onnx2tf (or TF)."""
+    spec = importlib.util.find_spec("onnx2tf")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    ops_dir = Path(next(iter(spec.submodule_search_locations))) / "ops"
+    return frozenset(p.stem for p in ops_dir.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _finding(view: NodeView, ops: list[str], severity: str, message: str, hint: str = "") -> Finding:
+    return Finding(view.name, view.op, list(ops), severity, message, hint)
+
+
+def _runtime_dtype(dtype: str, quantize: str) -> str:
+    """The type a tensor has in the converted model: floats follow the quantize mode."""
+    if dtype in FLOAT_TYPES:
+        return FLOAT_AS.get(quantize, "float32")
+    return dtype
+
+
+def _type_finding(view: NodeView, ops: list[str], op: str, k: Kernel, dtype: str, quantize: str) -> Finding:
+    accepted = ", ".join(sorted(k.types))
+    if dtype == "int64":
+        return _finding(view, ops, "error", f"{op} gets int64 tensors; TFLM's {op} kernel takes {accepted}.",
+                        "no int64 arithmetic on TFLM: cast to int32 (or float) before this op")
+    if quantize != "float32" and "float32" in k.types and dtype in ("int8", "int16"):
+        return _finding(view, ops, "error", f"TFLM's {op} kernel is float32-only here ({accepted}); an {quantize} "
+                        f"model gives it {dtype}.", f"replace this op, or convert with --quantize float32")
+    return _finding(view, ops, "error", f"{op} would get {dtype} tensors; TFLM's {op} kernel takes {accepted}.",
+                    f"cast the input to one of {accepted} first")
+
+
+def _broadcasts(view: NodeView) -> bool:
+    shapes = {m.shape for m in view.inputs() if m.shape is not None}
+    return len(shapes) > 1
+
+
+def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantize: str,
+                     low: onnx2tf_ops.Lowering) -> list[Finding]:
+    """Types, ranks, constant operands and input counts of one TFLite op against its TFLM kernel."""
+    out: list[Finding] = []
+    data = view.data_input()
+    dtype = _runtime_dtype(data.dtype, quantize) if data is not None else "unknown"
+    if dtype not in k.types and dtype != "unknown" and not (op == "CAST" and dtype in k.types):
+        out.append(_type_finding(view, ops, op, k, dtype, quantize))
+    if op == "CAST" and view.output() is not None:
+        to = _runtime_dtype(view.output().dtype, quantize)
+        if to not in k.types and to != "unknown":
+            out.append(_type_finding(view, ops, op, k, to, quantize))
+    rank = max((m.rank for m in view.inputs() if m.rank is not None), default=None)
+    limit = k.max_rank or k.rank
+    if rank is not None and limit is not None and rank > limit:
+        out.append(_finding(view, ops, "error", f"{op} gets a {rank}-D tensor; TFLM's {op} takes at most {limit}-D.",
+                            f"reshape to {limit}-D or fewer around this op"))
+    if k.broadcast_rank and rank is not None and rank > k.broadcast_rank and _broadcasts(view):
+        out.append(_finding(view, ops, "error", f"{op} broadcasts {rank}-D shapes; TFLM's {op} broadcasts at most "
+                            f"{k.broadcast_rank}-D.", f"expand the smaller operand to the full shape, or reshape "
+                            f"to {k.broadcast_rank}-D"))
+    for onnx_index, tfl_index in low.const_operands.items():
+        meta = view.input(onnx_index)
+        if tfl_index in k.const_inputs and meta is not None and not meta.const:
+            out.append(_finding(view, ops, "error", f"input {onnx_index} ({meta.name}) of {view.op} is computed at "
+                                f"run time; TFLM's {op} needs it constant.", "make it a constant (export with fixed "
+                                "sizes, or let hub normalise fold it)"))
+    count = len(view.inputs())
+    if k.max_inputs is not None and count > k.max_inputs:
+        out.append(_finding(view, ops, "error", f"{view.op} has {count} inputs; TFLM's {op} allows {k.max_inputs}.",
+                            f"{view.op.lower()} in two steps of at most {k.max_inputs} inputs"))
+    return out
+
+
+def _op_findings(view: NodeView, ops: list[str], op: str, quantize: str, low: onnx2tf_ops.Lowering) -> list[Finding]:
+    if op.startswith("FlexOp:"):
+        return [_finding(view, ops, "error", f"{view.op} becomes {op[7:]}, which needs a Flex op; TFLM has none.",
+                         low.hint or "rewrite the layer with builtin ops")]
+    k = KERNELS.get(op)
+    if k is None:
+        hint = low.hint or tflm_kernels.missing_hint(op)
+        return [_finding(view, ops, "error", f"{view.op} becomes TFLite {op}, which is not in TFLM.", hint)]
+    return _kernel_findings(view, ops, op, k, quantize, low)
+
+
+def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]:
+    """The TFLite ops one ONNX node becomes and what TFLM will say about each."""
+    if view.node.domain not in ONNX_STD_DOMAINS:
+        return [], [_finding(view, [], "error", f"{view.op} is a custom op (domain {view.node.domain}); onnx2tf "
+                             "and TFLM have no kernel for it.", "replace it with standard ONNX ops before export")]
+    low = onnx2tf_ops.lowering(view.op)
+    if low is None:
+        if view.op in _onnx2tf_converters():
+            return [], [_finding(view, [], "warning", f"hub has no rule for what onnx2tf makes of {view.op}; "
+                                 "it cannot predict TFLM's verdict.", "run hub convert to find out")]
+        return [], [_finding(view, [], "error", f"onnx2tf 1.29.24 has no converter for {view.op}.",
+                             "replace it with standard ONNX ops onnx2tf converts")]
+    ops = _tflite_ops(view, low)
+    if low.fails:
+        return ops, [_finding(view, ops, "error", f"{view.op}: {low.fails}.", low.hint)]
+    for condition, reason in low.fails_when:
+        if CONDITIONS[condition](view):
+            return ops, [_finding(view, ops, "error", f"{reason}.", low.hint)]
+    findings: list[Finding] = []
+    for op in dict.fromkeys(ops):
+        findings += _op_findings(view, ops, op, quantize, low)
+    return ops, findings
+
+
+def module_path(node: onnx.NodeProto) -> str | None:
+    """The PyTorch module a node came from, when the export kept it (metadata or a /a/b/Op name)."""
+    for prop in node.metadata_props:
+        if prop.key == "pytorch.module" and prop.value:  # set by adapters.pytorch
+            return prop.value
+        if prop.key in ("pkg.torch.onnx.name_scopes", "namespace") and prop.value:
+            scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",") if s.strip(" '\"")]
+            return scopes[-1] if prop.key == "pkg.torch.onnx.name_scopes" and scopes else prop.value
+    if not node.name.startswith("/") or node.name.count("/") < 2:
+        return None
+    parts: list[str] = []  # TorchScript exporter: /layer1/layer1.0/conv1/Conv -> layer1.0.conv1
+    for scope in node.name.strip("/").split("/")[:-1]:
+        parts = scope.split(".") if parts and scope.startswith(".".join(parts) + ".") else [*parts, scope]
+    return ".".join(parts) or None
+    return None
+
+
+def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta], quantize: str) -> list[Finding]:
+    findings: list[Finding] = []
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        meta = tensors.get(vi.name)
+        if vi.name in inits or meta is None:
+            continue
+        if not meta.static:
+            dims = ",".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in (meta.shape or ()))
+            findings.append(Finding(vi.name, "Input", [], "error",
+                                    f"input {vi.name} has a dynamic shape ({dims or 'unknown rank'}); TFLM runs "
+                                    "static shapes only.", f"pass --input-shape {vi.name}=1,... with fixed sizes"))
+    float16 = sorted(n for n, m in tensors.items() if m.dtype in ("float16", "bfloat16"))
+    if float16:
+        findings.append(Finding(float16[0], "Tensor", [], "warning",
+                                f"{len(float16)} float16 tensor(s) (e.g. {float16[0]}); TFLM has no float16 kernels, "
+                                "so onnx2tf computes them in float32.", "export the model in float32"))
+    return findings
+
+
+def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Finding]:
+    out: list[Finding] = []
+    if view.op in DYNAMIC_QUANT_OPS:
+        out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
+                            "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
+    outs = [view.output(i) for i in range(len(view.node.output))]
+    if any(m is not None and m.shape is not None and not m.static for m in outs) and \
+            all(m.static for m in view.inputs() if m.shape is not None):
+        out.append(_finding(view, ops, "error", f"{view.op}'s output shape depends on the data; TFLM needs "
+                            "static shapes.", "give the output a fixed size (pad or mask instead)"))
+    if quantize in ("int8", "int16x8") and {"SOFTMAX", "LOG_SOFTMAX", "LOGISTIC"} & set(ops):
+        out.append(_finding(view, ops, "info", f"int8 {'/'.join(o for o in ops if 'SOFT' in o or o == 'LOGISTIC')} "
+                            "aborts TFLM when its input scale is tiny (untrained weights); hub checks the scale "
+                            "after conversion.", "calibrate with real data"))
+    return out
+
+
+def _fused_into(view: NodeView, producer_ops: dict[str, list[str]], producer_of: dict[str, str]) -> str | None:
+    """The TFLite op a Relu/Relu6 fuses into, when its producer has a fused activation and no other reader."""
+    act = ACTIVATION_OPS.get(view.op)
+    if view.op == "Clip" and _clip_bounds(view) in ((0.0, 6.0), (0.0, None)):
+        act = "RELU6" if _clip_bounds(view)[1] == 6.0 else "RELU"
+    src = producer_of.get(view.node.input[0]) if view.node.input else None
+    if act is None or src is None or view.consumers < 0:
+        return None
+    ops = producer_ops.get(src) or []
+    k = KERNELS.get(ops[-1]) if ops else None
+    return ops[-1] if k is not None and act in k.fused_activations else None
+
+
+def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    if model.graph.value_info or not model.graph.node:
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shape inference is a help here, not a requirement
+        return model
+
+
+def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
+    """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
+    _check_target(target)
+    model = _with_shapes(model)
+    g = build_graph(model)
+    tensors: dict[str, TensorMeta] = g.graph["tensors"]
+    findings = _whole_model_findings(model, tensors, quantize)
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    producer_of: dict[str, str] = {}
+    producer_ops: dict[str, list[str]] = {}
+    nodes: list[dict[str, Any]] = []
+    for nid, data in op_nodes(g):
+        node: onnx.NodeProto = data["onnx"]
+        view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0)
+        if all(tensors.get(o) is not None and tensors[o].const for o in node.output if o):
+            ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
+        else:
+            ops, node_findings = check_node(view, quantize)
+            fused = _fused_into(view, producer_ops, producer_of) if not node_findings else None
+            if fused and readers.get(node.input[0], 0) == 1:
+                ops, verdict = [], "fused"
+            else:
+                node_findings += _node_level_rules(view, ops, quantize)
+                verdict = _verdict(node_findings)
+        for out in node.output:
+            producer_of[out] = nid
+        producer_ops[nid] = ops
+        findings += node_findings
+        nodes.append({"name": nid, "op": node.op_type, "tflite_ops": ops, "verdict": verdict,
+                      "module": module_path(node)})
+    return _result(target, quantize, findings, nodes)
+
+
+def _verdict(findings: list[Finding]) -> str:
+    severities = {f.severity for f in findings}
+    return "error" if "error" in severities else "warning" if "warning" in severities else "ok"
+
+
+# --------------------------------------------------------------------------------------------------
+# TFLite flatbuffers
+# --------------------------------------------------------------------------------------------------
+
+# int8 SOFTMAX/LOG_SOFTMAX: PreprocessSoftmaxScaling (tensorflow/lite/kernels/internal/quantization_util.cc)
+# calls QuantizeMultiplierGreaterThanOne(beta * input_scale * 2^(31-5)), whose TFLITE_CHECK_GT(.., 1.)
+# aborts the process when the product is <= 1 (kScaledDiffIntegerBits = 5 in softmax_common.cc).
+SOFTMAX_MIN_SCALE = 2.0 ** -26
+# int8 LOGISTIC: logistic_common.cc frexp()s input_scale * 2^27; below 2^-28 the left shift turns
+# negative and CalculateInputRadius shifts by a negative amount (undefined behaviour).
+LOGISTIC_MIN_SCALE = 2.0 ** -28
+WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
+              "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "EMBEDDING_LOOKUP"}
+
+
+def _op_label(model, op) -> str:
+    outs = [model.tensors[i].name for i in op.outputs if i >= 0]
+    return f"#{op.index} {outs[0]}" if outs else f"#{op.index}"
+
+
+def check_softmax_scales(model) -> list[Finding]:
+    """int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC whose input scale makes TFLM abort (TFLiteModel from read_tflite)."""
+    findings = []
+    for op in model.ops:
+        limit = {"SOFTMAX": SOFTMAX_MIN_SCALE, "LOG_SOFTMAX": SOFTMAX_MIN_SCALE,
+                 "LOGISTIC": LOGISTIC_MIN_SCALE}.get(op.name)
+        if limit is None or not op.inputs or op.inputs[0] < 0:
+            continue
+        t = model.tensors[op.inputs[0]]
+        if t.dtype == "int8" and t.scales and t.scales[0] <= limit:
+            findings.append(Finding(_op_label(model, op), op.name, [op.name], "error",
+                                    f"int8 {op.name} input scale {t.scales[0]:.3g} is below {limit:.3g}; TFLM "
+                                    "aborts the whole program in Prepare (QuantizeMultiplierGreaterThanOne).",
+                                    "calibrate with real data, or train the model: its logits barely vary"))
+    return findings
+
+
+def _tflite_op_findings(model, op) -> list[Finding]:
+    label, ops = _op_label(model, op), [op.name]
+
+    def err(message: str, hint: str) -> Finding:
+        return Finding(label, op.name, ops, "error", message, hint)
+
+    if op.name == "CUSTOM":
+        code = op.custom_code or "?"
+        if code.startswith("Flex"):
+            return [err(f"Flex op {code[4:]} needs TensorFlow's kernels; TFLM has no Flex ops.",
+                        "convert with builtin ops only (hub convert does)")]
+        if code not in tflm_kernels.CUSTOM_OPS:
+            return [err(f"custom op {code} is not registered in TFLM.", "register your own kernel for it, "
+                        "or rewrite the layer with builtin ops")]
+        return []
+    k = KERNELS.get(op.name)
+    if k is None:
+        return [err(f"TFLite {op.name} is not in TFLM.", tflm_kernels.missing_hint(op.name))]
+    ins = [model.tensors[i] for i in op.inputs if i >= 0]
+    data = next((t for t in ins if not t.is_constant and t.dtype != "bool"), ins[0] if ins else None)
+    out: list[Finding] = []
+    if data is not None and data.dtype not in k.types:
+        if data.dtype == "int64":
+            out.append(err(f"{op.name} gets int64 tensors; TFLM's kernel takes {', '.join(sorted(k.types))}.",
+                           "no int64 arithmetic on TFLM: cast to int32 before this op"))
+        else:
+            out.append(err(f"{op.name} gets {data.dtype} tensors; TFLM's kernel takes "
+                           f"{', '.join(sorted(k.types))}.", "convert this op's inputs to an accepted type"))
+    limit = k.max_rank or k.rank
+    if data is not None and limit and len(data.shape) > limit:
+        out.append(err(f"{op.name} gets a {len(data.shape)}-D tensor; TFLM takes at most {limit}-D.",
+                       f"reshape to {limit}-D or fewer"))
+    for i in k.const_inputs:
+        if i < len(op.inputs) and op.inputs[i] >= 0 and not model.tensors[op.inputs[i]].is_constant:
+            out.append(err(f"{op.name} input {i} is computed at run time; TFLM needs it constant.",
+                           "make it a constant in the source model"))
+    if k.max_inputs and len(ins) > k.max_inputs:
+        out.append(err(f"{op.name} has {len(ins)} inputs; TFLM allows {k.max_inputs}.",
+                       f"split it into steps of at most {k.max_inputs} inputs"))
+    if not k.per_channel and any(t.per_channel for t in ins):
+        out.append(err(f"{op.name} has a per-channel quantized input; TFLM takes per-channel scales only in "
+                       "CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED.",
+                       "requantize that tensor per-tensor"))
+    if op.name in WEIGHT_OPS and data is not None and data.dtype == "float32" and \
+            any(t.is_constant and t.dtype in ("int8", "uint8") for t in ins[1:]):
+        out.append(err(f"{op.name} takes float32 activations with int8 weights (a hybrid, dynamic-range "
+                       "model); TFLM rejects hybrid models.", "convert with full-integer int8 (hub convert "
+                       "--quantize int8) or float32"))
+    return out
+
+
+def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
+    """Check a .tflite flatbuffer against TFLM's kernels: op codes, tensor types, quantization, shapes."""
+    from hub.tflite_model import read_tflite
+
+    _check_target(target)
+    model = read_tflite(tflite_bytes)
+    findings = _tflite_model_findings(model)
+    nodes = []
+    for op in model.ops:
+        op_findings = _tflite_op_findings(model, op)
+        findings += op_findings
+        nodes.append({"name": _op_label(model, op), "op": op.name if op.name != "CUSTOM" else f"CUSTOM:{op.custom_code}",
+                      "tflite_ops": [op.name], "verdict": _verdict(op_findings), "module": None})
+    scale_findings = check_softmax_scales(model)
+    findings += scale_findings
+    for f in scale_findings:
+        for n in nodes:
+            if n["name"] == f.node:
+                n["verdict"] = "error"
+    quantize = _tflite_quantize(model)
+    return _result(target, quantize, findings, nodes)
+
+
+def _tflite_model_findings(model) -> list[Finding]:
+    findings = []
+    dynamic = [t for t in model.tensors if any(d < 0 for d in t.shape_signature)]
+    if dynamic:
+        t = dynamic[0]
+        findings.append(Finding(t.name, "Tensor", [], "error",
+                                f"{len(dynamic)} tensor(s) have dynamic dimensions (e.g. {t.name} "
+                                f"{list(t.shape_signature)}); TFLM runs static shapes only.",
+                                "convert with fixed input shapes (hub convert --input-shape)"))
+    f16 = [t for t in model.tensors if t.dtype == "float16"]
+    if f16:
+        findings.append(Finding(f16[0].name, "Tensor", [], "error",
+                                f"{len(f16)} float16 tensor(s) (e.g. {f16[0].name}); TFLM has no float16 kernels.",
+                                "convert to int8 or float32"))
+    return findings
+
+
+def _tflite_quantize(model) -> str:
+    """int8 / int16x8 / float32, from the model's input/output and activation types."""
+    kinds = {model.tensors[i].dtype for i in (*model.inputs, *model.outputs)}
+    activations = {t.dtype for t in model.tensors if not t.is_constant}
+    if "int16" in activations and "int8" not in kinds:
+        return "int16x8"
+    if "int8" in kinds or ("int8" in activations and "float32" not in activations):
+        return "int8"
+    if "float16" in activations or any(t.dtype == "float16" for t in model.tensors):
+        return "float16"
+    return "float32" if "float32" in activations else "int8"
+
+
+__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_softmax_scales", "check_node", "NodeView",
+           "math"]

@@ -1,0 +1,262 @@
+"""What onnx2tf 1.29.24 (plus TensorFlow 2.19's TFLite converter, builtins only) turns each ONNX op into.
+
+Each row was read from onnx2tf's own converter for that op (`onnx2tf/ops/<Op>.py`
+in the installed package: the tf.* calls it makes) and checked against the
+ops found in real conversions of the onnx backend node tests
+(bench/check_accuracy.py). `variants` lists attribute/shape conditions that
+change the result; the first whose condition holds wins. Conditions are names
+of small predicates in hub.analyse (CONDITIONS).
+
+`fails` is set when the conversion itself cannot produce a builtin-only
+TFLite model (the TF op has no TFLite builtin, so TFLite would need a Flex
+op, which TFLM does not have; or onnx2tf has no converter).
+`const_operands` maps ONNX input index -> the TFLite input index it feeds in
+the emitted ops, checked where that op's kernel needs a constant (see tflm_kernels.Kernel.const_inputs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ONNX2TF_VERSION = "onnx2tf 1.29.24 (tensorflow 2.19.0 TFLiteConverter, TFLITE_BUILTINS only)"
+
+
+@dataclass(frozen=True)
+class Lowering:
+    onnx_op: str
+    tflite_ops: tuple[str, ...]  # common case, in emission order; () = folded away or an alias
+    source: str
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    const_operands: dict[int, int] = field(default_factory=dict)
+    fails: str = ""  # why conversion fails for every instance of this op
+    hint: str = ""
+    fails_when: tuple[tuple[str, str], ...] = ()  # (condition, reason) that make conversion fail
+
+
+def _l(op: str, ops: tuple[str, ...] | str = (), **kw) -> Lowering:
+    ops = (ops,) if isinstance(ops, str) else tuple(ops)
+    return Lowering(op, ops, f"onnx2tf/ops/{op}.py", **kw)
+
+
+_FLEX = "{tf} has no TFLite builtin, so the model needs a Flex op, which TFLM does not have"
+
+
+def _flex(op: str, tf_op: str, hint: str) -> Lowering:
+    return _l(op, (f"FlexOp:{tf_op}",), fails=_FLEX.format(tf=tf_op), hint=hint)
+
+
+_ROWS = [
+    # Element-wise maths
+    _l("Abs", "ABS"),
+    _l("Add", "ADD"),
+    _l("Sub", "SUB"),
+    _l("Mul", "MUL"),
+    _l("Div", "DIV", variants=(("integer_inputs", ("FLOOR_DIV",)),)),
+    _l("Mod", "FLOOR_MOD", fails_when=(("fmod_attr", "onnx2tf 1.29.24 rejects Mod(fmod=1)"),)),
+    _l("Neg", "NEG"),
+    _l("Reciprocal", "DIV"),
+    _l("Sqrt", "SQRT"),
+    _l("Exp", "EXP"),
+    _l("Log", "LOG"),
+    _l("Sin", "SIN"),
+    _l("Cos", "COS"),
+    _l("Ceil", "CEIL"),
+    _l("Floor", "FLOOR"),
+    _l("Round", "ROUND"),
+    _l("Sign", "SIGN"),
+    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)),),
+       hint="use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x))"),
+    _l("Max", "MAXIMUM"),
+    _l("Min", "MINIMUM"),
+    _l("Sum", "ADD_N", variants=(("single_input", ()), ("two_inputs", ("ADD",)))),
+    _l("Mean", ("ADD", "MUL"), variants=(("single_input", ()),)),
+    _l("Equal", "EQUAL"),
+    _l("Greater", "GREATER"),
+    _l("GreaterOrEqual", "GREATER_EQUAL"),
+    _l("Less", "LESS"),
+    _l("LessOrEqual", "LESS_EQUAL"),
+    _l("And", "LOGICAL_AND"),
+    _l("Or", "LOGICAL_OR"),
+    _l("Not", "LOGICAL_NOT"),
+    _l("Xor", "NOT_EQUAL"),
+    _l("Where", "SELECT_V2"),
+    _l("Cast", "CAST", variants=(("same_type_cast", ()),)),
+    _l("Identity", ()),
+    _l("Dropout", ()),
+    # Activations
+    _l("Relu", "RELU"),
+    _l("LeakyRelu", "LEAKY_RELU"),
+    _l("PRelu", "PRELU"),
+    _l("Sigmoid", "LOGISTIC"),
+    _l("Tanh", "TANH"),
+    _l("Elu", "ELU"),
+    _l("Selu", ("ELU", "MUL")),
+    _l("Celu", ("EXP", "MAXIMUM", "MINIMUM", "ADD", "MUL")),
+    _l("Softplus", ("EXP", "LOG", "ADD")),
+    _l("Softsign", ("ABS", "ADD", "DIV")),
+    _l("HardSigmoid", ("MUL", "ADD", "MAXIMUM", "MINIMUM")),
+    _l("HardSwish", "HARD_SWISH"),
+    _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
+    _l("Gelu", "GELU", hint="approximate with x*sigmoid(1.702x)"),
+    _l("ThresholdedRelu", ("GREATER", "CAST", "MUL")),
+    _l("Clip", ("MAXIMUM", "MINIMUM"), variants=(("clip_relu6", ("RELU6",)), ("clip_relu", ("RELU",)),
+                                                ("clip_min_only", ("MAXIMUM",)), ("clip_max_only", ("MINIMUM",)),
+                                                ("clip_none", ()))),
+    _l("Softmax", "SOFTMAX", variants=(("softmax_not_last_axis", ("TRANSPOSE", "SOFTMAX", "TRANSPOSE")),)),
+    _l("LogSoftmax", "LOG_SOFTMAX", variants=(("softmax_not_last_axis", ("TRANSPOSE", "LOG_SOFTMAX", "TRANSPOSE")),)),
+    _l("Hardmax", ("ARG_MAX", "ONE_HOT"), hint="use ArgMax and compare with a constant arange"),
+    _l("Shrink", ("LESS", "GREATER", "SELECT_V2", "ADD", "SUB")),
+    # Convolution, pooling, dense
+    _l("Conv", "CONV_2D", variants=(("conv3d", ("CONV_3D",)), ("depthwise", ("DEPTHWISE_CONV_2D",)),
+                                    ("conv1d", ("EXPAND_DIMS", "CONV_2D", "SQUEEZE"))),
+       const_operands={1: 1}),
+    _l("ConvTranspose", "TRANSPOSE_CONV", variants=(("conv3d", ("CONV_3D_TRANSPOSE",)),),
+       const_operands={1: 1}),
+    _l("AveragePool", "AVERAGE_POOL_2D", variants=(("pool3d", ("FlexOp:AvgPool3D",)),)),
+    _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)),),
+       fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),)),
+    _l("GlobalAveragePool", "MEAN"),
+    _l("GlobalMaxPool", "REDUCE_MAX"),
+    _l("LpPool", ("POW", "AVERAGE_POOL_2D"), hint="use AveragePool or MaxPool"),
+    _l("GlobalLpPool", ("MUL", "SUM", "SQRT")),
+    _l("Gemm", "FULLY_CONNECTED", variants=(("gemm_non_const_b", ("BATCH_MATMUL", "ADD")),)),
+    _l("MatMul", "BATCH_MATMUL", variants=(("matmul_const_2d_rhs", ("FULLY_CONNECTED",)),)),
+    _l("BatchNormalization", ("MUL", "ADD")),
+    _l("InstanceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
+    _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
+    _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
+    _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
+    _l("LpNormalization", ("L2_NORMALIZATION",), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),)),
+    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION", hint="replace LRN with BatchNorm, or drop it"),
+    # Reductions
+    _l("ReduceMean", "MEAN"),
+    _l("ReduceSum", "SUM"),
+    _l("ReduceMax", "REDUCE_MAX"),
+    _l("ReduceMin", "REDUCE_MIN"),
+    _l("ReduceProd", "REDUCE_PROD", hint="use exp(sum(log(x))) in float32"),
+    _l("ReduceL1", ("ABS", "SUM")),
+    _l("ReduceL2", ("MUL", "SUM", "SQRT")),
+    _l("ReduceSumSquare", ("MUL", "SUM")),
+    _l("ReduceLogSum", ("SUM", "LOG")),
+    _l("ReduceLogSumExp", ("REDUCE_MAX", "SUB", "EXP", "SUM", "LOG", "ADD")),
+    _l("ArgMax", "ARG_MAX", variants=(("select_last_index", ("REVERSE_V2", "ARG_MAX", "SUB")),)),
+    _l("ArgMin", "ARG_MIN", variants=(("select_last_index", ("REVERSE_V2", "ARG_MIN", "SUB")),)),
+    _l("CumSum", "CUMSUM"),
+    _l("TopK", "TOPK_V2", hint="use ArgMax for k=1, or do top-k on the host"),
+    # Shape and data movement
+    _l("Reshape", "RESHAPE"),
+    _l("Flatten", "RESHAPE"),
+    _l("Squeeze", "SQUEEZE"),
+    _l("Unsqueeze", "RESHAPE"),
+    _l("Transpose", "TRANSPOSE", variants=(("identity_perm", ()),)),
+    _l("Concat", "CONCATENATION", variants=(("single_input", ()),)),
+    _l("Split", "SPLIT", variants=(("uneven_split", ("SPLIT_V",)),)),
+    _l("Slice", "STRIDED_SLICE", const_operands={1: 1, 2: 2}),
+    _l("Gather", "GATHER", variants=(("scalar_const_index", ("STRIDED_SLICE", "RESHAPE")),)),
+    _l("GatherND", "GATHER_ND"),
+    _l("GatherElements", ("GATHER_ND",), hint="use Gather on a flattened tensor"),
+    _l("Pad", "PAD", variants=(("pad_reflect", ("MIRROR_PAD",)), ("pad_edge", ("FlexOp:edge pad",)),
+                               ("pad_constant_value", ("PADV2",))),
+       const_operands={1: 1}),
+    _l("Expand", "BROADCAST_TO", variants=(("expand_is_noop", ()), ("expand_same_rank", ("MUL",)))),
+    _l("Tile", "TILE", hint="use BROADCAST_TO (Expand), or concatenate copies"),
+    _l("DepthToSpace", "DEPTH_TO_SPACE", variants=(("crd_mode", ("RESHAPE", "TRANSPOSE", "RESHAPE")),)),
+    _l("SpaceToDepth", "SPACE_TO_DEPTH"),
+    _l("Resize", "RESIZE_BILINEAR", variants=(("resize_nearest", ("RESIZE_NEAREST_NEIGHBOR",)),
+                                              ("resize_cubic", ("FlexOp:ResizeBicubic",))),
+       const_operands={2: 1, 3: 1}),
+    _l("Upsample", "RESIZE_NEAREST_NEIGHBOR", variants=(("resize_linear", ("RESIZE_BILINEAR",)),)),
+    _l("Shape", (), hint="shapes are static after hub's normalisation"),
+    _l("Size", ()),
+    _l("Constant", ()),
+    _l("ConstantOfShape", "FILL"),
+    _l("EyeLike", ()),
+    _l("Range", "RANGE", hint="make the range a constant tensor"),
+    _l("OneHot", "ONE_HOT", hint="compare indices with a constant arange (EQUAL) and cast"),
+    _l("NonZero", "WHERE", hint="use a fixed-size mask with Where(cond, x, y)"),
+    _l("Compress", "WHERE", hint="use a fixed-size mask"),
+    _l("ScatterND", "SCATTER_ND", hint="express the update as a mask and Where"),
+    _l("ScatterElements", "SCATTER_ND", hint="express the update as a mask and Where"),
+    _l("Scatter", "SCATTER_ND", hint="express the update as a mask and Where"),
+    _l("Trilu", ("MUL",)),
+    _l("ReverseSequence", "REVERSE_SEQUENCE", hint="use Slice and Concat per sequence"),
+    _l("Einsum", "EINSUM", fails="tf.einsum becomes a Flex op in most equations",
+       hint="rewrite the Einsum as MatMul/Transpose"),
+    # Recurrent
+    _l("LSTM", ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "CONCATENATION", "SPLIT")),
+    _l("GRU", ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB", "SPLIT")),
+    _l("RNN", ("FULLY_CONNECTED", "TANH", "ADD")),
+    # Quantization nodes (QDQ models)
+    _l("QuantizeLinear", ("QUANTIZE",)),
+    _l("DequantizeLinear", ("DEQUANTIZE",)),
+    _l("DynamicQuantizeLinear", ("REDUCE_MAX", "REDUCE_MIN", "DIV", "ROUND", "ADD")),
+    # No builtin: the converter needs Flex ops
+    _flex("Acos", "tf.math.acos", "approximate acos with a polynomial"),
+    _flex("Acosh", "tf.math.acosh", "use log(x + sqrt(x*x - 1))"),
+    _flex("Asin", "tf.math.asin", "approximate asin with a polynomial"),
+    _flex("Asinh", "tf.math.asinh", "use log(x + sqrt(x*x + 1))"),
+    _flex("Atan", "tf.math.atan", "approximate atan with a polynomial"),
+    _flex("Atanh", "tf.math.atanh", "use 0.5*log((1+x)/(1-x))"),
+    _flex("Cosh", "tf.math.cosh", "use 0.5*(exp(x)+exp(-x))"),
+    _flex("Sinh", "tf.math.sinh", "use 0.5*(exp(x)-exp(-x))"),
+    _flex("Tan", "tf.math.tan", "use sin(x)/cos(x)"),
+    _flex("Erf", "tf.math.erf", "approximate GELU with x*sigmoid(1.702x), or erf with tanh"),
+    _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
+    _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
+    _flex("IsInf", "tf.math.is_inf", "compare with a large constant"),
+    _flex("IsNaN", "tf.math.is_nan", "use x != x (NOT_EQUAL)"),
+    _flex("Unique", "tf.unique", "do it on the host"),
+    _flex("DFT", "tf.signal.rfft", "use TFLM's SignalRfft custom op"),
+    _flex("STFT", "tf.signal.stft", "compute the spectrogram with TFLM's Signal ops"),
+    _flex("Bernoulli", "tf.random", "feed random numbers as an input"),
+    _flex("RandomNormal", "tf.random.normal", "feed random numbers as an input"),
+    _flex("RandomNormalLike", "tf.random.normal", "feed random numbers as an input"),
+    _flex("RandomUniform", "tf.random.uniform", "feed random numbers as an input"),
+    _flex("RandomUniformLike", "tf.random.uniform", "feed random numbers as an input"),
+    _flex("Multinomial", "tf.random.categorical", "sample on the host"),
+    _flex("BitShift", "tf.bitwise.shift", "use integer MUL/DIV by powers of two"),
+    _flex("BitwiseAnd", "tf.bitwise.bitwise_and", "use logical ops on bool tensors"),
+    _flex("BitwiseOr", "tf.bitwise.bitwise_or", "use logical ops on bool tensors"),
+    _flex("BitwiseXor", "tf.bitwise.bitwise_xor", "use logical ops on bool tensors"),
+    _flex("BitwiseNot", "tf.bitwise.invert", "use logical ops on bool tensors"),
+    _flex("Loop", "tf.while_loop", "unroll the loop at export time"),
+    _flex("Scan", "tf.while_loop", "unroll the scan at export time"),
+    _flex("If", "tf.cond", "export one branch, or compute both and Where"),
+    _flex("MaxRoiPool", "tf.map_fn", "do ROI pooling on the host"),
+    _flex("RoiAlign", "tf.image.crop_and_resize", "do ROI align on the host"),
+    _flex("NonMaxSuppression", "tf.image.non_max_suppression", "run NMS on the host, or use TFLite_Detection_PostProcess"),
+    _flex("GridSample", "tf.gather_nd", "precompute the sampling grid as a constant Gather"),
+    _flex("AffineGrid", "tf.meshgrid", "precompute the grid as a constant"),
+    _flex("DeformConv", "tf.gather", "use a plain Conv"),
+    _flex("Col2Im", "tf.nn.conv2d_transpose", "use ConvTranspose"),
+    _flex("CenterCropPad", "tf.tensor_scatter_nd_update", "use Slice or Pad with constant sizes"),
+    _flex("MaxUnpool", "tf.scatter_nd", "use Resize(nearest) and a mask"),
+    _flex("Inverse", "tf.linalg.inv", "invert on the host"),
+    _flex("StringNormalizer", "strings", "do text processing on the host"),
+    _flex("RegexFullMatch", "strings", "do text processing on the host"),
+    _flex("StringConcat", "strings", "do text processing on the host"),
+    _flex("StringSplit", "strings", "do text processing on the host"),
+    _flex("TfIdfVectorizer", "tf.numpy_function", "do text processing on the host"),
+    _flex("ImageDecoder", "tf.numpy_function", "decode images on the host"),
+    _flex("HammingWindow", "tf.signal.hamming_window", "pass the window as a constant"),
+    _flex("HannWindow", "tf.signal.hann_window", "pass the window as a constant"),
+    _flex("BlackmanWindow", "tf.range", "pass the window as a constant"),
+    _flex("MelWeightMatrix", "tf.signal.linear_to_mel_weight_matrix", "pass the matrix as a constant"),
+    _flex("NegativeLogLikelihoodLoss", "tf.one_hot", "compute losses outside the model"),
+    _flex("SoftmaxCrossEntropyLoss", "tf.one_hot", "compute losses outside the model"),
+    _flex("SequenceAt", "sequence", "use tensors instead of sequences"),
+    _flex("SequenceConstruct", "sequence", "use tensors instead of sequences"),
+    _flex("SequenceEmpty", "sequence", "use tensors instead of sequences"),
+    _flex("SequenceErase", "sequence", "use tensors instead of sequences"),
+    _flex("SequenceInsert", "sequence", "use tensors instead of sequences"),
+    _flex("SequenceLength", "sequence", "use tensors instead of sequences"),
+    _flex("SplitToSequence", "sequence", "use Split"),
+    _flex("ConcatFromSequence", "tf.while_loop", "use Concat"),
+    _flex("Optional", "optional", "remove optional values"),
+    _flex("OptionalGetElement", "optional", "remove optional values"),
+    _flex("OptionalHasElement", "optional", "remove optional values"),
+]
+LOWERINGS: dict[str, Lowering] = {row.onnx_op: row for row in _ROWS}
+
+
+def lowering(op: str) -> Lowering | None:
+    return LOWERINGS.get(op)

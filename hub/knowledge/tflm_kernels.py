@@ -1,0 +1,214 @@
+"""What TensorFlow Lite Micro's kernels accept, as data.
+
+Each row was read from the kernel source named in `source` (paths relative to
+tensorflow/lite/micro/ in github.com/tensorflow/tflite-micro) at TFLM_VERSION:
+the registered op (micro_mutable_op_resolver.h), the tensor types its Prepare/
+Eval switch statements accept, rank limits (kMaxDim constants, NumDimensions
+checks, the Broadcast*4DSlow helpers used when shapes differ), the inputs that
+must be constant (IsConstantTensor checks), input-count limits, and whether the
+kernel takes per-channel quantized weights and a fused activation.
+
+Type names are those hub.tflite_model uses ("float32", "int8", ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The sources read, and the interpreter the benchmark runs (pip tflite-micro).
+TFLM_VERSION = "tflite-micro@90b983c2 (2026-08-20); pip tflite-micro==0.dev20261023182759"
+
+F32, I8, I16, I32, I64, BOOL, U8, U32 = "float32", "int8", "int16", "int32", "int64", "bool", "uint8", "uint32"
+NUMERIC = frozenset({F32, I8, I16, I32})
+ANY = frozenset({F32, I8, I16, I32, I64, BOOL, U8})  # kernels that only move bytes (RESHAPE, SQUEEZE)
+ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")  # ApplyActivationToVector / ActivationFunctionWithMinMax
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One TFLM builtin op and what its kernel accepts."""
+
+    op: str
+    types: frozenset[str]  # types of the data tensors (input 0 / output 0)
+    source: str  # kernel file under tensorflow/lite/micro/
+    max_rank: int | None = None  # largest rank of input 0 the kernel takes
+    rank: int | None = None  # exact rank required (conv/pool kernels are 4-D only)
+    broadcast_rank: int | None = None  # largest rank when the inputs' shapes differ
+    const_inputs: tuple[int, ...] = ()  # TFLite input indices that must be constant tensors
+    per_channel: bool = False  # accepts per-channel quantized weights
+    max_inputs: int | None = None
+    fused_activations: tuple[str, ...] = ()
+    float_only_note: str = ""
+
+
+def _k(op: str, types, source: str, **kw) -> Kernel:
+    return Kernel(op, frozenset(types), "kernels/" + source, **kw)
+
+
+_FLOAT = (F32,)
+_QUANT = (F32, I8, I16)
+_ROWS = [
+    _k("ABS", _QUANT, "elementwise.cc"),
+    _k("ADD", (F32, I8, I16, I32), "add.cc", broadcast_rank=4, fused_activations=ACTIVATIONS),
+    _k("ADD_N", (F32, I8), "add_n.cc"),
+    _k("ARG_MAX", (F32, I8, I32), "arg_min_max.cc", const_inputs=(1,)),
+    _k("ARG_MIN", (F32, I8, I32), "arg_min_max.cc", const_inputs=(1,)),
+    _k("ASSIGN_VARIABLE", ANY, "assign_variable.cc"),
+    _k("AVERAGE_POOL_2D", _QUANT, "pooling.cc", rank=4, fused_activations=ACTIVATIONS),
+    _k("BATCH_MATMUL", _QUANT, "batch_matmul.cc", max_rank=5),
+    _k("BATCH_TO_SPACE_ND", (F32, I8), "batch_to_space_nd.cc", max_rank=4),
+    _k("BROADCAST_ARGS", (I32, I64), "broadcast_args.cc"),
+    _k("BROADCAST_TO", ANY, "broadcast_to.cc", max_rank=5),
+    _k("CALL_ONCE", ANY, "call_once.cc"),
+    _k("CAST", (BOOL, F32, I8, I16, I32, U32), "cast.cc"),
+    _k("CEIL", _FLOAT, "ceil.cc"),
+    _k("CONCATENATION", (BOOL, F32, I8, I16, I32, I64), "concatenation.cc", max_rank=6, max_inputs=10,
+       fused_activations=ACTIVATIONS),
+    _k("CONV_2D", _QUANT, "conv.cc", rank=4, per_channel=True, fused_activations=ACTIVATIONS),
+    _k("COS", _FLOAT, "elementwise.cc"),
+    _k("CUMSUM", (F32, I8, I32), "cumsum.cc", const_inputs=(1,)),
+    _k("DEPTH_TO_SPACE", (F32, I8), "depth_to_space.cc", rank=4),
+    _k("DEPTHWISE_CONV_2D", _QUANT, "depthwise_conv.cc", rank=4, per_channel=True, fused_activations=ACTIVATIONS),
+    _k("DEQUANTIZE", (I8, I16, U8, F32), "dequantize.cc"),
+    _k("DIV", (F32, I8, I32), "div.cc", broadcast_rank=5, fused_activations=ACTIVATIONS),
+    _k("DYNAMIC_UPDATE_SLICE", (F32, I8, I16, I32, I64), "dynamic_update_slice.cc"),
+    _k("ELU", (F32, I8), "elu.cc"),
+    _k("EMBEDDING_LOOKUP", (F32, I8), "embedding_lookup.cc"),
+    _k("EQUAL", (BOOL, F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("NOT_EQUAL", (BOOL, F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("GREATER", (F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("GREATER_EQUAL", (F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("LESS", (F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("LESS_EQUAL", (F32, I8, I32, I64), "comparisons.cc", broadcast_rank=4),
+    _k("EXP", _FLOAT, "exp.cc"),
+    _k("EXPAND_DIMS", (F32, I8, I16, I32), "expand_dims.cc", const_inputs=(1,)),
+    _k("FILL", (F32, I8, I16, I32, I64), "fill.cc"),
+    _k("FLOOR", _FLOAT, "floor.cc"),
+    _k("FLOOR_DIV", _FLOAT, "floor_div.cc", broadcast_rank=4),
+    _k("FLOOR_MOD", _FLOAT, "floor_mod.cc", broadcast_rank=4),
+    _k("FULLY_CONNECTED", _QUANT, "fully_connected.cc", per_channel=True, fused_activations=ACTIVATIONS),
+    _k("GATHER", (F32, I8), "gather.cc"),
+    _k("GATHER_ND", (F32, I8), "gather_nd.cc"),
+    _k("HARD_SWISH", (F32, I8), "hard_swish.cc"),
+    _k("IF", ANY, "if.cc"),
+    _k("L2_NORMALIZATION", (F32, I8), "l2norm.cc", max_rank=4),
+    _k("L2_POOL_2D", _FLOAT, "l2_pool_2d.cc", rank=4),
+    _k("LEAKY_RELU", _QUANT, "leaky_relu.cc"),
+    _k("LOG", _FLOAT, "elementwise.cc"),
+    _k("LOG_SOFTMAX", (F32, I8), "log_softmax.cc"),
+    _k("LOGICAL_AND", (BOOL,), "logical.cc", broadcast_rank=4),
+    _k("LOGICAL_OR", (BOOL,), "logical.cc", broadcast_rank=4),
+    _k("LOGICAL_NOT", (BOOL,), "elementwise.cc"),
+    _k("LOGISTIC", _QUANT, "logistic.cc"),
+    _k("MAXIMUM", (F32, I8, I16, I32, I64), "maximum_minimum.cc", broadcast_rank=5),
+    _k("MINIMUM", (F32, I8, I16, I32, I64), "maximum_minimum.cc", broadcast_rank=5),
+    _k("MAX_POOL_2D", _QUANT, "pooling.cc", rank=4, fused_activations=ACTIVATIONS),
+    _k("MEAN", _QUANT, "reduce.cc", const_inputs=(1,)),
+    _k("MIRROR_PAD", (F32, I8, I32, I64), "mirror_pad.cc", const_inputs=(1,)),
+    _k("MUL", (F32, I8, I16, I32), "mul.cc", broadcast_rank=4, fused_activations=ACTIVATIONS),
+    _k("NEG", (F32, I8), "neg.cc"),
+    _k("PACK", (F32, I8, I16, I32, I64), "pack.cc"),
+    _k("PAD", (F32, I8, I16, I32), "pad.cc", max_rank=4, const_inputs=(1,)),
+    _k("PADV2", (F32, I8, I16, I32), "pad.cc", max_rank=4, const_inputs=(1,)),
+    _k("PRELU", _QUANT, "prelu.cc"),
+    _k("QUANTIZE", (F32, I8, I16, I32, U8), "quantize.cc"),
+    _k("READ_VARIABLE", ANY, "read_variable.cc"),
+    _k("REDUCE_ALL", (BOOL,), "reduce.cc", const_inputs=(1,)),
+    _k("REDUCE_MAX", (F32, I8), "reduce.cc", const_inputs=(1,)),
+    _k("REDUCE_MIN", (F32, I8), "reduce.cc", const_inputs=(1,)),
+    _k("RELU", _QUANT, "activations.cc"),
+    _k("RELU6", _QUANT, "activations.cc"),
+    _k("RESHAPE", ANY, "reshape.cc"),
+    _k("RESIZE_BILINEAR", (F32, I8), "resize_bilinear.cc", rank=4, const_inputs=(1,)),
+    _k("RESIZE_NEAREST_NEIGHBOR", _QUANT, "resize_nearest_neighbor.cc", rank=4, const_inputs=(1,)),
+    _k("REVERSE_V2", ANY, "reverse.cc", max_rank=8),
+    _k("ROUND", _FLOAT, "round.cc"),
+    _k("RSQRT", (F32, I8), "elementwise.cc"),
+    _k("SELECT_V2", _QUANT, "select.cc", broadcast_rank=5),
+    _k("SHAPE", ANY, "shape.cc"),
+    _k("SIN", _FLOAT, "elementwise.cc"),
+    _k("SLICE", (BOOL, F32, I8, I16, I32, I64), "slice.cc", max_rank=5),
+    _k("SOFTMAX", _QUANT, "softmax.cc"),
+    _k("SPACE_TO_BATCH_ND", (F32, I8), "space_to_batch_nd.cc", max_rank=4),
+    _k("SPACE_TO_DEPTH", (F32, I8), "space_to_depth.cc", rank=4),
+    _k("SPLIT", (F32, I8, I16, I32), "split.cc", const_inputs=(0,)),
+    _k("SPLIT_V", (F32, I8, I16, I32), "split_v.cc", const_inputs=(2,)),
+    _k("SQRT", _FLOAT, "elementwise.cc"),
+    _k("SQUARE", _FLOAT, "elementwise.cc"),
+    _k("SQUARED_DIFFERENCE", (F32, I8, I16, I32), "squared_difference.cc", broadcast_rank=4),
+    _k("SQUEEZE", ANY, "squeeze.cc"),
+    _k("STRIDED_SLICE", (BOOL, F32, I8, I16, I32), "strided_slice.cc", max_rank=4, const_inputs=(1, 2, 3)),
+    _k("SUB", (F32, I8, I16, I32), "sub.cc", broadcast_rank=5, fused_activations=ACTIVATIONS),
+    _k("SUM", _QUANT, "reduce.cc", const_inputs=(1,)),
+    _k("SVDF", _QUANT, "svdf.cc"),
+    _k("TANH", _QUANT, "tanh.cc"),
+    _k("TRANSPOSE", _QUANT, "transpose.cc", max_rank=5, const_inputs=(1,)),
+    _k("TRANSPOSE_CONV", _QUANT, "transpose_conv.cc", rank=4, const_inputs=(0,), per_channel=True),
+    _k("UNIDIRECTIONAL_SEQUENCE_LSTM", _QUANT, "unidirectional_sequence_lstm.cc"),
+    _k("UNPACK", (F32, I8, I16, I32), "unpack.cc"),
+    _k("VAR_HANDLE", ANY, "var_handle.cc"),
+    _k("WHILE", ANY, "while.cc"),
+    _k("ZEROS_LIKE", (F32, I8, I32, I64), "zeros_like.cc"),
+]
+KERNELS: dict[str, Kernel] = {row.op: row for row in _ROWS}
+
+# Custom ops TFLM registers (micro_mutable_op_resolver.h AddCustom calls); every other custom code,
+# and every Flex op, is refused at allocation.
+CUSTOM_OPS = frozenset({
+    "CIRCULAR_BUFFER", "SignalDelay", "SignalEnergy", "SignalFftAutoScale", "SignalFilterBank",
+    "SignalFilterBankLog", "SignalFilterBankSquareRoot", "SignalFramer", "SignalIrfft", "SignalOverlapAdd",
+    "SignalPCAN", "SignalRfft", "SignalStacker", "SignalWindow", "TFLM_DECODE", "TFLite_Detection_PostProcess",
+    "ethos-u",
+})
+
+# TFLite builtins TFLM has no kernel for, with the rewrite that avoids them (any builtin not in KERNELS
+# is missing; these are the ones models meet, with a concrete way out).
+MISSING_HINTS: dict[str, str] = {
+    "GELU": "approximate with x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
+    "POW": "use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x)) in float32",
+    "TILE": "use BROADCAST_TO via Expand, or concatenate copies",
+    "TOPK_V2": "use ArgMax for k=1, or do top-k on the host",
+    "RANGE": "make the range a constant tensor",
+    "WHERE": "use a fixed-size mask with Where(cond, x, y) (SELECT_V2) instead of indices",
+    "ONE_HOT": "compare indices with a constant arange (EQUAL) and cast",
+    "SCATTER_ND": "express the update as a mask and Where, or precompute it",
+    "REDUCE_PROD": "use exp(sum(log(x))) in float32, or avoid the product",
+    "SIGN": "use Where(x>0,1,0)-Where(x<0,1,0) (SELECT_V2)",
+    "SELECT": "use the broadcasting SELECT_V2 (opset-9+ Where with matching ranks)",
+    "CONV_3D": "fold the depth axis into channels and use Conv2d",
+    "CONV_3D_TRANSPOSE": "fold the depth axis into channels and use ConvTranspose2d",
+    "LOCAL_RESPONSE_NORMALIZATION": "replace LRN with BatchNorm, or drop it",
+    "RELU_N1_TO_1": "use Clip(-1, 1) after an op with a fused activation, or MINIMUM/MAXIMUM",
+    "RELU_0_TO_1": "use Clip(0, 1) as MINIMUM and MAXIMUM",
+    "NON_MAX_SUPPRESSION_V4": "run NMS on the host, or use TFLite_Detection_PostProcess",
+    "NON_MAX_SUPPRESSION_V5": "run NMS on the host, or use TFLite_Detection_PostProcess",
+    "LSTM": "export the LSTM as UNIDIRECTIONAL_SEQUENCE_LSTM, or unroll it",
+    "BIDIRECTIONAL_SEQUENCE_LSTM": "run two unidirectional LSTMs and concatenate",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "unroll the RNN into FullyConnected and Tanh",
+    "RNN": "unroll the RNN into FullyConnected and Tanh",
+    "SIGN_BIT": "use comparisons and SELECT_V2",
+    "REDUCE_ANY": "cast to float and use REDUCE_MAX",
+    "GATHER_ELEMENTS": "use Gather on a flattened tensor",
+    "REVERSE_SEQUENCE": "use Slice and Concat per sequence",
+    "MATRIX_DIAG": "build the diagonal as a constant mask and MUL",
+    "MATRIX_SET_DIAG": "build the diagonal as a constant mask and MUL",
+    "SEGMENT_SUM": "precompute the segments as a matmul with a constant 0/1 matrix",
+    "UNSORTED_SEGMENT_SUM": "precompute the segments as a matmul with a constant 0/1 matrix",
+    "UNIQUE": "do it on the host",
+    "RANDOM_UNIFORM": "feed random numbers as an input",
+    "RANDOM_STANDARD_NORMAL": "feed random numbers as an input",
+    "MULTINOMIAL": "sample on the host",
+    "ATAN2": "approximate atan2 with a polynomial in float32",
+    "BITWISE_XOR": "use logical ops on bool tensors",
+    "RIGHT_SHIFT": "use integer division by a power of two in float32",
+    "SPARSE_TO_DENSE": "use a dense constant",
+    "FAKE_QUANT": "remove fake-quant nodes before export",
+    "HASHTABLE_LOOKUP": "do lookups on the host",
+}
+
+
+def kernel(op: str) -> Kernel | None:
+    return KERNELS.get(op)
+
+
+def missing_hint(op: str) -> str:
+    return MISSING_HINTS.get(op, "rewrite the layer with ops TFLM has (see micro_mutable_op_resolver.h)")

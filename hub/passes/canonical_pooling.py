@@ -1,0 +1,39 @@
+"""AveragePool without padding: state it as pads=0 with count_include_pad=1.
+
+With no padding both count_include_pad settings average the same cells, so the
+rewrite is exact. It matters to onnx2tf 1.29: for a pad-free pool whose kernel
+is not square (DS-CNN's 25x5 global pool, for one), its AveragePool compares the
+per-axis window counts across axes, decides a correction is needed, and emits
+one STRIDED_SLICE (times 1.0) per spatial axis (`average_multiplier` in
+onnx2tf/ops/AveragePool.py). With count_include_pad=1 and explicit zero pads it
+takes the plain AVERAGE_POOL_2D path.
+"""
+from __future__ import annotations
+
+import onnx
+
+from hub.passes.rewrite import attr, set_attr
+
+NAME = "canonical_pooling"
+
+
+def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "AveragePool" or attr(node, "ceil_mode", 0):
+            continue
+        auto_pad = attr(node, "auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        kernel = attr(node, "kernel_shape")
+        pads = attr(node, "pads", [0] * 2 * len(kernel))
+        if auto_pad not in ("NOTSET", "VALID") or any(pads):
+            continue
+        if auto_pad == "NOTSET" and attr(node, "count_include_pad", 0) == 1:
+            continue
+        for a in list(node.attribute):
+            if a.name == "auto_pad":
+                node.attribute.remove(a)
+        set_attr(node, "pads", [0] * 2 * len(kernel))
+        set_attr(node, "count_include_pad", 1)
+        changed += 1
+    return model, changed, f"stated {changed} pad-free AveragePool as count_include_pad=1" if changed else ""

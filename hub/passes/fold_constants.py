@@ -1,0 +1,111 @@
+"""Constant folding: a node whose inputs are all constants becomes an initializer.
+
+Constant nodes become initializers, Shape/Size of statically shaped tensors become
+their values, and any other deterministic node with only constant inputs is
+evaluated once with onnx's reference evaluator. Otherwise onnx2tf emits the
+computation into the TFLite graph (often as ops TFLM lacks, e.g. RANGE, or int64
+arithmetic), and the shape computations exporters write block later passes.
+
+A result much larger than its inputs (Expand, Tile, ConstantOfShape) is left as
+a node: folding it would grow the model file for nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hub.passes.rewrite import constant, graph_output_names, remove_unused_initializers, static_shape
+
+NAME = "fold_constants"
+NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs
+
+
+def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
+    folded, skipped = 0, 0
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    outputs = graph_output_names(model)
+    for node in list(model.graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC:
+            continue
+        if any(o in outputs for o in node.output):
+            continue  # graph outputs keep their producing node (the interface stays a computed tensor)
+        values = _evaluate(model, node, opset)
+        if values is None:
+            continue
+        if not _small_enough(model, node, values):
+            skipped += 1
+            continue
+        for name, value in zip(node.output, values):
+            if name:
+                model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        model.graph.node.remove(node)
+        folded += 1
+    if folded:
+        remove_unused_initializers(model)
+        _drop_stale_value_info(model)
+    detail = f"folded {folded} constant nodes" if folded else ""
+    if skipped:
+        detail += f"{'; ' if detail else ''}left {skipped} nodes whose folded output would grow the model"
+    return model, folded, detail
+
+
+def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int) -> list[np.ndarray] | None:
+    if node.op_type == "Constant":
+        return [numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))] \
+            if node.attribute and node.attribute[0].name == "value" else _run_reference(node, {}, opset)
+    if node.op_type in ("Shape", "Size"):
+        shape = static_shape(model, node.input[0])
+        if shape is None:
+            return None
+        if node.op_type == "Size":
+            return [np.array(int(np.prod(shape)), np.int64)]
+        start = next((a.i for a in node.attribute if a.name == "start"), 0)
+        end = next((a.i for a in node.attribute if a.name == "end"), len(shape))
+        return [np.array(shape[slice(start, end)], np.int64)]
+    if not node.input or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return None
+    init_names = {t.name for t in model.graph.initializer}
+    if any(name and name not in init_names for name in node.input):
+        return None
+    inputs = {}
+    for name in node.input:
+        if not name:
+            continue
+        value = constant(model, name)
+        if value is None:
+            return None
+        inputs[name] = value
+    return _run_reference(node, inputs, opset)
+
+
+def _run_reference(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int) -> list[np.ndarray] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        evaluator = ReferenceEvaluator(_single_node_model(node, inputs, opset))
+        return [np.asarray(v) for v in evaluator.run(None, inputs)]
+    except Exception:  # an op the reference evaluator lacks: leave the node to the converter
+        return None
+
+
+def _single_node_model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                    for n, v in inputs.items()]
+    graph_outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    graph = helper.make_graph([node], "fold", graph_inputs, graph_outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _small_enough(model: onnx.ModelProto, node: onnx.NodeProto, values: list[np.ndarray]) -> bool:
+    out_bytes = sum(np.asarray(v).nbytes for v in values)
+    in_bytes = sum(constant(model, n).nbytes for n in node.input if n and constant(model, n) is not None)
+    return out_bytes <= max(in_bytes, MIN_GROWTH_LIMIT_BYTES)
+
+
+def _drop_stale_value_info(model: onnx.ModelProto) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in inits]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)

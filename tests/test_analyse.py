@@ -1,0 +1,254 @@
+"""hub check: one test per rule family on small onnx.helper graphs, .tflite files from the real
+converter, CLI exit codes, and that checking imports neither tensorflow nor torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import ROOT, sign_onnx, run_hub, small_cnn_onnx
+from hub.analyse import analyse_onnx, analyse_tflite, check_softmax_scales
+from hub.knowledge.onnx2tf_ops import LOWERINGS
+from hub.knowledge.tflm_kernels import KERNELS, MISSING_HINTS
+from hub.tflite_model import read_tflite
+
+F = TensorProto.FLOAT
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def vi(name: str, shape, dtype=F):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def unary(op: str, shape=(1, 8), dtype=F, **attrs) -> onnx.ModelProto:
+    return model_of([helper.make_node(op, ["x"], ["y"], name="n", **attrs)], [vi("x", shape, dtype)],
+                    [vi("y", None, dtype)])
+
+
+def errors(result) -> list:
+    return [f for f in result.findings if f.severity == "error"]
+
+
+def node(result, name="n") -> dict:
+    return next(n for n in result.nodes if n["name"] == name)
+
+
+# --- the tables ------------------------------------------------------------------------------------
+
+def test_tables_cite_sources_and_agree():
+    assert all(k.source.startswith("kernels/") and k.source.endswith(".cc") and k.types for k in KERNELS.values())
+    for low in LOWERINGS.values():
+        assert low.source == f"onnx2tf/ops/{low.onnx_op}.py"
+        for op in low.tflite_ops:  # every TFLite op named is either a TFLM kernel or explains its absence
+            assert op in KERNELS or op in MISSING_HINTS or op.startswith("FlexOp:") or low.hint or low.fails, (low.onnx_op, op)
+
+
+# --- per-node rules ----------------------------------------------------------------------------------
+
+def test_compatible_cnn_fuses_relu_into_conv():
+    result = analyse_onnx(small_cnn_onnx())
+    assert result.compatible and not errors(result)
+    assert node(result, "conv1")["tflite_ops"] == ["CONV_2D"]
+    assert node(result, "dwconv")["tflite_ops"] == ["DEPTHWISE_CONV_2D"]
+    assert node(result, "relu1")["verdict"] == "fused" and node(result, "relu1")["tflite_ops"] == []
+
+
+def test_missing_tflm_kernel_gelu():
+    result = analyse_onnx(model_of([helper.make_node("Gelu", ["x"], ["y"], name="n")], [vi("x", (1, 8))],
+                                   [vi("y", None)], opset=20))
+    [f] = errors(result)
+    assert not result.compatible and f.node == "n" and f.tflite_ops == ["GELU"]
+    assert "not in TFLM" in f.message and "x*sigmoid(1.702x)" in f.hint
+    assert node(result)["verdict"] == "error"
+
+
+def test_flex_op_erf():
+    [f] = errors(analyse_onnx(unary("Erf")))
+    assert "Flex" in f.message and f.op == "Erf"
+
+
+def test_no_onnx2tf_converter_for_op():
+    m = model_of([helper.make_node("Histogram", ["x"], ["y"], name="n")], [vi("x", (4,))], [vi("y", (4,))])
+    [f] = errors(analyse_onnx(m))
+    assert "no converter" in f.message
+
+
+def test_custom_domain_op():
+    n = helper.make_node("MyOp", ["x"], ["y"], name="n", domain="com.example")
+    m = helper.make_model(helper.make_graph([n], "g", [vi("x", (1, 4))], [vi("y", (1, 4))]),
+                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    [f] = errors(analyse_onnx(m))
+    assert "custom op" in f.message and "com.example" in f.message
+
+
+def test_input_count_limit_concat():
+    names = [f"x{i}" for i in range(14)]
+    m = model_of([helper.make_node("Concat", names, ["y"], name="n", axis=1)], [vi(n, (1, 2)) for n in names],
+                 [vi("y", (1, 28))])
+    [f] = errors(analyse_onnx(m))
+    assert f.message == "Concat has 14 inputs; TFLM's CONCATENATION allows 10."
+    assert "two steps" in f.hint
+    ok = model_of([helper.make_node("Concat", names[:10], ["y"], name="n", axis=1)],
+                  [vi(n, (1, 2)) for n in names[:10]], [vi("y", (1, 20))])
+    assert analyse_onnx(ok).compatible
+
+
+def test_int64_arithmetic():
+    m = model_of([helper.make_node("Add", ["a", "b"], ["y"], name="n")],
+                 [vi("a", (1, 4), TensorProto.INT64), vi("b", (1, 4), TensorProto.INT64)], [vi("y", (1, 4), TensorProto.INT64)])
+    [f] = errors(analyse_onnx(m, quantize="float32"))
+    assert "int64" in f.message and "int32" in f.hint
+
+
+def test_float_only_kernel_under_int8():
+    int8 = analyse_onnx(unary("Exp"), quantize="int8")
+    [f] = errors(int8)
+    assert "float32-only" in f.message and "--quantize float32" in f.hint
+    assert analyse_onnx(unary("Exp"), quantize="float32").compatible
+
+
+def test_rank_limit_transpose():
+    m = unary("Transpose", shape=(1, 2, 2, 2, 2, 2), perm=[0, 2, 1, 3, 4, 5])
+    [f] = errors(analyse_onnx(m))
+    assert "6-D" in f.message and "at most 5-D" in f.message
+    assert analyse_onnx(unary("Transpose", shape=(1, 2, 3, 4), perm=[0, 2, 1, 3])).compatible
+
+
+def test_broadcast_rank_limit_mul():
+    m = model_of([helper.make_node("Mul", ["a", "b"], ["y"], name="n")],
+                 [vi("a", (1, 2, 3, 4, 5)), vi("b", (1, 1, 1, 1, 5))], [vi("y", (1, 2, 3, 4, 5))])
+    [f] = errors(analyse_onnx(m))
+    assert "broadcasts 5-D" in f.message and "at most 4-D" in f.message
+
+
+def test_constant_operand_needed_by_resize():
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node_ = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="n", mode="nearest")
+    const = model_of([node_], [vi("x", (1, 3, 4, 4))], [vi("y", (1, 3, 8, 8))], [scales])
+    assert analyse_onnx(const).compatible
+    assert node(analyse_onnx(const))["tflite_ops"] == ["RESIZE_NEAREST_NEIGHBOR"]
+    runtime = model_of([node_], [vi("x", (1, 3, 4, 4)), vi("scales", (4,))], [vi("y", None)])
+    [f] = [f for f in errors(analyse_onnx(runtime)) if "constant" in f.message]
+    assert "needs it constant" in f.message
+
+
+def test_attribute_conditions_pick_the_tflite_op():
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "e")
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "e")
+    pow_ = helper.make_node("Pow", ["x", "e"], ["y"], name="n")
+    square = analyse_onnx(model_of([pow_], [vi("x", (1, 4))], [vi("y", (1, 4))], [two]))
+    assert square.compatible and node(square)["tflite_ops"] == ["MUL"]
+    root = analyse_onnx(model_of([pow_], [vi("x", (1, 4))], [vi("y", (1, 4))], [half]))
+    assert not root.compatible and node(root)["tflite_ops"] == ["POW"]
+    lo, hi = numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")
+    relu6 = model_of([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="n")], [vi("x", (1, 4))],
+                     [vi("y", (1, 4))], [lo, hi])
+    assert node(analyse_onnx(relu6))["tflite_ops"] == ["RELU6"]
+
+
+def test_dynamic_input_shape():
+    m = model_of([helper.make_node("Relu", ["x"], ["y"], name="n")], [vi("x", ("N", 8))], [vi("y", ("N", 8))])
+    [f] = errors(analyse_onnx(m))
+    assert f.node == "x" and "dynamic shape" in f.message and "--input-shape" in f.hint
+
+
+def test_data_dependent_output_shape():
+    m = model_of([helper.make_node("NonZero", ["x"], ["y"], name="n")], [vi("x", (2, 3))],
+                 [vi("y", None, TensorProto.INT64)])
+    messages = " ".join(f.message for f in errors(analyse_onnx(m)))
+    assert "WHERE" in messages or "depends on the data" in messages
+
+
+def test_hybrid_dynamic_quantization():
+    m = model_of([helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], name="n")], [vi("x", (1, 8))],
+                 [vi("q", (1, 8), TensorProto.UINT8)])
+    assert any("hybrid" in f.message for f in errors(analyse_onnx(m)))
+
+
+def test_float16_tensors_are_flagged():
+    m = model_of([helper.make_node("Relu", ["x"], ["y"], name="n")], [vi("x", (1, 8), TensorProto.FLOAT16)],
+                 [vi("y", (1, 8), TensorProto.FLOAT16)])
+    result = analyse_onnx(m, quantize="float32")
+    [f] = [f for f in result.findings if f.op == "Tensor"]
+    assert "float16" in f.message and f.severity == "warning"
+
+
+def test_softmax_hazard_is_noted_for_int8_only():
+    m = unary("Softmax", axis=-1)
+    assert any(f.severity == "info" and "aborts TFLM" in f.message for f in analyse_onnx(m).findings)
+    assert not analyse_onnx(m, quantize="float32").findings
+
+
+def test_module_path_and_json_shape():
+    n = helper.make_node("Gelu", ["x"], ["y"], name="/layer1/layer1.0/act/Gelu")
+    m = model_of([n], [vi("x", (1, 8))], [vi("y", (1, 8))], opset=20)
+    d = analyse_onnx(m).to_dict()
+    assert set(d) == {"compatible", "target", "quantize", "findings", "nodes"}
+    assert d["nodes"][0]["module"] == "layer1.0.act"
+    assert set(d["findings"][0]) == {"node", "op", "tflite_ops", "severity", "message", "hint"}
+    json.dumps(d)
+
+
+# --- .tflite files made by the real converter ------------------------------------------------------
+
+def test_tflite_small_cnn_int8_and_float32(converted_check_models):
+    for quantize in ("int8", "float32"):
+        result = analyse_tflite(converted_check_models[("cnn", quantize)])
+        assert result.compatible, [f.message for f in result.findings]
+        assert result.quantize == quantize
+        assert {n["op"] for n in result.nodes} >= {"CONV_2D", "DEPTHWISE_CONV_2D"}
+
+
+def test_tflite_softmax_scale_abort_hazard(converted_check_models):
+    data = converted_check_models[("tiny_softmax", "int8")]
+    [f] = check_softmax_scales(read_tflite(data))
+    assert f.op == "SOFTMAX" and "aborts" in f.message
+    result = analyse_tflite(data)
+    assert not result.compatible and any(n["verdict"] == "error" and n["op"] == "SOFTMAX" for n in result.nodes)
+
+
+def test_tflite_missing_kernel(converted_check_models):
+    result = analyse_tflite(converted_check_models[("sign", "float32")])
+    [f] = errors(result)
+    assert f.op == "SIGN" and "not in TFLM" in f.message
+
+
+def test_cli_exit_codes(converted_check_models, tmp_path):
+    ok, bad, tfl = tmp_path / "ok.onnx", tmp_path / "sign.onnx", tmp_path / "sign.tflite"
+    onnx.save(small_cnn_onnx(), str(ok))
+    onnx.save(sign_onnx(), str(bad))
+    tfl.write_bytes(converted_check_models[("sign", "float32")])
+    assert run_hub("check", ok).returncode == 0
+    proc = run_hub("check", bad, "--json")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["findings"][0]["tflite_ops"] == ["SIGN"]
+    assert run_hub("check", tfl).returncode == 1
+    assert run_hub("check", tmp_path / "missing.onnx").returncode == 2
+
+
+def test_check_imports_neither_tensorflow_nor_torch(converted_check_models, tmp_path):
+    onnx_path, tfl_path = tmp_path / "m.onnx", tmp_path / "m.tflite"
+    onnx.save(small_cnn_onnx(), str(onnx_path))
+    tfl_path.write_bytes(converted_check_models[("cnn", "int8")])
+    code = textwrap.dedent(f"""
+        import sys
+        from hub import api
+        assert api.check({str(onnx_path)!r}).compatible
+        assert api.check({str(tfl_path)!r}).compatible
+        heavy = [m for m in ("tensorflow", "torch") if m in sys.modules]
+        assert not heavy, heavy
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,0 +1,300 @@
+"""Each graph pass on small onnx.helper graphs: what it changes, what it leaves, and that
+onnxruntime computes the same outputs before and after. Two end-to-end cases check,
+through the real onnx2tf conversion, that the TFLite ops the passes target are gone."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hub.normalise import infer_shapes, normalise
+from hub.passes import PASSES, run_passes
+from tests.conftest import small_cnn_onnx
+
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def make(nodes, inputs: dict[str, list[int]], outputs: dict[str, list[int] | None], inits: dict[str, np.ndarray],
+         opset: int = 13) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "t",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return infer_shapes(model)
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def apply(model: onnx.ModelProto, *names: str, atol: float = 1e-4) -> tuple[onnx.ModelProto, list]:
+    """Run the named passes (as normalise does) and check the outputs did not move."""
+    feeds = {i.name: rand(*[d.dim_value for d in i.type.tensor_type.shape.dim], scale=2.0) for i in model.graph.input}
+    before = run_ort(model, feeds)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    after_model, results = run_passes(copy, list(names))
+    onnx.checker.check_model(after_model, full_check=True)
+    after = run_ort(after_model, feeds)
+    assert [o.name for o in after_model.graph.output] == [o.name for o in model.graph.output]
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
+    return after_model, results
+
+
+def ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def changed(results, name: str) -> int:
+    return next(r.changed for r in results if r.name == name)
+
+
+def test_every_registered_pass_has_a_module_with_name_and_run():
+    for name in PASSES:
+        module = importlib.import_module(f"hub.passes.{name}")
+        assert module.NAME == name and callable(module.run)
+
+
+# --- fold_constants ----------------------------------------------------------
+
+def test_fold_constants_turns_shape_arithmetic_into_one_initializer():
+    # torch-style flatten: Reshape(x, Concat(Gather(Shape(x), 0), [-1])), plus a Constant Add.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(rand(48), "c")),
+        helper.make_node("Add", ["c", "c"], ["c2"]),
+        helper.make_node("Mul", ["flat", "c2"], ["y"]),
+    ]
+    model = make(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 48]},
+                 {"zero": np.array(0, np.int64), "axes0": np.array([0], np.int64), "minus1": np.array([-1], np.int64)})
+    after, results = apply(model, "fold_constants")
+    assert ops(after) == ["Reshape", "Mul"]
+    assert changed(results, "fold_constants") == 6
+    shape = next(t for t in after.graph.initializer if t.name == after.graph.node[0].input[1])
+    assert numpy_helper.to_array(shape).tolist() == [1, -1]
+
+
+def test_fold_constants_leaves_outputs_that_would_grow_the_model():
+    nodes = [helper.make_node("ConstantOfShape", ["big_shape"], ["zeros"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("Add", ["x", "zeros"], ["y"])]
+    model = make(nodes, {"x": [1, 64, 32, 32]}, {"y": [1, 64, 32, 32]},
+                 {"big_shape": np.array([1, 64, 32, 32], np.int64)})
+    after, results = apply(model, "fold_constants")
+    assert ops(after) == ["ConstantOfShape", "Add"]
+    assert changed(results, "fold_constants") == 0 and "grow" in results[0].detail
+
+
+# --- remove_noops --------------------------------------------------------------
+
+def test_remove_noops_drops_identity_reshape_transpose_slice_flatten():
+    nodes = [
+        helper.make_node("Reshape", ["x", "same"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["b"], perm=[0, 1, 2, 3]),
+        helper.make_node("Slice", ["b", "starts", "ends", "axes"], ["c"]),
+        helper.make_node("Relu", ["c"], ["d"]),
+        helper.make_node("GlobalAveragePool", ["d"], ["e"]),
+        helper.make_node("Flatten", ["e"], ["f"], axis=1),
+        helper.make_node("Flatten", ["f"], ["y"], axis=1),
+    ]
+    model = make(nodes, {"x": [1, 2, 5, 5]}, {"y": [1, 2]},
+                 {"same": np.array([1, 2, 5, 5], np.int64), "starts": np.array([0, 0], np.int64),
+                  "ends": np.array([2**62, 5], np.int64), "axes": np.array([1, -1], np.int64)})
+    after, results = apply(model, "remove_noops")
+    assert ops(after) == ["Relu", "GlobalAveragePool", "Flatten"]
+    assert changed(results, "remove_noops") == 4
+
+
+def test_remove_noops_keeps_real_slices_and_merges_chains():
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["b"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["b"], ["c"], perm=[0, 3, 1, 2]),  # cancels the one before
+        helper.make_node("Reshape", ["c", "s1"], ["d"]),
+        helper.make_node("Reshape", ["d", "s2"], ["y"]),
+    ]
+    model = make(nodes, {"x": [1, 2, 6, 4]}, {"y": [1, 40]},
+                 {"starts": np.array([1], np.int64), "ends": np.array([6], np.int64),
+                  "s1": np.array([2, 5, 4], np.int64), "s2": np.array([1, -1], np.int64)})
+    model.graph.node[0].input.append("axes2")
+    model.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "axes2"))
+    model = infer_shapes(model)
+    after, results = apply(model, "remove_noops")
+    assert ops(after) == ["Slice", "Reshape"]
+    assert changed(results, "remove_noops") == 3  # two Transposes merged, then gone; Reshapes merged
+
+
+# --- matmul_to_gemm / fold_batchnorm / fold_scale_shift ---------------------------
+
+def test_matmul_with_constant_add_becomes_one_gemm_but_3d_matmul_stays():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"]),
+             helper.make_node("MatMul", ["z", "w"], ["z2"])]
+    model = make(nodes, {"x": [1, 8], "z": [1, 3, 8]}, {"y": [1, 4], "z2": [1, 3, 4]},
+                 {"w": rand(8, 4), "b": rand(4)})
+    after, results = apply(model, "matmul_to_gemm")
+    assert ops(after) == ["Gemm", "MatMul"] and changed(results, "matmul_to_gemm") == 1
+
+
+def _bn(prefix: str, c: int) -> dict[str, np.ndarray]:
+    return {f"{prefix}_g": rand(c) + 1, f"{prefix}_b": rand(c), f"{prefix}_m": rand(c),
+            f"{prefix}_v": np.abs(rand(c)) + 0.5}
+
+
+def test_fold_batchnorm_into_conv_gemm_and_matmul_add():
+    nodes = [
+        helper.make_node("Conv", ["x", "wc"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "bn1_g", "bn1_b", "bn1_m", "bn1_v"], ["c_bn"], epsilon=1e-3),
+        helper.make_node("Relu", ["c_bn"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["g"], transB=0, alpha=0.5),
+        helper.make_node("BatchNormalization", ["g", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["g_bn"]),
+        helper.make_node("MatMul", ["g_bn", "wm"], ["m"]),
+        helper.make_node("Add", ["m", "bm"], ["ma"]),
+        helper.make_node("BatchNormalization", ["ma", "bn3_g", "bn3_b", "bn3_m", "bn3_v"], ["y"]),
+    ]
+    inits = {"wc": rand(6, 3, 3, 3), "wg": rand(6, 5), "bg": rand(5), "wm": rand(5, 4), "bm": rand(4),
+             **_bn("bn1", 6), **_bn("bn2", 5), **_bn("bn3", 4)}
+    model = make(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4]}, inits)
+    after, results = apply(model, "matmul_to_gemm", "fold_batchnorm")
+    assert "BatchNormalization" not in ops(after)
+    assert ops(after) == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm", "Gemm"]
+    assert changed(results, "fold_batchnorm") == 3
+
+
+def test_fold_batchnorm_leaves_weights_shared_with_another_layer_intact():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "bn_g", "bn_b", "bn_m", "bn_v"], ["y1"]),
+             helper.make_node("Conv", ["x", "w"], ["y2"])]
+    model = make(nodes, {"x": [1, 3, 4, 4]}, {"y1": [1, 4, 4, 4], "y2": [1, 4, 4, 4]}, {"w": rand(4, 3, 1, 1), **_bn("bn", 4)})
+    after, results = apply(model, "fold_batchnorm")
+    assert ops(after) == ["Conv", "Conv"] and changed(results, "fold_batchnorm") == 1
+
+
+def test_fold_scale_shift_removes_the_mul_add_pairs_tf2onnx_writes_for_dense_batchnorm():
+    # The MLPerf Tiny autoencoder pattern: Gemm -> Mul -> Add -> Relu, twice.
+    nodes, inits = [], {}
+    src = "x"
+    for i, (k, n) in enumerate([(16, 8), (8, 16)]):
+        nodes += [helper.make_node("Gemm", [src, f"w{i}", f"b{i}"], [f"g{i}"]),
+                  helper.make_node("Mul", [f"g{i}", f"s{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"t{i}", f"m{i}"], [f"a{i}"]),  # constant first: still folds
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"])]
+        inits.update({f"w{i}": rand(k, n), f"b{i}": rand(n), f"s{i}": rand(n), f"t{i}": rand(n)})
+        src = f"r{i}"
+    nodes.append(helper.make_node("Identity", [src], ["y"]))
+    model = make(nodes, {"x": [1, 16]}, {"y": [1, 16]}, inits)
+    after, results = apply(model, "fold_scale_shift")
+    assert ops(after) == ["Gemm", "Relu", "Gemm", "Relu", "Identity"]
+    assert changed(results, "fold_scale_shift") == 4
+
+
+def test_fold_scale_shift_on_conv_channels_and_not_on_spatial_constants():
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+             helper.make_node("Div", ["c", "per_channel"], ["d"]),
+             helper.make_node("Sub", ["d", "scalar"], ["e"]),
+             helper.make_node("Mul", ["e", "per_pixel"], ["y"])]
+    inits = {"w": rand(4, 2, 3, 3), "b": rand(4), "per_channel": np.abs(rand(4, 1, 1)) + 0.5,
+             "scalar": np.array(0.3, np.float32), "per_pixel": rand(1, 1, 4, 4)}
+    model = make(nodes, {"x": [1, 2, 6, 6]}, {"y": [1, 4, 4, 4]}, inits)
+    after, results = apply(model, "fold_scale_shift")
+    assert ops(after) == ["Conv", "Mul"] and changed(results, "fold_scale_shift") == 2
+
+
+def test_fold_scale_shift_on_3d_matmul_folds_scale_but_not_shift():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "s"], ["a"]),
+             helper.make_node("Add", ["a", "t"], ["y"])]
+    model = make(nodes, {"x": [1, 3, 8]}, {"y": [1, 3, 4]}, {"w": rand(8, 4), "s": rand(4), "t": rand(4)})
+    after, results = apply(model, "fold_scale_shift")
+    assert ops(after) == ["MatMul", "Add"] and changed(results, "fold_scale_shift") == 1
+
+
+# --- fuse_activations / canonical_pooling --------------------------------------------
+
+def test_fuse_activations_rewrites_clip_max_min_into_relu_and_relu6():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c1"]),
+        helper.make_node("Clip", ["c1", "zero"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Max", ["c2", "zero"], ["m"]),
+        helper.make_node("Min", ["m", "six"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w2"], ["c3"]),
+        helper.make_node("Max", ["zero", "c3"], ["r3"]),
+        helper.make_node("Relu", ["r3"], ["y"]),
+    ]
+    inits = {"w": rand(4, 2, 1, 1), "w2": rand(4, 4, 1, 1), "zero": np.array(0.0, np.float32),
+             "six": np.array(6.0, np.float32)}
+    model = make(nodes, {"x": [1, 2, 3, 3]}, {"y": [1, 4, 3, 3]}, inits)
+    after, results = apply(model, "fuse_activations")
+    assert ops(after) == ["Conv", "Relu", "Conv", "Clip", "Conv", "Relu"]
+    assert changed(results, "fuse_activations") == 5  # the Max(c2, 0) becomes a Relu first
+
+
+def test_canonical_pooling_states_pad_free_average_pools_with_count_include_pad():
+    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[5, 3], strides=[5, 3]),
+             helper.make_node("AveragePool", ["x"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    model = make(nodes, {"x": [1, 2, 5, 3]}, {"a": [1, 2, 1, 1], "b": [1, 2, 5, 3]}, {})
+    after, results = apply(model, "canonical_pooling")
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in after.graph.node]
+    assert attrs[0]["count_include_pad"] == 1 and "count_include_pad" not in attrs[1]
+    assert changed(results, "canonical_pooling") == 1
+
+
+def test_all_passes_leave_the_small_cnn_equivalent():
+    model = small_cnn_onnx()
+    after, results = apply(model, *PASSES)
+    assert [r.name for r in results] == PASSES
+    assert ops(after) == ["Conv", "Relu", "Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
+
+
+# --- end to end: the TFLite ops the passes are for are gone ------------------------------
+
+def _convert(model: onnx.ModelProto, value_range=(0.0, 1.0)):
+    from hub.calibration import build_calibration
+    from hub.convert import ConvertOptions, convert
+    from hub.tflite_model import read_tflite
+
+    normalised = normalise(model, {})
+    cal = build_calibration(normalised.inputs, None, value_range)
+    return read_tflite(convert(normalised, cal, ConvertOptions()).tflite_bytes), normalised
+
+
+@pytest.mark.parametrize("case", ["dense_batchnorm", "non_square_pool"])
+def test_converted_graph_has_no_extra_add_or_strided_slice(case):
+    if case == "dense_batchnorm":  # the autoencoder's nine extra ADDs
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"]), helper.make_node("Mul", ["g", "s"], ["m"]),
+                 helper.make_node("Add", ["m", "t"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+                 helper.make_node("Gemm", ["r", "w2", "b2"], ["y"])]
+        model = make(nodes, {"x": [1, 32]}, {"y": [1, 32]},
+                     {"w": rand(32, 16, scale=0.3), "b": rand(16), "s": np.abs(rand(16)) + 0.5, "t": rand(16),
+                      "w2": rand(16, 32, scale=0.3), "b2": rand(32)})
+        expected = {"FULLY_CONNECTED": 2}
+    else:  # DS-CNN's two STRIDED_SLICEs after its 25x5 pool
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[10, 4], strides=[10, 4]),
+                 helper.make_node("Reshape", ["p", "flat"], ["f"]),
+                 helper.make_node("Gemm", ["f", "w2", "b2"], ["y"])]
+        model = make(nodes, {"x": [1, 1, 10, 4]}, {"y": [1, 5]},
+                     {"w": rand(8, 1, 3, 3, scale=0.5), "b": rand(8), "flat": np.array([-1, 8], np.int64),
+                      "w2": rand(8, 5), "b2": rand(5)})
+        expected = {"CONV_2D": 1, "AVERAGE_POOL_2D": 1, "FULLY_CONNECTED": 1}
+    tflite, normalised = _convert(model)
+    assert tflite.op_histogram() == expected, [p for p in normalised.passes if p.changed]

@@ -1,0 +1,369 @@
+"""Verify stage: prove a .tflite on the real TFLite Micro interpreter and measure it.
+
+- TFLM runs only in a child process (hub.verify_worker through hub.child): it can
+  abort() the process (an int8 SOFTMAX with a tiny input scale fails a CHECK in
+  QuantizeMultiplierGreaterThanOne). A crash, a missing op or a prepare failure
+  becomes a Finding carrying TFLM's own message and the op involved.
+- Arena: the exact smallest `arena_size` (1-byte granularity) with which the
+  interpreter allocates and invokes, found by bisection inside one child (a too-small
+  arena raises RuntimeError, it does not abort). Measured with the host build of
+  TFLM's reference kernels.
+- Recommended arena = measured x 1.10, rounded up to a multiple of 1,024 bytes.
+  Why: optimised kernels (CMSIS-NN, ESP-NN, ...) request scratch buffers the
+  reference kernels do not (im2col-style buffers for convolutions), and a firmware
+  build may use another TFLM version; 10 % covers the scratch of typical small
+  conv nets, and whole KB keep linker maps readable. On 32-bit MCUs TFLM's own
+  structs are smaller than on this 64-bit host, which adds margin.
+- Fidelity: held-out samples (ONNX layout, e.g. NCHW float32) are mapped to TFLite
+  inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names),
+  transposed to channels-last when the shapes say so, quantised with the input's
+  scale/zero point; outputs are dequantised, transposed back, and compared with
+  onnxruntime on the reference. For several outputs, the top-level figures are the
+  worst over outputs (max error, min cosine, min agreement) and `outputs` lists each.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hub.artifacts import Finding
+from hub.child import ChildResult, run_python_module
+from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
+
+ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
+HEADROOM = 0.10
+ROUND_TO = 1024
+CHILD_TIMEOUT_S = 600.0
+CHILD_MEMORY_MB = 4096
+CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
+SOFTMAX_INTEGER_BITS = 5  # kScaledDiffIntegerBits in tflite-micro kernels/softmax_common.cc
+
+
+@dataclass
+class Verification:
+    tflm: dict[str, Any]
+    memory: dict[str, Any]
+    fidelity: dict[str, Any] | None
+    findings: list[Finding] = field(default_factory=list)
+    ok: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tflm": self.tflm, "memory": self.memory, "fidelity": self.fidelity}
+
+
+def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
+           *, min_cosine: float | None = None) -> Verification:
+    """Run `tflite_bytes` on TFLM in a child; measure its arena; compare with `reference` on `samples`."""
+    model = read_tflite(tflite_bytes)
+    if reference is not None and not samples:
+        samples = synthetic_samples(reference)
+    use_samples = samples if reference is not None else None
+    inputs = [to_tflite_inputs(model, s) for s in use_samples] if use_samples else []
+    with tempfile.TemporaryDirectory(prefix="hub-verify-") as tmp:
+        job = Path(tmp)
+        child, result, outputs = _run_worker(job, tflite_bytes, model, inputs)
+        findings = _tflm_findings(model, child, result, job)
+    tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
+            "message": findings[0].message if findings and not result.get("invokes") else None}
+    memory = memory_section(result.get("arena_bytes"), len(tflite_bytes))
+    if tflm["invokes"] and memory["arena_bytes"] is None:
+        findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
+                                + (_child_failure(child) or "the arena search did not finish")))
+    fidelity = None
+    if tflm["invokes"] and use_samples and outputs is not None:
+        fidelity = compare(model, reference, use_samples, outputs)
+    ok = tflm["loads"] and tflm["invokes"]
+    if min_cosine is not None:
+        ok = ok and _check_cosine(fidelity, min_cosine, findings)
+    return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
+
+
+def memory_section(arena_bytes: int | None, flash_bytes: int) -> dict[str, Any]:
+    return {"arena_bytes": arena_bytes, "arena_recommended_bytes": recommended_arena(arena_bytes),
+            "flash_bytes": flash_bytes}
+
+
+def recommended_arena(arena_bytes: int | None) -> int | None:
+    """Measured + 10 % headroom, rounded up to whole KB (see the module docstring for why)."""
+    if not arena_bytes:
+        return None
+    return int(math.ceil(arena_bytes * (1 + HEADROOM) / ROUND_TO) * ROUND_TO)
+
+
+def probe_arena(tflite_bytes: bytes, arena_size: int) -> bool:
+    """Does the model allocate and invoke (zero inputs) with exactly `arena_size` bytes? (in a child)"""
+    with tempfile.TemporaryDirectory(prefix="hub-probe-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(tflite_bytes)
+        child = run_python_module("hub.verify_worker", ["probe", str(path), str(arena_size)],
+                                  timeout_s=CHILD_TIMEOUT_S, memory_mb=CHILD_MEMORY_MB, cwd=tmp)
+        return child.returncode == 0
+
+
+# --- child process ---------------------------------------------------------------------------
+
+def _run_worker(job: Path, tflite_bytes: bytes, model: TFLiteModel, inputs: list[list[np.ndarray]]):
+    (job / "model.tflite").write_bytes(tflite_bytes)
+    spec = {"arena_cap": ARENA_CAP, "inputs": len(model.inputs), "outputs": len(model.outputs), "samples": len(inputs)}
+    (job / "job.json").write_text(json.dumps(spec))
+    if inputs:
+        np.savez(job / "inputs.npz", **{f"s{s}_i{i}": a for s, arrays in enumerate(inputs) for i, a in enumerate(arrays)})
+    child = run_python_module("hub.verify_worker", [str(job)], timeout_s=CHILD_TIMEOUT_S,
+                              memory_mb=CHILD_MEMORY_MB, cwd=str(job))
+    result_path = job / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    outputs = None
+    if (job / "outputs.npz").exists():
+        with np.load(job / "outputs.npz") as npz:
+            outputs = [[npz[f"s{s}_o{o}"] for o in range(len(model.outputs))] for s in range(result.get("samples", 0))]
+    return child, result, outputs
+
+
+def _child_failure(child: ChildResult) -> str | None:
+    if child.timed_out:
+        return f"TFLM did not finish within {CHILD_TIMEOUT_S:.0f} s"
+    if child.signal_name:
+        return f"TFLM crashed the process ({child.signal_name})"
+    if child.returncode != 0:
+        return f"the TFLM worker failed: {child.last_error_line()}"
+    return None
+
+
+def _tflm_findings(model: TFLiteModel, child: ChildResult, result: dict, job: Path) -> list[Finding]:
+    """Findings from what the child reported, with TFLM's messages and the op they name."""
+    phase = (job / "phase").read_text().strip() if (job / "phase").exists() else "start"
+    crash = _child_failure(child)
+    if crash and phase in ("start", "load", "invoke", "samples"):
+        return [_crash_finding(model, crash, phase, _read_log(job, phase))]
+    if result.get("loads") and result.get("invokes"):
+        return []
+    phase = "invoke" if result.get("loads") else "load"
+    return [_message_finding(model, _read_log(job, phase), result.get("message") or "TFLM failed", phase)]
+
+
+def _read_log(job: Path, phase: str) -> list[str]:
+    path = job / f"{phase}.log"
+    if not path.exists():
+        return []
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("[RecordingMicroAllocator]")]
+
+
+_MISSING_OP = re.compile(r"Didn't find op for (?:builtin|custom) opcode '([^']+)'")
+_NODE_FAILED = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke)")
+
+
+def _message_finding(model: TFLiteModel, log: list[str], fallback: str, phase: str) -> Finding:
+    text = "; ".join(log[-6:]) or fallback
+    for line in log:
+        if m := _MISSING_OP.search(line):
+            op = m.group(1)
+            return Finding(node=_first_node(model, op), op=op, tflite_ops=[op], severity="error",
+                           message=f"TFLite Micro has no kernel for {op}: {line}",
+                           hint="replace the layer with ops TFLM supports (hub check lists them)")
+    for line in log:
+        if m := _NODE_FAILED.search(line):
+            index = int(m.group(2))
+            op = model.ops[index].name if index < len(model.ops) else m.group(1)
+            return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
+                           message=f"TFLM: {text}", hint=f"the {op} kernel refused its tensors while {m.group(3)[:-1]}ing")
+    where = "allocating" if phase == "load" else "invoking"
+    return Finding(node="model", op="", tflite_ops=[], severity="error", message=f"TFLM failed while {where}: {text}")
+
+
+def _crash_finding(model: TFLiteModel, crash: str, phase: str, log: list[str]) -> Finding:
+    """An abort names no node; name the op when a known hazard explains it."""
+    where = {"load": "preparing the model", "invoke": "invoking it", "samples": "invoking it on the samples"}
+    message = f"{crash} while {where.get(phase, 'starting')}" + (f": {'; '.join(log[-4:])}" if log else "")
+    for index, op, scale in softmax_scale_hazards(model):
+        return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
+                       message=f"{message} (int8 {op} input scale {scale:.3g} is too small: TFLM's "
+                               "QuantizeMultiplierGreaterThanOne check aborts)",
+                       hint="typical of untrained weights or logits near zero; calibrate with real data "
+                            "or end the int8 model before the softmax")
+    return Finding(node="model", op="", tflite_ops=[], severity="error", message=message,
+                   hint="TFLM gives no node for an abort; hub check may name the cause")
+
+
+def softmax_scale_hazards(model: TFLiteModel) -> list[tuple[int, str, float]]:
+    """int8 SOFTMAX/LOG_SOFTMAX ops whose input scale makes TFLM abort in Prepare.
+
+    tflite-micro PreprocessSoftmaxScaling: multiplier = beta * scale * 2^(31 - 5) must
+    exceed 1 (QuantizeMultiplierGreaterThanOne). beta is taken as 1, onnx2tf's value.
+    """
+    hazards = []
+    for op in model.ops:
+        if op.name not in ("SOFTMAX", "LOG_SOFTMAX") or not op.inputs:
+            continue
+        tensor = model.tensors[op.inputs[0]]
+        if tensor.dtype == "int8" and tensor.scales and tensor.scales[0] * 2 ** (31 - SOFTMAX_INTEGER_BITS) <= 1.0:
+            hazards.append((op.index, op.name, tensor.scales[0]))
+    return hazards
+
+
+def _first_node(model: TFLiteModel, op_name: str) -> str:
+    for op in model.ops:
+        if op.name == op_name or op.custom_code == op_name:
+            return f"op #{op.index} {op.name}"
+    return "model"
+
+
+def _check_cosine(fidelity: dict | None, min_cosine: float, findings: list[Finding]) -> bool:
+    if fidelity is None or fidelity.get("cosine") is None:
+        findings.append(Finding("model", "", [], "warning",
+                                f"--min-cosine {min_cosine} was not checked: no ONNX reference to compare with"))
+        return True
+    if fidelity["cosine"] >= min_cosine:
+        return True
+    findings.append(Finding("model", "", [], "error",
+                            f"cosine similarity to the ONNX reference is {fidelity['cosine']:.4f}, below "
+                            f"--min-cosine {min_cosine}", hint="calibrate with real samples (--calibration)"))
+    return False
+
+
+# --- layouts and quantisation ----------------------------------------------------------------
+
+def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation onnx2tf applies to a rank>=3 ONNX tensor: (N, C, ...) -> (N, ..., C)."""
+    return (0, *range(2, len(shape)), 1)
+
+
+def _to_tflite_layout(array: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+    """NCHW-like array -> the TFLite tensor's shape (channels-last when that is what matches)."""
+    if array.ndim >= 3 and len(target) == array.ndim:
+        perm = channels_last(array.shape)
+        if tuple(array.shape[p] for p in perm) == tuple(target):  # onnx2tf moves channels last
+            return np.transpose(array, perm)
+    if tuple(array.shape) == tuple(target):
+        return array
+    if array.size == int(np.prod(target)):
+        return array.reshape(target)
+    raise ValueError(f"sample shape {array.shape} does not fit the TFLite input {tuple(target)}")
+
+
+def _from_tflite_layout(array: np.ndarray, onnx_shape: tuple[int, ...] | None) -> np.ndarray:
+    """TFLite output -> the ONNX output's layout (undo channels-last) for comparison."""
+    if not onnx_shape or any(not isinstance(d, int) or d <= 0 for d in onnx_shape):
+        return array
+    onnx_shape = tuple(onnx_shape)
+    if array.ndim >= 3 and len(onnx_shape) == array.ndim:
+        perm = channels_last(onnx_shape)
+        if tuple(onnx_shape[p] for p in perm) == array.shape:
+            return np.transpose(array, np.argsort(perm))
+    if array.size == int(np.prod(onnx_shape)):
+        return array.reshape(onnx_shape)
+    return array
+
+
+def quantise(array: np.ndarray, spec: dict) -> np.ndarray:
+    dtype = numpy_dtype(spec["dtype"])
+    if not np.issubdtype(dtype, np.integer) or not isinstance(spec.get("scale"), float):
+        return array.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(array.astype(np.float64) / spec["scale"]) + spec["zero_point"]
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantise(array: np.ndarray, spec: dict) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer) and isinstance(spec.get("scale"), float):
+        return (array.astype(np.float64) - spec["zero_point"]) * spec["scale"]
+    return array.astype(np.float64)
+
+
+def to_tflite_inputs(model: TFLiteModel, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """One sample {onnx_input_name: array} -> arrays in TFLite input order, layout and dtype."""
+    specs = model.io_specs("inputs")
+    names = list(sample)
+    arrays = []
+    for i, spec in enumerate(specs):
+        key = spec["name"] if spec["name"] in sample else (names[i] if len(names) == len(specs) else None)
+        if key is None:
+            raise ValueError(f"no sample for TFLite input {spec['name']!r} (sample has {names})")
+        data = _to_tflite_layout(np.asarray(sample[key], dtype=np.float32), tuple(spec["shape"]))
+        arrays.append(quantise(data, spec))
+    return arrays
+
+
+def synthetic_samples(reference: onnx.ModelProto, count: int = 8, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """Uniform [0, 1) inputs for the reference's static shapes, when the caller gave none."""
+    rng = np.random.default_rng(seed)
+    initializers = {t.name for t in reference.graph.initializer}
+    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
+              for i in reference.graph.input if i.name not in initializers}
+    return [{n: rng.random(s, dtype=np.float32) for n, s in shapes.items()} for _ in range(count)]
+
+
+# --- fidelity --------------------------------------------------------------------------------
+
+def reference_outputs(reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feeds = [{k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for s in samples]
+    return names, [session.run(names, f) for f in feeds]
+
+
+def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
+            tflite_outputs: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Fidelity figures: per output, then the worst over outputs at the top level."""
+    names, ref = reference_outputs(reference, samples)
+    specs = model.io_specs("outputs")
+    per_output = []
+    for o, spec in enumerate(specs):
+        r = names.index(spec["name"]) if spec["name"] in names else (o if len(names) == len(specs) else None)
+        if r is None:
+            continue
+        expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
+        got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
+        per_output.append({"name": spec["name"], **output_metrics(expected, got)})
+    if not per_output:
+        return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None}
+    summary = {"samples": len(samples), **_worst(per_output)}
+    if len(per_output) > 1:
+        summary["outputs"] = per_output
+    return summary
+
+
+def output_metrics(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[str, Any]:
+    exp = np.concatenate([e.ravel() for e in expected])
+    act = np.concatenate([g.ravel() for g in got])
+    diff = act - exp
+    cosines = [_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)]
+    top1 = None
+    if is_classifier_shaped(expected[0].shape):
+        top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in zip(expected, got)]))
+    return {"max_abs_error": float(np.max(np.abs(diff))) if diff.size else 0.0,
+            "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
+            "cosine": float(np.mean(cosines)), "top1_agreement": top1}
+
+
+def is_classifier_shaped(shape: tuple[int, ...]) -> bool:
+    """(batch, K) with 2 <= K <= 1000: scores over classes, where top-1 means something."""
+    return len(shape) == 2 and 2 <= shape[1] <= CLASSIFIER_MAX_CLASSES
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity; two all-zero vectors agree (1.0), one all-zero vector does not (0.0)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _worst(per_output: list[dict]) -> dict[str, Any]:
+    tops = [p["top1_agreement"] for p in per_output if p["top1_agreement"] is not None]
+    return {"max_abs_error": max(p["max_abs_error"] for p in per_output),
+            "rmse": max(p["rmse"] for p in per_output),
+            "cosine": min(p["cosine"] for p in per_output),
+            "top1_agreement": min(tops) if tops else None}

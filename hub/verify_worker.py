@@ -1,0 +1,190 @@
+"""Child-process side of hub.verify: runs a .tflite on the real TFLM interpreter.
+
+Only ever run as `python -m hub.verify_worker JOB_DIR` (or `probe MODEL ARENA`) through
+hub.child: TFLM can abort() the process it runs in. The job folder holds
+model.tflite, job.json and optionally inputs.npz; this writes:
+- phase: the step in progress ("load", "invoke", "samples", "arena"), so the parent
+  can tell where an abort happened;
+- <phase>.log: TFLM's own messages (it prints to fd 2 from C);
+- result.json, rewritten after each step; outputs.npz with the raw output tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PROBE_OK, PROBE_FAILED = 0, 3
+
+
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """Send fd 2 (where TFLM's MicroPrintf writes) to a file, C level included."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class Job:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.spec = json.loads((folder / "job.json").read_text())
+        self.model = (folder / "model.tflite").read_bytes()
+        self.result: dict = {"loads": False, "invokes": False, "message": None}
+        inputs = folder / "inputs.npz"
+        self.samples = self._samples(np.load(inputs)) if inputs.exists() else []
+
+    def _samples(self, npz) -> list[list[np.ndarray]]:
+        count = self.spec["samples"]
+        return [[npz[f"s{s}_i{i}"] for i in range(self.spec["inputs"])] for s in range(count)]
+
+    def phase(self, name: str) -> str:
+        (self.folder / "phase").write_text(name)
+        return str(self.folder / f"{name}.log")
+
+    def save(self) -> None:
+        (self.folder / "result.json").write_text(json.dumps(self.result))
+
+
+def interpreter(model: bytes, arena: int):
+    from tflite_micro import runtime
+
+    return runtime.Interpreter.from_bytes(model, arena_size=arena)
+
+
+def default_inputs(interp, count: int) -> list[np.ndarray]:
+    """Inputs at real value 0 (the zero point), when the caller gave no samples."""
+    arrays = []
+    for i in range(count):
+        d = interp.get_input_details(i)
+        zps = d.get("quantization_parameters", {}).get("zero_points")
+        fill = int(zps[0]) if zps is not None and len(zps) and np.issubdtype(d["dtype"], np.integer) else 0
+        arrays.append(np.full(d["shape"], fill, dtype=d["dtype"]))
+    return arrays
+
+
+def run_once(interp, inputs: list[np.ndarray], outputs: int) -> list[np.ndarray]:
+    for i, array in enumerate(inputs):
+        interp.set_input(array, i)
+    interp.invoke()
+    return [np.array(interp.get_output(o)) for o in range(outputs)]
+
+
+def fits(model: bytes, arena: int, inputs: list[np.ndarray], outputs: int) -> bool:
+    """Does the model allocate in `arena` bytes and invoke? (Allocation failure raises, not aborts.)"""
+    try:
+        run_once(interpreter(model, arena), inputs, outputs)
+        return True
+    except RuntimeError:
+        return False
+
+
+def allocated_total(interp, log: str) -> int | None:
+    """'Arena allocation total N bytes' from print_allocations: a lower bound of the smallest arena."""
+    with stderr_to(log):
+        interp.print_allocations()
+    match = re.search(r"Arena allocation total (\d+) bytes", Path(log).read_text(errors="replace"))
+    return int(match.group(1)) if match else None
+
+
+def smallest_arena(model: bytes, inputs: list[np.ndarray], outputs: int, lower: int | None, cap: int) -> int:
+    """Exact smallest arena (1-byte granularity) by bisection, between the recorded total and cap.
+
+    The recording allocator's final total is a lower bound (the planner also needs
+    temporary space while allocating, so the real minimum can be larger); the upper
+    bound starts a quarter above it and doubles until it fits.
+    """
+    lo = (lower - 1) if lower and not fits(model, lower - 1, inputs, outputs) else 0
+    hi = max(lo + 1, (lower or 0) + (lower or 0) // 4 + 1024)
+    while not fits(model, hi, inputs, outputs):
+        lo, hi = hi, min(hi * 2, cap)
+        if lo >= cap:
+            return cap
+    while hi - lo > 1:  # invariant: lo fails, hi fits
+        mid = (lo + hi) // 2
+        if fits(model, mid, inputs, outputs):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def run_job(job: Job) -> None:
+    cap, outputs = job.spec["arena_cap"], job.spec["outputs"]
+    with stderr_to(job.phase("load")):
+        try:
+            interp = interpreter(job.model, cap)
+        except RuntimeError as exc:
+            job.result["message"] = str(exc)
+            return job.save()
+    job.result["loads"] = True
+    inputs = job.samples[0] if job.samples else default_inputs(interp, job.spec["inputs"])
+    with stderr_to(job.phase("invoke")):
+        try:
+            run_once(interp, inputs, outputs)
+        except RuntimeError as exc:
+            job.result["message"] = str(exc)
+            return job.save()
+    job.result["invokes"] = True
+    job.save()
+    lower = allocated_total(interp, job.phase("allocations"))
+    if job.samples:
+        with stderr_to(job.phase("samples")):
+            results = []
+            for sample in job.samples:
+                interp.reset()  # stateful models (variables) start each sample afresh
+                results.append(run_once(interp, sample, outputs))
+        np.savez(job.folder / "outputs.npz",
+                 **{f"s{s}_o{o}": arr for s, outs in enumerate(results) for o, arr in enumerate(outs)})
+        job.result["samples"] = len(results)
+        job.save()
+    del interp
+    if job.spec.get("measure_arena", True):
+        with stderr_to(job.phase("arena")):
+            job.result["arena_bytes"] = smallest_arena(job.model, inputs, outputs, lower, cap)
+        job.result["arena_lower_bound"] = lower
+        job.save()
+
+
+def probe(model_path: str, arena: int) -> int:
+    """`probe MODEL ARENA`: exit 0 if MODEL allocates and invokes (zero inputs) in ARENA bytes."""
+    model = Path(model_path).read_bytes()
+    try:
+        interp = interpreter(model, arena)
+        count = len(_io_count(model))
+        run_once(interp, default_inputs(interp, count), 0)
+        return PROBE_OK
+    except RuntimeError:
+        return PROBE_FAILED
+
+
+def _io_count(model: bytes) -> list[int]:
+    from hub.tflite_model import read_tflite
+
+    return read_tflite(model).inputs
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "probe":
+        return probe(argv[1], int(argv[2]))
+    job = Job(Path(argv[0]))
+    job.save()
+    run_job(job)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,133 @@
+"""Self-contained inline SVG charts for the HTML report (no scripts, no fonts, no network).
+
+Each function takes plain report data and returns one `<svg>` element as a string;
+hovering a mark shows its <title> in any browser.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+W, H = 860, 300
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 24, 40
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+
+
+def _kb(n: float) -> str:
+    return f"{n / 1024:,.1f} KB" if n >= 1024 else f"{int(n)} B"
+
+
+def _si(n: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _svg(body: list[str], label: str, height: int = H) -> str:
+    return (f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {W} {height}" '
+            f'width="{W}" height="{height}" font-family="sans-serif" font-size="11">'
+            f"<title>{escape(label)}</title>{''.join(body)}</svg>")
+
+
+def _axes(y_max: float, fmt, height: int = H, y_label: str = "") -> list[str]:
+    """Left axis with 4 gridlines from 0 to y_max."""
+    out = []
+    plot_h = height - TOP - BOTTOM
+    for k in range(5):
+        y = height - BOTTOM - plot_h * k / 4
+        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{escape(fmt(y_max * k / 4))}</text>')
+    if y_label:
+        out.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" '
+                   f'text-anchor="middle" fill="#333">{escape(y_label)}</text>')
+    return out
+
+
+def memory_chart(profile: dict[str, Any], layer_names: list[str]) -> str:
+    """Activation memory over execution order: planned buffers as boxes at their arena offsets,
+    the live total as a step line, the peak marked, the planned arena as a dashed line."""
+    live: list[int] = profile.get("live_bytes") or [0]
+    plan: list[dict] = profile.get("plan") or []
+    steps = len(live)
+    head = profile.get("planned_bytes") or 0
+    y_max = max(max(live), head, 1) * 1.08
+    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+    x = lambda s: LEFT + plot_w * s / steps  # noqa: E731
+    y = lambda b: H - BOTTOM - plot_h * b / y_max  # noqa: E731
+    body = _axes(y_max, _kb, y_label="bytes")
+    for i, p in enumerate(plan):
+        color = PALETTE[i % len(PALETTE)]
+        body.append(f'<rect x="{x(p["first"]):.1f}" y="{y(p["offset"] + p["bytes"]):.1f}" '
+                    f'width="{max(x(p["last"] + 1) - x(p["first"]) - 1, 1):.1f}" '
+                    f'height="{max(y(p["offset"]) - y(p["offset"] + p["bytes"]), 0.5):.1f}" fill="{color}" '
+                    f'fill-opacity="0.35" stroke="{color}"><title>{escape(p["name"])}: {_kb(p["bytes"])} at offset '
+                    f'{p["offset"]:,}, alive steps {p["first"]}-{p["last"]}</title></rect>')
+    points = []
+    for s, b in enumerate(live):
+        points += [f"{x(s):.1f},{y(b):.1f}", f"{x(s + 1):.1f},{y(b):.1f}"]
+    body.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#222" stroke-width="2"/>')
+    if head:
+        body.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(head):.1f}" y2="{y(head):.1f}" stroke="#c00" '
+                    f'stroke-dasharray="6 4"/><text x="{W - RIGHT - 4}" y="{y(head) - 4:.1f}" text-anchor="end" '
+                    f'fill="#c00">planned activations {_kb(head)}</text>')
+    peak = max(range(steps), key=lambda s: live[s])
+    name = layer_names[peak] if peak < len(layer_names) else str(peak)
+    px, py = (x(peak) + x(peak + 1)) / 2, y(live[peak])
+    body.append(f'<circle class="peak" cx="{px:.1f}" cy="{py:.1f}" r="5" fill="#c00"/>'
+                f'<text x="{min(px + 8, W - 200):.1f}" y="{py - 8:.1f}" fill="#c00" font-weight="bold">'
+                f'peak {_kb(live[peak])} at step {peak} ({escape(name[:40])})</text>')
+    body.append(_x_ticks(steps, x, H))
+    return _svg(body, "Activation memory over execution order")
+
+
+def _x_ticks(steps: int, x, height: int) -> str:
+    every = max(1, steps // 12)
+    marks = [f'<text x="{(x(s) + x(s + 1)) / 2:.1f}" y="{height - BOTTOM + 14}" text-anchor="middle" fill="#555">{s}</text>'
+             for s in range(0, steps, every)]
+    marks.append(f'<text x="{LEFT + (W - LEFT - RIGHT) / 2}" y="{height - 6}" text-anchor="middle" fill="#333">'
+                 "execution step (layer index)</text>")
+    return "".join(marks)
+
+
+def layer_bars(layers: list[dict[str, Any]]) -> str:
+    """Per-layer MACs (top panel) and parameters (bottom panel), one bar per layer."""
+    n = max(len(layers), 1)
+    panel = 150
+    height = TOP + 2 * panel + BOTTOM + 20
+    plot_w = W - LEFT - RIGHT
+    body = []
+    for row, (key, color, label) in enumerate((("macs", PALETTE[0], "MACs"), ("params", PALETTE[2], "parameters"))):
+        top = TOP + row * (panel + 20)
+        values = [layer.get(key) or 0 for layer in layers]
+        v_max = max(max(values, default=0), 1)
+        body.append(f'<text x="{LEFT}" y="{top - 6}" fill="#333" font-weight="bold">{label} per layer '
+                    f'(total {_si(sum(values))})</text>')
+        body.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{top + panel}" y2="{top + panel}" stroke="#999"/>')
+        body.append(f'<text x="{LEFT - 6}" y="{top + 10}" text-anchor="end" fill="#555">{_si(v_max)}</text>')
+        for i, (layer, v) in enumerate(zip(layers, values)):
+            h = panel * v / v_max
+            body.append(f'<rect x="{LEFT + plot_w * i / n + 0.5:.1f}" y="{top + panel - h:.1f}" '
+                        f'width="{max(plot_w / n - 1, 0.8):.1f}" height="{h:.1f}" fill="{color}">'
+                        f'<title>{i} {escape(layer.get("op", ""))} {escape(layer.get("name", ""))}: '
+                        f'{v:,} {label}</title></rect>')
+    body.append(_x_ticks(n, lambda s: LEFT + plot_w * s / n, height))
+    return _svg(body, "Per-layer MACs and parameters", height)
+
+
+def op_histogram(counts: dict[str, int]) -> str:
+    """Horizontal bars: how many layers of each op."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    row = 20
+    height = TOP + row * max(len(items), 1) + 16
+    label_w = 170
+    c_max = max((c for _, c in items), default=1)
+    body = []
+    for i, (op, count) in enumerate(items):
+        y = TOP + i * row
+        w = (W - label_w - 60) * count / c_max
+        body.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" fill="#333">{escape(op)}</text>'
+                    f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{PALETTE[4]}">'
+                    f'<title>{escape(op)}: {count}</title></rect>'
+                    f'<text x="{label_w + w + 6:.1f}" y="{y + 14}" fill="#333">{count}</text>')
+    return _svg(body, "Op histogram", height)

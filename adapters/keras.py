@@ -14,10 +14,11 @@ import json
 import os
 import re
 import sys
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
@@ -46,8 +47,7 @@ class KerasAdapter:
         else:
             _refuse_untrusted(_read_config(path, kind), options.trust_code, path)
         _quiet_tensorflow()
-        # Keras, TF and tf2onnx print progress on stdout; `--json` keeps stdout for the document.
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        with _silenced_fds(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "savedmodel":
                 fn, inputs, outputs = _savedmodel_function(path)
@@ -153,11 +153,32 @@ def _refuse_untrusted(config: dict, trust_code: bool, path: Path) -> None:
 # --- loading (tensorflow) -----------------------------------------------------------------
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO/WARNING lines, before TF loads
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as hub.child does for onnx2tf; before TF loads
     import logging
 
     for name in ("tensorflow", "tf2onnx", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _silenced_fds() -> Iterator[None]:
+    """TF's import (CUDA factory lines), grappler and tf2onnx write from C++ to fds 1 and 2.
+    `--json` owns stdout and errors must stay one line, so both fds point at a scratch file;
+    Python-level prints go there too. Our own errors are raised, never printed."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as scratch, contextlib.redirect_stdout(sys.stderr):
+        try:
+            for fd in saved:
+                os.dup2(scratch.fileno(), fd)
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _load_keras(path: Path, kind: str, trust_code: bool) -> Any:

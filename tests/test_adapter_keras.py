@@ -135,16 +135,18 @@ def test_savedmodel_folder_matches_its_serving_signature():
     assert rel_err(run_onnx(source, feeds)[0], expected) < TOLERANCE
 
 
-def test_fixtures_are_trained_classifiers():
-    """Trained, not random: confident, varied predictions on the synthetic task they learned."""
+@pytest.mark.parametrize("path, task, name", [(CNN, "patch_images", "image"), (DENSE, "clusters", "features"),
+                                             (SAVEDMODEL, "stripes", "spectrogram")])
+def test_fixtures_are_trained_classifiers(path, task, name):
+    """Trained, not random: held-out samples (a seed unseen in training) are classified correctly."""
     sys.path.insert(0, str(FIXTURES))
     try:
-        from make_keras_fixtures import patch_images
+        import make_keras_fixtures
     finally:
         sys.path.remove(str(FIXTURES))
-    x, y = patch_images(64, seed=123)
-    source = adapters.load(CNN, LoadOptions(batch=64))
-    probs = run_onnx(source, {"image": x})[0]
+    x, y = getattr(make_keras_fixtures, task)(64, seed=123)
+    source = adapters.load(path, LoadOptions(batch=64))
+    probs = run_onnx(source, {name: x})[0]
     assert (probs.argmax(1) == y).mean() > 0.9
 
 
@@ -393,3 +395,12 @@ def test_vww_needs_the_tf_keras_fallback():
 
     with pytest.raises(Exception, match="DepthwiseConv2D"):
         keras.saving.load_model(MLPERF_FLOAT["vww"], compile=False)
+
+
+def test_load_writes_nothing_to_stdout_or_stderr(capfd):
+    """`--json` owns stdout; TF's C++ chatter (CUDA factories, grappler) must not leak to either fd."""
+    capfd.readouterr()
+    adapters.load(SAVEDMODEL, LoadOptions())
+    adapters.load(CNN, LoadOptions())
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

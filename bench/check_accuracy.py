@@ -1,0 +1,395 @@
+"""How well `hub check` predicts TFLite Micro's verdict, measured on the onnx backend node tests.
+
+For each single-node model under onnx/backend/test/data/node (with its test_data_set_0):
+  prediction: hub.analyse.analyse_onnx on the normalised graph, per quantize mode;
+  truth: the model converted (float32 and int8, hub's converter settings, calibrated on the
+         test input) and run on the real TFLM interpreter (tflite_micro), outputs compared
+         with the expected outputs.
+    float32 passes when |y - y_ref| <= 1e-3 + 1e-3 * |y_ref| everywhere (bool/int: equal);
+    int8 passes when max |y - y_ref| <= max(3 output scales, 5 % of the expected range)
+    (bool/int outputs: at least 90 % of elements equal, since quantized ties can flip).
+Truth classes: runs (correct), wrong (runs, outputs off), tflm_fails (allocation/prepare/
+invoke fails or the process aborts), convert_fails (onnx2tf or the TFLite converter fails),
+refused (hub normalise refuses the model: hub convert would stop there too).
+
+    .venv/bin/python bench/check_accuracy.py [--sample N] [--batch 40] [--out bench/results/check_accuracy.md]
+Conversions run in batches, one TensorFlow import per batch (bench/_convert_batch.py);
+TFLM runs in a child that is restarted when it aborts (bench/_tflm_batch.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hub.analyse import analyse_onnx, analyse_tflite  # noqa: E402
+from hub.convert_worker import _layout_permutation  # noqa: E402
+from hub.errors import HubError  # noqa: E402
+from hub.normalise import normalise  # noqa: E402
+from hub.tflite_model import read_tflite  # noqa: E402
+
+NODE_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
+LIGHT_RESNET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+MODES = ("float32", "int8")
+CALIBRATION_SAMPLES = 8
+
+
+def cases(sample: int | None) -> list[Path]:
+    dirs = sorted(d for d in NODE_TESTS.iterdir() if (d / "model.onnx").exists() and (d / "test_data_set_0").is_dir())
+    if sample and sample < len(dirs):
+        dirs = sorted(random.Random(0).sample(dirs, sample))
+    return dirs
+
+
+def load_pb(path: Path):
+    t = onnx.TensorProto()
+    t.ParseFromString(path.read_bytes())
+    return t.name, numpy_helper.to_array(t)
+
+
+def test_data(case: Path, model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], list[np.ndarray]] | None:
+    data = case / "test_data_set_0"
+    inputs_pb = sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    outputs_pb = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    names = [i.name for i in model.graph.input]
+    try:
+        inputs = {names[k]: load_pb(p)[1] for k, p in enumerate(inputs_pb)}
+        outputs = [load_pb(p)[1] for p in outputs_pb]
+    except Exception:  # sequences/optionals are not tensors
+        return None
+    return inputs, outputs
+
+
+def predict(case: Path, result: dict) -> onnx.ModelProto | None:
+    """Normalise (fixing the test input shapes) and analyse; records prediction or refusal."""
+    model = onnx.load(str(case / "model.onnx"))
+    data = test_data(case, model)
+    if data is None:
+        result["refused"] = "test data are not plain tensors"
+        return None
+    inputs, outputs = data
+    result["inputs"], result["expected"] = inputs, outputs
+    shapes = {k: tuple(v.shape) for k, v in inputs.items() if v.ndim > 0 and all(d > 0 for d in v.shape)}
+    t0 = time.perf_counter()
+    try:
+        normalised = normalise(model, shapes).onnx_model
+    except HubError as exc:
+        result["refused"] = exc.one_line()[:200]
+        return None
+    except Exception as exc:  # a crash in normalise is a finding of its own
+        result["refused"] = f"normalise crashed: {type(exc).__name__}: {str(exc)[:150]}"
+        return None
+    for mode in MODES:
+        check = analyse_onnx(normalised, quantize=mode)
+        errs = [f for f in check.findings if f.severity == "error"]
+        result[f"pred_{mode}"] = check.compatible
+        result[f"reason_{mode}"] = errs[0].message if errs else ""
+        result[f"ops_{mode}"] = sorted({op for n in check.nodes for op in n["tflite_ops"]})
+    result["check_s"] = time.perf_counter() - t0
+    return normalised
+
+
+def calibration(inputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """The test input itself plus jittered copies within its range (N, *shape)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in names:
+        x = inputs[name]
+        if x.dtype.kind != "f":
+            out[name] = np.stack([x] * CALIBRATION_SAMPLES)
+            continue
+        lo, hi = float(np.min(x)) if x.size else 0.0, float(np.max(x)) if x.size else 1.0
+        noise = [x] + [np.clip(x + rng.normal(0, 0.05 * (hi - lo + 1e-6), x.shape), lo, hi).astype(x.dtype)
+                       for _ in range(CALIBRATION_SAMPLES - 1)]
+        out[name] = np.stack(noise).astype(np.float32)
+    return out
+
+
+def convert_batches(jobs: list[dict], batch: int) -> None:
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        pending = list(chunk)
+        while pending:  # a crash (segfault, OOM) loses only the job it was on
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(pending, f)
+            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_convert_batch.py"), f.name],
+                                  capture_output=True, text=True, timeout=3600, cwd=tempfile.gettempdir(),
+                                  env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
+                                       "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"})
+            done = {line[5:] for line in proc.stdout.splitlines() if line.startswith("DONE ")}
+            rest = [j for j in pending if j["dir"] not in done]
+            if rest and proc.returncode != 0:
+                crashed = Path(rest[0]["dir"])
+                crashed.joinpath("error.txt").write_text(f"converter process died (exit {proc.returncode})")
+                rest = rest[1:]
+            pending = rest if len(rest) < len(pending) else []
+        print(f"  converted {min(start + batch, len(jobs))}/{len(jobs)}", flush=True)
+
+
+class TFLMRunner:
+    """A tflite_micro child that survives aborts by being restarted."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_tflm_batch.py")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self, job: dict) -> str:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc and self.proc.stdin and self.proc.stdout
+        try:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if line:
+            return line.strip()
+        self.proc.wait()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        self.proc = None
+        last = [ln for ln in err.splitlines() if ln.strip()][-1:] or [""]
+        return f"FAIL process died (exit {self.proc_code(err)}): {last[0][:200]}"
+
+    @staticmethod
+    def proc_code(err: str) -> str:
+        return "abort" if "Check failed" in err or "Aborted" in err or "CHECK" in err else "crash"
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+def tflm_inputs(tflite: bytes, onnx_model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Test inputs in the TFLite model's input order and layout (onnx2tf moves channels last)."""
+    model = read_tflite(tflite)
+    arrays = []
+    by_name = {i.name: i for i in onnx_model.graph.input}
+    for idx in model.inputs:
+        name = model.signature_names.get(idx, model.tensors[idx].name)
+        if name not in inputs:
+            name = next((n for n in by_name if n in model.tensors[idx].name), list(inputs)[len(arrays)])
+        x = inputs[name]
+        perm = _layout_permutation(list(x.shape), list(model.tensors[idx].shape))
+        arrays.append(np.ascontiguousarray(x.transpose(perm)))
+    return arrays
+
+
+def compare(got: np.ndarray, ref: np.ndarray, scale: float, mode: str) -> bool:
+    if got.shape != ref.shape:
+        if got.size != ref.size:
+            return False
+        for perm in _perms(ref.ndim):  # onnx2tf may leave an output channels-last
+            if tuple(ref.transpose(perm).shape) == got.shape:
+                ref = ref.transpose(perm)
+                break
+        else:
+            got = got.reshape(ref.shape)
+    if ref.dtype.kind not in "fc":
+        equal = np.asarray(got).astype(ref.dtype) == ref
+        return bool(equal.all()) if mode == "float32" else float(np.mean(equal)) >= 0.9 if equal.size else True
+    got, ref = got.astype(np.float64), ref.astype(np.float64)
+    if ref.size == 0:
+        return True
+    if not np.isfinite(ref).all():
+        same = (np.isnan(ref) == np.isnan(got)) & ((ref == got) | np.isnan(ref) | (np.abs(got - ref) <= 1e-3 + 1e-3 * np.abs(ref)))
+        return bool(same.all())
+    err = np.abs(got - ref)
+    if mode == "float32":
+        return bool((err <= 1e-3 + 1e-3 * np.abs(ref)).all())
+    span = float(ref.max() - ref.min()) if ref.size else 0.0
+    return bool(err.max() <= max(3 * scale, 0.05 * max(span, float(np.abs(ref).max()))))
+
+
+def _perms(rank: int) -> list[tuple[int, ...]]:
+    return [(0, *range(2, rank), 1), (0, rank - 1, *range(1, rank - 1))] if rank >= 3 else []
+
+
+def truth(result: dict, job_dir: Path, normalised: onnx.ModelProto, runner: TFLMRunner, mode: str) -> None:
+    err = job_dir / "error.txt"
+    tfl = job_dir / "model.tflite"
+    if err.exists() or not tfl.exists():
+        result[f"truth_{mode}"] = "convert_fails"
+        text = err.read_text() if err.exists() else "no output"
+        result[f"detail_{mode}"] = " ".join(text.split())[-200:]
+        return
+    data = tfl.read_bytes()
+    result[f"tflite_ops_{mode}"] = sorted(read_tflite(data).op_histogram())
+    result[f"tflite_check_{mode}"] = analyse_tflite(data).compatible
+    try:
+        arrays = tflm_inputs(data, normalised, result["inputs"])
+    except Exception as exc:
+        result[f"truth_{mode}"], result[f"detail_{mode}"] = "tflm_fails", f"inputs do not fit: {exc}"[:200]
+        return
+    np.savez(job_dir / "inputs.npz", **{f"i{k}": a for k, a in enumerate(arrays)})
+    status = runner.run({"tflite": str(tfl), "inputs": str(job_dir / "inputs.npz"), "out": str(job_dir / "out.npz")})
+    if status != "OK":
+        result[f"truth_{mode}"], result[f"detail_{mode}"] = "tflm_fails", status[5:][:200]
+        return
+    out = np.load(job_dir / "out.npz")
+    outs = [out[f"o{k}"] for k in range(len(result["expected"])) if f"o{k}" in out.files]
+    scales = [float(out[f"s{k}"][0]) for k in range(len(outs))]
+    ok = len(outs) == len(result["expected"]) and all(
+        compare(g, r, s, mode) for g, r, s in zip(outs, result["expected"], scales))
+    result[f"truth_{mode}"] = "runs" if ok else "wrong"
+    if not ok:
+        result[f"detail_{mode}"] = "outputs differ from the expected values"
+
+
+def confusion(results: list[dict], mode: str) -> dict[tuple[bool, str], int]:
+    return Counter((r[f"pred_{mode}"], r[f"truth_{mode}"]) for r in results if f"truth_{mode}" in r)
+
+
+def report(results: list[dict], refused: list[dict], elapsed: float, total_cases: int, resnet: dict) -> str:
+    lines = ["# hub check accuracy against the real TFLM interpreter", "",
+             f"Corpus: onnx {onnx.__version__} backend node tests ({total_cases} with test data); "
+             f"this run: {len(results) + len(refused)} models, {elapsed / 60:.1f} min wall "
+             f"({elapsed / max(1, len(results) + len(refused)):.2f} s per model).",
+             "Command: `.venv/bin/python bench/check_accuracy.py " + " ".join(sys.argv[1:]) + "`", "",
+             "Truth: converted with hub's converter settings (float32; int8 full-integer, calibrated on the test "
+             "input and 7 jittered copies), run on tflite_micro. float32 passes at |y-y_ref| <= 1e-3 + 1e-3|y_ref|; "
+             "int8 at max error <= max(3 output scales, 5 % of the expected range); bool/int outputs equal "
+             "(int8: >= 90 % equal).", "",
+             f"Normalise refused {len(refused)} models before analysis (hub convert stops there too); they are "
+             "not in the tables.", ""]
+    for mode in MODES:
+        c = confusion(results, mode)
+        n = sum(c.values())
+        agree = sum(v for (p, t), v in c.items() if p == (t == "runs"))
+        unsafe = sum(v for (p, t), v in c.items() if p and t == "tflm_fails")
+        lines += [f"## {mode}", "", f"Agreement: {agree}/{n} = {100 * agree / max(1, n):.1f} %. "
+                  f"Predicted compatible but failing on TFLM: {unsafe}.", "",
+                  "| prediction \\ truth | runs | wrong | tflm_fails | convert_fails |", "|---|---|---|---|---|"]
+        for pred in (True, False):
+            row = [str(c.get((pred, t), 0)) for t in ("runs", "wrong", "tflm_fails", "convert_fails")]
+            lines.append(f"| {'compatible' if pred else 'incompatible'} | " + " | ".join(row) + " |")
+        lines.append("")
+    lines += ["## Disagreements", "", "| model | mode | predicted | truth | check's reason / truth detail | "
+              "TFLite ops |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for mode in MODES:
+            if f"truth_{mode}" not in r or r[f"pred_{mode}"] == (r[f"truth_{mode}"] == "runs"):
+                continue
+            why = r[f"reason_{mode}"] or r.get(f"detail_{mode}", "")
+            lines.append(f"| {r['name']} | {mode} | {'compatible' if r[f'pred_{mode}'] else 'incompatible'} | "
+                         f"{r[f'truth_{mode}']} | {why.replace('|', '/')[:160]} | "
+                         f"{', '.join(r.get(f'tflite_ops_{mode}', []))} |")
+    lines += ["", "## Refused by normalise", "", ", ".join(f"{r['name']}" for r in refused) or "none", ""]
+    if resnet:
+        lines += ["## Speed: hub check on ResNet-50", "",
+                  f"`hub check {resnet['path']}` (CLI, end to end, new process): {resnet['cli_s']:.2f} s wall "
+                  f"(median of {resnet['runs']}); of which load+normalise+analyse in-process: "
+                  f"{resnet['inproc_s']:.3f} s; analyse_onnx alone: {resnet['analyse_s']:.3f} s.", ""]
+    return "\n".join(lines)
+
+
+def time_resnet(runs: int = 3) -> dict:
+    import statistics
+
+    from hub import api
+
+    cli = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hub.cli", "check", str(LIGHT_RESNET)], capture_output=True, cwd=ROOT)
+        cli.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    api.check(LIGHT_RESNET)
+    inproc = time.perf_counter() - t0
+    normalised = normalise(onnx.load(str(LIGHT_RESNET))).onnx_model
+    t0 = time.perf_counter()
+    analyse_onnx(normalised)
+    return {"path": LIGHT_RESNET.relative_to(ROOT) if LIGHT_RESNET.is_relative_to(ROOT) else LIGHT_RESNET,
+            "cli_s": statistics.median(cli), "runs": runs, "inproc_s": inproc, "analyse_s": time.perf_counter() - t0}
+
+
+def repredict(args) -> int:
+    """Re-run the (cheap) predictions against a saved truth, after a table change."""
+    t0 = time.perf_counter()
+    saved = json.loads(Path(args.reuse).read_text())
+    results, refused = [], []
+    for old in saved:
+        r = {"name": old["name"]}
+        if predict(NODE_TESTS / old["name"], r) is None or "truth_float32" not in old:
+            refused.append(r)
+            continue
+        r.update({k: v for k, v in old.items() if k.startswith(("truth_", "detail_", "tflite_"))})
+        results.append(r)
+    text = report(results, refused, time.perf_counter() - t0, len(cases(None)), {})
+    Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sample", type=int, default=None, help="random sample of N models (seed 0)")
+    ap.add_argument("--batch", type=int, default=40, help="models per converter process")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "check_accuracy.md"))
+    ap.add_argument("--json", default=None, help="also dump per-model results here")
+    ap.add_argument("--no-resnet", action="store_true")
+    ap.add_argument("--reuse", default=None, help="a --json dump: keep its truth, redo only the predictions")
+    args = ap.parse_args()
+    if args.reuse:
+        return repredict(args)
+    t_start = time.perf_counter()
+    all_cases = cases(None)
+    selected = cases(args.sample)
+    work = Path(tempfile.mkdtemp(prefix="hub-check-acc-"))
+    results, refused, jobs, models = [], [], [], {}
+    for case in selected:
+        r = {"name": case.name}
+        normalised = predict(case, r)
+        if normalised is None:
+            refused.append(r)
+            continue
+        names = [i.name for i in normalised.graph.input]
+        if any(n not in r["inputs"] for n in names):
+            r["refused"] = "test data do not name every input"
+            refused.append(r)
+            continue
+        models[case.name] = normalised
+        for mode in MODES:
+            d = work / mode / case.name
+            d.mkdir(parents=True)
+            onnx.save(normalised, str(d / "model.onnx"))
+            np.savez(d / "calibration.npz", **calibration(r["inputs"], names))
+            jobs.append({"dir": str(d), "quantize": mode})
+        results.append(r)
+    print(f"{len(results)} models to convert ({len(refused)} refused by normalise)", flush=True)
+    convert_batches(jobs, args.batch)
+    runner = TFLMRunner()
+    for r in results:
+        for mode in MODES:
+            truth(r, work / mode / r["name"], models[r["name"]], runner, mode)
+    runner.close()
+    elapsed = time.perf_counter() - t_start
+    resnet = {} if args.no_resnet else time_resnet()
+    text = report(results, refused, elapsed, len(all_cases), resnet)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    if args.json:
+        slim = [{k: v for k, v in r.items() if k not in ("inputs", "expected")} for r in results + refused]
+        Path(args.json).write_text(json.dumps(slim, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -112,6 +112,9 @@ class PyTorchAdapter:
         import torch
 
         obj = _torch_load(path, options)
+        if isinstance(obj, dict):  # a trusted checkpoint such as {"epoch": 3, "model": <module>}
+            modules = [v for v in obj.values() if isinstance(v, torch.nn.Module)]
+            obj = modules[0] if len(modules) == 1 else obj
         if isinstance(obj, torch.nn.Module):
             shapes = _resolve_shapes(_forward_names(obj), options, path, found={},
                                      why="a pickled module does not record input shapes")

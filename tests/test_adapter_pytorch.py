@@ -21,6 +21,8 @@ from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
 from tests.conftest import FIXTURES, ROOT, run_hub
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* in torch 2.13
+
 MODELS_PY = FIXTURES / "torch_models.py"
 SHAPE = (1, 3, 32, 32)
 TOLERANCE = 1e-4  # relative max abs error, ONNX in onnxruntime vs the source in torch
@@ -224,6 +226,15 @@ def test_pickled_module_with_trust(monkeypatch) -> None:
     ref = torch.load(FIXTURES / "tiny_cnn_pickled.pth", weights_only=False).eval()
     assert_equivalent(source, ref, {"image": SHAPE})
     assert {p.key: p.value for p in source.onnx_model.metadata_props}["source_format"] == "pickled module"
+
+
+def test_trusted_checkpoint_dict_holding_a_module(tmp_path: Path) -> None:
+    net = trained_tiny_cnn()
+    torch.save({"epoch": 7, "model": net}, tmp_path / "ckpt.pth")
+    with pytest.raises(InputError, match="--trust-pickle"):
+        load(tmp_path / "ckpt.pth", input_shapes={None: SHAPE})
+    source = load(tmp_path / "ckpt.pth", trust_pickle=True, input_shapes={None: SHAPE})
+    assert_equivalent(source, net, {"image": SHAPE}, seeds=(0,))
 
 
 def test_python_factory_file_as_model() -> None:

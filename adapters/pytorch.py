@@ -29,22 +29,18 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import onnx
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
 
-if TYPE_CHECKING:  # torch is imported only in load()
-    import torch
-
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
 HUB_META = "hub.json"  # optional TorchScript extra file: {"input_shapes": {name: shape}}
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save before 1.6 (non-zip): pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c as a long.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-SHAPE_HINT = "pass --input-shape [NAME=]1,3,32,32"
 
 
 class PyTorchAdapter:
@@ -87,7 +83,7 @@ class PyTorchAdapter:
         stored = _stored_shapes(extra[HUB_META])
         shapes = _resolve_shapes(names, options, path, found=stored,
                                  why="TorchScript does not record input shapes")
-        return _export(module, shapes, path, "torchscript", options)
+        return _export(module, shapes, path, "torchscript")
 
     def _from_exported(self, path: Path, options: LoadOptions) -> SourceModel:
         import torch
@@ -96,8 +92,8 @@ class PyTorchAdapter:
             program = torch.export.load(str(path))
         recorded = _exported_shapes(program)
         # A dynamic batch becomes options.batch; other dynamic dimensions need --input-shape.
-        found = {name: (options.batch if dims[0] is None else dims[0], *dims[1:])
-                 for name, dims in recorded.items() if dims and None not in dims[1:]}
+        found = {name: tuple(options.batch if i == 0 and d is None else d for i, d in enumerate(dims))
+                 for name, dims in recorded.items() if None not in dims[1:]}
         dynamic = ", ".join(f"{n} {_show(d)}" for n, d in recorded.items() if n not in found)
         shapes = _resolve_shapes(list(recorded), options, path, found=found,
                                  why=f"the exported program has dynamic dimensions ({dynamic})")
@@ -106,7 +102,7 @@ class PyTorchAdapter:
             if len(shapes[name]) != len(dims) or any(shapes[name][i] != d for i, d in fixed):
                 raise InputError(f"--input-shape {_show(shapes[name])} for {name!r} does not match the "
                                  f"exported program's shape {_show(dims)} (? = dynamic)", path)
-        return _export(_exported_module(program, shapes, recorded, path), shapes, path, "torch.export", options)
+        return _export(_exported_module(program, shapes, recorded, path), shapes, path, "torch.export")
 
     def _from_torch_save(self, path: Path, options: LoadOptions) -> SourceModel:
         import torch
@@ -118,7 +114,7 @@ class PyTorchAdapter:
         if isinstance(obj, torch.nn.Module):
             shapes = _resolve_shapes(_forward_names(obj), options, path, found={},
                                      why="a pickled module does not record input shapes")
-            return _export(obj, shapes, path, "pickled module", options)
+            return _export(obj, shapes, path, "pickled module")
         state = _state_dict_of(obj, path)
         if not options.factory:
             raise InputError("this file holds only weights (a state_dict), not the model's code", path,
@@ -131,7 +127,7 @@ class PyTorchAdapter:
             _load_state(module, state, spec, path)
         shapes = _resolve_shapes(_forward_names(module), options, path, found={},
                                  why=f"the factory {spec} does not say its input shapes")
-        return _export(module, shapes, path, "state_dict + factory" if state is not None else "factory", options)
+        return _export(module, shapes, path, "state_dict + factory" if state is not None else "factory")
 
 
 # -- sniffing (no torch) --------------------------------------------------------------------
@@ -452,8 +448,7 @@ def _show(dims: tuple) -> str:
 
 # -- export -----------------------------------------------------------------------------------
 
-def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: str, options: LoadOptions
-            ) -> SourceModel:
+def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: str) -> SourceModel:
     import torch
 
     gen = torch.Generator().manual_seed(0)  # tracing inputs; the global RNG stays the user's

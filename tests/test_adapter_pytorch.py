@@ -16,7 +16,7 @@ from torch.export import Dim
 
 import adapters
 from adapters.pytorch import PyTorchAdapter, _module_path
-from fixtures.torch_models import ResNetTiny, TinyCNN, TwoInputNet
+from fixtures.torch_models import TinyCNN, TwoInputNet
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
 from tests.conftest import FIXTURES, ROOT, run_hub

@@ -142,6 +142,10 @@ def convert(
                 arena = verification.memory.get("arena_recommended_bytes")
                 report["firmware"] = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
         report["timings_s"] = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
+        from hub.report import portability_sections, write_html
+
+        report.update(portability_sections(normalised.onnx_model, measured=report))
+        write_html(report, tmp / "report.html")
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     report["output"] = str(out_dir)
     if verification is not None and not verification.ok:

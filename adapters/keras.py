@@ -50,11 +50,11 @@ class KerasAdapter:
         with _silenced_fds(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "savedmodel":
-                fn, inputs, outputs = _savedmodel_function(path)
+                fn, inputs = _savedmodel_function(path)
             else:
-                fn, inputs, outputs = _keras_function(_load_keras(path, kind, options.trust_code))
+                fn, inputs = _keras_function(_load_keras(path, kind, options.trust_code))
             specs = _static_specs(inputs, options, path)
-            onnx_model = _to_onnx(fn, specs, outputs, path)
+            onnx_model = _to_onnx(fn, specs, path)
         layouts = {s.name: ("NHWC" if _is_image(s) else None) for s in specs}
         notes = [f"input {n!r} exported NCHW for onnx2tf; your data is NHWC" for n, v in layouts.items() if v]
         return SourceModel(path=path, framework=self.framework, onnx_model=onnx_model,
@@ -207,8 +207,8 @@ def _custom_hint(exc: BaseException) -> str | None:
     return None
 
 
-def _keras_function(model: Any) -> tuple[Callable, list[tuple[str, list, Any]], list[str]]:
-    """A traceable function of a Keras model, its inputs (name, shape, dtype) and output names."""
+def _keras_function(model: Any) -> tuple[Callable, list[tuple[str, list | None, Any]]]:
+    """A traceable function of a Keras model ({output layer name: tensor}) and its inputs (name, shape, dtype)."""
     import tensorflow as tf
 
     inputs = [(_tf_name(t.name, f"input_{i}"), list(t.shape), tf.as_dtype(t.dtype)) for i, t in enumerate(model.inputs)]
@@ -219,7 +219,7 @@ def _keras_function(model: Any) -> tuple[Callable, list[tuple[str, list, Any]], 
         flat = tf.nest.flatten(result)
         return dict(zip(outputs, flat))
 
-    return fn, inputs, outputs
+    return fn, inputs
 
 
 def _output_names(model: Any) -> list[str]:
@@ -232,7 +232,7 @@ def _output_names(model: Any) -> list[str]:
     return names
 
 
-def _savedmodel_function(path: Path) -> tuple[Callable, list[tuple[str, list, Any]], list[str]]:
+def _savedmodel_function(path: Path) -> tuple[Callable, list[tuple[str, list | None, Any]]]:
     """The serving signature of a SavedModel (graph only: loading runs no Python from the folder)."""
     import tensorflow as tf
 
@@ -261,7 +261,7 @@ def _savedmodel_function(path: Path) -> tuple[Callable, list[tuple[str, list, An
         return {k: result[k] for k in outputs}
 
     fn.keep_alive = loaded  # the signature's variables die with the loaded object
-    return fn, inputs, outputs
+    return fn, inputs
 
 
 # --- shapes and export ----------------------------------------------------------------------
@@ -322,7 +322,7 @@ def _is_image(spec: Any) -> bool:
     return spec.shape.rank == 4 and spec.dtype.is_floating
 
 
-def _to_onnx(fn: Callable, specs: list, outputs: list[str], path: Path) -> Any:
+def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
     import tensorflow as tf
     import tf2onnx
 
@@ -330,8 +330,6 @@ def _to_onnx(fn: Callable, specs: list, outputs: list[str], path: Path) -> Any:
     try:
         model, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=OPSET,
                                                  inputs_as_nchw=nchw or None)
-    except InputError:
-        raise
     except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
         raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
     model.producer_name = "hub (tf2onnx)"

@@ -14,7 +14,7 @@ import adapters
 from hub.artifacts import LoadOptions
 from hub.errors import InputError
 from hub.normalise import normalise
-from tests.conftest import small_cnn_onnx
+from tests.conftest import FIXTURES, small_cnn_onnx
 
 
 def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
@@ -185,3 +185,16 @@ def test_identity_and_dropout_are_removed_numerics_unchanged():
     x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
     np.testing.assert_allclose(_run(normalised.onnx_model, {"image": x})[0], _run(small_cnn_onnx(), {"image": x})[0],
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn.onnx", "tiny_cnn_external.onnx"])
+def test_onnx_fixtures_match_the_file_in_onnxruntime(name):
+    path = FIXTURES / name
+    source = adapters.load(path)
+    normalised = normalise(source.onnx_model)
+    assert normalised.inputs[0].shape == (1, 3, 32, 32)  # dynamic "batch" fixed to 1
+    x = np.random.default_rng(7).random((1, 3, 32, 32), dtype=np.float32)
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = reference.run(None, {reference.get_inputs()[0].name: x})[0]
+    got = _run(normalised.onnx_model, {normalised.inputs[0].name: x})[0]
+    assert np.abs(got - expected).max() / max(1e-6, np.abs(expected).max()) < 1e-4

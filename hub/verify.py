@@ -36,6 +36,7 @@ import onnx
 
 from hub.artifacts import Finding
 from hub.child import ChildResult, run_python_module
+from hub.errors import InputError
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
 
 ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
@@ -66,7 +67,10 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     if reference is not None and not samples:
         samples = synthetic_samples(reference)
     use_samples = samples if reference is not None else None
-    inputs = [to_tflite_inputs(model, s) for s in use_samples] if use_samples else []
+    try:
+        inputs = [to_tflite_inputs(model, s) for s in use_samples] if use_samples else []
+    except ValueError as exc:
+        raise InputError(f"the reference's inputs do not fit the TFLite model: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="hub-verify-") as tmp:
         job = Path(tmp)
         child, result, outputs = _run_worker(job, tflite_bytes, model, inputs)
@@ -174,7 +178,8 @@ def _message_finding(model: TFLiteModel, log: list[str], fallback: str, phase: s
             index = int(m.group(2))
             op = model.ops[index].name if index < len(model.ops) else m.group(1)
             return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
-                           message=f"TFLM: {text}", hint=f"the {op} kernel refused its tensors while {m.group(3)[:-1]}ing")
+                           message=f"TFLM: {text}",
+                           hint=f"the {op} kernel refused its tensors or options (during {m.group(3)})")
     where = "allocating" if phase == "load" else "invoking"
     return Finding(node="model", op="", tflite_ops=[], severity="error", message=f"TFLM failed while {where}: {text}")
 
@@ -183,7 +188,9 @@ def _crash_finding(model: TFLiteModel, crash: str, phase: str, log: list[str]) -
     """An abort names no node; name the op when a known hazard explains it."""
     where = {"load": "preparing the model", "invoke": "invoking it", "samples": "invoking it on the samples"}
     message = f"{crash} while {where.get(phase, 'starting')}" + (f": {'; '.join(log[-4:])}" if log else "")
-    for index, op, scale in softmax_scale_hazards(model):
+    hazards = softmax_scale_hazards(model)
+    if hazards:
+        index, op, scale = hazards[0]
         return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
                        message=f"{message} (int8 {op} input scale {scale:.3g} is too small: TFLM's "
                                "QuantizeMultiplierGreaterThanOne check aborts)",

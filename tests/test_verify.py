@@ -206,3 +206,11 @@ def test_cli_export_refuses_a_model_tflm_cannot_run(tile_float_tflite, tmp_path)
     proc = run_hub("export", tile_float_tflite, "--out", tmp_path / "fw")
     assert proc.returncode == 1
     assert "TILE" in proc.stderr and not (tmp_path / "fw").exists()
+
+
+def test_a_reference_that_does_not_fit_is_an_input_error(small_cnn_int8_tflite):
+    from hub.errors import InputError
+
+    data = small_cnn_int8_tflite[0].read_bytes()
+    with pytest.raises(InputError, match="do not fit"):
+        verify(data, conv_only_onnx(), [{"x": np.zeros((1, 3, 8, 6), np.float32)}])

@@ -28,7 +28,7 @@ class OnnxAdapter:
     framework = "onnx"
 
     def sniff(self, path: Path) -> bool:
-        if path.is_dir():
+        if path.is_dir() or path.name == "saved_model.pb":  # a SavedModel's graph, not ONNX
             return False
         if path.suffix.lower() == ".onnx":
             return True

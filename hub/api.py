@@ -160,9 +160,9 @@ def _firmware_name(name: str) -> str:
 
 
 def _normalise(source: SourceModel, options: LoadOptions):
-    from hub.normalise import normalise
+    from hub.normalise import normalise_source
 
-    return normalise(source.onnx_model, options.input_shapes)
+    return normalise_source(source, options)
 
 
 def _analyse(onnx_model, target: str, quantize: str):

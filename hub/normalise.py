@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from hub.artifacts import NormalisedModel, PassResult, TensorSpec
+from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel, TensorSpec
 from hub.errors import InputError
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
@@ -30,6 +30,14 @@ def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, 
     _require_static_outputs(model)
     return NormalisedModel(onnx_model=model, inputs=_specs(model, model.graph.input),
                            outputs=_specs(model, model.graph.output), passes=results)
+
+
+def normalise_source(source: SourceModel, options: LoadOptions) -> NormalisedModel:
+    """Normalise an adapter's output. `--input-shape` applies here only to ONNX sources: the
+    PyTorch and Keras adapters already exported with it (Keras in its own NHWC layout, before
+    transposing images to NCHW), so applying it again would undo that."""
+    shapes = options.input_shapes if source.framework == "onnx" else {}
+    return normalise(source.onnx_model, shapes)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -118,4 +126,4 @@ def _specs(model: onnx.ModelProto, values) -> list[TensorSpec]:
                        helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name) for v in values]
 
 
-__all__ = ["normalise", "infer_shapes", "PassResult"]
+__all__ = ["normalise", "normalise_source", "infer_shapes", "PassResult"]

@@ -36,8 +36,7 @@ def print_convert_summary(report: dict[str, Any]) -> None:
         out.print(f"  arena        {_kb(memory.get('arena_bytes'))} measured, "
                   f"{_kb(memory.get('arena_recommended_bytes'))} recommended")
     if fidelity:
-        parts = [f"{k}={v:.4g}" for k, v in fidelity.items() if isinstance(v, (int, float)) and k != "samples"]
-        out.print(f"  fidelity     vs ONNX on {fidelity.get('samples')} held-out samples: {', '.join(parts)}")
+        out.print(f"  fidelity     vs ONNX on {fidelity.get('samples')} held-out samples: {_fidelity_parts(fidelity)}")
     if report.get("firmware"):
         out.print(f"  firmware     {', '.join(report['firmware'])}")
 
@@ -69,7 +68,16 @@ def print_verification(result, model: Path) -> None:
     if memory.get("arena_bytes"):
         out.print(f"  arena {_kb(memory['arena_bytes'])} measured, {_kb(memory.get('arena_recommended_bytes'))} recommended")
     if result.fidelity:
-        parts = [f"{k}={v:.4g}" for k, v in result.fidelity.items() if isinstance(v, (int, float))]
-        out.print(f"  fidelity {', '.join(parts)}")
+        out.print(f"  fidelity {_fidelity_parts(result.fidelity)}")
     for f in result.findings:
-        out.print(f"  [{'red' if f.severity == 'error' else 'yellow'}]{f.severity}[/] {f.node} {f.op}: {f.message}")
+        style = "red" if f.severity == "error" else "yellow"
+        if f.message != result.tflm.get("message"):  # the headline already shows TFLM's message
+            out.print(f"  [{style}]{f.severity}[/] {f.node}: {f.message}")
+        if f.hint:
+            out.print(f"  [dim]hint: {f.hint}[/]")
+
+
+def _fidelity_parts(fidelity: dict[str, Any]) -> str:
+    """Cosine needs six decimals: 0.99998 is not 1."""
+    return ", ".join(f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in fidelity.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "samples")

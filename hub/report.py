@@ -86,9 +86,9 @@ def build_report(path: Path, targets: Sequence[str], board: board_data.Board | N
     head = {"source": {"path": str(path), "framework": source.framework}}
     if source.framework == "tflite":
         return {**head, **tflite_sections(source.tflite_bytes, targets=targets, board=board)}
-    from hub.normalise import normalise
+    from hub.normalise import normalise_source
 
-    normalised = normalise(source.onnx_model, options.input_shapes)
+    normalised = normalise_source(source, options)
     return {**head, **portability_sections(normalised.onnx_model, measured=None, board=board, targets=targets)}
 
 

@@ -20,6 +20,7 @@ import adapters
 from adapters.keras import KerasAdapter, unsafe_parts
 from hub.artifacts import LoadOptions
 from hub.errors import InputError
+from hub.normalise import normalise_source
 
 from .conftest import FIXTURES, MLPERF_FLOAT, ROOT, run_hub
 
@@ -159,8 +160,11 @@ def test_batch_option_and_nhwc_or_nchw_input_shape():
     feeds = nhwc_inputs(batched, seed=1)
     assert rel_err(run_onnx(batched, feeds)[0], keras_call(model, feeds["image"])) < TOLERANCE
     for given in ((2, 16, 16, 3), (2, 3, 16, 16)):  # the Keras layout, or the exported NCHW one
-        source = adapters.load(CNN, LoadOptions(input_shapes={None: given}))
+        options = LoadOptions(input_shapes={None: given})
+        source = adapters.load(CNN, options)
         assert onnx_input_shapes(source) == {"image": [2, 3, 16, 16]}
+        # normalise must not reapply a Keras-layout shape onto the NCHW graph
+        assert normalise_source(source, options).inputs[0].shape == (2, 3, 16, 16)
     by_name = adapters.load(SAVEDMODEL, LoadOptions(input_shapes={"spectrogram": (3, 12, 12, 1)}))
     assert onnx_input_shapes(by_name) == {"spectrogram": [3, 1, 12, 12]}
 

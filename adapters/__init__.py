@@ -42,6 +42,11 @@ def load(path: str | Path, options: LoadOptions | None = None) -> SourceModel:
     """Load any supported model file into a SourceModel (ONNX, or TFLite kept as bytes)."""
     path = Path(path)
     options = options or LoadOptions()
+    file, sep, name = str(path).rpartition(":")
+    if sep and file.endswith(".py") and name.isidentifier() and Path(file).is_file():
+        from .pytorch import PyTorchAdapter  # `net.py:TinyNet`: a PyTorch factory named as the model
+
+        return PyTorchAdapter().load(path, options)
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_file() and path.stat().st_size == 0:

@@ -65,7 +65,7 @@ def small_cnn_path(tmp_path_factory) -> Path:
 def resnet_fixture() -> Path:
     """The README's default example: a trained ResNet-style TorchScript model."""
     path = FIXTURES / "resnet_tiny.pt"
-    assert path.exists(), "fixtures/resnet_tiny.pt is missing: run fixtures/make_fixtures.py"
+    assert path.exists(), "fixtures/resnet_tiny.pt is missing: run fixtures/make_torch_fixtures.py"
     return path
 
 

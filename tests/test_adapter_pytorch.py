@@ -248,6 +248,13 @@ def test_python_factory_given_as_path_colon_name() -> None:
     assert_equivalent(source, trained_tiny_cnn(), {"image": SHAPE})
 
 
+def test_path_colon_name_through_the_registry() -> None:
+    """`hub check fixtures/torch_models.py:trained_tiny_cnn`: the registry routes it to PyTorch."""
+    source = adapters.load(f"{MODELS_PY}:trained_tiny_cnn", LoadOptions(input_shapes={None: SHAPE}))
+    assert source.framework == "pytorch"
+    assert_equivalent(source, trained_tiny_cnn(), {"image": SHAPE}, seeds=(0,))
+
+
 def test_two_inputs_by_name_two_outputs(tmp_path: Path) -> None:
     torch.manual_seed(3)
     net = TwoInputNet().eval()

@@ -526,13 +526,17 @@ def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
 
 def _tflite_model_findings(model) -> list[Finding]:
     findings = []
+    # TFLM reads only `shape`, never `shape_signature`: a -1 there (typically the batch of
+    # TensorFlow's own converter output) runs with the stored size, so it is a warning, not a block.
     dynamic = [t for t in model.tensors if any(d < 0 for d in t.shape_signature)]
     if dynamic:
         t = dynamic[0]
-        findings.append(Finding(t.name, "Tensor", [], "error",
-                                f"{len(dynamic)} tensor(s) have dynamic dimensions (e.g. {t.name} "
-                                f"{list(t.shape_signature)}); TFLM runs static shapes only.",
-                                "convert with fixed input shapes (hub convert --input-shape)"))
+        batch_only = all(d >= 0 for x in dynamic for d in x.shape_signature[1:])
+        findings.append(Finding(t.name, "Tensor", [], "warning",
+                                f"{len(dynamic)} tensor(s) have {'a dynamic batch' if batch_only else 'dynamic dimensions'}"
+                                f" (e.g. {t.name} {list(t.shape_signature)}); TFLM ignores that and runs the stored "
+                                f"shape {list(t.shape)}.",
+                                "" if batch_only else "convert with fixed input shapes (hub convert --input-shape)"))
     f16 = [t for t in model.tensors if t.dtype == "float16"]
     if f16:
         findings.append(Finding(f16[0].name, "Tensor", [], "error",

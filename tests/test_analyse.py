@@ -252,3 +252,13 @@ def test_check_imports_neither_tensorflow_nor_torch(converted_check_models, tmp_
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["ic", "vww", "kws", "ad"])
+def test_reference_int8_with_a_dynamic_batch_signature_is_compatible(name):
+    # TensorFlow's converter writes shape_signature [-1, ...]; TFLM reads only `shape` and runs these.
+    from tests.conftest import MLPERF
+
+    result = analyse_tflite((MLPERF / name / "reference_int8.tflite").read_bytes())
+    assert result.compatible and result.quantize == "int8"
+    assert any("dynamic batch" in f.message and f.severity == "warning" for f in result.findings)

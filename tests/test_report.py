@@ -13,7 +13,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hub import boards
-from hub.analyse import analyse_tflite
 from hub.errors import InputError
 from hub.layers import Buffer, onnx_layers, plan_arena, tflite_layers
 from hub.report import portability_sections, write_html
@@ -263,7 +262,7 @@ def test_tflite_input_is_measured_as_it_is():
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     rows = {t["name"]: t for t in report["targets"]}
-    assert rows["tflm-int8"]["compatible"] == analyse_tflite(path.read_bytes()).compatible  # the check pass decides
+    assert rows["tflm-int8"]["compatible"] is True  # TFLM runs the reference file; its batch -1 signature is ignored
     assert rows["tflm-int8"]["flash_bytes"] == 98_496 and rows["tflm-int8"]["flash_basis"] == "file size"
     assert rows["tflm-float32"]["compatible"] is False and rows["onnxruntime"]["compatible"] is None
     assert rows["tflite"]["compatible"] is True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -29,14 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MLPERF = ROOT.parent / "shared" / "mlperf_tiny"
-# Input ranges from ../shared/mlperf_tiny/README.md (read off the reference models' input quantisation).
-MODELS = {
-    "ic": (MLPERF / "ic" / "resnet8.h5", (0.0, 255.0)),
-    "vww": (MLPERF / "vww" / "mobilenet_v1_025.h5", (0.0, 1.0)),
-    "kws": (MLPERF / "kws" / "ds_cnn_savedmodel", (-123.0, 26.0)),
-    "ad": (MLPERF / "ad" / "autoencoder.h5", (-85.0, 15.0)),
-}
+# Sources and input ranges (from ../shared/mlperf_tiny/README.md, read off the reference models'
+# input quantisation) are shared with the convert-speed benchmark.
+from bench.convert_speed import MLPERF, MLPERF_SOURCES as MODELS  # noqa: E402
+
+CLASSIFIERS = {"ic", "vww", "kws"}  # ad is an autoencoder: top-1 means nothing there
 HELD_OUT_SEED = 1234  # calibration uses seeds 0 and 1 (hub.calibration): these inputs are new to both files
 TIME_GOAL = 1.05  # hub's invoke time may be at most 5 % above the reference's
 
@@ -81,9 +79,70 @@ def measure(tflite_bytes: bytes, reference, samples) -> dict:
 
     model = read_tflite(tflite_bytes)
     check = verify(tflite_bytes, reference, samples)
+    arena, probed = check.memory.get("arena_bytes"), False
+    if arena is None and check.tflm.get("invokes"):
+        arena, probed = bisect_arena(tflite_bytes), True
     return {"size": len(tflite_bytes), "ops": len(model.ops), "histogram": model.op_histogram(),
-            "arena": check.memory.get("arena_bytes"), "fidelity": check.fidelity or {},
+            "arena": arena, "arena_probed": probed, "fidelity": check.fidelity or {},
             "invokes": check.tflm.get("invokes")}
+
+
+def bisect_arena(tflite_bytes: bytes) -> int:
+    """Smallest arena by bisection with one child per trial (hub.verify.probe_arena).
+
+    For files where hub.verify's one-child search dies: with per-channel FULLY_CONNECTED,
+    some too-small arenas crash TFLM instead of failing the allocation.
+    """
+    from hub.verify import probe_arena
+
+    lo, hi = 0, 16 * 1024
+    while not probe_arena(tflite_bytes, hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if probe_arena(tflite_bytes, mid) else (mid, hi)
+    return hi
+
+
+# --- what-if: per-tensor FULLY_CONNECTED weights ------------------------------------------------
+
+# TensorFlow 2.19's converter quantises FULLY_CONNECTED weights per channel; the reference files
+# (older TF) have them per tensor. Per channel costs 12 bytes of flatbuffer per output channel for
+# the weights and again for the bias, and TFLM keeps per-channel multipliers in the arena. This runs
+# hub's own convert worker with TF's switch for it, to show what the missing option would give.
+PER_TENSOR_DENSE_WORKER = (
+    "import sys, hub.convert_worker as w\n"
+    "configure = w._configure\n"
+    "def per_tensor_dense(converter, tf, quantize, samples):\n"
+    "    configure(converter, tf, quantize, samples)\n"
+    "    converter._experimental_disable_per_channel_quantization_for_dense_layers = True\n"
+    "w._configure = per_tensor_dense\n"
+    "sys.exit(w.main(sys.argv[1]))\n"
+)
+
+
+def convert_per_tensor_dense(name: str, work: Path) -> bytes:
+    """The same normalised graph and calibration as hub convert, through the worker with the switch on."""
+    import adapters
+    import onnx
+    from hub.artifacts import LoadOptions
+    from hub.calibration import build_calibration
+    from hub.normalise import normalise
+
+    source, value_range = MODELS[name]
+    loaded = adapters.load(source, LoadOptions())
+    normalised = normalise(loaded.onnx_model, {})
+    calibration = build_calibration(normalised.inputs, None, value_range, loaded.source_layouts)
+    job = work / f"{name}_per_tensor_dense"
+    job.mkdir()
+    onnx.save(normalised.onnx_model, str(job / "model.onnx"))
+    np.savez(job / "calibration.npz", **calibration.samples)
+    (job / "job.json").write_text(json.dumps({"quantize": "int8", "skip_onnxsim": True}))
+    proc = subprocess.run([sys.executable, "-c", PER_TENSOR_DENSE_WORKER, str(job)], capture_output=True,
+                          text=True, cwd=job, timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"per-tensor-dense conversion of {name} failed: {proc.stderr.strip()[-800:]}")
+    return (job / "model.tflite").read_bytes()
 
 
 # --- invoke timing (child process) ---------------------------------------------------------
@@ -127,7 +186,7 @@ def _timing_child(rounds: int, paths: list[str]) -> None:
 
 # --- report --------------------------------------------------------------------------------
 
-def compare(name: str, work: Path, rounds: int, count: int) -> dict:
+def compare(name: str, work: Path, rounds: int, count: int, what_if: set[str]) -> dict:
     from hub.tflite_model import read_tflite  # noqa: F401  (fail early if the stack is missing)
 
     hub_bytes, report, wall = hub_convert(name, work)
@@ -139,7 +198,14 @@ def compare(name: str, work: Path, rounds: int, count: int) -> dict:
     hub_path.write_bytes(hub_bytes)
     ours["invoke_s"], ref["invoke_s"] = time_invokes([hub_path, reference_path(name)], rounds)
     passes = {p["name"]: p["detail"] for p in report.get("passes", []) if p.get("changed")}
-    return {"name": name, "hub": ours, "ref": ref, "convert_wall_s": wall, "passes": passes}
+    row = {"name": name, "hub": ours, "ref": ref, "convert_wall_s": wall, "passes": passes}
+    if name in what_if:
+        alt_bytes = convert_per_tensor_dense(name, work)
+        row["per_tensor_dense"] = measure(alt_bytes, reference, samples)
+        alt_path = work / f"{name}_ptd.tflite"
+        alt_path.write_bytes(alt_bytes)
+        row["per_tensor_dense"]["invoke_s"], row["ref_invoke_again_s"] = time_invokes([alt_path, reference_path(name)], rounds)
+    return row
 
 
 def goals(row: dict) -> list[str]:
@@ -161,8 +227,8 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:,}"
 
 
-def _fid(f: dict) -> str:
-    top1 = f.get("top1_agreement")
+def _fid(f: dict, classifier: bool) -> str:
+    top1 = f.get("top1_agreement") if classifier else None
     cos = f.get("cosine")
     err = f.get("max_abs_error")
     return (f"{cos:.4f}" if cos is not None else "n/a") + " / " + (f"{err:.4g}" if err is not None else "n/a") \
@@ -191,9 +257,26 @@ def render(rows: list[dict], rounds: int, count: int, seconds: float) -> str:
         missed = goals(row)
         lines.append(
             f"| {row['name']} | {_num(h['size'])} / {_num(r['size'])} | {h['ops']} / {r['ops']} "
-            f"| {_num(h['arena'])} / {_num(r['arena'])} "
+            f"| {_num(h['arena'])}{'*' if h['arena_probed'] else ''} / {_num(r['arena'])}{'*' if r['arena_probed'] else ''} "
             f"| {h['invoke_s'] * 1e6:,.0f} / {r['invoke_s'] * 1e6:,.0f} ({h['invoke_s'] / r['invoke_s']:.3f}) "
-            f"| {_fid(h['fidelity'])} | {_fid(r['fidelity'])} | {'met' if not missed else 'MISSED: ' + '; '.join(missed)} |")
+            f"| {_fid(h['fidelity'], row['name'] in CLASSIFIERS)} | {_fid(r['fidelity'], row['name'] in CLASSIFIERS)} | {'met' if not missed else 'MISSED: ' + '; '.join(missed)} |")
+    alt_rows = [row for row in rows if "per_tensor_dense" in row]
+    if alt_rows:
+        lines += ["", "## What if FULLY_CONNECTED weights were per tensor (as in the reference files)", "",
+                  "Not what `hub convert` does today: the same normalised graph and calibration through hub's "
+                  "convert worker with TensorFlow's `_experimental_disable_per_channel_quantization_for_dense_layers`"
+                  " switched on (see the module docstring of bench/mlperf_tiny.py).", "",
+                  "| model | file bytes / ref | ops / ref | arena bytes / ref | invoke µs / ref (ratio) "
+                  "| cosine / max abs err / top-1 | goals |", "|---|---|---|---|---|---|---|"]
+        for row in alt_rows:
+            a, r = row["per_tensor_dense"], row["ref"]
+            missed = goals({**row, "hub": a, "ref": {**r, "invoke_s": row["ref_invoke_again_s"]}})
+            lines.append(
+                f"| {row['name']} | {_num(a['size'])} / {_num(r['size'])} | {a['ops']} / {r['ops']} "
+                f"| {_num(a['arena'])} / {_num(r['arena'])} "
+                f"| {a['invoke_s'] * 1e6:,.0f} / {row['ref_invoke_again_s'] * 1e6:,.0f} "
+                f"({a['invoke_s'] / row['ref_invoke_again_s']:.3f}) "
+                f"| {_fid(a['fidelity'], row['name'] in CLASSIFIERS)} | {'met' if not missed else 'MISSED: ' + '; '.join(missed)} |")
     lines += ["", "## Op histograms", "", "| model | hub | reference |", "|---|---|---|"]
     for row in rows:
         fmt = lambda hist: ", ".join(f"{k} {v}" for k, v in sorted(hist.items()))  # noqa: E731
@@ -207,7 +290,9 @@ def render(rows: list[dict], rounds: int, count: int, seconds: float) -> str:
         "## How it is measured",
         "",
         "- Arena: `hub.verify`, the exact smallest `arena_size` with which the TFLM interpreter allocates and "
-        "invokes, found by bisection; the same call for both files.",
+        "invokes, found by bisection; the same call for both files. `*`: hub.verify's search died in its child "
+        "(TFLM crashed on a too-small arena), so the same bisection ran with one child per trial "
+        "(`hub.verify.probe_arena`).",
         f"- Invoke time: both files loaded in one child process, {rounds} rounds in alternating order, each "
         "round times a fixed number of invokes (~5 ms) in thread CPU time (the machine is shared: time spent "
         "waiting for a core is not counted); the median per-invoke time is shown. Host x86 times with reference "
@@ -225,6 +310,7 @@ def main() -> None:
     parser.add_argument("--models", default="ic,vww,kws,ad")
     parser.add_argument("--rounds", type=int, default=101)
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--what-if", default="ad", help="models to also convert with per-tensor FULLY_CONNECTED weights")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlperf_tiny.md"))
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -232,7 +318,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hub-mlperf-") as tmp:
         for name in args.models.split(","):
             print(f"{name}: converting and measuring", file=sys.stderr)
-            rows.append(compare(name, Path(tmp), args.rounds, args.samples))
+            rows.append(compare(name, Path(tmp), args.rounds, args.samples, set(args.what_if.split(","))))
     text = render(rows, args.rounds, args.samples, time.perf_counter() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -257,11 +257,20 @@ def test_canonical_pooling_states_pad_free_average_pools_with_count_include_pad(
     assert changed(results, "canonical_pooling") == 1
 
 
+def test_canonical_pooling_turns_global_average_pool_on_images_into_a_window():
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["a"]), helper.make_node("GlobalAveragePool", ["z"], ["b"])]
+    model = make(nodes, {"x": [1, 3, 5, 7], "z": [1, 3, 9]}, {"a": [1, 3, 1, 1], "b": [1, 3, 1]}, {})
+    after, results = apply(model, "canonical_pooling")
+    assert ops(after) == ["AveragePool", "GlobalAveragePool"]  # 1-D pools stay as they are
+    kernel = next(a for a in after.graph.node[0].attribute if a.name == "kernel_shape")
+    assert list(kernel.ints) == [5, 7] and changed(results, "canonical_pooling") == 2
+
+
 def test_all_passes_leave_the_small_cnn_equivalent():
     model = small_cnn_onnx()
     after, results = apply(model, *PASSES)
     assert [r.name for r in results] == PASSES
-    assert ops(after) == ["Conv", "Relu", "Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
+    assert ops(after) == ["Conv", "Relu", "Conv", "Relu", "AveragePool", "Flatten", "Gemm"]
 
 
 # --- end to end: the TFLite ops the passes are for are gone ------------------------------

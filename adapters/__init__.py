@@ -49,6 +49,8 @@ def load(path: str | Path, options: LoadOptions | None = None) -> SourceModel:
         return PyTorchAdapter().load(path, options)
     if not path.exists():
         raise InputError("no such file or folder", path)
+    if not path.is_file() and not path.is_dir():  # a FIFO would block the first read forever
+        raise InputError("not a regular file (a pipe, socket or device): pass the model file itself", path)
     if path.is_file() and path.stat().st_size == 0:
         raise InputError("the file is empty", path)
     if path.is_dir() and not (path / "saved_model.pb").exists():

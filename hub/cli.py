@@ -45,8 +45,11 @@ def main_options(
 
 def _run(action: Callable[[], int], path: Path | None = None) -> None:
     """Every failure ends in one line on stderr and a documented exit code."""
+    from hub.output import sigterm_as_interrupt
+
     try:
-        code = action()
+        with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: kills children, removes temp folders
+            code = action()
     except HubError as exc:
         _fail(exc.one_line(), exc.exit_code, exc)
     except KeyboardInterrupt:

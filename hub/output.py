@@ -35,7 +35,7 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     check_destination(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             yield tmp
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -50,7 +50,7 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so cleanup runs as for Ctrl-C."""
 
     def handler(signum, frame):  # noqa: ARG001

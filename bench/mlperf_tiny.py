@@ -235,6 +235,25 @@ def _fid(f: dict, classifier: bool) -> str:
         + " / " + (f"{top1:.0%}" if top1 is not None else "-")
 
 
+NOTES = [
+    "## Why the goals that fail, fail",
+    "",
+    "- File size and arena of `ad` (and a few hundred bytes on the others): TensorFlow 2.19's converter, which "
+    "`hub convert` runs after onnx2tf, quantises FULLY_CONNECTED weights per output channel; the reference files "
+    "have them per tensor. Per channel adds a float scale and an int64 zero point per channel to the flatbuffer, "
+    "for the weights and again for the bias (12 + 12 bytes x 1,672 channels = 40 KB in `ad`), and TFLM keeps "
+    "per-channel multipliers and shifts in the arena. The graph itself now matches the reference op for op "
+    "(the nine ADDs were BatchNorm left as Mul + Add; `fold_scale_shift` folds them). The what-if table shows "
+    "that per-tensor FULLY_CONNECTED meets every goal on all four; it needs a convert option (a change in "
+    "hub/convert_worker.py, not made here).",
+    "- The reference files' fidelity on these inputs (kws cosine 0.32) says little about them: they were "
+    "calibrated on real MFCC/log-mel/image data, and uniform noise over the whole input range drives their "
+    "activations outside the ranges they were calibrated for. hub's files were calibrated on the same kind of "
+    "noise they are tested on. Neither figure predicts accuracy on real data, which is not on this machine.",
+    "",
+]
+
+
 def render(rows: list[dict], rounds: int, count: int, seconds: float) -> str:
     lines = [
         "# MLPerf Tiny: hub convert vs the reference int8 files",
@@ -265,7 +284,7 @@ def render(rows: list[dict], rounds: int, count: int, seconds: float) -> str:
         lines += ["", "## What if FULLY_CONNECTED weights were per tensor (as in the reference files)", "",
                   "Not what `hub convert` does today: the same normalised graph and calibration through hub's "
                   "convert worker with TensorFlow's `_experimental_disable_per_channel_quantization_for_dense_layers`"
-                  " switched on (see the module docstring of bench/mlperf_tiny.py).", "",
+                  " switched on (PER_TENSOR_DENSE_WORKER in bench/mlperf_tiny.py).", "",
                   "| model | file bytes / ref | ops / ref | arena bytes / ref | invoke µs / ref (ratio) "
                   "| cosine / max abs err / top-1 | goals |", "|---|---|---|---|---|---|---|"]
         for row in alt_rows:
@@ -277,7 +296,8 @@ def render(rows: list[dict], rounds: int, count: int, seconds: float) -> str:
                 f"| {a['invoke_s'] * 1e6:,.0f} / {row['ref_invoke_again_s'] * 1e6:,.0f} "
                 f"({a['invoke_s'] / row['ref_invoke_again_s']:.3f}) "
                 f"| {_fid(a['fidelity'], row['name'] in CLASSIFIERS)} | {'met' if not missed else 'MISSED: ' + '; '.join(missed)} |")
-    lines += ["", "## Op histograms", "", "| model | hub | reference |", "|---|---|---|"]
+    lines += ["", *NOTES]
+    lines += ["## Op histograms", "", "| model | hub | reference |", "|---|---|---|"]
     for row in rows:
         fmt = lambda hist: ", ".join(f"{k} {v}" for k, v in sorted(hist.items()))  # noqa: E731
         lines.append(f"| {row['name']} | {fmt(row['hub']['histogram'])} | {fmt(row['ref']['histogram'])} |")
@@ -310,7 +330,7 @@ def main() -> None:
     parser.add_argument("--models", default="ic,vww,kws,ad")
     parser.add_argument("--rounds", type=int, default=101)
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--what-if", default="ad", help="models to also convert with per-tensor FULLY_CONNECTED weights")
+    parser.add_argument("--what-if", default="ic,vww,kws,ad", help="models to also convert with per-tensor FULLY_CONNECTED weights")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlperf_tiny.md"))
     args = parser.parse_args()
     t0 = time.perf_counter()

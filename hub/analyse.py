@@ -30,6 +30,7 @@ FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
 FLOAT_AS = {"int8": "int8", "int16x8": "int16", "float32": "float32", "float16": "float16"}
 # Ops that take bool/int tensors and give a different output type: their data type is the input's.
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
+CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "int16", "uint16", "uint32", "uint64"}  # seen in the node tests
 DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
 
@@ -144,7 +145,27 @@ def _expand_noop(view: NodeView) -> bool:
     return x is not None and y is not None and x.shape == y.shape and x.shape is not None
 
 
+def _same_shapes(view: NodeView) -> bool:
+    shapes = [m.shape for m in view.inputs()]
+    return all(sh is not None for sh in shapes) and len(set(shapes)) == 1
+
+
+def _rank_broadcast(view: NodeView) -> bool:
+    ranks = {m.rank for m in view.inputs()}
+    return None not in ranks and len(ranks) > 1 and max(ranks) >= 3
+
+
+def _split_uneven(view: NodeView) -> bool:
+    x, parts, axis = view.input(0), view.attr("num_outputs"), view.attr("axis", 0)
+    return bool(parts) and x is not None and x.rank is not None and isinstance(x.shape[axis], int) \
+        and x.shape[axis] % parts != 0
+
+
 CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
+    "same_shapes": _same_shapes,
+    "rank_broadcast": _rank_broadcast,
+    "split_num_outputs_uneven": _split_uneven,
+    "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "fmod_attr": lambda v: v.attr("fmod", 0) == 1,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
@@ -228,13 +249,17 @@ def _broadcasts(view: NodeView) -> bool:
 
 
 def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantize: str,
-                     low: onnx2tf_ops.Lowering) -> list[Finding]:
+                     low: onnx2tf_ops.Lowering, fixed: str | None = None) -> list[Finding]:
     """Types, ranks, constant operands and input counts of one TFLite op against its TFLM kernel."""
     out: list[Finding] = []
     data = view.data_input()
-    dtype = _runtime_dtype(data.dtype, quantize) if data is not None else "unknown"
+    dtype = fixed or (_runtime_dtype(data.dtype, quantize) if data is not None else "unknown")
     if dtype not in k.types and dtype != "unknown" and not (op == "CAST" and dtype in k.types):
         out.append(_type_finding(view, ops, op, k, dtype, quantize))
+    index = view.input(1)
+    if k.index_types and index is not None and not index.const and index.dtype not in k.index_types:
+        out.append(_finding(view, ops, "error", f"{op} gets {index.dtype} indices at run time; TFLM's {op} takes "
+                            f"{', '.join(sorted(k.index_types))} indices only.", "cast the indices to int32 first"))
     if op == "CAST" and view.output() is not None:
         to = _runtime_dtype(view.output().dtype, quantize)
         if to not in k.types and to != "unknown":
@@ -265,11 +290,15 @@ def _op_findings(view: NodeView, ops: list[str], op: str, quantize: str, low: on
     if op.startswith("FlexOp:"):
         return [_finding(view, ops, "error", f"{view.op} becomes {op[7:]}, which needs a Flex op; TFLM has none.",
                          low.hint or "rewrite the layer with builtin ops")]
+    op, _, fixed = op.partition("@")
+    ops = [o.split("@")[0] for o in ops]
     k = KERNELS.get(op)
     if k is None:
         hint = low.hint or tflm_kernels.missing_hint(op)
         return [_finding(view, ops, "error", f"{view.op} becomes TFLite {op}, which is not in TFLM.", hint)]
-    return _kernel_findings(view, ops, op, k, quantize, low)
+    if not fixed and quantize != "float32" and op in onnx2tf_ops.FLOAT_FALLBACK:
+        fixed = "float32"  # the converter keeps it in float32 between DEQUANTIZE and QUANTIZE
+    return _kernel_findings(view, ops, op, k, quantize, low, fixed or None)
 
 
 def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]:
@@ -280,8 +309,8 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
     low = onnx2tf_ops.lowering(view.op)
     if low is None:
         if view.op in _onnx2tf_converters():
-            return [], [_finding(view, [], "warning", f"hub has no rule for what onnx2tf makes of {view.op}; "
-                                 "it cannot predict TFLM's verdict.", "run hub convert to find out")]
+            return [], [_finding(view, [], "error", f"hub has no rule for what onnx2tf makes of {view.op}, so it "
+                                 "cannot vouch that TFLM runs it.", "run hub convert to find out")]
         return [], [_finding(view, [], "error", f"onnx2tf 1.29.24 has no converter for {view.op}.",
                              "replace it with standard ONNX ops onnx2tf converts")]
     ops = _tflite_ops(view, low)
@@ -290,10 +319,16 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
     for condition, reason in low.fails_when:
         if CONDITIONS[condition](view):
             return ops, [_finding(view, ops, "error", f"{reason}.", low.hint)]
+    for i in low.static_operands:
+        meta = view.input(i)
+        if meta is not None and not meta.const:
+            return ops, [_finding(view, ops, "error", f"input {i} ({meta.name}) of {view.op} is a run-time tensor; "
+                                  "onnx2tf needs its value when converting.", "make it a constant (fixed axes, "
+                                  "sizes and weights), or let hub normalise fold it")]
     findings: list[Finding] = []
     for op in dict.fromkeys(ops):
         findings += _op_findings(view, ops, op, quantize, low)
-    return ops, findings
+    return [o.split("@")[0] for o in ops], findings
 
 
 def module_path(node: onnx.NodeProto) -> str | None:
@@ -320,7 +355,14 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
         meta = tensors.get(vi.name)
         if vi.name in inits or meta is None:
             continue
-        if not meta.static:
+        if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES:
+            findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is {meta.dtype}; onnx2tf and "
+                                    "the TFLite converter take float32, int32, int64 or bool model inputs.",
+                                    "feed float32 (or int32) and cast inside the model"))
+        if meta.shape == ():
+            findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is a scalar (0-D); onnx2tf "
+                                    "turns it into a tensor of unknown shape.", "give it shape [1]"))
+        elif not meta.static:
             dims = ",".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in (meta.shape or ()))
             findings.append(Finding(vi.name, "Input", [], "error",
                                     f"input {vi.name} has a dynamic shape ({dims or 'unknown rank'}); TFLM runs "
@@ -338,6 +380,11 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
     if view.op in DYNAMIC_QUANT_OPS:
         out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
                             "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
+    rhs = view.input(1)
+    if quantize in ("int8", "int16x8") and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
+        out.append(_finding(view, ops, "error", f"{view.op} multiplies two run-time tensors; in {quantize} the "
+                            "converter fails or BATCH_MATMUL loses the result (seen in the node tests).",
+                            "make one operand a constant weight, or convert with --quantize float32"))
     outs = [view.output(i) for i in range(len(view.node.output))]
     if any(m is not None and m.shape is not None and not m.static for m in outs) and \
             all(m.static for m in view.inputs() if m.shape is not None):

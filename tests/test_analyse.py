@@ -140,8 +140,8 @@ def test_constant_operand_needed_by_resize():
     assert analyse_onnx(const).compatible
     assert node(analyse_onnx(const))["tflite_ops"] == ["RESIZE_NEAREST_NEIGHBOR"]
     runtime = model_of([node_], [vi("x", (1, 3, 4, 4)), vi("scales", (4,))], [vi("y", None)])
-    [f] = [f for f in errors(analyse_onnx(runtime)) if "constant" in f.message]
-    assert "needs it constant" in f.message
+    f = errors(analyse_onnx(runtime))[0]
+    assert "run-time tensor" in f.message and "onnx2tf needs its value" in f.message
 
 
 def test_attribute_conditions_pick_the_tflite_op():
@@ -156,6 +156,24 @@ def test_attribute_conditions_pick_the_tflite_op():
     relu6 = model_of([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="n")], [vi("x", (1, 4))],
                      [vi("y", (1, 4))], [lo, hi])
     assert node(analyse_onnx(relu6))["tflite_ops"] == ["RELU6"]
+
+
+def test_runtime_axes_and_scalar_inputs():
+    m = model_of([helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="n")],
+                 [vi("x", (2, 3)), vi("axes", (1,), TensorProto.INT64)], [vi("y", None)], opset=13)
+    [f] = errors(analyse_onnx(m))
+    assert "input 1 (axes)" in f.message and "onnx2tf needs its value" in f.message
+    scalar = model_of([helper.make_node("Add", ["x", "s"], ["y"], name="n")], [vi("x", (1, 3)), vi("s", ())],
+                      [vi("y", (1, 3))])
+    [f] = errors(analyse_onnx(scalar))
+    assert f.node == "s" and "scalar" in f.message
+
+
+def test_gather_runtime_int64_indices():
+    m = model_of([helper.make_node("Gather", ["x", "i"], ["y"], name="n")],
+                 [vi("x", (5, 3)), vi("i", (2,), TensorProto.INT64)], [vi("y", (2, 3))])
+    [f] = errors(analyse_onnx(m, quantize="float32"))
+    assert "int64 indices" in f.message and "int32" in f.hint
 
 
 def test_dynamic_input_shape():

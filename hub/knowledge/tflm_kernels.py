@@ -37,7 +37,7 @@ class Kernel:
     per_channel: bool = False  # accepts per-channel quantized weights
     max_inputs: int | None = None
     fused_activations: tuple[str, ...] = ()
-    float_only_note: str = ""
+    index_types: frozenset[str] = frozenset()  # types input 1 (positions/indices) may have, when it is an index
 
 
 def _k(op: str, types, source: str, **kw) -> Kernel:
@@ -86,8 +86,8 @@ _ROWS = [
     _k("FLOOR_DIV", _FLOAT, "floor_div.cc", broadcast_rank=4),
     _k("FLOOR_MOD", _FLOAT, "floor_mod.cc", broadcast_rank=4),
     _k("FULLY_CONNECTED", _QUANT, "fully_connected.cc", per_channel=True, fused_activations=ACTIVATIONS),
-    _k("GATHER", (F32, I8), "gather.cc"),
-    _k("GATHER_ND", (F32, I8), "gather_nd.cc"),
+    _k("GATHER", (F32, I8), "gather.cc", index_types=frozenset({I32})),
+    _k("GATHER_ND", (F32, I8), "gather_nd.cc", index_types=frozenset({I32})),
     _k("HARD_SWISH", (F32, I8), "hard_swish.cc"),
     _k("IF", ANY, "if.cc"),
     _k("L2_NORMALIZATION", (F32, I8), "l2norm.cc", max_rank=4),

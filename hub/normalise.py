@@ -1,7 +1,7 @@
 """Normalise stage: any adapter's ONNX -> the graph every later stage sees.
 
 Static shapes everywhere (from --input-shape, or batch 1 for a dynamic first
-dimension), a supported opset, then the graph passes in `hub.passes` run in
+dimension), opset 13 or newer where it can be lifted, then the graph passes in `hub.passes` run in
 order, each reporting what it changed.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel,
 from hub.errors import InputError
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
-MAX_OPSET = 18
 
 
 def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
@@ -24,9 +23,10 @@ def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, 
     model = _copy(model)
     _drop_initializer_inputs(model)
     _fix_input_shapes(model, input_shapes or {})
-    model = _convert_opset(model)
+    model, lifted = _convert_opset(model)
     model = infer_shapes(model)
     model, results = run_passes(model, passes)
+    results.insert(0, lifted)
     _require_static_outputs(model)
     return NormalisedModel(onnx_model=model, inputs=_specs(model, model.graph.input),
                            outputs=_specs(model, model.graph.output), passes=results)
@@ -42,6 +42,10 @@ def normalise_source(source: SourceModel, options: LoadOptions) -> NormalisedMod
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fresh shape inference (stale value_info dropped, so fixed input shapes propagate)."""
+    inputs = {v.name for v in model.graph.input}
+    passthrough = next((o.name for o in model.graph.output if o.name in inputs), None)
+    if passthrough is not None:  # onnx's shape inference segfaults when the two declare different types
+        raise InputError(f"graph output {passthrough!r} is also a graph input; the model computes nothing for it")
     del model.graph.value_info[:]
     for out in model.graph.output:
         out.type.tensor_type.ClearField("shape") if _is_dynamic(out) else None
@@ -98,15 +102,22 @@ def _set_dims(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
         tensor_type.shape.dim.add().dim_value = int(d)
 
 
-def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def _convert_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassResult]:
+    """Lift opsets below 13 (what onnx2tf 1.29 and our tables are written against); newer ones stay.
+
+    The version converter cannot lift every old graph (e.g. a Reshape whose shape
+    is a graph input in opset 9 files); onnx2tf still reads most of those, so a
+    failed lift keeps the original and says so instead of refusing the model.
+    """
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if version is None or MIN_OPSET <= version <= MAX_OPSET:
-        return model
-    target = MIN_OPSET if version < MIN_OPSET else MAX_OPSET
+    if version is None or version >= MIN_OPSET:
+        return model, PassResult("convert_opset", 0)
     try:
-        return onnx.version_converter.convert_version(model, target)
-    except Exception as exc:
-        raise InputError(f"cannot convert opset {version} to {target}: {str(exc).splitlines()[0][:200]}") from None
+        lifted = onnx.version_converter.convert_version(model, MIN_OPSET)
+        return lifted, PassResult("convert_opset", 1, f"opset {version} -> {MIN_OPSET}")
+    except Exception as exc:  # the converter raises bare RuntimeError/ConvertError types
+        reason = str(exc).splitlines()[0][:160]
+        return model, PassResult("convert_opset", 0, f"kept opset {version}: the converter could not lift it ({reason})")
 
 
 def _is_dynamic(value: onnx.ValueInfoProto) -> bool:

@@ -77,7 +77,10 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
         findings = _tflm_findings(model, child, result, job)
     tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
             "message": findings[0].message if findings and not result.get("invokes") else None}
-    memory = memory_section(result.get("arena_bytes"), len(tflite_bytes))
+    arena = result.get("arena_bytes")
+    if tflm["invokes"] and arena is None and not child.timed_out:
+        arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
+    memory = memory_section(arena, len(tflite_bytes))
     if tflm["invokes"] and memory["arena_bytes"] is None:
         findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
                                 + (_child_failure(child) or "the arena search did not finish")))
@@ -110,6 +113,27 @@ def probe_arena(tflite_bytes: bytes, arena_size: int) -> bool:
         child = run_python_module("hub.verify_worker", ["probe", str(path), str(arena_size)],
                                   timeout_s=CHILD_TIMEOUT_S, memory_mb=CHILD_MEMORY_MB, cwd=tmp)
         return child.returncode == 0
+
+
+def arena_by_probes(tflite_bytes: bytes, lower: int | None) -> int | None:
+    """Smallest arena by bisection with one child per probe.
+
+    The fallback when the in-child search dies: at some too-small sizes TFLM
+    crashes instead of failing cleanly (seen on MLPerf AD with per-channel dense
+    weights), and a crashed probe only costs its own child.
+    """
+    lo = max(0, (lower or 1) - 1)
+    hi = max(lo + 1024, lo + lo // 4)
+    while not probe_arena(tflite_bytes, hi):
+        lo, hi = hi, hi * 2
+        if hi > ARENA_CAP:
+            return None
+    if lo and probe_arena(tflite_bytes, lo):  # the recorded total is only a lower bound when it fails
+        lo = 0
+    while hi - lo > 1:  # invariant: lo fails, hi fits
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if probe_arena(tflite_bytes, mid) else (mid, hi)
+    return hi
 
 
 # --- child process ---------------------------------------------------------------------------

@@ -153,9 +153,10 @@ def run_job(job: Job) -> None:
         job.save()
     del interp
     if job.spec.get("measure_arena", True):
+        job.result["arena_lower_bound"] = lower  # saved first: the parent falls back on it if we crash
+        job.save()
         with stderr_to(job.phase("arena")):
             job.result["arena_bytes"] = smallest_arena(job.model, inputs, outputs, lower, cap)
-        job.result["arena_lower_bound"] = lower
         job.save()
 
 

@@ -151,11 +151,23 @@ def test_unknown_format_and_folder_are_refused(tmp_path):
         adapters.load(tmp_path)
 
 
-def test_old_opset_is_converted():
+def test_old_opset_is_lifted_and_newer_ones_are_kept():
     model = small_cnn_onnx()
     model.opset_import[0].version = 11
     normalised = normalise(model)
     assert normalised.onnx_model.opset_import[0].version == 13
+    assert normalised.passes[0].name == "convert_opset" and normalised.passes[0].changed == 1
+    model.opset_import[0].version = 20
+    assert normalise(model).onnx_model.opset_import[0].version == 20
+
+
+def test_an_opset_the_converter_cannot_lift_is_kept_and_said():
+    # onnx's light ResNet-50 (opset 9): the version converter fails on its Reshape shapes.
+    light = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
+    model = onnx.load(str(light))
+    normalised = normalise(model)
+    assert normalised.onnx_model.opset_import[0].version == 9
+    assert "kept opset 9" in normalised.passes[0].detail
 
 
 def test_tflite_wrong_extension_and_corrupt(tmp_path):

@@ -214,3 +214,14 @@ def test_a_reference_that_does_not_fit_is_an_input_error(small_cnn_int8_tflite):
     data = small_cnn_int8_tflite[0].read_bytes()
     with pytest.raises(InputError, match="do not fit"):
         verify(data, conv_only_onnx(), [{"x": np.zeros((1, 3, 8, 6), np.float32)}])
+
+
+def test_arena_by_child_probes_matches_the_in_child_search():
+    # The fallback used when the in-child search crashes must find the same exact minimum.
+    from hub.verify import arena_by_probes
+    from tests.conftest import MLPERF
+
+    data = (MLPERF / "ad" / "reference_int8.tflite").read_bytes()
+    measured = verify(data, None, None).memory["arena_bytes"]
+    assert arena_by_probes(data, measured - 200) == measured
+    assert arena_by_probes(data, None) == measured

@@ -51,6 +51,8 @@ def _run(action: Callable[[], int], path: Path | None = None) -> None:
         with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: kills children, removes temp folders
             code = action()
     except HubError as exc:
+        if exc.path is None and path is not None:  # stages below the adapters do not know the file's name
+            exc.path = str(path)
         _fail(exc.one_line(), exc.exit_code, exc)
     except KeyboardInterrupt:
         _fail("interrupted; no output was written", 130, None)

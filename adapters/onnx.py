@@ -24,6 +24,18 @@ SUPPORTED_INPUT_TYPES = {
 }
 
 
+# Same bound as --input-shape (hub.api.parse_input_shapes): beyond it calibration alone would exhaust memory.
+MAX_INPUT_ELEMENTS = 2**28
+MAX_DIM = 2**31 - 1
+
+
+def _product(dims: list[int]) -> int:
+    total = 1
+    for d in dims:
+        total *= d
+    return total
+
+
 class OnnxAdapter:
     framework = "onnx"
 
@@ -48,6 +60,13 @@ class OnnxAdapter:
             if not value.type.HasField("tensor_type") or elem not in SUPPORTED_INPUT_TYPES:
                 kind = onnx.TensorProto.DataType.Name(elem) if value.type.HasField("tensor_type") else "non-tensor"
                 raise InputError(f"input {value.name!r} has unsupported type {kind}; inputs must be numeric tensors", path)
+        for i, value in enumerate(real_inputs):
+            if value.name in options.input_shapes or (i == 0 and None in options.input_shapes):
+                continue  # --input-shape replaces the declared shape (checked in hub.api)
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+            if any(d > MAX_DIM for d in dims) or _product(dims) > MAX_INPUT_ELEMENTS:
+                raise InputError(f"input {value.name!r} has an absurd shape {dims} (over {MAX_INPUT_ELEMENTS:,} "
+                                 "elements); fix the model or pass --input-shape", path)
         layouts = {v.name: ("NCHW" if len(v.type.tensor_type.shape.dim) == 4 else None) for v in real_inputs}
         return SourceModel(path=path, framework="onnx", onnx_model=model, source_layouts=layouts)
 

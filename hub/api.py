@@ -76,6 +76,7 @@ def convert(
     force: bool = False,
     options: LoadOptions | None = None,
     min_cosine: float | None = None,
+    per_channel_dense: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert a model for `target`, verify it, write the output folder; returns report.json's content.
@@ -110,7 +111,8 @@ def convert(
              "pass --calibration with real samples for production accuracy")
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
-            converted = convert_stage.convert(normalised, calibration_set, convert_stage.ConvertOptions(target, quantize))
+            converted = convert_stage.convert(normalised, calibration_set, convert_stage.ConvertOptions(
+                target, quantize, per_channel_dense=per_channel_dense))
         except IncompatibleError as exc:
             raise IncompatibleError(exc.message + _blocking_hint(check), path) from None
 

@@ -95,6 +95,8 @@ def convert(
     name: Optional[str] = typer.Option(None, "--name", help="C identifier for the firmware files"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder"),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) if int8-vs-float cosine is lower"),
+    per_channel_dense: bool = typer.Option(False, "--per-channel-dense",
+                                           help="Per-channel FULLY_CONNECTED weights (default per-tensor, as MLPerf Tiny's references)"),
     input_shape: Optional[List[str]] = InputShape,
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
@@ -111,7 +113,7 @@ def convert(
         report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
-                             min_cosine=min_cosine, progress=Progress(enabled=None if not as_json else False))
+                             min_cosine=min_cosine, per_channel_dense=per_channel_dense, progress=Progress(enabled=None if not as_json else False))
         _emit_json(report) if as_json else print_convert_summary(report)
         return 0
 

@@ -39,6 +39,7 @@ class ConvertOptions:
     timeout_s: float = 900.0
     memory_mb: int = 8192
     use_onnxsim: bool = False  # normalise already folds what onnxsim would
+    per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are always per-channel)
 
 
 def check_request(target: str, quantize: str) -> None:
@@ -57,7 +58,8 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         job = Path(tmp)
         onnx.save(model.onnx_model, str(job / "model.onnx"))
         np.savez(job / "calibration.npz", **calibration.samples)
-        (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim}))
+        (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
+                                                   "per_channel_dense": options.per_channel_dense}))
         t0 = time.perf_counter()
         result = run_python_module("hub.convert_worker", [str(job)], timeout_s=options.timeout_s,
                                    memory_mb=options.memory_mb, cwd=str(job))

@@ -92,3 +92,16 @@ def test_float16_is_allowed_for_mobile_tflite(normalised):
     check_request("tflite", "float16")
     model = read_tflite(convert(normalised, build_calibration(INPUTS), ConvertOptions("tflite", "float16")).tflite_bytes)
     assert "float16" in {t.dtype for t in model.tensors}
+
+
+def _dense_weights(model):
+    return [model.tensors[op.inputs[1]] for op in model.ops if op.name == "FULLY_CONNECTED"]
+
+
+def test_dense_weights_are_per_tensor_by_default_and_per_channel_on_request(normalised, converted):
+    default = _dense_weights(read_tflite(converted["int8"].tflite_bytes))
+    assert len(default) == 1 and len(default[0].scales) == 1
+    per_channel = convert(normalised, build_calibration(INPUTS), ConvertOptions(quantize="int8", per_channel_dense=True))
+    weights = _dense_weights(read_tflite(per_channel.tflite_bytes))
+    assert len(weights) == 1 and len(weights[0].scales) == 4  # one per output class
+    assert len(per_channel.tflite_bytes) > len(converted["int8"].tflite_bytes)

@@ -307,3 +307,24 @@ def test_converted_graph_has_no_extra_add_or_strided_slice(case):
         expected = {"CONV_2D": 1, "AVERAGE_POOL_2D": 1, "FULLY_CONNECTED": 1}
     tflite, normalised = _convert(model)
     assert tflite.op_histogram() == expected, [p for p in normalised.passes if p.changed]
+
+
+def test_unused_initializers_are_dropped_but_subgraph_reads_are_kept():
+    from hub.passes import remove_unused_initializers
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    branch_out = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])
+    then = helper.make_graph([helper.make_node("Add", ["x", "w_sub"], ["b"])], "then", [], [branch_out])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["b"])], "else", [], [branch_out])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    inits = [numpy_helper.from_array(np.ones(2, np.float32), "w_sub"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+             numpy_helper.from_array(np.ones((64, 64), np.float32), "stale")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model, removed, detail = remove_unused_initializers.run(model)
+    assert removed == 1 and "1 unused" in detail
+    assert sorted(t.name for t in model.graph.initializer) == ["w_sub", "zero"]

@@ -19,6 +19,7 @@ PASSES: list[str] = [
     "fold_scale_shift",
     "fuse_activations",
     "canonical_pooling",
+    "remove_unused_initializers",  # last: every fold above leaves old weights behind
 ]
 
 

@@ -94,12 +94,25 @@ def add_initializer(model: onnx.ModelProto, array: np.ndarray, base: str) -> str
     return name
 
 
-def remove_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {i for n in model.graph.node for i in n.input} | graph_output_names(model)
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node reads, including from inside If/Loop/Scan bodies (they see outer names)."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used |= names_read(sub) | {o.name for o in sub.output}
+    return used
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    used = names_read(model.graph) | graph_output_names(model)
     keep = [t for t in model.graph.initializer if t.name in used]
-    if len(keep) != len(model.graph.initializer):
+    removed = len(model.graph.initializer) - len(keep)
+    if removed:
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
+    return removed
 
 
 def static_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...] | None:

@@ -26,8 +26,11 @@ def print_convert_summary(report: dict[str, Any]) -> None:
             out.print(f"  {io[:-1]:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
     cal = report.get("calibration") or {}
     if cal:
-        out.print(f"  calibration  {cal.get('source')} ({cal.get('samples')} samples)"
-                  + (" [yellow]synthetic data[/]" if cal.get("synthetic") else ""))
+        if cal.get("synthetic"):
+            out.print(f"  calibration  {cal.get('samples')} synthetic samples "
+                      "[yellow](not real data: pass --calibration for production accuracy)[/]")
+        else:
+            out.print(f"  calibration  {cal.get('samples')} samples from {cal.get('source')}")
     memory, fidelity, tflm = report.get("memory"), report.get("fidelity"), report.get("tflm")
     if tflm:
         state = "[green]loads and invokes[/]" if tflm.get("invokes") else f"[red]fails[/]: {tflm.get('message')}"

@@ -160,19 +160,6 @@ def sign_onnx() -> onnx.ModelProto:
     return model
 
 
-def tiny_softmax_onnx() -> onnx.ModelProto:
-    """Gemm with ~1e-9 weights then Softmax: logits barely vary, so int8 SOFTMAX gets a tiny input scale."""
-    w = (np.random.default_rng(0).standard_normal((4, 16)) * 1e-9).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["l"], transB=1, name="fc"),
-             helper.make_node("Softmax", ["l"], ["y"], axis=-1, name="softmax")]
-    graph = helper.make_graph(nodes, "tiny_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-                              [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture(scope="session")
 def converted_check_models() -> dict[tuple[str, str], bytes]:
     """.tflite bytes from the real converter: {(name, quantize): bytes} for hub check's TFLite tests."""

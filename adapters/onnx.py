@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
@@ -52,6 +53,7 @@ class OnnxAdapter:
     def load(self, path: Path, options: LoadOptions) -> SourceModel:
         model = _read(path)
         _load_external_data(model, path)
+        _check_initializers(model, path)
         real_inputs = _real_inputs(model)
         if not real_inputs:
             raise InputError("the ONNX graph has no inputs", path)
@@ -87,6 +89,17 @@ def _read(path: Path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.graph.node:
         raise InputError("not a valid ONNX model: it has no graph nodes", path)
     return model
+
+
+def _check_initializers(model: onnx.ModelProto, path: Path) -> None:
+    """Every weight's data must fit its shape and type: analysis and conversion read them as arrays."""
+    for tensor in model.graph.initializer:
+        try:
+            numpy_helper.to_array(tensor)
+        except Exception as exc:  # onnx/numpy raise ValueError, TypeError, KeyError for broken tensors
+            raise InputError(f"weight {tensor.name!r} is corrupt: its data does not fit its shape and type "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                             "export the model again", path) from None
 
 
 def _real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -84,11 +84,24 @@ def read_tflite(data: bytes, source: str = "model") -> TFLiteModel:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise InputError("not a TFLite flatbuffer (no TFL3 identifier)", source)
     try:
-        return _parse(data)
+        model = _parse(data)
     except InputError:
         raise
     except Exception as exc:  # corrupt offsets surface as struct/index errors
         raise InputError(f"corrupt TFLite flatbuffer ({type(exc).__name__})", source) from exc
+    _check_indices(model, source)
+    return model
+
+
+def _check_indices(model: TFLiteModel, source: str) -> None:
+    """Tensor indices must point at tensors: later stages index with them (fuzzed files broke analysis)."""
+    count = len(model.tensors)
+    bad = [i for op in model.ops for i in op.inputs if not -1 <= i < count]
+    bad += [i for op in model.ops for i in op.outputs if not 0 <= i < count]
+    bad += [i for i in model.inputs + model.outputs if not 0 <= i < count]
+    if bad:
+        raise InputError(f"corrupt TFLite flatbuffer: tensor index {bad[0]} out of range (the model has {count} "
+                         "tensors)", source)
 
 
 def _parse(data: bytes) -> TFLiteModel:

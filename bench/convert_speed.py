@@ -1,24 +1,31 @@
 """hub convert vs the plain onnx2tf CLI, side by side in one run.
 
-For each model (the ONNX fixtures and the four MLPerf Tiny models, all as the
-same ONNX file for both tools), alternately runs
-  hub convert M.onnx --target tflm            (int8, verified on TFLM, firmware files)
-  onnx2tf -i M.onnx -oiqt -cind NAME calib.npy MEAN STD   (seven .tflite variants)
-and prints wall-time ratio (hub / onnx2tf) and peak memory (RSS of the whole
-process tree). Both get the same synthetic calibration samples; the plain CLI
-also gets onnx2tf's sample-image file pre-placed in its working directory, since
-it would otherwise try to download it (no network here).
+For each model (fixtures/*.onnx as they are; the PyTorch/Keras fixtures and the four
+MLPerf Tiny models as the ONNX file hub's adapters make of them; the same ONNX file for
+both tools), alternately runs
+  hub convert M.onnx --target tflm --input-range LO,HI   (int8, verified on TFLM, firmware files)
+  onnx2tf -i M.onnx -oiqt -cind NAME calib.npy MEAN STD  (SavedModel and seven .tflite variants)
+and prints wall-time ratio (hub / onnx2tf) and peak memory (RSS of the whole process
+tree). The plain CLI gets 32 synthetic calibration samples over the same range (NHWC,
+mean 0, std 1), and onnx2tf's sample-image file pre-placed in its working directory,
+since it reads that before trying to download it. Both commands run under
+`unshare -n` (no network interface at all) when this machine allows it, so neither
+can reach the network.
 
-    .venv/bin/python bench/convert_speed.py [--repeats 1] [--models ic,kws,...]
-Writes bench/results/convert_speed.md.
+    .venv/bin/python bench/convert_speed.py [--repeats 1] [--models tiny_cnn.onnx,ic,...]
+Writes bench/results/convert_speed.md and the raw figures beside it (convert_speed.json).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -35,6 +42,19 @@ MLPERF_SOURCES = {
     "ad": (MLPERF / "ad" / "autoencoder.h5", (-85, 15)),
 }
 BIN = Path(sys.executable).parent
+FIXTURES = ROOT / "fixtures"
+# fixtures/*.onnx, then the other fixtures that need no option beyond --input-range (see fixtures/README.md).
+DEFAULT_MODELS = [*sorted(p.name for p in FIXTURES.glob("*.onnx")), "resnet_tiny.pt", "tiny_cnn.pt2",
+                  "keras_cnn.keras", "keras_dense.h5", "keras_savedmodel", *MLPERF_SOURCES]
+
+
+def offline_prefix() -> list[str]:
+    """`unshare -n`: a new network namespace with no interface, if this machine lets us make one."""
+    try:
+        ok = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return ["unshare", "-n"] if ok else []
 
 
 def prepare(models: list[str], work: Path) -> dict[str, tuple[Path, tuple[float, float]]]:
@@ -47,11 +67,13 @@ def prepare(models: list[str], work: Path) -> dict[str, tuple[Path, tuple[float,
         if name in MLPERF_SOURCES:
             src, value_range = MLPERF_SOURCES[name]
         else:
-            src, value_range = ROOT / "fixtures" / name, (0, 1)
-        model = adapters.load(src, LoadOptions()).onnx_model
-        path = work / f"{Path(name).stem}.onnx"
-        onnx.save(model, str(path))
-        out[Path(name).stem] = (path, value_range)
+            src, value_range = FIXTURES / name, (0, 1)
+        if src.suffix == ".onnx":  # the user's own file, external data and dynamic batch included
+            out[name] = (src, value_range)
+            continue
+        path = work / f"{name.replace('.', '_')}.onnx"
+        onnx.save(adapters.load(src, LoadOptions()).onnx_model, str(path))
+        out[name] = (path, value_range)
     return out
 
 
@@ -59,7 +81,8 @@ def plain_onnx2tf_command(model_path: Path, value_range, cwd: Path) -> list[str]
     model = onnx.load(str(model_path))
     args = [str(BIN / "onnx2tf"), "-i", str(model_path), "-o", str(cwd / "out"), "-oiqt", "-n"]
     rng = np.random.default_rng(0)
-    for inp in model.graph.input:
+    inits = {i.name for i in model.graph.initializer}
+    for inp in (i for i in model.graph.input if i.name not in inits):
         shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
         nhwc = [32, *shape[2:], shape[1]] if len(shape) == 4 else [32, *shape[1:]]
         np.save(cwd / f"{inp.name}.npy", rng.uniform(*value_range, nhwc).astype(np.float32))
@@ -70,52 +93,140 @@ def plain_onnx2tf_command(model_path: Path, value_range, cwd: Path) -> list[str]
     return args
 
 
+def hub_stages(stdout: str) -> dict[str, float]:
+    """hub's own timings_s from `--json` (where its time went); empty if it failed."""
+    try:
+        return json.loads(stdout)["timings_s"]
+    except (ValueError, KeyError):
+        return {}
+
+
+def measure_pair(name: str, path: Path, value_range, work: Path, prefix: list[str]) -> tuple[dict, dict]:
+    out = work / f"{name}_hub"
+    shutil.rmtree(out, ignore_errors=True)
+    rng = f"{value_range[0]},{value_range[1]}"
+    hub = run_measured([*prefix, str(BIN / "hub"), "convert", str(path), "--target", "tflm",
+                        f"--input-range={rng}", "--out", str(out), "--json"])
+    hub["stages"] = hub_stages(hub["stdout"])
+    cwd = work / f"{name}_plain"
+    shutil.rmtree(cwd, ignore_errors=True)
+    cwd.mkdir()
+    plain = run_measured([*prefix, *plain_onnx2tf_command(path, value_range, cwd)], cwd=str(cwd))
+    plain["tflite_files"] = len(list((cwd / "out").glob("*.tflite")))
+    return hub, plain
+
+
+def summarise(name: str, hub_runs: list[dict], plain_runs: list[dict]) -> dict:
+    for label, runs in (("hub", hub_runs), ("onnx2tf", plain_runs)):
+        bad = [r for r in runs if r["returncode"] != 0]
+        if bad:
+            print(f"{name}: {label} failed: {bad[0]['stderr'][-800:]}", file=sys.stderr)
+    hub_wall = float(np.median([r["wall_s"] for r in hub_runs]))
+    plain_wall = float(np.median([r["wall_s"] for r in plain_runs]))
+    stages = hub_runs[len(hub_runs) // 2]["stages"]
+    return {"name": name, "hub_wall_s": hub_wall, "plain_wall_s": plain_wall, "ratio": hub_wall / plain_wall,
+            "hub_peak_mb": max(r["peak_rss_mb"] for r in hub_runs),
+            "plain_peak_mb": max(r["peak_rss_mb"] for r in plain_runs),
+            "ok": all(r["returncode"] == 0 for r in hub_runs + plain_runs),
+            "plain_tflite_files": plain_runs[0]["tflite_files"], "hub_stages": stages}
+
+
+NOTES: list[str] = []
+
+STAGES = ("load", "normalise", "analyse", "convert", "convert.import", "convert.onnx2tf",
+          "convert.tflite_converter", "verify", "export")
+
+
+def render(run: dict) -> str:
+    rows = run["rows"]
+    lines = [
+        "# hub convert vs the plain onnx2tf CLI",
+        "",
+        f"Written by `{run['command']}` on {run['date']} ({run['seconds']:.0f} s; {run['repeats']} run(s) of each "
+        f"tool per model, alternating, on a 2-core machine shared with other jobs). Both tools ran "
+        + ("under `unshare -n` (no network)." if run["offline"] else "with the network reachable (`unshare -n` "
+                                                                      "was not available)."),
+        "",
+        "| model | hub convert wall (s) | onnx2tf -oiqt wall (s) | ratio hub/onnx2tf | hub peak RSS (MB) "
+        "| onnx2tf peak RSS (MB) | both ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['name']} | {r['hub_wall_s']:.1f} | {r['plain_wall_s']:.1f} | {r['ratio']:.2f} "
+              f"| {r['hub_peak_mb']:.0f} | {r['plain_peak_mb']:.0f} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
+    slow = [r["name"] for r in rows if r["ratio"] >= 1.0]
+    heavy = [r["name"] for r in rows if r["hub_peak_mb"] >= 1024]
+    lines += ["", "Goal (issue 3): ratio < 1.0 on every model: "
+              + ("met." if not slow else f"**missed** on {', '.join(slow)}.")
+              + " hub's peak RSS < 1 GB on every model: " + ("met." if not heavy else f"**missed** on {', '.join(heavy)}."),
+              "", "## Where hub's time goes (seconds, from its report.json `timings_s`)", "",
+              "| model | " + " | ".join(STAGES) + " | not in a stage |", "|---|" + "---|" * (len(STAGES) + 1)]
+    for r in rows:
+        st = r["hub_stages"]
+        top = sum(v for k, v in st.items() if "." not in k)
+        lines.append(f"| {r['name']} | " + " | ".join(f"{st[k]:.1f}" if k in st else "-" for k in STAGES)
+                     + f" | {r['hub_wall_s'] - top:.1f} |")
+    lines += [
+        "",
+        "`convert` is the whole convert child (Python start-up, `convert.import` of TensorFlow and onnx2tf, "
+        "`convert.onnx2tf` building the Keras graph, `convert.tflite_converter` writing the one int8 variant); "
+        "`not in a stage` is hub's own start-up (Python, its imports) and writing the output folder.",
+        "",
+        "hub convert includes normalisation, the TFLM compatibility check, int8 conversion of one variant, "
+        "verification on the real TFLM interpreter (arena bisection, fidelity vs onnxruntime) and the firmware "
+        "files; onnx2tf -oiqt writes a SavedModel and "
+        + (f"{rows[0]['plain_tflite_files']}" if rows else "seven")
+        + " .tflite variants (float32, float16, dynamic range, integer, full integer, int16 activations). "
+        "Peak RSS sums all processes of each tool, sampled every 20 ms.",
+        "",
+        *NOTES,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def add_output_args(parser: argparse.ArgumentParser, default_out: Path) -> None:
+    parser.add_argument("--out", default=str(default_out))
+    parser.add_argument("--render-only", action="store_true", help="rewrite --out from the .json beside it")
+
+
+def recorded_run(args: argparse.Namespace, script: str, measure: Callable[[], dict]) -> dict:
+    """Run `measure` and keep its raw figures beside --out (.json) with the command and date;
+    with --render-only, reload them instead (to rewrite the text without measuring again)."""
+    raw = Path(args.out).with_suffix(".json")
+    if args.render_only:
+        return json.loads(raw.read_text())
+    t0 = time.perf_counter()
+    run = measure()
+    run.update(seconds=time.perf_counter() - t0, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               command=" ".join([".venv/bin/python", script, *sys.argv[1:]]))
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(run, indent=1))
+    return run
+
+
+def measure_all(models: list[str], repeats: int) -> dict:
+    prefix = offline_prefix()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hub-speed-") as tmp:
+        work = Path(tmp)
+        for name, (path, value_range) in prepare(models, work).items():
+            pairs = [measure_pair(name, path, value_range, work, prefix) for _ in range(repeats)]
+            rows.append(summarise(name, [h for h, _ in pairs], [p for _, p in pairs]))
+            r = rows[-1]
+            print(f"{name}: hub {r['hub_wall_s']:.1f} s, onnx2tf {r['plain_wall_s']:.1f} s, "
+                  f"ratio {r['ratio']:.2f}", flush=True)
+    return {"rows": rows, "repeats": repeats, "offline": bool(prefix)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--models", default="resnet_tiny.pt,ic,kws,vww,ad")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "convert_speed.md"))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    add_output_args(parser, ROOT / "bench" / "results" / "convert_speed.md")
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name, (path, value_range) in prepare(args.models.split(","), work).items():
-            hub_runs, plain_runs = [], []
-            for _ in range(args.repeats):  # alternate, so drift hits both alike
-                out = work / f"{name}_hub"
-                shutil.rmtree(out, ignore_errors=True)
-                rng = f"{value_range[0]},{value_range[1]}"
-                hub_runs.append(run_measured([str(BIN / "hub"), "convert", str(path), "--target", "tflm",
-                                              "--input-range", rng, "--out", str(out), "--json"]))
-                cwd = work / f"{name}_plain"
-                shutil.rmtree(cwd, ignore_errors=True)
-                cwd.mkdir()
-                plain_runs.append(run_measured(plain_onnx2tf_command(path, value_range, cwd), cwd=str(cwd)))
-            for label, runs in (("hub", hub_runs), ("onnx2tf", plain_runs)):
-                bad = [r for r in runs if r["returncode"] != 0]
-                if bad:
-                    print(f"{name}: {label} failed: {bad[0]['stderr'][-800:]}", file=sys.stderr)
-            hub_wall = float(np.median([r["wall_s"] for r in hub_runs]))
-            plain_wall = float(np.median([r["wall_s"] for r in plain_runs]))
-            rows.append((name, hub_wall, plain_wall, hub_wall / plain_wall,
-                         max(r["peak_rss_mb"] for r in hub_runs), max(r["peak_rss_mb"] for r in plain_runs),
-                         all(r["returncode"] == 0 for r in hub_runs + plain_runs)))
-            print(f"{name}: hub {hub_wall:.1f} s, onnx2tf {plain_wall:.1f} s, ratio {hub_wall / plain_wall:.2f}", flush=True)
-    lines = [
-        f"# hub convert vs plain onnx2tf CLI ({args.repeats} run(s) each, alternating; 2-core machine)",
-        "",
-        "`.venv/bin/python bench/convert_speed.py`",
-        "",
-        "| model | hub convert wall (s) | onnx2tf -oiqt wall (s) | ratio hub/onnx2tf | hub peak RSS (MB) | onnx2tf peak RSS (MB) | both ok |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [f"| {n} | {h:.1f} | {p:.1f} | {r:.2f} | {hm:.0f} | {pm:.0f} | {'yes' if ok else 'NO'} |"
-              for n, h, p, r, hm, pm, ok in rows]
-    lines += ["", "hub convert includes normalisation, the TFLM compatibility check, int8 conversion of one variant, "
-              "verification on the real TFLM interpreter (arena bisection, fidelity vs onnxruntime) and the firmware files; "
-              "onnx2tf -oiqt writes a SavedModel and seven .tflite variants. Peak RSS sums all processes of each tool."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    run = recorded_run(args, "bench/convert_speed.py", lambda: measure_all(args.models.split(","), args.repeats))
+    text = render(run)
+    Path(args.out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Finding
-from hub.graph import TensorMeta, build_graph, op_nodes
+from hub.graph import TensorMeta, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 
@@ -264,6 +264,10 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
         to = _runtime_dtype(view.output().dtype, quantize)
         if to not in k.types and to != "unknown":
             out.append(_type_finding(view, ops, op, k, to, quantize))
+    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types:
+        out.append(_finding(view, ops, "error", f"{op} would write {low.output_dtype} (onnx2tf keeps {view.op}'s "
+                            f"{low.output_dtype} output); TFLM's {op} writes {', '.join(sorted(k.output_types))} "
+                            "only and fails at invoke.", low.hint or "do this step on the host"))
     rank = max((m.rank for m in view.inputs() if m.rank is not None), default=None)
     limit = k.max_rank or k.rank
     if rank is not None and limit is not None and rank > limit:
@@ -423,8 +427,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
     _check_target(target)
     model = _with_shapes(model)
-    g = build_graph(model)
-    tensors: dict[str, TensorMeta] = g.graph["tensors"]
+    tensors = tensor_table(model)  # what hub.graph.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
     readers: dict[str, int] = {}
     for node in model.graph.node:
@@ -433,8 +436,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     producer_of: dict[str, str] = {}
     producer_ops: dict[str, list[str]] = {}
     nodes: list[dict[str, Any]] = []
-    for nid, data in op_nodes(g):
-        node: onnx.NodeProto = data["onnx"]
+    for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0)
         if all(tensors.get(o) is not None and tensors[o].const for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
@@ -518,6 +520,10 @@ def _tflite_op_findings(model, op) -> list[Finding]:
     ins = [model.tensors[i] for i in op.inputs if i >= 0]
     data = next((t for t in ins if not t.is_constant and t.dtype != "bool"), ins[0] if ins else None)
     out: list[Finding] = []
+    outs = [model.tensors[i] for i in op.outputs if i >= 0]
+    if k.output_types and outs and outs[0].dtype not in k.output_types:
+        out.append(err(f"{op.name} writes {outs[0].dtype}; TFLM's kernel writes {', '.join(sorted(k.output_types))} "
+                       "only and fails at invoke.", "make the op output int32 (or do this step on the host)"))
     if data is not None and data.dtype not in k.types:
         if data.dtype == "int64":
             out.append(err(f"{op.name} gets int64 tensors; TFLM's kernel takes {', '.join(sorted(k.types))}.",

@@ -6,16 +6,22 @@ from constants). Graph inputs and outputs appear as nodes "input:<name>" and
 "output:<name>" so every tensor has an edge. `tensors` on the graph holds the
 same facts per tensor name, plus the values of small constants (which decide
 how onnx2tf converts some ops: a Pow exponent, Clip bounds, Resize scales).
+
+`hub check` itself needs only `tensor_table` and `ordered_nodes`: importing
+networkx costs more CPU than analysing a ResNet-50 (its backend entry-point
+scan), so it is imported only when a DiGraph is asked for.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 SMALL_CONST = 64  # constants up to this many elements keep their value
 
@@ -100,8 +106,23 @@ def _constant_node(node: onnx.NodeProto, tensors: dict[str, TensorMeta]) -> None
     tensors[node.output[0]] = meta
 
 
+def ordered_nodes(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto]]:
+    """(unique id, node) in the file's topological order: the ids build_graph gives its nodes."""
+    seen: set[str] = set()
+    out = []
+    for i, node in enumerate(model.graph.node):
+        nid = node_id(node, i)
+        if nid in seen:
+            nid = f"{nid}_{i}"
+        seen.add(nid)
+        out.append((nid, node))
+    return out
+
+
 def build_graph(model: onnx.ModelProto) -> nx.DiGraph:
     """The DiGraph described in the module docstring; `g.graph["tensors"]` maps names to TensorMeta."""
+    import networkx as nx
+
     tensors = tensor_table(model)
     g = nx.DiGraph(tensors=tensors)
     producers: dict[str, str] = {}
@@ -110,10 +131,7 @@ def build_graph(model: onnx.ModelProto) -> nx.DiGraph:
         if vi.name not in init_names:
             g.add_node(f"input:{vi.name}", kind="input", op="Input", onnx=None)
             producers[vi.name] = f"input:{vi.name}"
-    for i, node in enumerate(model.graph.node):
-        nid = node_id(node, i)
-        if nid in g:
-            nid = f"{nid}_{i}"
+    for nid, node in ordered_nodes(model):
         g.add_node(nid, kind="node", op=node.op_type, onnx=node)
         for name in node.input:
             if name and name in producers:

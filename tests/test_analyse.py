@@ -280,3 +280,15 @@ def test_reference_int8_with_a_dynamic_batch_signature_is_compatible(name):
     result = analyse_tflite((MLPERF / name / "reference_int8.tflite").read_bytes())
     assert result.compatible and result.quantize == "int8"
     assert any("dynamic batch" in f.message and f.severity == "warning" for f in result.findings)
+
+
+# --- fixes from the node-test benchmark (bench/check_accuracy.py) ---------------------------------------
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_argmax_int64_output_fails_at_tflm_invoke(op):
+    """onnx2tf keeps ONNX's int64 indices; TFLM's ARG_MAX/ARG_MIN write int32 only (arg_min_max.cc)."""
+    m = model_of([helper.make_node(op, ["x"], ["y"], name="n", axis=-1, keepdims=1)], [vi("x", (2, 3, 4))],
+                 [vi("y", (2, 3, 1), TensorProto.INT64)])
+    for quantize in ("float32", "int8"):
+        [f] = errors(analyse_onnx(m, quantize=quantize))
+        assert f.tflite_ops == [op.upper().replace("ARGM", "ARG_M")] and "writes int32 only" in f.message

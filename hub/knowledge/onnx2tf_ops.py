@@ -31,6 +31,7 @@ class Lowering:
     hint: str = ""
     fails_when: tuple[tuple[str, str], ...] = ()  # (condition, reason) that make conversion fail
     static_operands: tuple[int, ...] = ()  # ONNX inputs onnx2tf must know at conversion time (axes, sizes, weights)
+    output_dtype: str = ""  # the type the (first) TFLite op writes, when onnx2tf fixes it whatever the inputs
 
 
 def _l(op: str, ops: tuple[str, ...] | str = (), **kw) -> Lowering:
@@ -151,8 +152,11 @@ _ROWS = [
     _l("ReduceSumSquare", ("MUL", "SUM")),
     _l("ReduceLogSum", ("SUM", "LOG")),
     _l("ReduceLogSumExp", ("REDUCE_MAX", "SUB", "EXP", "SUM", "LOG", "ADD")),
-    _l("ArgMax", "ARG_MAX", fails_when=(("select_last_index", _LAST_INDEX),)),
-    _l("ArgMin", "ARG_MIN", fails_when=(("select_last_index", _LAST_INDEX),)),
+    # tf.math.argmax/argmin(output_type=<the ONNX output's dtype>), which ONNX fixes to int64.
+    _l("ArgMax", "ARG_MAX", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
+       hint="take the argmax on the host from the model's scores (ONNX ArgMax indices are int64)"),
+    _l("ArgMin", "ARG_MIN", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
+       hint="take the argmin on the host from the model's values (ONNX ArgMin indices are int64)"),
     _l("CumSum", "CUMSUM"),
     _l("TopK", "TOPK_V2", hint="use ArgMax for k=1, or do top-k on the host"),
     # Shape and data movement

@@ -38,6 +38,7 @@ class Kernel:
     max_inputs: int | None = None
     fused_activations: tuple[str, ...] = ()
     index_types: frozenset[str] = frozenset()  # types input 1 (positions/indices) may have, when it is an index
+    output_types: frozenset[str] = frozenset()  # output 0 types the kernel writes, when narrower than `types`
 
 
 def _k(op: str, types, source: str, **kw) -> Kernel:
@@ -50,8 +51,10 @@ _ROWS = [
     _k("ABS", _QUANT, "elementwise.cc"),
     _k("ADD", (F32, I8, I16, I32), "add.cc", broadcast_rank=4, fused_activations=ACTIVATIONS),
     _k("ADD_N", (F32, I8), "add_n.cc"),
-    _k("ARG_MAX", (F32, I8, I32), "arg_min_max.cc", const_inputs=(1,)),
-    _k("ARG_MIN", (F32, I8, I32), "arg_min_max.cc", const_inputs=(1,)),
+    # Eval: input float32/int8, axis int32, output int32 only ("Only int32_t are supported currently"),
+    # checked at invoke, not in Prepare (there is none).
+    _k("ARG_MAX", (F32, I8), "arg_min_max.cc", const_inputs=(1,), output_types=frozenset({I32})),
+    _k("ARG_MIN", (F32, I8), "arg_min_max.cc", const_inputs=(1,), output_types=frozenset({I32})),
     _k("ASSIGN_VARIABLE", ANY, "assign_variable.cc"),
     _k("AVERAGE_POOL_2D", _QUANT, "pooling.cc", rank=4, fused_activations=ACTIVATIONS),
     _k("BATCH_MATMUL", _QUANT, "batch_matmul.cc", max_rank=5),

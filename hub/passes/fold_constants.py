@@ -15,31 +15,59 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hub.passes.rewrite import constant, graph_output_names, remove_unused_initializers, static_shape
+from hub.passes.rewrite import graph_output_names, remove_unused_initializers, static_shape
 
 NAME = "fold_constants"
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs
 
 
+class _Constants:
+    """Initializer values by name for one run (rewrite.constant scans the list on every call: O(n^2))."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.inputs = {v.name for v in model.graph.input}  # a graph input shadows an initializer
+        self.tensors = {t.name: t for t in model.graph.initializer}
+        self.values: dict[str, np.ndarray] = {}
+
+    def known(self, name: str) -> bool:
+        return name in self.tensors
+
+    def get(self, name: str) -> np.ndarray | None:
+        if not name or name in self.inputs or name not in self.tensors:
+            return None
+        if name not in self.values:
+            self.values[name] = numpy_helper.to_array(self.tensors[name])
+        return self.values[name]
+
+    def add(self, model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+        model.graph.initializer.append(numpy_helper.from_array(value, name))
+        self.tensors[name] = model.graph.initializer[-1]
+        self.values[name] = value
+
+
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
     folded, skipped = 0, 0
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     outputs = graph_output_names(model)
+    consts = _Constants(model)
     for node in list(model.graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC:
             continue
         if any(o in outputs for o in node.output):
             continue  # graph outputs keep their producing node (the interface stays a computed tensor)
-        values = _evaluate(model, node, opset)
+        if node.op_type == "ConstantOfShape" and _fill_too_large(node, consts):
+            skipped += 1  # decided from the shape alone: no need to build the array
+            continue
+        values = _evaluate(model, node, opset, consts)
         if values is None:
             continue
-        if not _small_enough(model, node, values):
+        if not _small_enough(node, values, consts):
             skipped += 1
             continue
         for name, value in zip(node.output, values):
             if name:
-                model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+                consts.add(model, name, np.asarray(value))
         model.graph.node.remove(node)
         folded += 1
     if folded:
@@ -51,7 +79,22 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
     return model, folded, detail
 
 
-def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int) -> list[np.ndarray] | None:
+def _fill_value(node: onnx.NodeProto) -> np.ndarray:
+    """ConstantOfShape's one-element `value` (default float32 0)."""
+    attr = next((a for a in node.attribute if a.name == "value"), None)
+    return numpy_helper.to_array(attr.t).reshape(-1)[:1] if attr is not None else np.zeros(1, np.float32)
+
+
+def _fill_too_large(node: onnx.NodeProto, consts: _Constants) -> bool:
+    """ConstantOfShape whose output would break the growth limit (the rule of _small_enough)."""
+    shape = consts.get(node.input[0]) if node.input else None
+    if shape is None:
+        return False
+    out_bytes = int(np.prod(shape)) * _fill_value(node).itemsize
+    return out_bytes > max(shape.nbytes, MIN_GROWTH_LIMIT_BYTES)
+
+
+def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int, consts: _Constants) -> list[np.ndarray] | None:
     if node.op_type == "Constant":
         return [numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))] \
             if node.attribute and node.attribute[0].name == "value" else _run_reference(node, {}, opset)
@@ -66,17 +109,18 @@ def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int) -> list[
         return [np.array(shape[slice(start, end)], np.int64)]
     if not node.input or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         return None
-    init_names = {t.name for t in model.graph.initializer}
-    if any(name and name not in init_names for name in node.input):
+    if any(name and not consts.known(name) for name in node.input):
         return None
     inputs = {}
     for name in node.input:
         if not name:
             continue
-        value = constant(model, name)
+        value = consts.get(name)
         if value is None:
             return None
         inputs[name] = value
+    if node.op_type == "ConstantOfShape":  # the light model-zoo files build every weight this way
+        return [np.full(tuple(int(d) for d in inputs[node.input[0]]), _fill_value(node)[0])]
     return _run_reference(node, inputs, opset)
 
 
@@ -98,9 +142,9 @@ def _single_node_model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opse
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def _small_enough(model: onnx.ModelProto, node: onnx.NodeProto, values: list[np.ndarray]) -> bool:
+def _small_enough(node: onnx.NodeProto, values: list[np.ndarray], consts: _Constants) -> bool:
     out_bytes = sum(np.asarray(v).nbytes for v in values)
-    in_bytes = sum(constant(model, n).nbytes for n in node.input if n and constant(model, n) is not None)
+    in_bytes = sum(v.nbytes for v in (consts.get(n) for n in node.input) if v is not None)
     return out_bytes <= max(in_bytes, MIN_GROWTH_LIMIT_BYTES)
 
 

@@ -108,11 +108,13 @@ def remove_dead_nodes(model: onnx.ModelProto) -> int:
     changed = True
     while changed:
         changed = False
+        read = {name for n in model.graph.node for name in n.input}  # one scan, not one per output
         for node in reversed(list(model.graph.node)):
-            if not any(o and (o in outputs or consumers(model, o)) for o in node.output):
+            if not any(o and (o in outputs or o in read) for o in node.output):
                 model.graph.node.remove(node)
                 removed += 1
                 changed = True
+                read = {name for n in model.graph.node for name in n.input}
     return removed
 
 

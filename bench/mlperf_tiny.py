@@ -171,25 +171,31 @@ def _fid(f: dict, classifier: bool) -> str:
         + " / " + (f"{top1:.0%}" if top1 is not None else "-")
 
 
-# Why the figures come out as they do; read off the histograms and the converter settings, see below.
+# Why the figures come out as they do: read off the flatbuffers (TF's schema_py_generated) and TFLM's
+# print_allocations() for hub's kws/ic files and the references, run by hand beside this benchmark.
 NOTES = [
-    "- Size: every hub file is smaller than its reference. TensorFlow 2.19's converter (run by `hub convert` "
-    "after onnx2tf) writes a leaner flatbuffer than the TF version the MLPerf authors used, and hub's graph "
-    "has no RESHAPE before the classifier's FULLY_CONNECTED (onnx2tf feeds the pooled 4-D tensor straight in; "
-    "FULLY_CONNECTED flattens its input itself). FULLY_CONNECTED weights are per tensor, as in the reference "
-    "files (hub's default since `--per-channel-dense` became opt-in); with per-channel dense weights `ad` "
-    "was 316,216 B / arena 22,040 B, both over the reference.",
-    "- Ops: one op fewer on the classifiers (that RESHAPE); `ad` is FULLY_CONNECTED x 10 in both, the nine "
-    "ADDs of the plain onnx2tf path being BatchNorm folded into the layers before (`fold_scale_shift`).",
-    "- Arena: the same tensors live at the same time in both graphs; hub's is a little smaller where the "
-    "RESHAPE output no longer needs its own buffer or where fewer per-op structs sit at the arena's tail.",
-    "- Invoke time: the same kernels on the same shapes, so the times match to within noise; the ratio is "
-    "thread CPU time, median of the rounds.",
+    "- Size: weights and biases take the same bytes in both (buffer data kws 24,496 B hub vs 24,392 B ref, "
+    "ic 78,872 vs 78,768; hub's extra ~100 B are mostly TF 2.19's 96-byte CONVERSION_METADATA). The reference "
+    "files also carry what TFLM never reads: the calibration min/max of every quantised tensor and channel "
+    "(590 pairs in kws, 4.7 KB; 353 in ic) and longer tensor names (kws 5,459 B of names vs 1,496 B), plus a "
+    "RESHAPE and its tensors. FULLY_CONNECTED weights are per tensor in both (hub's default since "
+    "`--per-channel-dense` became opt-in); with per-channel dense weights `ad` was 316,216 B and its arena "
+    "22,040 B, both over the reference (previous run, commit bf5843e).",
+    "- Ops: the classifiers have one op fewer: the reference flattens the pooled 1x1x1x64 tensor with a "
+    "RESHAPE before FULLY_CONNECTED; hub's FULLY_CONNECTED takes the 4-D tensor and flattens it itself. `ad` "
+    "is FULLY_CONNECTED x 10 in both, the nine ADDs of the plain onnx2tf path being BatchNorm folded into "
+    "the layers before (`fold_scale_shift`).",
+    "- Arena: the activation plan (arena head) is identical in both (kws 16,000 B, ic 49,152 B); hub's tail "
+    "is 144 B smaller, TFLM's bookkeeping for the RESHAPE node and its two tensors. `ad` is the same graph "
+    "in both and has the same arena.",
+    "- Invoke time: the same kernels on the same shapes; differences of a few percent either way are "
+    "run-to-run noise on this shared machine (kws was 0.999 in the previous run), the RESHAPE being a copy "
+    "of 64 bytes.",
     "- Fidelity: hub's cosine is measured against the float source on inputs of the kind it was calibrated "
     "on (uniform over the input range, other seeds). The reference files were calibrated on real "
     "MFCC/log-mel/image data, and uniform noise over the whole range drives their activations outside "
-    "those ranges (kws: cosine well below 0.99), so their column says little about them; neither figure "
-    "predicts accuracy on real data, which is not on this machine.",
+    "those ranges (kws: cosine 0.32), so their column says little about them; neither figure predicts "
+    "accuracy on real data, which is not on this machine.",
 ]
 
 

@@ -48,6 +48,10 @@ def test_size_and_op_count_do_not_exceed_the_reference(mlperf_converted, name):
     assert len(ours.ops) <= len(ref.ops), (ours.op_histogram(), ref.op_histogram())
     # The ops onnx2tf added before the passes existed (field notes): none left.
     assert not {"STRIDED_SLICE", "TRANSPOSE", "ADD", "MUL"} & set(ours.op_histogram()) - set(ref.op_histogram())
+    # hub's default, as in the references: one scale per FULLY_CONNECTED weight tensor (per channel
+    # costs ~24 B of flash per output channel and arena for per-channel multipliers).
+    dense_weights = [ours.tensors[op.inputs[1]] for op in ours.ops if op.name == "FULLY_CONNECTED"]
+    assert dense_weights and all(len(t.scales) == 1 for t in dense_weights)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -197,6 +197,9 @@ def tflm_inputs(tflite: bytes, onnx_model: onnx.ModelProto, inputs: dict[str, np
         if name not in inputs:
             name = next((n for n in by_name if n in model.tensors[idx].name), list(inputs)[len(arrays)])
         x = inputs[name]
+        if x.size == 0:  # an empty (unused) ONNX input: onnx2tf gives it one element; feed zeros
+            arrays.append(np.zeros(model.tensors[idx].shape, x.dtype))
+            continue
         perm = _layout_permutation(list(x.shape), list(model.tensors[idx].shape))
         arrays.append(np.ascontiguousarray(x.transpose(perm)))
     return arrays

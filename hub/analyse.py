@@ -168,6 +168,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "fmod_attr": lambda v: v.attr("fmod", 0) == 1,
+    "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
     "single_input": lambda v: len(v.inputs()) == 1,
     "two_inputs": lambda v: len(v.inputs()) == 2,
@@ -225,7 +226,10 @@ def _finding(view: NodeView, ops: list[str], severity: str, message: str, hint: 
 
 
 def _runtime_dtype(dtype: str, quantize: str) -> str:
-    """The type a tensor has in the converted model: floats follow the quantize mode."""
+    """The type a tensor has in the converted model: floats follow the quantize mode, except float64,
+    which onnx2tf keeps (cast_DOUBLE_to_FLOAT: the .tflite input is FLOAT64) and TFLM has no kernel for."""
+    if dtype == "float64":
+        return dtype
     if dtype in FLOAT_TYPES:
         return FLOAT_AS.get(quantize, "float32")
     return dtype
@@ -359,7 +363,9 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
         meta = tensors.get(vi.name)
         if vi.name in inits or meta is None:
             continue
-        if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES:
+        cast_first = meta.dtype in ("int8", "int16") and all(
+            n.op_type in onnx2tf_ops.CASTS_INTEGER_INPUTS for n in model.graph.node if vi.name in n.input)
+        if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES and not cast_first:
             findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is {meta.dtype}; onnx2tf and "
                                     "the TFLite converter take float32, int32, int64 or bool model inputs.",
                                     "feed float32 (or int32) and cast inside the model"))
@@ -371,7 +377,13 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
             findings.append(Finding(vi.name, "Input", [], "error",
                                     f"input {vi.name} has a dynamic shape ({dims or 'unknown rank'}); TFLM runs "
                                     "static shapes only.", f"pass --input-shape {vi.name}=1,... with fixed sizes"))
-    float16 = sorted(n for n, m in tensors.items() if m.dtype in ("float16", "bfloat16"))
+    unmapped = sorted(n for n, m in tensors.items() if m.dtype in onnx2tf_ops.UNMAPPED_TYPES)
+    if unmapped:
+        kinds = sorted({tensors[n].dtype for n in unmapped})
+        findings.append(Finding(unmapped[0], "Tensor", [], "error",
+                                f"{len(unmapped)} tensor(s) of type {', '.join(kinds)} (e.g. {unmapped[0]}); onnx2tf "
+                                "1.29.24 has no TensorFlow type for it and stops.", "export the model in float32"))
+    float16 = sorted(n for n, m in tensors.items() if m.dtype == "float16")
     if float16:
         findings.append(Finding(float16[0], "Tensor", [], "warning",
                                 f"{len(float16)} float16 tensor(s) (e.g. {float16[0]}); TFLM has no float16 kernels, "
@@ -433,12 +445,14 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     for node in model.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+    # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
+    graph_outputs = {o.name for o in model.graph.output}
     producer_of: dict[str, str] = {}
     producer_ops: dict[str, list[str]] = {}
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0)
-        if all(tensors.get(o) is not None and tensors[o].const for o in node.output if o):
+        if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
         else:
             ops, node_findings = check_node(view, quantize)

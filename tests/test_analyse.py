@@ -292,3 +292,61 @@ def test_argmax_int64_output_fails_at_tflm_invoke(op):
     for quantize in ("float32", "int8"):
         [f] = errors(analyse_onnx(m, quantize=quantize))
         assert f.tflite_ops == [op.upper().replace("ARGM", "ARG_M")] and "writes int32 only" in f.message
+
+
+def test_elu_alpha_decomposes_with_exp():
+    """onnx2tf's Elu.py: alpha 1 -> ELU; any other alpha -> EXP-based formula, int8 EXP is not in TFLM."""
+    assert analyse_onnx(unary("Elu", alpha=1.0), quantize="int8").compatible
+    other = analyse_onnx(unary("Elu", alpha=2.0), quantize="int8")
+    assert "EXP" in node(other)["tflite_ops"] and any("EXP" in f.message for f in errors(other))
+    assert analyse_onnx(unary("Elu", alpha=2.0), quantize="float32").compatible
+
+
+def test_depth_to_space_crd_needs_6d_transpose():
+    crd = analyse_onnx(unary("DepthToSpace", shape=(1, 8, 2, 3), blocksize=2, mode="CRD"), quantize="float32")
+    [f] = errors(crd)
+    assert "6-D" in f.message and "DCR" in f.hint
+    assert analyse_onnx(unary("DepthToSpace", shape=(1, 8, 2, 3), blocksize=2, mode="DCR")).compatible
+
+
+def test_float64_and_bfloat16_tensors():
+    double = model_of([helper.make_node("Cast", ["x"], ["y"], name="n", to=F)], [vi("x", (3, 4), TensorProto.DOUBLE)],
+                      [vi("y", (3, 4))])
+    [f] = errors(analyse_onnx(double, quantize="float32"))
+    assert "float64" in f.message and f.tflite_ops == ["CAST"]
+    bf16 = model_of([helper.make_node("Cast", ["x"], ["y"], name="n", to=TensorProto.BFLOAT16)], [vi("x", (3, 4))],
+                    [vi("y", (3, 4), TensorProto.BFLOAT16)])
+    assert any("bfloat16" in f.message and "no TensorFlow type" in f.message for f in errors(analyse_onnx(bf16)))
+
+
+def test_int8_inputs_convert_only_when_onnx2tf_casts_them():
+    def binary(op):
+        return model_of([helper.make_node(op, ["x", "y"], ["z"], name="n")],
+                        [vi("x", (3, 4), TensorProto.INT8), vi("y", (3, 4), TensorProto.INT8)],
+                        [vi("z", (3, 4), TensorProto.INT8)])
+    assert analyse_onnx(binary("Div"), quantize="float32").compatible  # Div.py casts to float32
+    [f, *_] = errors(analyse_onnx(binary("Min"), quantize="float32"))
+    assert "int8" in f.message and f.op == "Input"
+
+
+def test_mod_fmod_converts_as_floor_mod():
+    m = model_of([helper.make_node("Mod", ["x", "y"], ["z"], name="n", fmod=1)], [vi("x", (6,)), vi("y", (6,))],
+                 [vi("z", (6,))])
+    for quantize in ("float32", "int8"):  # int8: kept in float32 between DEQUANTIZE and QUANTIZE
+        result = analyse_onnx(m, quantize=quantize)
+        assert result.compatible and node(result)["tflite_ops"] == ["FLOOR_MOD"]
+
+
+def test_conv_weights_must_be_static():
+    m = model_of([helper.make_node("Conv", ["x", "w"], ["y"], name="n", kernel_shape=[3, 3])],
+                 [vi("x", (1, 1, 7, 5)), vi("w", (1, 1, 3, 3))], [vi("y", (1, 1, 5, 3))])
+    [f] = errors(analyse_onnx(m))
+    assert "input 1 (w)" in f.message and "onnx2tf needs its value" in f.message
+
+
+def test_constant_node_feeding_a_graph_output_is_converted():
+    """normalise folds constants except graph outputs' producers; onnx2tf must convert those."""
+    m = model_of([helper.make_node("OptionalHasElement", [""], ["y"], name="n")], [], [vi("y", (), TensorProto.BOOL)],
+                 opset=18)
+    result = analyse_onnx(m)
+    assert not result.compatible and node(result)["verdict"] == "error"

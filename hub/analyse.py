@@ -30,7 +30,10 @@ FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
 FLOAT_AS = {"int8": "int8", "int16x8": "int16", "float32": "float32", "float16": "float16"}
 # Ops that take bool/int tensors and give a different output type: their data type is the input's.
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
-CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "int16", "uint16", "uint32", "uint64"}  # seen in the node tests
+# Seen in the node tests: these model input types stop onnx2tf or the TFLite converter (add_uint8, min_int8,
+# sub_uint16, ...). int16 inputs convert (mul_int16, div_int16; equal_int16 then fails in TFLM's EQUAL,
+# which the kernel table says), and int8 ones only into ops onnx2tf casts first (CASTS_INTEGER_INPUTS).
+CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "uint16", "uint32", "uint64"}
 DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
 
@@ -155,6 +158,16 @@ def _rank_broadcast(view: NodeView) -> bool:
     return None not in ranks and len(ranks) > 1 and max(ranks) >= 3
 
 
+def _rank_broadcast_last_axis(view: NodeView) -> bool:
+    """Operands of different ranks (3-D and up) where the lower-rank one varies along the last axis
+    ([3,4,5] with [5]); a per-channel [C,1,1] against [N,C,H,W] is not one of them."""
+    metas = [m for m in view.inputs() if m.rank is not None]
+    if len(metas) < 2 or len({m.rank for m in metas}) < 2 or max(m.rank for m in metas) < 3:
+        return False
+    low = min(metas, key=lambda m: m.rank)
+    return bool(low.shape) and isinstance(low.shape[-1], int) and low.shape[-1] > 1
+
+
 def _split_uneven(view: NodeView) -> bool:
     x, parts, axis = view.input(0), view.attr("num_outputs"), view.attr("axis", 0)
     return bool(parts) and x is not None and x.rank is not None and isinstance(x.shape[axis], int) \
@@ -164,6 +177,8 @@ def _split_uneven(view: NodeView) -> bool:
 CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "same_shapes": _same_shapes,
     "rank_broadcast": _rank_broadcast,
+    "rank_broadcast_last_axis": _rank_broadcast_last_axis,
+    "always": lambda v: True,
     "split_num_outputs_uneven": _split_uneven,
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
@@ -261,7 +276,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
     if dtype not in k.types and dtype != "unknown" and not (op == "CAST" and dtype in k.types):
         out.append(_type_finding(view, ops, op, k, dtype, quantize))
     index = view.input(1)
-    if k.index_types and index is not None and not index.const and index.dtype not in k.index_types:
+    if k.index_types and len(set(ops)) == 1 and index is not None and not index.const \
+            and index.dtype not in k.index_types:  # input 1 is the index only when the node is this one op
         out.append(_finding(view, ops, "error", f"{op} gets {index.dtype} indices at run time; TFLM's {op} takes "
                             f"{', '.join(sorted(k.index_types))} indices only.", "cast the indices to int32 first"))
     if op == "CAST" and view.output() is not None:
@@ -304,7 +320,9 @@ def _op_findings(view: NodeView, ops: list[str], op: str, quantize: str, low: on
     if k is None:
         hint = low.hint or tflm_kernels.missing_hint(op)
         return [_finding(view, ops, "error", f"{view.op} becomes TFLite {op}, which is not in TFLM.", hint)]
-    if not fixed and quantize != "float32" and op in onnx2tf_ops.FLOAT_FALLBACK:
+    data = view.data_input()
+    if not fixed and quantize != "float32" and op in onnx2tf_ops.FLOAT_FALLBACK \
+            and (data is None or _runtime_dtype(data.dtype, quantize) != "float64"):
         fixed = "float32"  # the converter keeps it in float32 between DEQUANTIZE and QUANTIZE
     return _kernel_findings(view, ops, op, k, quantize, low, fixed or None)
 
@@ -324,7 +342,7 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
     ops = _tflite_ops(view, low)
     if low.fails:
         return ops, [_finding(view, ops, "error", f"{view.op}: {low.fails}.", low.hint)]
-    for condition, reason in low.fails_when:
+    for condition, reason in low.fails_when + (low.fails_quantized if quantize != "float32" else ()):
         if CONDITIONS[condition](view):
             return ops, [_finding(view, ops, "error", f"{reason}.", low.hint)]
     for i in low.static_operands:
@@ -363,7 +381,7 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
         meta = tensors.get(vi.name)
         if vi.name in inits or meta is None:
             continue
-        cast_first = meta.dtype in ("int8", "int16") and all(
+        cast_first = meta.dtype == "int8" and all(
             n.op_type in onnx2tf_ops.CASTS_INTEGER_INPUTS for n in model.graph.node if vi.name in n.input)
         if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES and not cast_first:
             findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is {meta.dtype}; onnx2tf and "
@@ -426,6 +444,60 @@ def _fused_into(view: NodeView, producer_ops: dict[str, list[str]], producer_of:
     return ops[-1] if k is not None and act in k.fused_activations else None
 
 
+SOFTMAX_ONNX = {"SOFTMAX": "Softmax", "LOG_SOFTMAX": "LogSoftmax"}
+
+
+def _reduced_axis(node: onnx.NodeProto, tensors: dict[str, TensorMeta], rank: int) -> int | None:
+    """The one axis a ReduceSum/ReduceMax reduces (attribute before opset 13/18, constant input after)."""
+    axes = next((list(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        meta = tensors.get(node.input[1])
+        axes = None if meta is None or meta.value is None else [int(v) for v in meta.value.reshape(-1)]
+    return axes[0] % rank if axes and len(axes) == 1 else None
+
+
+def _softmax_patterns(model: onnx.ModelProto, tensors: dict[str, TensorMeta]) -> tuple[dict[str, str], set[str]]:
+    """Decomposed (log-)softmax the TFLite converter fuses back into one SOFTMAX / LOG_SOFTMAX.
+
+    Exp(x - ReduceMax(x)) / ReduceSum(..), or (x - max) - Log(ReduceSum(Exp(x - max))), as ONNX's
+    function expansions write them. Fused in the node tests only when the axis is ONNX axis 1 (the
+    last axis of a 2-D tensor; the axis onnx2tf moves last for 3-D and up): softmax_axis_1_expanded,
+    logsoftmax_example_1_expanded run as SOFTMAX/LOG_SOFTMAX, while axis 0, 2 and -1 of 3-D tensors keep
+    EXP (int8 EXP then fails in TFLM). Returns {output of the last node: TFLite op}, {outputs of the
+    nodes folded into it}.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    ends: dict[str, str] = {}
+    parts: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type == "Div" and len(node.input) == 2:
+            exp, total = producer.get(node.input[0]), producer.get(node.input[1])
+            op = "SOFTMAX"
+        elif node.op_type == "Sub" and len(node.input) == 2:
+            log = producer.get(node.input[1])
+            total = producer.get(log.input[0]) if log is not None and log.op_type == "Log" else None
+            exp = producer.get(total.input[0]) if total is not None else None
+            op = "LOG_SOFTMAX"
+            if exp is None or exp.input[0] != node.input[0]:
+                continue
+        else:
+            continue
+        if exp is None or total is None or exp.op_type != "Exp" or total.op_type != "ReduceSum" \
+                or total.input[0] != exp.output[0]:
+            continue
+        x = tensors.get(exp.input[0])
+        if x is None or x.rank is None or x.rank < 2 or _reduced_axis(total, tensors, x.rank) != 1:
+            continue
+        members = [exp, total] + ([log] if op == "LOG_SOFTMAX" else [])
+        shift = producer.get(exp.input[0])
+        if shift is not None and shift.op_type == "Sub" and producer.get(shift.input[1]) is not None \
+                and producer[shift.input[1]].op_type == "ReduceMax":
+            members += [shift, producer[shift.input[1]]]
+        ends[node.output[0]] = op
+        parts.update(m.output[0] for m in members)
+    return ends, parts
+
+
 def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.graph.value_info or not model.graph.node:
         return model
@@ -445,6 +517,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     for node in model.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+    softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
     # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
     graph_outputs = {o.name for o in model.graph.output}
     producer_of: dict[str, str] = {}
@@ -452,8 +525,17 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0)
+        out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
+        elif out0 in softmax_parts:
+            ops, node_findings, verdict = [], [], "fused"
+        elif out0 in softmax_ends:
+            op = softmax_ends[out0]
+            ops = [op]
+            node_findings = _op_findings(view, ops, op, quantize, onnx2tf_ops.LOWERINGS[SOFTMAX_ONNX[op]])
+            node_findings += _node_level_rules(view, ops, quantize)
+            verdict = _verdict(node_findings)
         else:
             ops, node_findings = check_node(view, quantize)
             fused = _fused_into(view, producer_ops, producer_of) if not node_findings else None

@@ -350,3 +350,59 @@ def test_constant_node_feeding_a_graph_output_is_converted():
                  opset=18)
     result = analyse_onnx(m)
     assert not result.compatible and node(result)["verdict"] == "error"
+
+
+def _expanded_softmax(axis: int, shape=(3, 4, 5)) -> onnx.ModelProto:
+    axes = numpy_helper.from_array(np.array([axis], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=1, axes=[axis]),
+             helper.make_node("Sub", ["x", "m"], ["d"]), helper.make_node("Exp", ["d"], ["e"], name="exp"),
+             helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+             helper.make_node("Div", ["e", "s"], ["y"], name="div")]
+    return model_of(nodes, [vi("x", shape)], [vi("y", shape)], [axes], opset=13)
+
+
+def test_expanded_softmax_on_axis_1_fuses_into_softmax():
+    """The TFLite converter fuses Exp/ReduceSum/Div back into SOFTMAX when the axis ends up last."""
+    fused = analyse_onnx(_expanded_softmax(1), quantize="int8")
+    assert fused.compatible and node(fused, "div")["tflite_ops"] == ["SOFTMAX"]
+    assert node(fused, "exp")["verdict"] == "fused"
+    kept = analyse_onnx(_expanded_softmax(2), quantize="int8")  # stays EXP, which TFLM has in float32 only
+    assert not kept.compatible and node(kept, "exp")["tflite_ops"] == ["EXP"]
+
+
+def test_grid_sample_lowers_to_builtins_in_float32_only():
+    m = model_of([helper.make_node("GridSample", ["x", "grid"], ["y"], name="n", mode="linear")],
+                 [vi("x", (1, 1, 4, 4)), vi("grid", (1, 6, 6, 2))], [vi("y", (1, 1, 6, 6))], opset=20)
+    f32 = analyse_onnx(m, quantize="float32")
+    assert f32.compatible and "GATHER" in node(f32)["tflite_ops"]
+    [f] = errors(analyse_onnx(m, quantize="int8"))
+    assert "calibrating" in f.message
+    cubic = model_of([helper.make_node("GridSample", ["x", "grid"], ["y"], name="n", mode="cubic")],
+                     [vi("x", (1, 1, 4, 4)), vi("grid", (1, 6, 6, 2))], [vi("y", (1, 1, 6, 6))], opset=20)
+    assert any("SELECT" in f.message for f in errors(analyse_onnx(cubic, quantize="float32")))
+
+
+def test_int8_rank_broadcast_along_last_axis_fails_calibration():
+    def add(b_shape):
+        return model_of([helper.make_node("Add", ["a", "b"], ["y"], name="n")],
+                        [vi("a", (3, 4, 5)), vi("b", b_shape)], [vi("y", (3, 4, 5))])
+    assert analyse_onnx(add((5,)), quantize="float32").compatible
+    [f] = errors(analyse_onnx(add((5,)), quantize="int8"))
+    assert "calibrating" in f.message and "broadcast" in f.message
+    assert analyse_onnx(add((4, 1)), quantize="int8").compatible  # constant along the last axis
+
+
+def test_int16_inputs_follow_the_kernel_table():
+    def binary(op):
+        return model_of([helper.make_node(op, ["x", "y"], ["z"], name="n")],
+                        [vi("x", (3, 4), TensorProto.INT16), vi("y", (3, 4), TensorProto.INT16)],
+                        [vi("z", (3, 4), TensorProto.INT16 if op == "Mul" else TensorProto.BOOL)])
+    assert analyse_onnx(binary("Mul"), quantize="float32").compatible
+    [f] = errors(analyse_onnx(binary("Equal"), quantize="float32"))
+    assert "int16" in f.message and f.tflite_ops == ["EQUAL"]
+
+
+def test_float_fallback_does_not_cover_float64():
+    m = model_of([helper.make_node("Mod", ["x", "y"], ["z"], name="n", fmod=1)],
+                 [vi("x", (6,), TensorProto.DOUBLE), vi("y", (6,), TensorProto.DOUBLE)], [vi("z", (6,), TensorProto.DOUBLE)])
+    assert any("float64" in f.message for f in errors(analyse_onnx(m, quantize="int8")))

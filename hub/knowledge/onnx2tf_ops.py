@@ -31,6 +31,7 @@ class Lowering:
     hint: str = ""
     fails_when: tuple[tuple[str, str], ...] = ()  # (condition, reason) that make conversion fail
     static_operands: tuple[int, ...] = ()  # ONNX inputs onnx2tf must know at conversion time (axes, sizes, weights)
+    fails_quantized: tuple[tuple[str, str], ...] = ()  # (condition, reason) that fail int8/int16x8 conversion only
     output_dtype: str = ""  # the type the (first) TFLite op writes, when onnx2tf fixes it whatever the inputs
 
 
@@ -61,19 +62,22 @@ def _flex(op: str, tf_op: str, hint: str) -> Lowering:
 
 
 _BOOL_BCAST = "onnx2tf 1.29.24 fails to broadcast tensors of different ranks (3-D and up) in logical and comparison ops"
+_BCAST_INT8 = ("in int8, the TFLite converter fails calibrating onnx2tf's broadcast of a lower-rank operand along "
+               "the last axis (reshape.cc/transpose.cc prepare errors in add_bcast, div_bcast and LayerNorm-expanded)")
 _LAST_INDEX = "onnx2tf 1.29.24's select_last_index path (tf.reverse with a scalar axis) fails"
 _EMPTY_OPTIONAL = "onnx2tf 1.29.24 fails on Clip with an empty optional min/max input"
 
 _ROWS = [
     # Element-wise maths
     _l("Abs", "ABS"),
-    _l("Add", "ADD"),
-    _l("Sub", "SUB"),
-    _l("Mul", "MUL"),
-    _l("Div", "DIV", variants=(("integer_inputs", ("CAST", "DIV@float32", "CAST")),)),
+    _l("Add", "ADD", fails_quantized=(("rank_broadcast_last_axis", _BCAST_INT8),)),
+    _l("Sub", "SUB", fails_quantized=(("rank_broadcast_last_axis", _BCAST_INT8),)),
+    _l("Mul", "MUL", fails_quantized=(("rank_broadcast_last_axis", _BCAST_INT8),)),
+    _l("Div", "DIV", variants=(("integer_inputs", ("CAST", "DIV@float32", "CAST")),),
+       fails_quantized=(("rank_broadcast_last_axis", _BCAST_INT8),)),
     # fmod=1 is converted too, as FLOOR_MOD (floor semantics: results differ for mixed signs, seen in
     # the node tests: mod_mixed_sign_float32 runs with wrong numbers).
-    _l("Mod", "FLOOR_MOD"),
+    _l("Mod", "FLOOR_MOD", fails_quantized=(("rank_broadcast_last_axis", _BCAST_INT8),)),
     _l("Neg", "NEG"),
     _l("Reciprocal", "DIV"),
     _l("Sqrt", "SQRT"),
@@ -256,7 +260,17 @@ _ROWS = [
     _flex("MaxRoiPool", "tf.map_fn", "do ROI pooling on the host"),
     _flex("RoiAlign", "tf.image.crop_and_resize", "do ROI align on the host"),
     _flex("NonMaxSuppression", "tf.image.non_max_suppression", "run NMS on the host, or use TFLite_Detection_PostProcess"),
-    _flex("GridSample", "tf.gather_nd", "precompute the sampling grid as a constant Gather"),
+    # GridSample.py: 4-D linear/nearest/cubic gather through a flattened GATHER (builtins only; cubic adds
+    # SELECT, which TFLM lacks); 5-D (volumetric) fails in onnx2tf; int8 fails in the converter's
+    # calibration ("split.cc Not an even split"), all seen in the node tests.
+    _l("GridSample", ("RESHAPE", "SPLIT", "MUL", "ADD", "SUB", "FLOOR", "CAST", "MAXIMUM", "MINIMUM", "RELU", "PAD",
+                      "GATHER"),
+       variants=(("resize_cubic", ("RESHAPE", "SPLIT", "MUL", "ADD", "SUB", "FLOOR", "CAST", "ABS", "LESS", "SELECT",
+                                   "GATHER")),),
+       fails_when=(("pool3d", "onnx2tf 1.29.24 fails on 5-D (volumetric) GridSample"),),
+       fails_quantized=(("always", "the TFLite converter fails calibrating onnx2tf's int8 GridSample (SPLIT: not an "
+                                   "even split)"),),
+       hint="precompute the sampling grid as a constant Gather, or convert with --quantize float32"),
     _flex("AffineGrid", "tf.meshgrid", "precompute the grid as a constant"),
     _flex("DeformConv", "tf.gather", "use a plain Conv"),
     _flex("Col2Im", "tf.nn.conv2d_transpose", "use ConvTranspose"),

@@ -37,6 +37,7 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     try:
         with sigterm_as_interrupt():
             yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -47,6 +48,12 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 @contextmanager

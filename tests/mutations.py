@@ -33,6 +33,7 @@ FORMATS = ("onnx", "tflite", "pt", "pt2", "keras", "h5")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "pt": ".pt", "pt2": ".pt2", "keras": ".keras", "h5": ".h5"}
 # Values that break arithmetic, allocation and indexing when they land in a size or index field.
 NASTY_INTS = [0, -1, 1, 2, 3, 7, 255, 65535, 2**31 - 1, 2**31, 2**32 + 1, 2**40, 2**62]
+ESCAPE_NAME = "hub_fuzz_escape.txt"  # written by no one unless an extractor honours a traversal member name
 NASTY_FLOATS = [0.0, -0.0, 1e-30, -1.0, 1e30, float("inf"), float("nan")]
 
 
@@ -387,7 +388,7 @@ def mutate_zip(data: bytes, rng: random.Random) -> tuple[str, bytes] | None:
         members[j] = (members[j][0], mutate_json_text(text, rng).encode())
     elif kind == "traversal":
         # An extractor that honoured these names would write outside its folder.
-        members.append((rng.choice(["../../hub_fuzz_escape.txt", "/tmp/hub_fuzz_escape.txt"]), b"escaped"))
+        members.append((rng.choice([f"../../{ESCAPE_NAME}", f"/tmp/{ESCAPE_NAME}"]), b"escaped"))
     elif kind == "duplicate":
         members.append((name, flip(content, rng) if content else b"x"))
     elif kind == "empty_member":
@@ -562,6 +563,10 @@ def judge(command: str, code: int | None, stderr: str, work: Path, model: Path, 
     leftovers += [f"tmp/{p.name}" for p in (work / "tmp").iterdir() if not p.name.startswith("torchinductor_")]
     if leftovers:
         problems.append(f"left behind: {', '.join(sorted(leftovers)[:3])}")
+    escaped = [p for p in (Path(tempfile.gettempdir()), Path("/tmp"), work.parent, work.parent.parent)
+               if (p / ESCAPE_NAME).exists()]
+    if escaped:  # a zip member named ../../hub_fuzz_escape.txt or /tmp/... was extracted where it said
+        problems.append(f"archive member escaped to {escaped[0]}")
     if sha256(model) != digest:
         problems.append("input file modified")
     error = errors[-1] if errors else ""

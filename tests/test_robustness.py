@@ -249,6 +249,23 @@ def test_conversion_over_its_limits_is_one_line_incompatible_error(limits, messa
     assert message in line and "\n" not in line, line
 
 
+def test_hdf5_that_hangs_its_reader_is_a_one_line_error(tmp_path, monkeypatch):
+    """Fuzz case h5 seed 2042 (a spliced keras_dense.h5): the HDF5 C library loops forever reading
+    its attributes, where no Python timeout reaches; the adapter's bounded child turns that into an error."""
+    import adapters.keras as keras_adapter
+    from hub.errors import InputError
+    from tests.mutations import fixture_bytes, make_case
+
+    case = make_case("h5", fixture_bytes("h5"), 2042)
+    assert case.kind == "splice"
+    model = case.write(tmp_path)
+    monkeypatch.setattr(keras_adapter, "HDF5_PROBE_TIMEOUT_S", 5)
+    with pytest.raises(InputError, match="did not finish within 5 s"):
+        keras_adapter._probe_hdf5(model, "h5")
+    keras_adapter._probe_hdf5(FIXTURES / "keras_dense.h5", "h5")  # a sound file passes
+    keras_adapter._probe_hdf5(FIXTURES / "keras_cnn.keras", "keras")
+
+
 # --- the error path ----------------------------------------------------------------------------------------
 
 def _write(tmp: Path, name: str, data: bytes) -> Path:

@@ -131,4 +131,9 @@ def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: b
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    # Skip the interpreter's teardown once the results are on disk: after TensorFlow has been
+    # imported it takes ~2 s (measured here), 15-20 % of a small model's whole `hub convert`.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -128,22 +128,48 @@ def calibration(inputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np
     return out
 
 
+HANG_S = 300  # a batch child with no finished job for this long is stuck in C++ (SIGALRM cannot reach it)
+
+
+def _run_batch(jobs_file: str) -> tuple[int, set[str], bool]:
+    """One converter child; returns (exit code, dirs done, whether it was killed as hung)."""
+    import queue
+    import threading
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_convert_batch.py"), jobs_file],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tempfile.gettempdir(),
+                            env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
+                                 "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
+    done, last, hung = set(), time.monotonic(), False
+    while proc.poll() is None or not lines.empty():
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is None and time.monotonic() - last > HANG_S:
+                proc.kill()
+                hung = True
+            continue
+        if line.startswith("DONE "):
+            done.add(line[5:].strip())
+            last = time.monotonic()
+    return proc.wait(), done, hung
+
+
 def convert_batches(jobs: list[dict], batch: int) -> None:
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         pending = list(chunk)
-        while pending:  # a crash (segfault, OOM) loses only the job it was on
+        while pending:  # a crash (segfault, OOM) or a hang loses only the job it was on
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump(pending, f)
-            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_convert_batch.py"), f.name],
-                                  capture_output=True, text=True, timeout=3600, cwd=tempfile.gettempdir(),
-                                  env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
-                                       "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"})
-            done = {line[5:] for line in proc.stdout.splitlines() if line.startswith("DONE ")}
+            code, done, hung = _run_batch(f.name)
             rest = [j for j in pending if j["dir"] not in done]
-            if rest and proc.returncode != 0:
+            if rest and code != 0:
                 crashed = Path(rest[0]["dir"])
-                crashed.joinpath("error.txt").write_text(f"converter process died (exit {proc.returncode})")
+                crashed.joinpath("error.txt").write_text(f"conversion hung for over {HANG_S} s (killed)" if hung
+                                                         else f"converter process died (exit {code})")
                 rest = rest[1:]
             pending = rest if len(rest) < len(pending) else []
         print(f"  converted {min(start + batch, len(jobs))}/{len(jobs)}", flush=True)

@@ -31,9 +31,9 @@ FLOAT_AS = {"int8": "int8", "int16x8": "int16", "float32": "float32", "float16":
 # Ops that take bool/int tensors and give a different output type: their data type is the input's.
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
 # Seen in the node tests: these model input types stop onnx2tf or the TFLite converter (add_uint8, min_int8,
-# sub_uint16, ...). int16 inputs convert (mul_int16, div_int16; equal_int16 then fails in TFLM's EQUAL,
-# which the kernel table says), and int8 ones only into ops onnx2tf casts first (CASTS_INTEGER_INPUTS).
-CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "uint16", "uint32", "uint64"}
+# sub_uint16, ...), except int8 inputs read only by ops onnx2tf casts first (CASTS_INTEGER_INPUTS) and int16
+# inputs read only by ops seen converting them (CONVERTS_INT16_INPUTS; TFLM's kernels then decide).
+CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "int16", "uint16", "uint32", "uint64"}
 DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
 
@@ -80,6 +80,8 @@ class NodeView:
     node: onnx.NodeProto
     tensors: dict[str, TensorMeta]
     consumers: int = 1  # how many nodes read its first output
+    graph_inputs: frozenset[str] = frozenset()  # the model's run-time inputs
+    reshaped_inputs: frozenset[str] = frozenset()  # model inputs some Reshape/Flatten reads directly
 
     @property
     def op(self) -> str:
@@ -158,14 +160,23 @@ def _rank_broadcast(view: NodeView) -> bool:
     return None not in ranks and len(ranks) > 1 and max(ranks) >= 3
 
 
-def _rank_broadcast_last_axis(view: NodeView) -> bool:
-    """Operands of different ranks (3-D and up) where the lower-rank one varies along the last axis
-    ([3,4,5] with [5]); a per-channel [C,1,1] against [N,C,H,W] is not one of them."""
+def _rank_broadcast_inputs(view: NodeView) -> bool:
+    """Two model inputs of different ranks (3-D and up) meet here ([3,4,5] with [5]); a computed or
+    constant operand is broadcast fine (rms_normalization_*_expanded runs in int8)."""
     metas = [m for m in view.inputs() if m.rank is not None]
-    if len(metas) < 2 or len({m.rank for m in metas}) < 2 or max(m.rank for m in metas) < 3:
+    return len(metas) == 2 and all(m.name in view.graph_inputs for m in metas) \
+        and len({m.rank for m in metas}) == 2 and max(m.rank for m in metas) >= 3
+
+
+def _reshape_nd_input(view: NodeView) -> bool:
+    """A 3-D or larger model input reshaped to another rank whose first dimension is over 1 ([2,3,4,5] ->
+    [2,60]) while another model input is reshaped too (LayerNorm's expansion flattens X, W and B).
+    Batch-1 flattening ([1,C,H,W] -> [1,CHW]) and a lone Flatten (flatten_negative_axis3 runs) are not."""
+    x, y = view.input(0), view.output()
+    if x is None or y is None or x.name not in view.graph_inputs or x.rank is None or y.rank is None \
+            or len(view.reshaped_inputs) < 2:
         return False
-    low = min(metas, key=lambda m: m.rank)
-    return bool(low.shape) and isinstance(low.shape[-1], int) and low.shape[-1] > 1
+    return x.rank >= 3 and y.rank != x.rank and isinstance(y.shape[0], int) and y.shape[0] > 1 if y.shape else False
 
 
 def _split_uneven(view: NodeView) -> bool:
@@ -177,7 +188,11 @@ def _split_uneven(view: NodeView) -> bool:
 CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "same_shapes": _same_shapes,
     "rank_broadcast": _rank_broadcast,
-    "rank_broadcast_last_axis": _rank_broadcast_last_axis,
+    "rank_broadcast_inputs": _rank_broadcast_inputs,
+    "reshape_nd_input_keeps_leading_dim": _reshape_nd_input,
+    "resize_antialias": lambda v: v.attr("antialias", 0) == 1,
+    "scale_lower_rank": lambda v: None not in (_rank(v.input(0)), _rank(v.input(1))) and _rank(v.input(0)) >= 3
+    and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
     "split_num_outputs_uneven": _split_uneven,
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
@@ -299,7 +314,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
                             f"to {k.broadcast_rank}-D"))
     for onnx_index, tfl_index in low.const_operands.items():
         meta = view.input(onnx_index)
-        if tfl_index in k.const_inputs and meta is not None and not meta.const:
+        from_output = onnx_index in low.shape_operands and view.output() is not None and view.output().static
+        if tfl_index in k.const_inputs and meta is not None and not meta.const and not from_output:
             out.append(_finding(view, ops, "error", f"input {onnx_index} ({meta.name}) of {view.op} is computed at "
                                 f"run time; TFLM's {op} needs it constant.", "make it a constant (export with fixed "
                                 "sizes, or let hub normalise fold it)"))
@@ -322,7 +338,7 @@ def _op_findings(view: NodeView, ops: list[str], op: str, quantize: str, low: on
         return [_finding(view, ops, "error", f"{view.op} becomes TFLite {op}, which is not in TFLM.", hint)]
     data = view.data_input()
     if not fixed and quantize != "float32" and op in onnx2tf_ops.FLOAT_FALLBACK \
-            and (data is None or _runtime_dtype(data.dtype, quantize) != "float64"):
+            and (data is None or data.dtype in FLOAT_TYPES - {"float64"}):
         fixed = "float32"  # the converter keeps it in float32 between DEQUANTIZE and QUANTIZE
     return _kernel_findings(view, ops, op, k, quantize, low, fixed or None)
 
@@ -347,6 +363,14 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
             return ops, [_finding(view, ops, "error", f"{reason}.", low.hint)]
     for i in low.static_operands:
         meta = view.input(i)
+        if meta is not None and not meta.const and i in low.shape_operands and view.output() is not None \
+                and view.output().static:
+            if quantize == "float32":
+                continue  # onnx2tf takes the static output shape instead
+            return ops, [_finding(view, ops, "error", f"input {i} ({meta.name}) of {view.op} is a run-time tensor; "
+                                  f"onnx2tf uses the output shape in float32, but in {quantize} the TFLite converter's "
+                                  "calibration fails on it (resize and reshape node tests).",
+                                  "make it a constant, or convert with --quantize float32")]
         if meta is not None and not meta.const:
             return ops, [_finding(view, ops, "error", f"input {i} ({meta.name}) of {view.op} is a run-time tensor; "
                                   "onnx2tf needs its value when converting.", "make it a constant (fixed axes, "
@@ -381,9 +405,10 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
         meta = tensors.get(vi.name)
         if vi.name in inits or meta is None:
             continue
-        cast_first = meta.dtype == "int8" and all(
-            n.op_type in onnx2tf_ops.CASTS_INTEGER_INPUTS for n in model.graph.node if vi.name in n.input)
-        if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES and not cast_first:
+        readers = [n.op_type for n in model.graph.node if vi.name in n.input]
+        converts = (meta.dtype == "int8" and all(op in onnx2tf_ops.CASTS_INTEGER_INPUTS for op in readers)) or \
+            (meta.dtype == "int16" and all(op in onnx2tf_ops.CONVERTS_INT16_INPUTS for op in readers))
+        if meta.dtype in CONVERTER_REFUSED_INPUT_TYPES and not converts:
             findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is {meta.dtype}; onnx2tf and "
                                     "the TFLite converter take float32, int32, int64 or bool model inputs.",
                                     "feed float32 (or int32) and cast inside the model"))
@@ -416,6 +441,8 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
                             "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
     rhs = view.input(1)
     if quantize in ("int8", "int16x8") and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
+        # Gemm and attention-style MatMuls: the converter's calibration fails (gemm_*, attention_*_expanded);
+        # single MatMuls (matmul_2d/3d) run with wrong outputs. Either way int8 does not give a working model.
         out.append(_finding(view, ops, "error", f"{view.op} multiplies two run-time tensors; in {quantize} the "
                             "converter fails or BATCH_MATMUL loses the result (seen in the node tests).",
                             "make one operand a constant weight, or convert with --quantize float32"))
@@ -518,13 +545,17 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
     softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
+    model_inputs = frozenset(i.name for i in model.graph.input) - {i.name for i in model.graph.initializer}
+    reshaped_inputs = frozenset(n.input[0] for n in model.graph.node
+                                if n.op_type in ("Reshape", "Flatten") and n.input and n.input[0] in model_inputs)
     # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
     graph_outputs = {o.name for o in model.graph.output}
     producer_of: dict[str, str] = {}
     producer_ops: dict[str, list[str]] = {}
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
-        view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0)
+        view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0, model_inputs,
+                        reshaped_inputs)
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it

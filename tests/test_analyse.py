@@ -382,14 +382,16 @@ def test_grid_sample_lowers_to_builtins_in_float32_only():
     assert any("SELECT" in f.message for f in errors(analyse_onnx(cubic, quantize="float32")))
 
 
-def test_int8_rank_broadcast_along_last_axis_fails_calibration():
-    def add(b_shape):
-        return model_of([helper.make_node("Add", ["a", "b"], ["y"], name="n")],
-                        [vi("a", (3, 4, 5)), vi("b", b_shape)], [vi("y", (3, 4, 5))])
-    assert analyse_onnx(add((5,)), quantize="float32").compatible
-    [f] = errors(analyse_onnx(add((5,)), quantize="int8"))
+def test_int8_rank_broadcast_between_model_inputs_fails_calibration():
+    two_inputs = model_of([helper.make_node("Add", ["a", "b"], ["y"], name="n")],
+                          [vi("a", (3, 4, 5)), vi("b", (5,))], [vi("y", (3, 4, 5))])
+    assert analyse_onnx(two_inputs, quantize="float32").compatible
+    [f] = errors(analyse_onnx(two_inputs, quantize="int8"))
     assert "calibrating" in f.message and "broadcast" in f.message
-    assert analyse_onnx(add((4, 1)), quantize="int8").compatible  # constant along the last axis
+    bias = numpy_helper.from_array(np.ones(5, np.float32), "b")  # a constant operand broadcasts fine
+    const = model_of([helper.make_node("Add", ["a", "b"], ["y"], name="n")], [vi("a", (3, 4, 5))],
+                     [vi("y", (3, 4, 5))], [bias])
+    assert analyse_onnx(const, quantize="int8").compatible
 
 
 def test_int16_inputs_follow_the_kernel_table():
@@ -406,3 +408,48 @@ def test_float_fallback_does_not_cover_float64():
     m = model_of([helper.make_node("Mod", ["x", "y"], ["z"], name="n", fmod=1)],
                  [vi("x", (6,), TensorProto.DOUBLE), vi("y", (6,), TensorProto.DOUBLE)], [vi("z", (6,), TensorProto.DOUBLE)])
     assert any("float64" in f.message for f in errors(analyse_onnx(m, quantize="int8")))
+
+
+def test_resize_and_reshape_take_the_static_output_shape_in_float32_only():
+    node_ = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="n", mode="nearest")
+    m = model_of([node_], [vi("x", (1, 1, 2, 2)), vi("scales", (4,))], [vi("y", (1, 1, 4, 4))])
+    assert analyse_onnx(m, quantize="float32").compatible  # onnx2tf reads the sizes off the output shape
+    [f] = errors(analyse_onnx(m, quantize="int8"))
+    assert "calibration fails" in f.message and "--quantize float32" in f.hint
+    anti = model_of([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="n", mode="linear", antialias=1)],
+                    [vi("x", (1, 1, 4, 4))], [vi("y", (1, 1, 2, 2))],
+                    [numpy_helper.from_array(np.array([1, 1, .5, .5], np.float32), "scales")], opset=18)
+    assert any("antialias" in f.message for f in errors(analyse_onnx(anti, quantize="float32")))
+
+
+def test_rms_norm_eyelike_and_instance_norm_rows():
+    rms = model_of([helper.make_node("RMSNormalization", ["x", "s"], ["y"], name="n", axis=-1)],
+                   [vi("x", (2, 3, 5)), vi("s", (5,))], [vi("y", (2, 3, 5))], opset=23)
+    assert any("lower-rank scale" in f.message for f in errors(analyse_onnx(rms, quantize="float32")))
+    full = model_of([helper.make_node("RMSNormalization", ["x", "s"], ["y"], name="n", axis=0)],
+                    [vi("x", (2, 3, 5)), vi("s", (2, 3, 5))], [vi("y", (2, 3, 5))], opset=23)
+    assert analyse_onnx(full, quantize="int8").compatible  # SQUARE stays float32 between (DE)QUANTIZE
+    eye = model_of([helper.make_node("EyeLike", ["x"], ["y"], name="n", k=1)], [vi("x", (4, 5))], [vi("y", (4, 5))])
+    assert any("symbolic" in f.message for f in errors(analyse_onnx(eye, quantize="float32")))
+    inorm = model_of([helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], name="n")],
+                     [vi("x", (1, 2, 3, 3)), vi("s", (2,)), vi("b", (2,))], [vi("y", (1, 2, 3, 3))])
+    assert any("input 1 (s)" in f.message for f in errors(analyse_onnx(inorm, quantize="float32")))
+
+
+def test_layer_norm_expansion_flattening_several_inputs_fails_int8():
+    def flatten_model(with_weight: bool):
+        nodes = [helper.make_node("Flatten", ["x"], ["x2"], name="n", axis=1)]
+        inputs, out = [vi("x", (2, 3, 4, 5))], "x2"
+        if with_weight:
+            nodes += [helper.make_node("Flatten", ["w"], ["w2"], axis=0), helper.make_node("Mul", ["x2", "w2"], ["y"])]
+            inputs, out = inputs + [vi("w", (3, 4, 5))], "y"
+        return model_of(nodes, inputs, [vi(out, (2, 60))])
+    assert analyse_onnx(flatten_model(False), quantize="int8").compatible  # flatten_negative_axis3 runs
+    assert analyse_onnx(flatten_model(True), quantize="float32").compatible
+    assert any("LayerNormalization" in f.message for f in errors(analyse_onnx(flatten_model(True), quantize="int8")))
+
+
+def test_int16_input_refused_outside_the_ops_seen_converting_it():
+    m = model_of([helper.make_node("Min", ["x", "y"], ["z"], name="n")],
+                 [vi("x", (3, 4), TensorProto.INT16), vi("y", (3, 4), TensorProto.INT16)], [vi("z", (3, 4), TensorProto.INT16)])
+    assert any(f.op == "Input" and "int16" in f.message for f in errors(analyse_onnx(m, quantize="float32")))

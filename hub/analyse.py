@@ -194,6 +194,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "scale_lower_rank": lambda v: None not in (_rank(v.input(0)), _rank(v.input(1))) and _rank(v.input(0)) >= 3
     and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
+    "float16_input": lambda v: v.input(0) is not None and v.input(0).dtype == "float16",
     "split_num_outputs_uneven": _split_uneven,
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),

@@ -453,3 +453,14 @@ def test_int16_input_refused_outside_the_ops_seen_converting_it():
     m = model_of([helper.make_node("Min", ["x", "y"], ["z"], name="n")],
                  [vi("x", (3, 4), TensorProto.INT16), vi("y", (3, 4), TensorProto.INT16)], [vi("z", (3, 4), TensorProto.INT16)])
     assert any(f.op == "Input" and "int16" in f.message for f in errors(analyse_onnx(m, quantize="float32")))
+
+
+def test_isnan_lowers_to_not_equal_on_float16_inputs_only():
+    f16 = unary("IsNaN", shape=(6,), dtype=TensorProto.FLOAT16)
+    f16.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
+    result = analyse_onnx(f16, quantize="float32")
+    assert result.compatible and node(result)["tflite_ops"] == ["NOT_EQUAL"]
+    assert not analyse_onnx(f16, quantize="int8").compatible
+    f32 = unary("IsNaN", shape=(6,))
+    f32.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
+    assert any("Flex" in f.message for f in errors(analyse_onnx(f32, quantize="float32")))

@@ -256,8 +256,14 @@ _ROWS = [
     _flex("Erf", "tf.math.erf", "approximate GELU with x*sigmoid(1.702x), or erf with tanh"),
     _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
     _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
-    _flex("IsInf", "tf.math.is_inf", "compare with a large constant"),
-    _flex("IsNaN", "tf.math.is_nan", "use x != x (NOT_EQUAL)"),
+    # tf.math.is_inf/is_nan have no builtin for float32 inputs (isinf_positive fails); on float16 inputs the
+    # converter lowers them to ABS+EQUAL / NOT_EQUAL (isinf_float16, isnan_float16), and crashes in int8.
+    _l("IsInf", ("FlexOp:tf.math.is_inf",), variants=(("float16_input", ("ABS", "EQUAL")),),
+       fails_quantized=(("float16_input", "the TFLite converter crashed converting IsInf in int8 (isinf_float16)"),),
+       hint="compare abs(x) with the largest finite value (ABS, GREATER_EQUAL)"),
+    _l("IsNaN", ("FlexOp:tf.math.is_nan",), variants=(("float16_input", ("NOT_EQUAL",)),),
+       fails_quantized=(("float16_input", "the TFLite converter crashed converting IsNaN in int8 (isnan_float16)"),),
+       hint="use x != x (NOT_EQUAL)"),
     _flex("Unique", "tf.unique", "do it on the host"),
     _flex("DFT", "tf.signal.rfft", "use TFLM's SignalRfft custom op"),
     _flex("STFT", "tf.signal.stft", "compute the spectrogram with TFLM's Signal ops"),

@@ -10,6 +10,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 
 
@@ -48,7 +49,14 @@ def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_
             bytes_ = memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (bytes_, bytes_))
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="-1")
+    # TensorFlow leaves its autograph sources in TMPDIR (two files per conversion): the child gets
+    # its own temporary folder, removed when it ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="hub-child-") as tmp:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="-1", TMPDIR=tmp)
+        return _run(module, args, timeout_s, limit, cwd, env)
+
+
+def _run(module: str, args: list[str], timeout_s: float, limit, cwd: str | None, env: dict) -> ChildResult:
     proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace", cwd=cwd, env=env, preexec_fn=limit)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -48,7 +49,9 @@ def _run(action: Callable[[], int], path: Path | None = None) -> None:
     from hub.output import sigterm_as_interrupt
 
     try:
-        with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: kills children, removes temp folders
+        with sigterm_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
+            if not _state["debug"]:  # library warnings (numpy on NaN weights, torch, TF) are not the user's
+                warnings.simplefilter("ignore")
             code = action()
     except HubError as exc:
         if exc.path is None and path is not None:  # stages below the adapters do not know the file's name

@@ -267,6 +267,8 @@ def test_check_imports_neither_tensorflow_nor_torch(converted_check_models, tmp_
         assert api.check({str(tfl_path)!r}).compatible
         heavy = [m for m in ("tensorflow", "torch") if m in sys.modules]
         assert not heavy, heavy
+        # networkx costs more CPU to import than analysing a ResNet-50: only hub.graph.build_graph needs it
+        assert "networkx" not in sys.modules
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -464,3 +466,12 @@ def test_isnan_lowers_to_not_equal_on_float16_inputs_only():
     f32 = unary("IsNaN", shape=(6,))
     f32.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
     assert any("Flex" in f.message for f in errors(analyse_onnx(f32, quantize="float32")))
+
+
+def test_build_graph_names_nodes_as_the_check_does():
+    from hub.graph import build_graph, op_nodes, ordered_nodes
+
+    m = small_cnn_onnx()
+    g = build_graph(m)
+    assert [n for n, _ in op_nodes(g)] == [n for n, _ in ordered_nodes(m)]
+    assert all("tensor" in d and "dtype" in d for _, _, d in g.edges(data=True))

@@ -82,6 +82,7 @@ class NodeView:
     consumers: int = 1  # how many nodes read its first output
     graph_inputs: frozenset[str] = frozenset()  # the model's run-time inputs
     reshaped_inputs: frozenset[str] = frozenset()  # model inputs some Reshape/Flatten reads directly
+    graph_outputs: frozenset[str] = frozenset()
 
     @property
     def op(self) -> str:
@@ -195,6 +196,10 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
     "float16_input": lambda v: v.input(0) is not None and v.input(0).dtype == "float16",
+    "isinf_one_sided": lambda v: v.attr("detect_positive", 1) == 0 or v.attr("detect_negative", 1) == 0,
+    "l2_axis_0": lambda v: v.attr("axis", -1) == 0 and v.attr("p", 2) == 2,
+    "float64_graph_output": lambda v: v.output() is not None and v.output().dtype == "float64"
+    and v.node.output[0] in v.graph_outputs,
     "split_num_outputs_uneven": _split_uneven,
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
@@ -427,6 +432,10 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
         findings.append(Finding(unmapped[0], "Tensor", [], "error",
                                 f"{len(unmapped)} tensor(s) of type {', '.join(kinds)} (e.g. {unmapped[0]}); onnx2tf "
                                 "1.29.24 has no TensorFlow type for it and stops.", "export the model in float32"))
+    inits = {i.name for i in model.graph.initializer}
+    if model.graph.node and not [i for i in model.graph.input if i.name not in inits]:
+        findings.append(Finding("graph", "Model", [], "error", "the model has no run-time input; onnx2tf builds "
+                                "models from their inputs and stops (test_constant).", "give the model an input"))
     float16 = sorted(n for n, m in tensors.items() if m.dtype == "float16")
     if float16:
         findings.append(Finding(float16[0], "Tensor", [], "warning",
@@ -556,7 +565,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0, model_inputs,
-                        reshaped_inputs)
+                        reshaped_inputs, frozenset(graph_outputs))
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it

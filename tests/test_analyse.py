@@ -457,15 +457,46 @@ def test_int16_input_refused_outside_the_ops_seen_converting_it():
     assert any(f.op == "Input" and "int16" in f.message for f in errors(analyse_onnx(m, quantize="float32")))
 
 
-def test_isnan_lowers_to_not_equal_on_float16_inputs_only():
-    f16 = unary("IsNaN", shape=(6,), dtype=TensorProto.FLOAT16)
-    f16.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
-    result = analyse_onnx(f16, quantize="float32")
-    assert result.compatible and node(result)["tflite_ops"] == ["NOT_EQUAL"]
-    assert not analyse_onnx(f16, quantize="int8").compatible
-    f32 = unary("IsNaN", shape=(6,))
-    f32.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
-    assert any("Flex" in f.message for f in errors(analyse_onnx(f32, quantize="float32")))
+def test_isnan_and_isinf_lower_to_builtins_in_float32_only():
+    for dtype in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        m = unary("IsNaN", shape=(6,), dtype=dtype)
+        m.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
+        result = analyse_onnx(m, quantize="float32")
+        assert result.compatible and node(result)["tflite_ops"] == ["NOT_EQUAL"]
+        assert any("crashed" in f.message for f in errors(analyse_onnx(m, quantize="int8")))
+    one_sided = unary("IsInf", shape=(6,), detect_negative=0)
+    one_sided.graph.output[0].type.tensor_type.elem_type = TensorProto.BOOL
+    assert any("one-sided" in f.message for f in errors(analyse_onnx(one_sided, quantize="float32")))
+
+
+def test_cast_to_float64_model_output_leaves_no_op():
+    out = model_of([helper.make_node("Cast", ["x"], ["y"], name="n", to=TensorProto.DOUBLE)], [vi("x", (3, 4))],
+                   [vi("y", (3, 4), TensorProto.DOUBLE)])
+    result = analyse_onnx(out, quantize="float32")
+    assert result.compatible and node(result)["tflite_ops"] == []
+    inner = model_of([helper.make_node("Cast", ["x"], ["d"], name="n", to=TensorProto.DOUBLE),
+                      helper.make_node("Cast", ["d"], ["y"], name="back", to=F)], [vi("x", (3, 4))], [vi("y", (3, 4))])
+    assert any("float64" in f.message for f in errors(analyse_onnx(inner, quantize="float32")))
+
+
+def test_model_without_inputs_and_group_norm_and_lp_norm_rows():
+    const = helper.make_node("Constant", [], ["y"], name="n",
+                             value=numpy_helper.from_array(np.ones((2, 2), np.float32)))
+    [f] = errors(analyse_onnx(model_of([const], [], [vi("y", (2, 2))])))
+    assert "no run-time input" in f.message
+    gn = model_of([helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="n", num_groups=2)],
+                  [vi("x", (1, 4, 2, 2)), vi("s", (4,)), vi("b", (4,))], [vi("y", (1, 4, 2, 2))], opset=21)
+    assert any("input 1 (s)" in f.message for f in errors(analyse_onnx(gn, quantize="float32")))
+    l2 = unary("LpNormalization", shape=(2, 2, 3), axis=0, p=2)
+    assert analyse_onnx(l2, quantize="float32").compatible
+    assert any("crashed" in f.message for f in errors(analyse_onnx(l2, quantize="int8")))
+    assert analyse_onnx(unary("LpNormalization", shape=(2, 2, 3), axis=0, p=1), quantize="int8").compatible
+
+
+def test_int8_input_read_only_by_identity_converts():
+    m = model_of([helper.make_node("Identity", ["x"], ["y"], name="n")], [vi("x", (3,), TensorProto.INT8)],
+                 [vi("y", (3,), TensorProto.INT8)])
+    assert analyse_onnx(m, quantize="float32").compatible
 
 
 def test_build_graph_names_nodes_as_the_check_does():

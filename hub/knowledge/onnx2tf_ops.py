@@ -51,7 +51,7 @@ FLOAT_FALLBACK = frozenset({"CEIL", "FLOOR", "SIN", "COS", "SQRT", "ROUND", "FLO
 
 # ONNX ops whose onnx2tf converter casts int8/int16/int32/int64 inputs to float32 first ("TFLite does not
 # support TrueDiv(INT)", Div.py), so a raw int8/int16 model input that only feeds them converts.
-CASTS_INTEGER_INPUTS = frozenset({"Div"})
+CASTS_INTEGER_INPUTS = frozenset({"Div", "Identity"})  # Identity: no TFLite op at all (clip_default_int8_inbounds_expanded)
 # ONNX ops an int16 model input was seen converting into (mul_int16, div_int16, mod_mixed_sign_int16,
 # equal_int16, less_int16); greater_int16, min_int16 and greater_equal_int16 stop the TFLite converter.
 CONVERTS_INT16_INPUTS = frozenset({"Div", "Mul", "Mod", "Equal", "Less"})
@@ -115,7 +115,9 @@ _ROWS = [
     _l("Not", "LOGICAL_NOT"),
     _l("Xor", ("LOGICAL_OR", "LOGICAL_AND", "LOGICAL_NOT"), fails_when=(("rank_broadcast", _BOOL_BCAST),)),
     _l("Where", "SELECT_V2", variants=(("same_shapes", ("SELECT",)),)),
-    _l("Cast", "CAST", variants=(("same_type_cast", ()),)),
+    # A cast to float64 that is a model output leaves no operator: the .tflite output is the input tensor
+    # (cast_FLOAT_to_DOUBLE runs); anywhere else TFLM would need a float64 CAST.
+    _l("Cast", "CAST", variants=(("same_type_cast", ()), ("float64_graph_output", ()))),
     _l("Identity", ()),
     _l("Dropout", ()),
     # Activations
@@ -169,7 +171,10 @@ _ROWS = [
        hint="export LayerNorm decomposed (ReduceMean, Sub, Mul, Sqrt, Div), e.g. with an older opset"),
     _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
     _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
-    _l("LpNormalization", ("L2_NORMALIZATION",), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),)),
+    # LpNormalization.py p=2: x * rsqrt(sum(x^2)) (MUL, SUM, RSQRT seen); int8 over axis 0 crashes the converter.
+    _l("LpNormalization", ("MUL", "SUM", "RSQRT", "MUL"), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),),
+       fails_quantized=(("l2_axis_0", "the TFLite converter crashed (segfault) quantizing L2 LpNormalization over axis 0 "
+                                   "(l2normalization_axis_0)"),)),
     _l("LRN", "LOCAL_RESPONSE_NORMALIZATION", hint="replace LRN with BatchNorm, or drop it"),
     # Reductions
     _l("ReduceMean", "MEAN"),
@@ -256,14 +261,16 @@ _ROWS = [
     _flex("Erf", "tf.math.erf", "approximate GELU with x*sigmoid(1.702x), or erf with tanh"),
     _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
     _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
-    # tf.math.is_inf/is_nan have no builtin for float32 inputs (isinf_positive fails); on float16 inputs the
-    # converter lowers them to ABS+EQUAL / NOT_EQUAL (isinf_float16, isnan_float16), and crashes in int8.
-    _l("IsInf", ("FlexOp:tf.math.is_inf",), variants=(("float16_input", ("ABS", "EQUAL")),),
-       fails_quantized=(("float16_input", "the TFLite converter crashed converting IsInf in int8 (isinf_float16)"),),
-       hint="compare abs(x) with the largest finite value (ABS, GREATER_EQUAL)"),
-    _l("IsNaN", ("FlexOp:tf.math.is_nan",), variants=(("float16_input", ("NOT_EQUAL",)),),
-       fails_quantized=(("float16_input", "the TFLite converter crashed converting IsNaN in int8 (isnan_float16)"),),
-       hint="use x != x (NOT_EQUAL)"),
+    # The converter lowers tf.math.is_inf/is_nan to ABS+EQUAL / NOT_EQUAL (isinf, isnan and their float16
+    # tests run); one-sided IsInf (detect_positive/negative=0) fails on a dtype check; int8 crashes the converter.
+    _l("IsInf", ("ABS", "EQUAL"),
+       fails_when=(("isinf_one_sided", "onnx2tf 1.29.24 fails on a one-sided IsInf (detect_positive or "
+                                       "detect_negative 0)"),),
+       fails_quantized=(("always", "the TFLite converter crashed converting IsInf in int8 (isinf, isinf_float16)"),),
+       hint="compare abs(x) with the largest finite value in float32"),
+    _l("IsNaN", ("NOT_EQUAL",),
+       fails_quantized=(("always", "the TFLite converter crashed converting IsNaN in int8 (isnan, isnan_float16)"),),
+       hint="use x != x (NOT_EQUAL) in float32"),
     _flex("Unique", "tf.unique", "do it on the host"),
     _flex("DFT", "tf.signal.rfft", "use TFLM's SignalRfft custom op"),
     _flex("STFT", "tf.signal.stft", "compute the spectrogram with TFLM's Signal ops"),
@@ -335,6 +342,7 @@ _STATIC = {
     "Clip": (1, 2), "Dropout": (1, 2), "Pad": (1, 2, 3), "Slice": (1, 2, 3, 4), "Resize": (1, 2, 3),
     "ConstantOfShape": (0,), "RNN": (1, 2, 3), "GRU": (1, 2, 3), "LSTM": (1, 2, 3),
     "InstanceNormalization": (1, 2),  # instancenorm_example: scale/bias as graph inputs stop onnx2tf
+    "GroupNormalization": (1, 2),  # group_normalization_example/epsilon: the same
 }
 _ROWS = [replace(r, static_operands=_STATIC.get(r.onnx_op, ())) for r in _ROWS]
 LOWERINGS: dict[str, Lowering] = {row.onnx_op: row for row in _ROWS}

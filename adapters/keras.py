@@ -85,7 +85,7 @@ def _kind(path: Path) -> str | None:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, ValueError):  # fuzz: member names that are not UTF-8
             # A truncated zip has lost its directory; a .keras name still says whose it is,
             # so load() can call it truncated rather than "unknown format".
             return "keras" if path.suffix.lower() == ".keras" else None
@@ -153,7 +153,7 @@ def _read_config(path: Path, kind: str) -> dict:
                          "(save the whole model with model.save)", path)
     try:
         config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:  # fuzz: model_config stored as an array
         raise InputError(f"the model config is not valid JSON: {_first_line(exc)}", path) from None
     if not isinstance(config, dict):
         raise InputError("the model config is not a JSON object", path)

@@ -60,7 +60,7 @@ class OnnxAdapter:
         for value in real_inputs:
             elem = value.type.tensor_type.elem_type
             if not value.type.HasField("tensor_type") or elem not in SUPPORTED_INPUT_TYPES:
-                kind = onnx.TensorProto.DataType.Name(elem) if value.type.HasField("tensor_type") else "non-tensor"
+                kind = (_type_name(elem) if value.type.HasField("tensor_type") else "non-tensor")
                 raise InputError(f"input {value.name!r} has unsupported type {kind}; inputs must be numeric tensors", path)
         for i, value in enumerate(real_inputs):
             if value.name in options.input_shapes or (i == 0 and None in options.input_shapes):
@@ -71,6 +71,11 @@ class OnnxAdapter:
                                  "elements); fix the model or pass --input-shape", path)
         layouts = {v.name: ("NCHW" if len(v.type.tensor_type.shape.dim) == 4 else None) for v in real_inputs}
         return SourceModel(path=path, framework="onnx", onnx_model=model, source_layouts=layouts)
+
+
+def _type_name(elem: int) -> str:
+    """TensorProto type name; a code no ONNX version defines (fuzz: 99) is shown as a number."""
+    return onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else f"code {elem}"
 
 
 def _parses(path: Path) -> bool:

@@ -24,6 +24,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import re
 import sys
 import warnings
@@ -37,6 +38,7 @@ from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
+MAX_INPUT_ELEMENTS = 2**28  # the --input-shape bound (hub.api.parse_input_shapes)
 HUB_META = "hub.json"  # optional TorchScript extra file: {"input_shapes": {name: shape}}
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save before 1.6 (non-zip): pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c as a long.
@@ -225,7 +227,8 @@ def _torch_errors(path: Path, what: str) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
-    except (RuntimeError, zipfile.BadZipFile, KeyError, EOFError, ValueError) as exc:
+    except (RuntimeError, zipfile.BadZipFile, KeyError, EOFError, ValueError,
+            TypeError, AttributeError, AssertionError) as exc:  # fuzz: torch.export.load on altered JSON
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot read the {what}: {first[:200]}", path) from None
 
@@ -439,6 +442,10 @@ def _resolve_shapes(names: list[str], options: LoadOptions, path: Path, found: d
             raise InputError(f"no input shape for {name!r}: {why or 'it is not recorded'}", path,
                              hint=f"pass {flag} with the model's real shape")
         shapes[name] = tuple(int(d) for d in shape)
+        if any(d <= 0 for d in shapes[name]) or math.prod(shapes[name]) > MAX_INPUT_ELEMENTS:
+            # fuzz: a hub.json recording 2^40 elements made torch.rand fail allocating terabytes
+            raise InputError(f"input shape {_show(shapes[name])} for {name!r} is absurd (non-positive or over "
+                             f"{MAX_INPUT_ELEMENTS:,} elements)", path, hint="pass --input-shape with the real shape")
     return shapes
 
 

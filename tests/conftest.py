@@ -14,7 +14,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
-MLPERF = ROOT.parent / "shared" / "mlperf_tiny"
+
+
+def _mlperf_dir() -> Path:
+    """The MLPerf Tiny models: $HUB_MLPERF_TINY, else ../shared/mlperf_tiny beside the checkout, else the
+    workspace's /work/shared/mlperf_tiny (CI runs from a clone elsewhere on the same machine)."""
+    candidates = [os.environ.get("HUB_MLPERF_TINY"), ROOT.parent / "shared" / "mlperf_tiny", "/work/shared/mlperf_tiny"]
+    return next((Path(c) for c in candidates if c and Path(c, "README.md").exists()), ROOT.parent / "shared" / "mlperf_tiny")
+
+
+MLPERF = _mlperf_dir()
 HUB = [sys.executable, "-m", "hub.cli"]
 
 

@@ -14,7 +14,6 @@ from tests.conftest import MLPERF, run_hub
 # Input ranges from ../shared/mlperf_tiny/README.md.
 CASES = {"kws": (MLPERF / "kws" / "ds_cnn_savedmodel", "-123,26"), "ic": (MLPERF / "ic" / "resnet8.h5", "0,255")}
 
-pytestmark = pytest.mark.skipif(not MLPERF.exists(), reason="../shared/mlperf_tiny is not on this machine")
 
 
 @pytest.fixture(scope="session")

@@ -266,6 +266,19 @@ def test_hdf5_that_hangs_its_reader_is_a_one_line_error(tmp_path, monkeypatch):
     keras_adapter._probe_hdf5(FIXTURES / "keras_cnn.keras", "keras")
 
 
+def test_torchscript_with_an_emptied_weight_member_is_refused_not_a_segfault(tmp_path):
+    """Fuzz case pt seed 20057: resnet_tiny.pt with data/55 (fc.bias) emptied loads in torch.jit.load,
+    then running it segfaulted the whole CLI."""
+    from tests.mutations import fixture_bytes, make_case
+
+    case = make_case("pt", fixture_bytes("pt"), 20057)
+    assert case.kind == "zip.empty_member"
+    model = case.write(tmp_path)
+    proc = run_hub("check", model, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "'fc.bias' are truncated" in one_error_line(proc, model.name)
+
+
 # --- the error path ----------------------------------------------------------------------------------------
 
 def _write(tmp: Path, name: str, data: bytes) -> Path:

@@ -197,6 +197,11 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "always": lambda v: True,
     "float16_input": lambda v: v.input(0) is not None and v.input(0).dtype == "float16",
     "isinf_one_sided": lambda v: v.attr("detect_positive", 1) == 0 or v.attr("detect_negative", 1) == 0,
+    "lp_p2": lambda v: v.attr("p", 2) == 2,
+    "dilated": lambda v: any(d != 1 for d in (v.attr("dilations") or [])),
+    "blocked": lambda v: (v.attr("block_size", 0) or 0) > 0,
+    "shape_clip": lambda v: _rank(v.input(0)) is not None and any(
+        x is not None and not -_rank(v.input(0)) <= x <= _rank(v.input(0)) for x in (v.attr("start"), v.attr("end"))),
     "l2_axis_0": lambda v: v.attr("axis", -1) == 0 and v.attr("p", 2) == 2,
     "float64_graph_output": lambda v: v.output() is not None and v.output().dtype == "float64"
     and v.node.output[0] in v.graph_outputs,
@@ -418,6 +423,10 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
             findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is {meta.dtype}; onnx2tf and "
                                     "the TFLite converter take float32, int32, int64 or bool model inputs.",
                                     "feed float32 (or int32) and cast inside the model"))
+        if meta.dtype == "float64" and quantize != "float32":
+            findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is float64; onnx2tf keeps it "
+                                    f"float64 and the {quantize} converter cannot calibrate it.",
+                                    "feed float32 and cast inside the model"))
         if meta.shape == ():
             findings.append(Finding(vi.name, "Input", [], "error", f"input {vi.name} is a scalar (0-D); onnx2tf "
                                     "turns it into a tensor of unknown shape.", "give it shape [1]"))

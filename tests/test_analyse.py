@@ -506,3 +506,26 @@ def test_build_graph_names_nodes_as_the_check_does():
     g = build_graph(m)
     assert [n for n, _ in op_nodes(g)] == [n for n, _ in ordered_nodes(m)]
     assert all("tensor" in d and "dtype" in d for _, _, d in g.edges(data=True))
+
+
+def test_full_corpus_rows_pool_shape_softsign_blocked_quant():
+    assert any("legalise" in f.message for f in errors(analyse_onnx(unary("Softsign"), quantize="float32")))
+    lp2 = unary("LpPool", shape=(1, 3, 8, 8), kernel_shape=[2, 2], p=2)
+    assert analyse_onnx(lp2, quantize="float32").compatible and "SQRT" in node(analyse_onnx(lp2))["tflite_ops"]
+    assert not analyse_onnx(unary("LpPool", shape=(1, 3, 8, 8), kernel_shape=[2, 2], p=3), quantize="float32").compatible
+    dilated = unary("MaxPool", shape=(1, 1, 4, 4), kernel_shape=[2, 2], dilations=[2, 2])
+    assert any("dilated" in f.message for f in errors(analyse_onnx(dilated, quantize="float32")))
+    clip = model_of([helper.make_node("Shape", ["x"], ["y"], name="n", end=10)], [vi("x", (3, 4, 5))],
+                    [vi("y", (3,), TensorProto.INT64)], opset=15)
+    assert any("start/end" in f.message for f in errors(analyse_onnx(clip, quantize="float32")))
+    blocked = model_of([helper.make_node("QuantizeLinear", ["x", "s"], ["y"], name="n", axis=1, block_size=2,
+                                         output_dtype=TensorProto.INT16)],
+                       [vi("x", (3, 4)), vi("s", (3, 2))], [vi("y", (3, 4), TensorProto.INT16)], opset=21)
+    assert "TILE" in node(analyse_onnx(blocked, quantize="float32"))["tflite_ops"]
+    assert not analyse_onnx(blocked, quantize="float32").compatible
+
+
+def test_float64_model_input_cannot_be_calibrated():
+    out = model_of([helper.make_node("Cast", ["x"], ["y"], name="n", to=F)], [vi("x", (3, 4), TensorProto.DOUBLE)],
+                   [vi("y", (3, 4))])
+    assert any(f.op == "Input" and "calibrate" in f.message for f in errors(analyse_onnx(out, quantize="int8")))

@@ -131,7 +131,9 @@ _ROWS = [
     _l("Selu", ("ELU", "GREATER", "MUL", "SELECT")),
     _l("Celu", ("EXP", "MAXIMUM", "MINIMUM", "ADD", "MUL")),
     _l("Softplus", ("EXP", "LOG", "ADD")),
-    _l("Softsign", ("ABS", "ADD", "DIV")),
+    # softsign and softsign_example both stop the TFLite converter (tf.nn.softsign does not legalise to builtins).
+    _l("Softsign", ("ABS", "ADD", "DIV"), fails="the TFLite converter cannot legalise onnx2tf's tf.nn.softsign to "
+       "builtins", hint="write it as x / (1 + abs(x)) (ABS, ADD, DIV)"),
     _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="use x*relu6(x+3)/6 parts: MUL, ADD, RELU6"),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
@@ -152,10 +154,14 @@ _ROWS = [
        const_operands={1: 1}),
     _l("AveragePool", "AVERAGE_POOL_2D", variants=(("pool3d", ("FlexOp:AvgPool3D",)),)),
     _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)),),
-       fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),)),
+       fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),
+                   ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)"))),
     _l("GlobalAveragePool", "MEAN"),
     _l("GlobalMaxPool", "REDUCE_MAX"),
-    _l("LpPool", ("POW", "AVERAGE_POOL_2D"), hint="use AveragePool or MaxPool"),
+    # p=2: sqrt(avg_pool(x*x) * n) (ABS, MUL, AVERAGE_POOL_2D, SQRT run); other p need POW; 3-D stops the converter.
+    _l("LpPool", ("ABS", "POW", "AVERAGE_POOL_2D", "MUL", "POW"), variants=(("lp_p2", ("ABS", "MUL", "AVERAGE_POOL_2D",
+                                                                                      "MUL", "SQRT")),),
+       fails_when=(("pool3d", "the TFLite converter fails on onnx2tf's 3-D LpPool"),), hint="use p=2, AveragePool or MaxPool"),
     _l("GlobalLpPool", ("MUL", "SUM", "SQRT")),
     _l("Gemm", "FULLY_CONNECTED", variants=(("gemm_non_const_b", ("BATCH_MATMUL", "ADD")),)),
     _l("MatMul", "BATCH_MATMUL", variants=(("matmul_const_2d_rhs", ("FULLY_CONNECTED",)),)),
@@ -223,7 +229,8 @@ _ROWS = [
        const_operands={2: 1, 3: 1}, shape_operands=(2, 3),
        fails_when=(("resize_antialias", "onnx2tf 1.29.24 fails on Resize(antialias=1)"),)),
     _l("Upsample", "RESIZE_NEAREST_NEIGHBOR", variants=(("resize_linear", ("RESIZE_BILINEAR",)),)),
-    _l("Shape", (), hint="shapes are static after hub's normalisation"),
+    _l("Shape", (), hint="shapes are static after hub's normalisation",
+       fails_when=(("shape_clip", "onnx2tf 1.29.24 indexes Shape's start/end without clipping them to the rank"),)),
     _l("Size", ()),
     _l("Constant", ()),
     _l("ConstantOfShape", "FILL"),
@@ -245,8 +252,9 @@ _ROWS = [
     _l("GRU", ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB", "SPLIT")),
     _l("RNN", ("FULLY_CONNECTED", "TANH", "ADD")),
     # Quantization nodes (QDQ models)
-    _l("QuantizeLinear", ("QUANTIZE",)),
-    _l("DequantizeLinear", ("DEQUANTIZE",)),
+    # block_size > 0 (blocked quantization) repeats the scales with TILE, which TFLM lacks (seen).
+    _l("QuantizeLinear", ("QUANTIZE",), variants=(("blocked", ("TILE", "DIV", "ROUND", "MAXIMUM", "MINIMUM")),)),
+    _l("DequantizeLinear", ("DEQUANTIZE",), variants=(("blocked", ("TILE", "SUB", "MUL")),)),
     _l("DynamicQuantizeLinear", ("REDUCE_MAX", "REDUCE_MIN", "DIV", "ROUND", "ADD")),
     # No builtin: the converter needs Flex ops
     _flex("Acos", "tf.math.acos", "approximate acos with a polynomial"),

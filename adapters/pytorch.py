@@ -571,5 +571,8 @@ def _module_path(node_name: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The exception's first line, minus torch's pointers to warnings the CLI does not show."""
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    line = (text.splitlines()[0] if text else type(exc).__name__)
+    line = re.sub(r"\s*Please check the warnings above\.?", "", line).strip() or type(exc).__name__
+    return line[:300]

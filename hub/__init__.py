@@ -1,2 +1,13 @@
-"""hub: from a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro."""
+"""hub: from a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.
+
+The operations are in `hub.api` (convert, check, verify, export, report):
+
+    from hub import api
+    report = api.convert("fixtures/resnet_tiny.pt", target="tflm")
+
+They cannot be `hub.convert(...)` itself: `hub.convert`, `hub.verify`, `hub.export` and
+`hub.report` are the pipeline-stage modules.
+"""
+from __future__ import annotations
+
 __version__ = "0.1.0"

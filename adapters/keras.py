@@ -9,20 +9,19 @@ or named by, the file) need `trust_code`.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
+from hub.quiet import silenced_fds
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -50,7 +49,7 @@ class KerasAdapter:
             _probe_hdf5(path, kind)
             _refuse_untrusted(_read_config(path, kind), options.trust_code, path)
         _quiet_tensorflow()
-        with _silenced_fds(), warnings.catch_warnings():
+        with silenced_fds(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "savedmodel":
                 fn, inputs = _savedmodel_function(path)
@@ -200,27 +199,6 @@ def _quiet_tensorflow() -> None:
 
     for name in ("tensorflow", "tf2onnx", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def _silenced_fds() -> Iterator[None]:
-    """TF's import (CUDA factory lines), grappler and tf2onnx write from C++ to fds 1 and 2.
-    `--json` owns stdout and errors must stay one line, so both fds point at a scratch file;
-    Python-level prints go there too. Our own errors are raised, never printed."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile() as scratch, contextlib.redirect_stdout(sys.stderr):
-        try:
-            for fd in saved:
-                os.dup2(scratch.fileno(), fd)
-            yield
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
 
 
 def _load_keras(path: Path, kind: str, trust_code: bool) -> Any:

@@ -36,6 +36,7 @@ import onnx
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
+from hub.quiet import silenced_fds
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
 MAX_INPUT_ELEMENTS = 2**28  # the --input-shape bound (hub.api.parse_input_shapes)
@@ -486,7 +487,7 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     flat = [t for t in _flatten(outputs) if isinstance(t, torch.Tensor)]
     output_names = ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
     buffer = io.BytesIO()
-    with _quiet_fds(), warnings.catch_warnings():
+    with silenced_fds(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         try:
             torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET,
@@ -500,31 +501,6 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     layouts = {name: ("NCHW" if len(shape) == 4 else None) for name, shape in shapes.items()}
     return SourceModel(path=path, framework="pytorch", onnx_model=model, source_layouts=layouts,
                        notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"])
-
-
-@contextlib.contextmanager
-def _quiet_fds() -> Iterator[None]:
-    """The exporter writes graph dumps from C++ straight to fds 1 and 2; `--json` owns stdout
-    and failures must stay one line, so both go to a scratch file while it runs."""
-    import os
-    import tempfile
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as scratch:
-        os.dup2(scratch.fileno(), 1)
-        os.dup2(scratch.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def _run(module: Any, args: tuple, shapes: dict, path: Path) -> Any:

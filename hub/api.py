@@ -86,7 +86,7 @@ def convert(
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
-    from hub.output import atomic_folder, check_destination
+    from hub.output import check_destination
 
     progress = progress or Progress(enabled=False)
     options = options or LoadOptions()
@@ -103,8 +103,10 @@ def convert(
         raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", path)
     with progress.stage("normalise", "Normalising the ONNX graph"):
         normalised = _normalise(source, options)
-    with progress.stage("analyse", "Checking TFLM compatibility"):
-        check = _analyse(normalised.onnx_model, target, quantize)
+    check = None
+    if target in VERIFY_TARGETS:  # the check's tables are TFLM's; mobile LiteRT has every builtin
+        with progress.stage("analyse", "Checking TFLM compatibility"):
+            check = _analyse(normalised.onnx_model, target, quantize)
     calibration_set = calib.build_calibration(normalised.inputs, calibration, value_range, source.source_layouts)
     if calibration_set.synthetic and quantize in ("int8", "int16x8"):
         warn(f"{path.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
@@ -132,27 +134,34 @@ def convert(
         report.update(verification.to_dict())
         report["findings"] = [f.to_dict() for f in verification.findings]
 
-    with atomic_folder(out_dir, force) as tmp:
-        import onnx
+    _write_output(out_dir, force, report, normalised, converted, verification, ident, progress)
+    report["output"] = str(out_dir)
+    if verification is not None and not verification.ok:
+        raise IncompatibleError(_verification_failure(verification), path)
+    return report
 
+
+def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised, converted, verification,
+                  ident: str, progress: Progress) -> None:
+    """The output folder, all or nothing: model.onnx, model.tflite, firmware files, report.json/.html."""
+    import onnx
+
+    from hub.output import atomic_folder
+    from hub.report import portability_sections, write_html
+
+    with atomic_folder(out_dir, force) as tmp:
         onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
-        if target in VERIFY_TARGETS and verification is not None and verification.tflm.get("loads"):
+        if verification is not None and verification.tflm.get("loads"):
             with progress.stage("export", "Writing firmware files"):
                 from hub.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
                 report["firmware"] = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
         report["timings_s"] = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
-        from hub.report import portability_sections, write_html
-
         report.update(portability_sections(normalised.onnx_model, measured=report))
         write_html(report, tmp / "report.html")
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    report["output"] = str(out_dir)
-    if verification is not None and not verification.ok:
-        raise IncompatibleError(_verification_failure(verification), path)
-    return report
 
 
 def _firmware_name(name: str) -> str:

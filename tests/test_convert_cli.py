@@ -118,3 +118,13 @@ def test_calibration_file_via_cli(tmp_path, small_cnn_path):
     report = json.loads(proc.stdout)
     assert report["calibration"]["samples"] + report["calibration"]["held_out_samples"] == 16 and not report["calibration"]["synthetic"]
     assert "synthetic" not in proc.stderr
+
+
+def test_mobile_tflite_target_writes_float16_without_tflm_files(tmp_path, small_cnn_path):
+    proc = run_hub("convert", small_cnn_path, "--target", "tflite", "--quantize", "float16", "--out", tmp_path / "out",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["target"] == "tflite" and "tflm" not in report and "firmware" not in report
+    model = read_tflite((tmp_path / "out" / "model.tflite").read_bytes())
+    assert "float16" in {t.dtype for t in model.tensors}

@@ -116,24 +116,15 @@ def probe_arena(tflite_bytes: bytes, arena_size: int) -> bool:
 
 
 def arena_by_probes(tflite_bytes: bytes, lower: int | None) -> int | None:
-    """Smallest arena by bisection with one child per probe.
+    """Smallest arena by the worker's bisection, but with one child per probe.
 
     The fallback when the in-child search dies: at some too-small sizes TFLM
     crashes instead of failing cleanly (seen on MLPerf AD with per-channel dense
     weights), and a crashed probe only costs its own child.
     """
-    lo = max(0, (lower or 1) - 1)
-    hi = max(lo + 1024, lo + lo // 4)
-    while not probe_arena(tflite_bytes, hi):
-        lo, hi = hi, hi * 2
-        if hi > ARENA_CAP:
-            return None
-    if lo and probe_arena(tflite_bytes, lo):  # the recorded total is only a lower bound when it fails
-        lo = 0
-    while hi - lo > 1:  # invariant: lo fails, hi fits
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if probe_arena(tflite_bytes, mid) else (mid, hi)
-    return hi
+    from hub.verify_worker import bisect_arena
+
+    return bisect_arena(lambda size: probe_arena(tflite_bytes, size), lower, ARENA_CAP)
 
 
 # --- child process ---------------------------------------------------------------------------

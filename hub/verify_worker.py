@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -100,22 +101,28 @@ def allocated_total(interp, log: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def smallest_arena(model: bytes, inputs: list[np.ndarray], outputs: int, lower: int | None, cap: int) -> int:
-    """Exact smallest arena (1-byte granularity) by bisection, between the recorded total and cap.
+def smallest_arena(model: bytes, inputs: list[np.ndarray], outputs: int, lower: int | None, cap: int) -> int | None:
+    """Exact smallest arena for this model, probing in this process (see bisect_arena)."""
+    return bisect_arena(lambda size: fits(model, size, inputs, outputs), lower, cap)
 
-    The recording allocator's final total is a lower bound (the planner also needs
-    temporary space while allocating, so the real minimum can be larger); the upper
-    bound starts a quarter above it and doubles until it fits.
+
+def bisect_arena(fits_in: Callable[[int], bool], lower: int | None, cap: int) -> int | None:
+    """Exact smallest arena (1-byte granularity) by bisection; None if even `cap` does not fit.
+
+    `lower` is the recording allocator's final total: a lower bound only when it
+    fails (the planner also needs temporary space while allocating, so the real
+    minimum can be larger). The upper bound starts a quarter above it and doubles
+    until it fits. hub.verify runs this with one child per probe as its fallback.
     """
-    lo = (lower - 1) if lower and not fits(model, lower - 1, inputs, outputs) else 0
+    lo = (lower - 1) if lower and not fits_in(lower - 1) else 0
     hi = max(lo + 1, (lower or 0) + (lower or 0) // 4 + 1024)
-    while not fits(model, hi, inputs, outputs):
+    while not fits_in(hi):
+        if hi >= cap:
+            return None
         lo, hi = hi, min(hi * 2, cap)
-        if lo >= cap:
-            return cap
     while hi - lo > 1:  # invariant: lo fails, hi fits
         mid = (lo + hi) // 2
-        if fits(model, mid, inputs, outputs):
+        if fits_in(mid):
             hi = mid
         else:
             lo = mid

@@ -172,33 +172,29 @@ def sign_onnx() -> onnx.ModelProto:
 @pytest.fixture(scope="session")
 def converted_check_models() -> dict[tuple[str, str], bytes]:
     """.tflite bytes from the real converter: {(name, quantize): bytes} for hub check's TFLite tests."""
-    from hub.calibration import build_calibration
-    from hub.convert import ConvertOptions, convert
-    from hub.normalise import normalise
-
     jobs = {("cnn", "int8"): small_cnn_onnx, ("cnn", "float32"): small_cnn_onnx,
             ("tiny_softmax", "int8"): tiny_softmax_onnx, ("sign", "float32"): sign_onnx}
-    out = {}
-    for (name, quantize), make in jobs.items():
-        normalised = normalise(make())
-        calibration = build_calibration(normalised.inputs, None, (0.0, 1.0))
-        out[(name, quantize)] = convert(normalised, calibration, ConvertOptions("tflm", quantize)).tflite_bytes
-    return out
+    return {(name, quantize): convert_model(make(), quantize)[0] for (name, quantize), make in jobs.items()}
 
 
 # --- verify/export fixtures: .tflite files made by hub's own pipeline (normalise -> calibration -> convert) ---
 
-def convert_through_pipeline(model: onnx.ModelProto, folder: Path, quantize: str = "int8") -> tuple[Path, Path]:
-    """Run the real stages on `model`; returns (model.tflite, normalised model.onnx) in folder."""
+def convert_model(model: onnx.ModelProto, quantize: str = "int8"):
+    """Run the real stages on `model` (synthetic calibration over 0..1); returns (.tflite bytes, NormalisedModel)."""
     from hub.calibration import build_calibration
     from hub.convert import ConvertOptions, convert
     from hub.normalise import normalise
 
     normalised = normalise(model, {})
     calibration = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
-    converted = convert(normalised, calibration, ConvertOptions("tflm", quantize))
+    return convert(normalised, calibration, ConvertOptions("tflm", quantize)).tflite_bytes, normalised
+
+
+def convert_through_pipeline(model: onnx.ModelProto, folder: Path, quantize: str = "int8") -> tuple[Path, Path]:
+    """convert_model, written to folder; returns (model.tflite, normalised model.onnx)."""
+    tflite_bytes, normalised = convert_model(model, quantize)
     tflite, reference = folder / "model.tflite", folder / "model.onnx"
-    tflite.write_bytes(converted.tflite_bytes)
+    tflite.write_bytes(tflite_bytes)
     onnx.save(normalised.onnx_model, str(reference))
     return tflite, reference
 

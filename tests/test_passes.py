@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub.normalise import infer_shapes, normalise
 from hub.passes import PASSES, run_passes
-from tests.conftest import small_cnn_onnx
+from tests.conftest import convert_model, small_cnn_onnx
 
 RNG = np.random.default_rng(0)
 
@@ -275,10 +275,11 @@ def test_all_passes_leave_the_small_cnn_equivalent():
 
 # --- end to end: the TFLite ops the passes are for are gone ------------------------------
 
-def _convert(model: onnx.ModelProto, value_range=(0.0, 1.0)):
-    from hub.calibration import build_calibration
-    from hub.convert import ConvertOptions, convert
+def _convert(model: onnx.ModelProto):
     from hub.tflite_model import read_tflite
+
+    tflite_bytes, normalised = convert_model(model)
+    return read_tflite(tflite_bytes), normalised
 
     normalised = normalise(model, {})
     cal = build_calibration(normalised.inputs, None, value_range)

@@ -37,7 +37,7 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     try:
         with sigterm_as_interrupt():
             yield tmp
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the result is an ordinary folder
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -50,7 +50,7 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current

@@ -10,16 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from hub.output import current_umask
 from hub.tflite_model import read_tflite
 from tests.conftest import run_hub, small_cnn_onnx
-
-def _umask() -> int:
-    import os
-
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
 
 REPORT_KEYS = {"target", "source", "model", "calibration", "timings_s", "memory", "fidelity", "tflm"}
 IO_KEYS = {"name", "shape", "dtype", "scale", "zero_point"}
@@ -28,7 +21,7 @@ IO_KEYS = {"name", "shape", "dtype", "scale", "zero_point"}
 def test_default_example_report_contract(converted_resnet):
     out, stdout_doc, _ = converted_resnet
     files = {p.name for p in out.iterdir()}
-    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # an ordinary folder, not mkdtemp's 0700
+    assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # an ordinary folder, not mkdtemp's 0700
     assert {"model.onnx", "model.tflite", "report.json"} <= files
     assert any(name.endswith("_model_data.cc") for name in files)
     report = json.loads((out / "report.json").read_text())

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import onnx
 
 from hub.artifacts import LoadOptions, SourceModel
-from hub.errors import IncompatibleError, InputError
+from hub.errors import IncompatibleError, InputError, first_line
 from hub.quiet import silenced_fds
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
@@ -231,8 +231,7 @@ def _torch_errors(path: Path, what: str) -> Iterator[None]:
             yield
     except (RuntimeError, zipfile.BadZipFile, KeyError, EOFError, ValueError,
             TypeError, AttributeError, AssertionError) as exc:  # fuzz: torch.export.load on altered JSON
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read the {what}: {first[:200]}", path) from None
+        raise InputError(f"cannot read the {what}: {first_line(exc, 200)}", path) from None
 
 
 @contextlib.contextmanager
@@ -548,7 +547,5 @@ def _module_path(node_name: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     """The exception's first line, minus torch's pointers to warnings the CLI does not show."""
-    text = str(exc).strip()
-    line = (text.splitlines()[0] if text else type(exc).__name__)
-    line = re.sub(r"\s*Please check the warnings above\.?", "", line).strip() or type(exc).__name__
-    return line[:300]
+    line = re.sub(r"\s*Please check the warnings above\.?", "", first_line(exc)).strip()
+    return line or type(exc).__name__

@@ -12,6 +12,12 @@ EXIT_INCOMPATIBLE = 1  # the model will not run on the target, or fails verifica
 EXIT_USAGE = 2  # bad flags, unreadable or unsupported input
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first non-empty message line, for one-line errors (its type name if it has none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 class HubError(Exception):
     """A failure the user can cause and fix; carries its exit code."""
 

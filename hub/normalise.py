@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel, TensorSpec
-from hub.errors import InputError
+from hub.errors import InputError, first_line
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
 
@@ -52,7 +52,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises bare InferenceError/ValidationError types
-        raise InputError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+        raise InputError(f"shape inference failed: {first_line(exc, 200)}") from None
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -116,7 +116,7 @@ def _convert_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassResult]
         lifted = onnx.version_converter.convert_version(model, MIN_OPSET)
         return lifted, PassResult("convert_opset", 1, f"opset {version} -> {MIN_OPSET}")
     except Exception as exc:  # the converter raises bare RuntimeError/ConvertError types
-        reason = str(exc).splitlines()[0][:160]
+        reason = first_line(exc, 160)
         return model, PassResult("convert_opset", 0, f"kept opset {version}: the converter could not lift it ({reason})")
 
 

@@ -23,7 +23,7 @@ import onnx
 
 from hub import boards as board_data
 from hub.artifacts import LoadOptions
-from hub.errors import HubError, InputError
+from hub.errors import HubError, InputError, first_line
 from hub.layers import LayerTable, live_bytes, onnx_layers, tflite_layers
 
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
@@ -186,7 +186,7 @@ def _onnxruntime_row(onnx_model: onnx.ModelProto, table: LayerTable) -> dict[str
         ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         row = _row("onnxruntime", True, [])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         row = _row("onnxruntime", False, [{"node": "", "op": "", "message": message, "hint": ""}])
     row.update(flash_bytes=len(data), flash_basis="ONNX file size")
     return row
@@ -200,7 +200,7 @@ def _litert_row(data: bytes) -> dict[str, Any]:
         Interpreter(model_content=data).allocate_tensors()
         return _row("tflite", True, [])
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the kernel's message
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         return _row("tflite", False, [{"node": "", "op": "", "message": message, "hint": ""}])
 
 

@@ -13,6 +13,7 @@ from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel,
 from hub.errors import InputError, first_line
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
+IR_INITIALIZERS_APART = 4  # onnx IR version 4: initializers need not be graph inputs
 
 
 def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
@@ -62,10 +63,16 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
+    """IR < 4 files list every initializer among the graph inputs: keep only the real inputs.
+
+    The IR version rises to 4, the first that allows initializers outside the inputs; left at 3,
+    the version converter finds no definition for the weights and refuses to lift the opset.
+    """
     inits = {t.name for t in model.graph.initializer}
     keep = [v for v in model.graph.input if v.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(keep)
+    model.ir_version = max(model.ir_version, IR_INITIALIZERS_APART)
 
 
 def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int, ...]]) -> None:

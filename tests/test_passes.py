@@ -102,6 +102,43 @@ def test_fold_constants_leaves_outputs_that_would_grow_the_model():
     assert changed(results, "fold_constants") == 0 and "grow" in results[0].detail
 
 
+def test_fold_constants_folds_weights_however_large():
+    """The light model-zoo files build every weight with ConstantOfShape: a Conv weight (directly) and a
+    Gemm weight (through a Reshape) must become initializers, or onnx2tf fails ("axes don't match array")."""
+    fill = numpy_helper.from_array(np.array([0.01], np.float32))
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"], value=fill),
+             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("ConstantOfShape", ["g_shape"], ["g_flat"], value=fill),
+             helper.make_node("Reshape", ["g_flat", "g_dims"], ["g"]),
+             helper.make_node("Gemm", ["f", "g"], ["y"], transB=1)]
+    model = make(nodes, {"x": [1, 64, 8, 8]}, {"y": [1, 10]},
+                 {"w_shape": np.array([64, 64, 3, 3], np.int64), "g_shape": np.array([10 * 64 * 64], np.int64),
+                  "g_dims": np.array([10, 64 * 64], np.int64)})
+    after, results = apply(model, "fold_constants")
+    assert ops(after) == ["Conv", "Flatten", "Gemm"] and changed(results, "fold_constants") == 3
+
+
+def test_ir3_files_with_initializers_as_inputs_lift_to_opset_13():
+    """IR 3 lists initializers among the inputs; once they are dropped the IR version must allow that,
+    or the version converter finds no definition for the weights and the opset stays 9 (whose Softmax
+    flattens from the axis on: onnx2tf then computes another function)."""
+    w = rand(8, 4)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["s"]),
+                               helper.make_node("Softmax", ["s"], ["y"])], "ir3",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 3
+    result = normalise(model)
+    assert result.passes[0].detail == "opset 9 -> 13"
+    assert [i.name for i in result.onnx_model.graph.input] == ["x"]
+    x = rand(1, 8)
+    np.testing.assert_allclose(run_ort(result.onnx_model, {"x": x})[0], run_ort(model, {"x": x})[0], rtol=1e-5)
+
+
 # --- remove_noops --------------------------------------------------------------
 
 def test_remove_noops_drops_identity_reshape_transpose_slice_flatten():

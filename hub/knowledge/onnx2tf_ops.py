@@ -353,8 +353,23 @@ _STATIC = {
     "GroupNormalization": (1, 2),  # group_normalization_example/epsilon: the same
 }
 _ROWS = [replace(r, static_operands=_STATIC.get(r.onnx_op, ())) for r in _ROWS]
+
+# Trained weights onnx2tf turns into constant TFLite tensors (quantized with the op in int8): computed
+# at run time instead, they become activations, and an int8 Conv or Gemm then has no int8 weights.
+# The light model-zoo files build every one of them with ConstantOfShape.
+WEIGHT_OPERANDS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "PRelu": (1,),
+    "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
+    "GroupNormalization": (1, 2),
+}
 LOWERINGS: dict[str, Lowering] = {row.onnx_op: row for row in _ROWS}
 
 
 def lowering(op: str) -> Lowering | None:
     return LOWERINGS.get(op)
+
+
+def needs_constant(op: str, index: int) -> bool:
+    """Must ONNX input `index` of `op` be known when converting (a weight, axes, a size)?"""
+    row = LOWERINGS.get(op)
+    return index in WEIGHT_OPERANDS.get(op, ()) or (row is not None and index in row.static_operands)

@@ -7,7 +7,10 @@ computation into the TFLite graph (often as ops TFLM lacks, e.g. RANGE, or int64
 arithmetic), and the shape computations exporters write block later passes.
 
 A result much larger than its inputs (Expand, Tile, ConstantOfShape) is left as
-a node: folding it would grow the model file for nothing.
+a node: folding it would grow the model file for nothing; unless the result is a
+weight or another operand onnx2tf must know while converting (the light model-zoo
+files build every Conv and Gemm weight with ConstantOfShape: left as nodes, onnx2tf
+fails with "axes don't match array").
 """
 from __future__ import annotations
 
@@ -15,9 +18,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from hub.knowledge.onnx2tf_ops import needs_constant
 from hub.passes.rewrite import graph_output_names, remove_unused_initializers, static_shape
 
 NAME = "fold_constants"
+# Ops that pass a constant on unchanged but for its shape or type: a weight built by ConstantOfShape
+# often reaches its Conv or Gemm through one of them.
+PASS_THROUGH = {"Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs
 
@@ -51,18 +58,20 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     outputs = graph_output_names(model)
     consts = _Constants(model)
+    readers = _readers(model)
     for node in list(model.graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC:
             continue
         if any(o in outputs for o in node.output):
             continue  # graph outputs keep their producing node (the interface stays a computed tensor)
-        if node.op_type == "ConstantOfShape" and _fill_too_large(node, consts):
+        required = any(_needs_constant(name, readers) for name in node.output)
+        if node.op_type == "ConstantOfShape" and not required and _fill_too_large(node, consts):
             skipped += 1  # decided from the shape alone: no need to build the array
             continue
         values = _evaluate(model, node, opset, consts)
         if values is None:
             continue
-        if not _small_enough(node, values, consts):
+        if not required and not _small_enough(node, values, consts):
             skipped += 1
             continue
         for name, value in zip(node.output, values):
@@ -77,6 +86,25 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
     if skipped:
         detail += f"{'; ' if detail else ''}left {skipped} nodes whose folded output would grow the model"
     return model, folded, detail
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """Tensor name -> the (node, input index) pairs that read it."""
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, i))
+    return readers
+
+
+def _needs_constant(name: str, readers: dict, depth: int = 0) -> bool:
+    """Is `name` read where onnx2tf needs a constant, directly or through PASS_THROUGH ops?"""
+    for node, i in readers.get(name, []):
+        if needs_constant(node.op_type, i):
+            return True
+        if node.op_type in PASS_THROUGH and i == 0 and depth < 8 and _needs_constant(node.output[0], readers, depth + 1):
+            return True
+    return False
 
 
 def _fill_value(node: onnx.NodeProto) -> np.ndarray:

@@ -46,9 +46,17 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def verdict(self) -> str:
+        """"will run", "will not run", or "unknown" when only a risk the check cannot decide stands in the way."""
+        if not self.compatible:
+            return "will not run"
+        return "unknown" if any(f.severity == "risk" for f in self.findings) else "will run"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "compatible": self.compatible,
+            "verdict": self.verdict,
             "target": self.target,
             "quantize": self.quantize,
             "findings": [f.to_dict() for f in self.findings],
@@ -470,11 +478,28 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
             all(m.static for m in view.inputs() if m.shape is not None):
         out.append(_finding(view, ops, "error", f"{view.op}'s output shape depends on the data; TFLM needs "
                             "static shapes.", "give the output a fixed size (pad or mask instead)"))
-    if quantize in ("int8", "int16x8") and {"SOFTMAX", "LOG_SOFTMAX", "LOGISTIC"} & set(ops):
-        out.append(_finding(view, ops, "info", f"int8 {'/'.join(o for o in ops if 'SOFT' in o or o == 'LOGISTIC')} "
-                            "aborts TFLM when its input scale is tiny (untrained weights); hub checks the scale "
-                            "after conversion.", "calibrate with real data"))
+    classes = _softmax_classes(view) if "SOFTMAX" in ops else None
+    if quantize == "int8" and classes is not None and classes >= tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES:
+        out.append(_finding(view, ops, "risk", softmax_abort_message(classes), SOFTMAX_ABORT_HINT))
     return out
+
+
+SOFTMAX_ABORT_HINT = "end the int8 model before the softmax (argmax needs none), or convert with --quantize int16x8"
+
+
+def softmax_abort_message(classes: int) -> str:
+    return (f"int8 SOFTMAX over {classes:,} classes: TFLM aborts the program at invoke whenever "
+            f"{tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES} or more of them score level with the top one "
+            "(reference/softmax.h exponent check); flat logits, as from placeholder weights, hit it.")
+
+
+def _softmax_classes(view: NodeView) -> int | None:
+    """The length of the axis a Softmax normalises (opset >= 13: one axis, default the last)."""
+    meta = view.input(0)
+    if meta is None or not meta.shape or not meta.static:
+        return None
+    axis = next((a.i for a in view.node.attribute if a.name == "axis"), -1)
+    return int(meta.shape[axis]) if -len(meta.shape) <= axis < len(meta.shape) else None
 
 
 def _fused_into(view: NodeView, producer_ops: dict[str, list[str]], producer_of: dict[str, str]) -> str | None:
@@ -605,20 +630,13 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
 
 def _verdict(findings: list[Finding]) -> str:
     severities = {f.severity for f in findings}
-    return "error" if "error" in severities else "warning" if "warning" in severities else "ok"
+    return next((s for s in ("error", "risk", "warning") if s in severities), "ok")
 
 
 # --------------------------------------------------------------------------------------------------
 # TFLite flatbuffers
 # --------------------------------------------------------------------------------------------------
 
-# int8 SOFTMAX/LOG_SOFTMAX: PreprocessSoftmaxScaling (tensorflow/lite/kernels/internal/quantization_util.cc)
-# calls QuantizeMultiplierGreaterThanOne(beta * input_scale * 2^(31-5)), whose TFLITE_CHECK_GT(.., 1.)
-# aborts the process when the product is <= 1 (kScaledDiffIntegerBits = 5 in softmax_common.cc).
-SOFTMAX_MIN_SCALE = 2.0 ** -26
-# int8 LOGISTIC: logistic_common.cc frexp()s input_scale * 2^27; below 2^-28 the left shift turns
-# negative and CalculateInputRadius shifts by a negative amount (undefined behaviour).
-LOGISTIC_MIN_SCALE = 2.0 ** -28
 WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
               "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "EMBEDDING_LOOKUP"}
 
@@ -628,21 +646,28 @@ def _op_label(model, op) -> str:
     return f"#{op.index} {outs[0]}" if outs else f"#{op.index}"
 
 
-def check_softmax_scales(model) -> list[Finding]:
-    """int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC whose input scale makes TFLM abort (TFLiteModel from read_tflite)."""
-    findings = []
+def scale_hazards(model) -> list[tuple]:
+    """(op, input tensor, limit) for each int8 op whose input scale TFLM's Prepare cannot take
+    (tflm_kernels.MIN_INT8_INPUT_SCALE); `model` is a TFLiteModel from read_tflite."""
+    hazards = []
     for op in model.ops:
-        limit = {"SOFTMAX": SOFTMAX_MIN_SCALE, "LOG_SOFTMAX": SOFTMAX_MIN_SCALE,
-                 "LOGISTIC": LOGISTIC_MIN_SCALE}.get(op.name)
+        limit = tflm_kernels.MIN_INT8_INPUT_SCALE.get(op.name)
         if limit is None or not op.inputs or op.inputs[0] < 0:
             continue
         t = model.tensors[op.inputs[0]]
         if t.dtype == "int8" and t.scales and t.scales[0] <= limit:
-            findings.append(Finding(_op_label(model, op), op.name, [op.name], "error",
-                                    f"int8 {op.name} input scale {t.scales[0]:.3g} is below {limit:.3g}; TFLM "
-                                    "aborts the whole program in Prepare (QuantizeMultiplierGreaterThanOne).",
-                                    "calibrate with real data, or train the model: its logits barely vary"))
-    return findings
+            hazards.append((op, t, limit))
+    return hazards
+
+
+def check_softmax_scales(model) -> list[Finding]:
+    """int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC whose input scale makes TFLM abort (TFLiteModel from read_tflite)."""
+    return [Finding(_op_label(model, op), op.name, [op.name], "error",
+                    f"int8 {op.name} input scale {t.scales[0]:.3g} is below {limit:.3g}; TFLM "
+                    "aborts the whole program in Prepare (QuantizeMultiplierGreaterThanOne).",
+                    "convert it with hub convert (which raises the scale to the limit), or calibrate with real "
+                    "data: the logits barely vary")
+            for op, t, limit in scale_hazards(model)]
 
 
 def _tflite_op_findings(model, op) -> list[Finding]:
@@ -697,7 +722,21 @@ def _tflite_op_findings(model, op) -> list[Finding]:
         out.append(err(f"{op.name} takes float32 activations with int8 weights (a hybrid, dynamic-range "
                        "model); TFLM rejects hybrid models.", "convert with full-integer int8 (hub convert "
                        "--quantize int8) or float32"))
+    classes = softmax_abort_classes(model, op)
+    if classes:
+        out.append(Finding(label, op.name, ops, "risk", softmax_abort_message(classes), SOFTMAX_ABORT_HINT))
     return out
+
+
+def softmax_abort_classes(model, op) -> int | None:
+    """The class count of an int8-to-int8 SOFTMAX that TFLM aborts on when its logits are flat, else None."""
+    if op.name != "SOFTMAX" or not op.inputs or not op.outputs or op.inputs[0] < 0:
+        return None
+    x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+    classes = x.shape[-1] if x.shape else 0
+    if x.dtype == y.dtype == "int8" and classes >= tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES:
+        return classes
+    return None
 
 
 def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
@@ -757,5 +796,5 @@ def _tflite_quantize(model) -> str:
     return "float32" if "float32" in activations else "int8"
 
 
-__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_softmax_scales", "check_node", "NodeView",
+__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_softmax_scales", "scale_hazards", "softmax_abort_classes", "check_node", "NodeView",
            "math"]

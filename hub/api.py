@@ -117,6 +117,7 @@ def convert(
                 target, quantize, per_channel_dense=per_channel_dense))
         except IncompatibleError as exc:
             raise IncompatibleError(exc.message + _blocking_hint(check), path) from None
+        converted, tflite_passes = _tflite_passes(converted)
 
     report: dict[str, Any] = {
         "target": target,
@@ -124,7 +125,7 @@ def convert(
         "source": {"path": str(path), "framework": source.framework},
         "model": _model_section(converted.tflite_bytes),
         "calibration": converted.calibration,
-        "passes": [vars(p) for p in normalised.passes],
+        "passes": [vars(p) for p in normalised.passes + tflite_passes],
         "check": check.to_dict() if check else None,
     }
     verification = None
@@ -174,6 +175,16 @@ def _normalise(source: SourceModel, options: LoadOptions):
     from hub.normalise import normalise_source
 
     return normalise_source(source, options)
+
+
+def _tflite_passes(converted):
+    """The flatbuffer passes (hub.tflite_passes) on the converter's output."""
+    from dataclasses import replace
+
+    from hub.tflite_passes import run_passes
+
+    tflite_bytes, results = run_passes(converted.tflite_bytes)
+    return replace(converted, tflite_bytes=tflite_bytes), results
 
 
 def _analyse(onnx_model, target: str, quantize: str):

@@ -83,7 +83,9 @@ class Finding:
     node: str
     op: str
     tflite_ops: list[str]
-    severity: str  # "error" | "warning" | "info"
+    # "error" (will not run) | "risk" (may not run: decided only by data the check does not see)
+    # | "warning" | "info"
+    severity: str
     message: str
     hint: str = ""
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from hub.analyse import SOFTMAX_ABORT_HINT, scale_hazards, softmax_abort_classes, softmax_abort_message
 from hub.artifacts import Finding
 from hub.child import ChildResult, run_python_module
 from hub.errors import InputError
@@ -45,7 +46,6 @@ ROUND_TO = 1024
 CHILD_TIMEOUT_S = 600.0
 CHILD_MEMORY_MB = 4096
 CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
-SOFTMAX_INTEGER_BITS = 5  # kScaledDiffIntegerBits in tflite-micro kernels/softmax_common.cc
 
 
 @dataclass
@@ -203,32 +203,21 @@ def _crash_finding(model: TFLiteModel, crash: str, phase: str, log: list[str]) -
     """An abort names no node; name the op when a known hazard explains it."""
     where = {"load": "preparing the model", "invoke": "invoking it", "samples": "invoking it on the samples"}
     message = f"{crash} while {where.get(phase, 'starting')}" + (f": {'; '.join(log[-4:])}" if log else "")
-    hazards = softmax_scale_hazards(model)
+    hazards = scale_hazards(model)
     if hazards:
-        index, op, scale = hazards[0]
-        return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
-                       message=f"{message} (int8 {op} input scale {scale:.3g} is too small: TFLM's "
+        op, tensor, _ = hazards[0]
+        return Finding(node=f"op #{op.index} {op.name}", op=op.name, tflite_ops=[op.name], severity="error",
+                       message=f"{message} (int8 {op.name} input scale {tensor.scales[0]:.3g} is too small: TFLM's "
                                "QuantizeMultiplierGreaterThanOne check aborts)",
                        hint="typical of untrained weights or logits near zero; calibrate with real data "
                             "or end the int8 model before the softmax")
+    flat = [(op, softmax_abort_classes(model, op)) for op in model.ops if softmax_abort_classes(model, op)]
+    if flat and phase in ("invoke", "samples"):
+        op, classes = flat[0]
+        return Finding(node=f"op #{op.index} {op.name}", op=op.name, tflite_ops=[op.name], severity="error",
+                       message=f"{message} ({softmax_abort_message(classes)})", hint=SOFTMAX_ABORT_HINT)
     return Finding(node="model", op="", tflite_ops=[], severity="error", message=message,
                    hint="TFLM gives no node for an abort; hub check may name the cause")
-
-
-def softmax_scale_hazards(model: TFLiteModel) -> list[tuple[int, str, float]]:
-    """int8 SOFTMAX/LOG_SOFTMAX ops whose input scale makes TFLM abort in Prepare.
-
-    tflite-micro PreprocessSoftmaxScaling: multiplier = beta * scale * 2^(31 - 5) must
-    exceed 1 (QuantizeMultiplierGreaterThanOne). beta is taken as 1, onnx2tf's value.
-    """
-    hazards = []
-    for op in model.ops:
-        if op.name not in ("SOFTMAX", "LOG_SOFTMAX") or not op.inputs:
-            continue
-        tensor = model.tensors[op.inputs[0]]
-        if tensor.dtype == "int8" and tensor.scales and tensor.scales[0] * 2 ** (31 - SOFTMAX_INTEGER_BITS) <= 1.0:
-            hazards.append((op.index, op.name, tensor.scales[0]))
-    return hazards
 
 
 def _first_node(model: TFLiteModel, op_name: str) -> str:

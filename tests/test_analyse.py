@@ -203,17 +203,25 @@ def test_float16_tensors_are_flagged():
     assert "float16" in f.message and f.severity == "warning"
 
 
-def test_softmax_hazard_is_noted_for_int8_only():
-    m = unary("Softmax", axis=-1)
-    assert any(f.severity == "info" and "aborts TFLM" in f.message for f in analyse_onnx(m).findings)
-    assert not analyse_onnx(m, quantize="float32").findings
+def test_int8_softmax_over_many_classes_is_a_risk_not_a_will_run():
+    """TFLM's int8 SOFTMAX aborts at invoke when 512+ classes tie with the top one (flat logits):
+    the check cannot see the logits, so over 1,000 classes its verdict is "unknown", not "will run"."""
+    wide = model_of([helper.make_node("Softmax", ["x"], ["y"], name="n", axis=-1)], [vi("x", (1, 1000))],
+                    [vi("y", (1, 1000))])
+    result = analyse_onnx(wide)
+    [f] = result.findings
+    assert f.severity == "risk" and "1,000 classes" in f.message and "int16x8" in f.hint
+    assert result.compatible and result.verdict == "unknown" and result.to_dict()["verdict"] == "unknown"
+    assert analyse_onnx(wide, quantize="float32").verdict == "will run"
+    assert analyse_onnx(wide, quantize="int16x8").verdict == "will run"  # int16 output: the sum may reach 2^16
+    assert analyse_onnx(unary("Softmax", axis=-1)).verdict == "will run"  # 8 classes cannot reach 512
 
 
 def test_module_path_and_json_shape():
     n = helper.make_node("Gelu", ["x"], ["y"], name="/layer1/layer1.0/act/Gelu")
     m = model_of([n], [vi("x", (1, 8))], [vi("y", (1, 8))], opset=20)
     d = analyse_onnx(m).to_dict()
-    assert set(d) == {"compatible", "target", "quantize", "findings", "nodes"}
+    assert set(d) == {"compatible", "verdict", "target", "quantize", "findings", "nodes"}
     assert d["nodes"][0]["module"] == "layer1.0.act"
     assert set(d["findings"][0]) == {"node", "op", "tflite_ops", "severity", "message", "hint"}
     json.dumps(d)

@@ -10,9 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from hub.analyse import scale_hazards
 from hub.tflite_model import read_tflite
 from hub.verify import (compare, dequantise, is_classifier_shaped, probe_arena, quantise, recommended_arena,
-                        softmax_scale_hazards, to_tflite_inputs, verify)
+                        to_tflite_inputs, verify)
 from tests.conftest import MLPERF, convert_through_pipeline, run_hub
 
 # Smallest arenas listed in /work/shared/mlperf_tiny/README.md (measured elsewhere, by bisection).
@@ -90,7 +91,7 @@ def test_min_cosine_gates_ok(small_cnn_verified):
 
 def test_abort_in_tflm_becomes_a_finding_and_the_caller_survives(tiny_softmax_int8_tflite):
     data = tiny_softmax_int8_tflite.read_bytes()
-    assert softmax_scale_hazards(read_tflite(data)), "fixture should have a tiny int8 softmax input scale"
+    assert scale_hazards(read_tflite(data)), "fixture should have a tiny int8 softmax input scale"
     result = verify(data, None, None)
     assert not result.ok and result.tflm["loads"] is False and result.tflm["invokes"] is False
     [finding] = result.findings
@@ -225,3 +226,18 @@ def test_arena_by_child_probes_matches_the_in_child_search():
     measured = verify(data, None, None).memory["arena_bytes"]
     assert arena_by_probes(data, measured - 200) == measured
     assert arena_by_probes(data, None) == measured
+
+
+def test_tiny_softmax_scale_is_raised_so_tflm_runs_it(tiny_softmax_int8_tflite):
+    """hub convert's flatbuffer pass turns the abort above into a model that runs and still computes
+    the softmax of logits that barely vary (uniform within 4e-6)."""
+    from hub.tflite_passes import run_passes
+
+    raw = tiny_softmax_int8_tflite.read_bytes()
+    fixed, [result] = run_passes(raw)
+    assert result.name == "raise_tiny_scales" and result.changed == 1 and "SOFTMAX" in result.detail
+    assert len(fixed) == len(raw) and scale_hazards(read_tflite(fixed)) == []
+    reference = onnx.load(str(tiny_softmax_int8_tflite.with_name("model.onnx")))
+    verified = verify(fixed, reference, held_out(reference))
+    assert verified.ok and verified.fidelity["max_abs_error"] < 1e-3
+    assert run_passes(fixed)[1][0].changed == 0  # nothing left to raise

@@ -17,6 +17,20 @@ from dataclasses import dataclass
 # The sources read, and the interpreter the benchmark runs (pip tflite-micro).
 TFLM_VERSION = "tflite-micro@90b983c2 (2026-08-20); pip tflite-micro==0.dev20261023182759"
 
+# int8 input scales at or below which a kernel's Prepare goes wrong, by op:
+# SOFTMAX/LOG_SOFTMAX: PreprocessSoftmaxScaling (tensorflow/lite/kernels/internal/quantization_util.cc) calls
+# QuantizeMultiplierGreaterThanOne(beta * input_scale * 2^(31-5)), whose TFLITE_CHECK_GT(.., 1.) aborts the
+# process when the product is <= 1 (kScaledDiffIntegerBits = 5 in kernels/softmax_common.cc; beta = 1 as
+# onnx2tf writes it). LOGISTIC: kernels/logistic_common.cc frexp()s input_scale * 2^27; below 2^-28 the left
+# shift turns negative and CalculateInputRadius shifts by a negative amount (undefined behaviour).
+MIN_INT8_INPUT_SCALE = {"SOFTMAX": 2.0 ** -26, "LOG_SOFTMAX": 2.0 ** -26, "LOGISTIC": 2.0 ** -28}
+# int8-in, int8-out SOFTMAX at invoke: tensorflow/lite/kernels/internal/reference/softmax.h checks
+# TFLITE_CHECK(exponent <= 31) with exponent = num_bits_over_unit + 31 - 8, where num_bits_over_unit is
+# floor(log2(sum of exp(x - max))) (GetReciprocal in kernels/internal/common.h): the process aborts whenever
+# the exps of one row sum to 2^8 = 512 or more, i.e. when 512 or more classes score level with the top one.
+# Only rows of at least this many classes can reach it (measured: 1,000 equal logits abort, 4 do not).
+SOFTMAX_INT8_ABORT_CLASSES = 512
+
 F32, I8, I16, I32, I64, BOOL, U8, U32 = "float32", "int8", "int16", "int32", "int64", "bool", "uint8", "uint32"
 NUMERIC = frozenset({F32, I8, I16, I32})
 ANY = frozenset({F32, I8, I16, I32, I64, BOOL, U8})  # kernels that only move bytes (RESHAPE, SQUEEZE)

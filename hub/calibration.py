@@ -34,6 +34,8 @@ class CalibrationSet:
                "held_out_samples": len(next(iter(self.held_out.values()))) if self.held_out else 0}
         if self.layout:
             out["layout"] = self.layout
+        if self.notes and not self.synthetic:
+            out["notes"] = list(self.notes)
         if self.synthetic:
             out["note"] = ("quantization was calibrated on synthetic uniform data, not real samples: "
                            "pass --calibration with real inputs for production accuracy")
@@ -62,11 +64,12 @@ def build_calibration(
     """Calibration + held-out samples from a .npy/.npz/image folder, or synthetic over input_range."""
     if path is None:
         return _synthetic(inputs, input_range, seed)
-    path = Path(path)
+    path, array_name = split_array_name(path)
+    notes: list[str] = []
     if path.is_dir():
         arrays, layout = _from_images(path, inputs, input_range), "images"
     elif path.suffix == ".npz":
-        arrays, layout = _from_npz(path, inputs, source_layouts or {})
+        arrays, layout = _from_npz(path, inputs, source_layouts or {}, array_name, notes)
     elif path.suffix == ".npy":
         arrays, layout = _from_npy(path, inputs, source_layouts or {})
     else:
@@ -76,10 +79,20 @@ def build_calibration(
     return CalibrationSet(
         samples={k: v[: n - hold] for k, v in arrays.items()},
         held_out={k: v[n - hold :] for k, v in arrays.items()},
-        source=str(path),
+        source=str(path) + (f":{array_name}" if array_name else ""),
         synthetic=False,
         layout=layout,
+        notes=notes,
     )
+
+
+def split_array_name(path: str | Path) -> tuple[Path, str | None]:
+    """`data.npz:specs` -> (data.npz, "specs"): which array of a .npz calibrates a one-input model."""
+    text = str(path)
+    head, sep, name = text.rpartition(":")
+    if sep and head.endswith(".npz") and name and not Path(text).exists():
+        return Path(head), name
+    return Path(text), None
 
 
 def _synthetic(inputs: list[TensorSpec], input_range: tuple[float, float], seed: int) -> CalibrationSet:
@@ -125,10 +138,14 @@ def _from_npy(path: Path, inputs: list[TensorSpec], layouts: dict) -> tuple[dict
     return {inputs[0].name: sample}, layout
 
 
-def _from_npz(path: Path, inputs: list[TensorSpec], layouts: dict) -> tuple[dict[str, np.ndarray], str]:
+def _from_npz(path: Path, inputs: list[TensorSpec], layouts: dict, array_name: str | None,
+              notes: list[str]) -> tuple[dict[str, np.ndarray], str]:
     arrays = _load_array(path)
-    if len(inputs) == 1 and len(arrays) == 1:
-        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    if len(inputs) == 1 and inputs[0].name not in arrays:
+        arrays = {inputs[0].name: _pick_array(arrays, inputs[0], layouts, path, array_name, notes)}
+    elif array_name is not None:
+        raise InputError(f"`:{array_name}` picks the array for a one-input model; this model has {len(inputs)} "
+                         "inputs: name the .npz arrays after them", path)
     missing = [s.name for s in inputs if s.name not in arrays]
     if missing:
         raise InputError(f"calibration .npz lacks arrays for input(s) {', '.join(missing)}; it has {', '.join(arrays) or 'none'}", path)
@@ -140,6 +157,33 @@ def _from_npz(path: Path, inputs: list[TensorSpec], layouts: dict) -> tuple[dict
     if len(counts) != 1:
         raise InputError(f"calibration arrays hold different sample counts {sorted(counts)}; give the same number per input", path)
     return out, "/".join(sorted(found))
+
+
+def _pick_array(arrays: dict[str, np.ndarray], spec: TensorSpec, layouts: dict, path: Path, array_name: str | None,
+                notes: list[str]) -> np.ndarray:
+    """The array that calibrates a one-input model: the one named, else the only one whose shape fits
+    (files such as MLPerf Tiny's calibration_samples.npz hold labels beside the samples)."""
+    if array_name is not None:
+        if array_name not in arrays:
+            raise InputError(f"calibration .npz has no array {array_name!r}; it has {', '.join(arrays) or 'none'}", path)
+        return arrays[array_name]
+    fitting = [name for name, array in arrays.items() if _fits(array, spec, layouts.get(spec.name), path)]
+    if len(fitting) == 1:
+        if len(arrays) > 1:
+            notes.append(f"array {fitting[0]!r} of {', '.join(arrays)} calibrates input {spec.name!r} (its shape fits)")
+        return arrays[fitting[0]]
+    which = "several arrays fit" if fitting else "no array fits"
+    raise InputError(f"calibration .npz holds {', '.join(f'{k} {tuple(v.shape)}' for k, v in arrays.items()) or 'nothing'}"
+                     f" and {which} input {spec.name!r} (N, {', '.join(map(str, spec.shape[1:]))}); choose one with "
+                     f"--calibration {path.name}:ARRAY", path)
+
+
+def _fits(array: np.ndarray, spec: TensorSpec, layout: str | None, path: Path) -> bool:
+    try:
+        _fit(array, spec, layout, path)
+        return True
+    except InputError:
+        return False
 
 
 def _fit(array: np.ndarray, spec: TensorSpec, source_layout: str | None, path: Path) -> tuple[np.ndarray, str]:

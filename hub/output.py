@@ -5,6 +5,7 @@ existing folder is replaced only with --force.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,18 +23,28 @@ def check_destination(out: Path, force: bool) -> None:
         raise InputError("output folder exists; pass --force to replace it or --out to choose another", out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a folder", out)
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = _existing_ancestor(out)
     if not parent.is_dir():
-        raise InputError("the output folder's parent does not exist", parent)
+        raise InputError("a parent of the output folder is not a folder", parent)
     if not os.access(parent, os.W_OK):
         raise InputError("the output folder's parent is not writable", parent)
+
+
+def _existing_ancestor(out: Path) -> Path:
+    """The nearest ancestor of `out` that exists: missing parents are created, as mkdir -p does."""
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
 
 
 @contextmanager
 def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary folder; on clean exit it becomes `out`, otherwise it is deleted."""
     check_destination(out, force)
+    created = _make_parents(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    done = False
     try:
         with sigterm_as_interrupt():
             yield tmp
@@ -45,9 +56,21 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in [] if done else reversed(created):  # a failure leaves no folders of ours behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create the missing parents of `out`, outermost first; returns those created."""
+    missing = [p for p in reversed(out.absolute().parents) if not p.exists()]
+    for folder in missing:
+        folder.mkdir(mode=0o777)  # the umask applies, as for mkdir -p
+    return missing
 
 
 def current_umask() -> int:

@@ -7,7 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-out = Console()
+# soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
+# a file, which cut "CONV_2D x9" in two); tables still fit the width.
+out = Console(soft_wrap=True)
 
 
 def _kb(n: int | None) -> str:
@@ -31,6 +33,8 @@ def print_convert_summary(report: dict[str, Any]) -> None:
                       "[yellow](not real data: pass --calibration for production accuracy)[/]")
         else:
             out.print(f"  calibration  {cal.get('samples')} samples from {cal.get('source')}")
+            for note in cal.get("notes", []):
+                out.print(f"               {note}")
     memory, fidelity, tflm = report.get("memory"), report.get("fidelity"), report.get("tflm")
     if tflm:
         state = "[green]loads and invokes[/]" if tflm.get("invokes") else f"[red]fails[/]: {tflm.get('message')}"
@@ -45,11 +49,14 @@ def print_convert_summary(report: dict[str, Any]) -> None:
 
 
 def print_check(result, model: Path) -> None:
-    verdict = "[green]will run[/]" if result.compatible else "[red]will not run[/]"
-    shown = [f for f in result.findings if f.severity in ("error", "warning")]
+    verdict = {"will run": "[green]will run[/]", "will not run": "[red]will not run[/]",
+               "unknown": "[yellow]may not run[/]"}[result.verdict]
+    shown = [f for f in result.findings if f.severity in ("error", "risk", "warning")]
+    risks = sum(f.severity == "risk" for f in shown)
     out.print(f"[bold]{model}[/]: {verdict} on {result.target} ({result.quantize}); "
               f"{len(result.nodes)} nodes, {sum(f.severity == 'error' for f in shown)} blocking, "
-              f"{sum(f.severity == 'warning' for f in shown)} warnings")
+              + (f"{risks} risk{'s' * (risks != 1)} the check cannot decide, " if risks else "")
+              + f"{sum(f.severity == 'warning' for f in shown)} warnings")
     if not shown:
         return
     modules = {n["name"]: n.get("module") for n in result.nodes}

@@ -55,6 +55,26 @@ def test_npz_by_input_name(tmp_path):
     assert set(cal.samples) == {"a", "b"} and len(cal.samples["a"]) == 5
 
 
+def test_npz_with_labels_beside_the_samples(tmp_path):
+    """MLPerf Tiny's calibration_samples.npz holds `specs` and `labels`: the array that fits is taken."""
+    specs = np.random.default_rng(0).random((10, 3, 16, 12), dtype=np.float32)
+    np.savez(tmp_path / "c.npz", specs=specs, labels=np.arange(10))
+    cal = build_calibration(IMAGE, tmp_path / "c.npz")
+    np.testing.assert_array_equal(cal.samples["image"], specs[:8])
+    assert cal.summary()["notes"] == ["array 'specs' of specs, labels calibrates input 'image' (its shape fits)"]
+
+
+def test_npz_array_chosen_by_name(tmp_path):
+    a, b = (np.full((5, 3, 16, 12), v, np.float32) for v in (0.25, 0.75))
+    np.savez(tmp_path / "c.npz", a=a, b=b)
+    with pytest.raises(InputError, match="several arrays fit input 'image'.*--calibration c.npz:ARRAY"):
+        build_calibration(IMAGE, tmp_path / "c.npz")
+    cal = build_calibration(IMAGE, f"{tmp_path / 'c.npz'}:b")
+    assert cal.samples["image"].max() == 0.75 and cal.source.endswith("c.npz:b")
+    with pytest.raises(InputError, match="has no array 'c'; it has a, b"):
+        build_calibration(IMAGE, f"{tmp_path / 'c.npz'}:c")
+
+
 def test_image_folder_is_resized_and_scaled(tmp_path):
     import cv2
 
@@ -93,8 +113,8 @@ def test_other_calibration_errors(tmp_path):
     (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(InputError, match="cannot read"):
         build_calibration(IMAGE, tmp_path / "broken.npy")
-    np.savez(tmp_path / "c.npz", other=np.zeros((3, 3, 16, 12), np.float32), more=np.zeros(2))
-    with pytest.raises(InputError, match="lacks arrays for input"):
+    np.savez(tmp_path / "c.npz", other=np.zeros((3, 3, 8, 8), np.float32), more=np.zeros(2))
+    with pytest.raises(InputError, match=r"other \(3, 3, 8, 8\), more \(2,\) and no array fits .*c.npz:ARRAY"):
         build_calibration(IMAGE, tmp_path / "c.npz")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="0 readable image"):

@@ -93,24 +93,31 @@ def test_failed_conversion_leaves_no_output_folder(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
     path = tmp_path / "mystery.onnx"
     onnx.save(model, str(path))
-    proc = run_hub("convert", path, "--out", tmp_path / "out")
+    proc = run_hub("convert", path, "--out", tmp_path / "new" / "parents" / "out")
     assert proc.returncode in (1, 2), proc.stderr
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("hub: warning:")]
     assert len(errors) == 1 and errors[0].startswith("hub: error:") and "Traceback" not in proc.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "new").exists()  # the parents it made for the output go too
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out") or "tmp" in p.name]
 
 
 def test_calibration_file_via_cli(tmp_path, small_cnn_path):
+    """A .npz with labels beside the samples (as MLPerf Tiny ships them), an output folder whose parents
+    do not exist yet (created, as mkdir -p), and plain-text output piped: no line is hard-wrapped."""
     import numpy as np
 
     samples = np.random.default_rng(3).random((16, 3, 16, 16), dtype=np.float32)
-    np.save(tmp_path / "cal.npy", samples)
-    proc = run_hub("convert", small_cnn_path, "--out", tmp_path / "out", "--calibration", tmp_path / "cal.npy", "--json")
+    np.savez(tmp_path / "cal.npz", specs=samples, labels=np.arange(16))
+    out = tmp_path / "results" / "run1" / "out"
+    proc = run_hub("convert", small_cnn_path, "--out", out, "--calibration", tmp_path / "cal.npz")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
+    report = json.loads((out / "report.json").read_text())
     assert report["calibration"]["samples"] + report["calibration"]["held_out_samples"] == 16 and not report["calibration"]["synthetic"]
+    assert "'specs'" in report["calibration"]["notes"][0] and "'specs'" in proc.stdout
     assert "synthetic" not in proc.stderr
+    ops = ", ".join(f"{k} x{v}" for k, v in report["model"]["ops"].items())
+    assert any(line.startswith("  model.tflite") and line.endswith(ops) for line in proc.stdout.splitlines())
+    assert max(len(line) for line in proc.stdout.splitlines()) > 80  # long lines stay whole
 
 
 def test_mobile_tflite_target_writes_float16_without_tflm_files(tmp_path, small_cnn_path):

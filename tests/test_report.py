@@ -268,6 +268,9 @@ def test_tflite_input_is_measured_as_it_is():
     rows = {t["name"]: t for t in report["targets"]}
     assert rows["tflm-int8"]["compatible"] is True  # TFLM runs the reference file; its batch -1 signature is ignored
     assert rows["tflm-int8"]["flash_bytes"] == 98_496 and rows["tflm-int8"]["flash_basis"] == "file size"
+    # measured on the interpreter, not estimated (the estimate leaves kernel scratch out)
+    assert rows["tflm-int8"]["arena_bytes"] == 55_984 and rows["tflm-int8"]["arena_basis"] == "measured"
+    assert "XNNPACK" not in proc.stderr + proc.stdout
     assert rows["tflm-float32"]["compatible"] is False and rows["onnxruntime"]["compatible"] is None
     assert rows["tflite"]["compatible"] is True
     assert (report["totals"]["params"], report["totals"]["macs"]) == (IC_PARAMS, IC_MACS)

@@ -358,3 +358,36 @@ LOWERINGS: dict[str, Lowering] = {row.onnx_op: row for row in _ROWS}
 
 def lowering(op: str) -> Lowering | None:
     return LOWERINGS.get(op)
+
+
+def maxpool_explicit_pads(hw: tuple[int, int], kernel: list[int], strides: list[int], pads: list[int],
+                          ceil_mode: bool = False, auto_pad: str = "NOTSET") -> list[int]:
+    """The ONNX-style pads [top, left, bottom, right] onnx2tf writes as a tf.pad before a 2-D MaxPool
+    (all zero: none), read from onnx2tf/ops/MaxPool.py. Pads equal to TensorFlow's SAME padding become
+    padding="SAME"; any other padding, and ceil_mode's extra end padding, is a tf.pad whose constant is
+    float32's lowest value (-3.4e38) unless onnx2tf itself writes the int8 files (-oiqt, not hub's path):
+    TFLite PADV2, and int8 calibration then spans [-3.4e38, max] on the pool's input."""
+    if auto_pad in ("SAME_UPPER", "VALID"):
+        return [0, 0, 0, 0]
+    same = _same_pads(hw, kernel, strides)
+    if auto_pad == "SAME_LOWER":
+        return same[2:] + same[:2]
+    if any(pads) and pads == same:
+        return [0, 0, 0, 0]
+    extra = _ceil_extra_pads(hw, kernel, strides, pads) if ceil_mode else [0, 0]
+    return pads[:2] + [p + max(e, 0) for p, e in zip(pads[2:], extra)]
+
+
+def _same_pads(hw: tuple[int, int], kernel: list[int], strides: list[int]) -> list[int]:
+    """calc_tf_pooling_pads in onnx2tf/utils/common_functions.py (dilation 1)."""
+    total = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(hw, kernel, strides)]
+    return [t // 2 for t in total] + [t - t // 2 for t in total]
+
+
+def _ceil_extra_pads(hw: tuple[int, int], kernel: list[int], strides: list[int], pads: list[int]) -> list[int]:
+    """calc_extra_padding_with_ceil in onnx2tf/utils/common_functions.py (dilation 1)."""
+    extra = []
+    for i, k, s, begin, end in zip(hw, kernel, strides, pads[:2], pads[2:]):
+        last_start = (-(-(i + begin + end - k) // s)) * s
+        extra.append(last_start + k - (i + begin + end) if last_start < i + begin else 0)
+    return extra

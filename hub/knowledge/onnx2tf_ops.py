@@ -153,9 +153,14 @@ _ROWS = [
     _l("ConvTranspose", "TRANSPOSE_CONV", variants=(("conv3d", ("CONV_3D_TRANSPOSE",)),),
        const_operands={1: 1}),
     _l("AveragePool", "AVERAGE_POOL_2D", variants=(("pool3d", ("FlexOp:AvgPool3D",)),)),
-    _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)),),
+    _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)), ("maxpool_min_pad", ("PADV2", "MAX_POOL_2D"))),
        fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),
-                   ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)"))),
+                   ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)")),
+       fails_quantized=(("maxpool_min_pad", "onnx2tf pads this MaxPool (padding other than TensorFlow's SAME) with "
+                         "float32's lowest value, -3.4e38 (PADV2); quantized, that constant gives the pool's input a "
+                         "scale near 1e36, so its values all round to the zero point, and TFLM's int8 ADD/SUB reading "
+                         "the pool aborts the program in Prepare (add_common.cc: rescale multiplier >= 1)"),),
+       hint="put a ReLU right before the pool (hub then pads with 0), use SAME-style padding, or --quantize float32"),
     _l("GlobalAveragePool", "MEAN"),
     _l("GlobalMaxPool", "REDUCE_MAX"),
     # p=2: sqrt(avg_pool(x*x) * n) (ABS, MUL, AVERAGE_POOL_2D, SQRT run); other p need POW; 3-D stops the converter.

@@ -48,7 +48,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
 
 def _rewritable_pads(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
     """The pads onnx2tf would write as a -3.4e38 tf.pad, when a zero Pad can replace them exactly."""
-    if node.op_type != "MaxPool" or len(node.output) > 1 and node.output[1] or attr(node, "ceil_mode", 0):
+    if node.op_type != "MaxPool" or (len(node.output) > 1 and node.output[1]) or attr(node, "ceil_mode", 0):
         return None
     shape, kernel = static_shape(model, node.input[0]), attr(node, "kernel_shape")
     if shape is None or len(shape) != 4 or any(d != 1 for d in attr(node, "dilations", [1, 1])):

@@ -153,7 +153,8 @@ _ROWS = [
     _l("ConvTranspose", "TRANSPOSE_CONV", variants=(("conv3d", ("CONV_3D_TRANSPOSE",)),),
        const_operands={1: 1}),
     _l("AveragePool", "AVERAGE_POOL_2D", variants=(("pool3d", ("FlexOp:AvgPool3D",)),)),
-    _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)), ("maxpool_min_pad", ("PADV2", "MAX_POOL_2D"))),
+    _l("MaxPool", "MAX_POOL_2D",
+       variants=(("pool3d", ("FlexOp:MaxPool3D",)), ("maxpool_min_pad", ("PADV2", "MAX_POOL_2D"))),
        fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),
                    ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)")),
        fails_quantized=(("maxpool_min_pad", "onnx2tf pads this MaxPool (padding other than TensorFlow's SAME) with "

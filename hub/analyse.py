@@ -194,6 +194,19 @@ def _split_uneven(view: NodeView) -> bool:
         and x.shape[axis] % parts != 0
 
 
+def _maxpool_min_pad(view: NodeView) -> bool:
+    """onnx2tf pads this 2-D MaxPool with -3.4e38 (onnx2tf_ops.maxpool_explicit_pads)."""
+    x = view.input(0)
+    if x is None or x.rank != 4 or not all(isinstance(d, int) and d > 0 for d in x.shape[2:]):
+        return False
+    auto_pad = view.attr("auto_pad", b"NOTSET")
+    pads = onnx2tf_ops.maxpool_explicit_pads(
+        tuple(x.shape[2:]), list(view.attr("kernel_shape")), list(view.attr("strides") or [1, 1]),
+        list(view.attr("pads") or [0, 0, 0, 0]), bool(view.attr("ceil_mode", 0)),
+        auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad)
+    return any(pads)
+
+
 CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "same_shapes": _same_shapes,
     "rank_broadcast": _rank_broadcast,
@@ -234,6 +247,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "pool3d": lambda v: _rank(v.input(0)) == 5,
     "depthwise": _depthwise,
     "maxpool_indices": lambda v: len(v.node.output) > 1 and bool(v.node.output[1]),
+    "maxpool_min_pad": _maxpool_min_pad,
     "gemm_non_const_b": lambda v: v.input(1) is not None and not v.input(1).const,
     "matmul_const_2d_rhs": lambda v: v.input(1) is not None and v.input(1).const and v.input(1).rank == 2,
     "lp_norm_l1": lambda v: v.attr("p", 2) == 1,
@@ -670,6 +684,40 @@ def check_softmax_scales(model) -> list[Finding]:
             for op, t, limit in scale_hazards(model)]
 
 
+def check_rescale_scales(model) -> list[Finding]:
+    """int8 ADD/SUB whose larger input scale is 2^19 or more times its output scale: TFLM aborts in Prepare
+    (tflm_kernels.Kernel.int8_rescale_shift). Seen when a MaxPool input was padded with -3.4e38 (issue 12)."""
+    findings = []
+    for op in model.ops:
+        k = KERNELS.get(op.name)
+        if k is None or not k.int8_rescale_shift or len(op.inputs) < 2 or not op.outputs:
+            continue
+        tensors = [model.tensors[i] for i in (*op.inputs[:2], op.outputs[0]) if i >= 0]
+        if len(tensors) != 3 or any(t.dtype != "int8" or not t.scales for t in tensors):
+            continue
+        top, out = max(tensors[0].scales[0], tensors[1].scales[0]), tensors[2].scales[0]
+        multiplier = 2 * top / (2 ** k.int8_rescale_shift * out) if out > 0 else math.inf
+        if multiplier >= 1:
+            findings.append(Finding(_op_label(model, op), op.name, [op.name], "error",
+                                    f"int8 {op.name} input scale {top:.3g} is {top / out if out else math.inf:.3g} "
+                                    f"times its output scale {out:.3g}; TFLM aborts the whole program in {op.name}'s Prepare "
+                                    "(QuantizeMultiplierSmallerThanOneExp).",
+                                    "find what widened that input's range (a -3.4e38 PADV2 before a MaxPool, "
+                                    "for one) and convert again with hub convert"))
+    return findings
+
+
+def abort_causes(model, at_invoke: bool) -> list[Finding]:
+    """The check's findings that explain TFLM aborting the process: in Prepare (scales its kernels
+    cannot take), and at invoke also the risks data can trigger (a flat int8 SOFTMAX)."""
+    causes = check_softmax_scales(model) + check_rescale_scales(model)
+    if at_invoke:
+        causes += [Finding(_op_label(model, op), op.name, [op.name], "risk", softmax_abort_message(classes),
+                           SOFTMAX_ABORT_HINT)
+                   for op in model.ops if (classes := softmax_abort_classes(model, op))]
+    return causes
+
+
 def _tflite_op_findings(model, op) -> list[Finding]:
     label, ops = _op_label(model, op), [op.name]
 
@@ -752,7 +800,7 @@ def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
         findings += op_findings
         nodes.append({"name": _op_label(model, op), "op": op.name if op.name != "CUSTOM" else f"CUSTOM:{op.custom_code}",
                       "tflite_ops": [op.name], "verdict": _verdict(op_findings), "module": None})
-    scale_findings = check_softmax_scales(model)
+    scale_findings = check_softmax_scales(model) + check_rescale_scales(model)
     findings += scale_findings
     for f in scale_findings:
         for n in nodes:
@@ -796,5 +844,5 @@ def _tflite_quantize(model) -> str:
     return "float32" if "float32" in activations else "int8"
 
 
-__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_softmax_scales", "scale_hazards", "softmax_abort_classes", "check_node", "NodeView",
-           "math"]
+__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_rescale_scales", "check_softmax_scales",
+           "scale_hazards", "abort_causes", "softmax_abort_classes", "check_node", "NodeView", "math"]

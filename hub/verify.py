@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.analyse import SOFTMAX_ABORT_HINT, scale_hazards, softmax_abort_classes, softmax_abort_message
+from hub.analyse import abort_causes
 from hub.artifacts import Finding
 from hub.child import ChildResult, run_python_module
 from hub.errors import InputError
@@ -203,19 +203,11 @@ def _crash_finding(model: TFLiteModel, crash: str, phase: str, log: list[str]) -
     """An abort names no node; name the op when a known hazard explains it."""
     where = {"load": "preparing the model", "invoke": "invoking it", "samples": "invoking it on the samples"}
     message = f"{crash} while {where.get(phase, 'starting')}" + (f": {'; '.join(log[-4:])}" if log else "")
-    hazards = scale_hazards(model)
-    if hazards:
-        op, tensor, _ = hazards[0]
-        return Finding(node=f"op #{op.index} {op.name}", op=op.name, tflite_ops=[op.name], severity="error",
-                       message=f"{message} (int8 {op.name} input scale {tensor.scales[0]:.3g} is too small: TFLM's "
-                               "QuantizeMultiplierGreaterThanOne check aborts)",
-                       hint="typical of untrained weights or logits near zero; calibrate with real data "
-                            "or end the int8 model before the softmax")
-    flat = [(op, softmax_abort_classes(model, op)) for op in model.ops if softmax_abort_classes(model, op)]
-    if flat and phase in ("invoke", "samples"):
-        op, classes = flat[0]
-        return Finding(node=f"op #{op.index} {op.name}", op=op.name, tflite_ops=[op.name], severity="error",
-                       message=f"{message} ({softmax_abort_message(classes)})", hint=SOFTMAX_ABORT_HINT)
+    known = abort_causes(model, at_invoke=phase in ("invoke", "samples"))
+    if known:
+        f = known[0]
+        return Finding(node=f.node, op=f.op, tflite_ops=f.tflite_ops, severity="error",
+                       message=f"{message} ({f.message})", hint=f.hint)
     return Finding(node="model", op="", tflite_ops=[], severity="error", message=message,
                    hint="TFLM gives no node for an abort; hub check may name the cause")
 

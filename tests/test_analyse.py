@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import ROOT, sign_onnx, run_hub, small_cnn_onnx
-from hub.analyse import analyse_onnx, analyse_tflite, check_softmax_scales
+from hub.analyse import analyse_onnx, analyse_tflite, check_rescale_scales, check_softmax_scales
 from hub.knowledge.onnx2tf_ops import LOWERINGS
 from hub.knowledge.tflm_kernels import KERNELS, MISSING_HINTS
 from hub.tflite_model import read_tflite
@@ -225,6 +225,50 @@ def test_module_path_and_json_shape():
     assert d["nodes"][0]["module"] == "layer1.0.act"
     assert set(d["findings"][0]) == {"node", "op", "tflite_ops", "severity", "message", "hint"}
     json.dumps(d)
+
+
+def padded_maxpool_onnx(relu: bool) -> onnx.ModelProto:
+    """Conv -> [Relu] -> MaxPool(3x3, stride 2, pads 1: not TF's SAME on 16x16) -> Conv + residual Add, as a
+    ResNet stem; without the Relu the pool's input can be negative, so hub cannot pad it with 0 (issue 12)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 3, 3)), ("b2", (8,)))]
+    stem = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="stem")]
+    stem += [helper.make_node("Relu", ["c1"], ["r1"], name="stem_relu")] if relu else []
+    nodes = stem + [
+        helper.make_node("MaxPool", ["r1" if relu else "c1"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], name="pool"),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Add", ["c2", "p"], ["y"], name="add")]
+    return model_of(nodes, [vi("image", (1, 3, 16, 16))], [vi("y", (1, 8, 8, 8))], inits)
+
+
+def test_padded_maxpool_on_a_signed_input_is_an_int8_hazard():
+    from hub.normalise import normalise
+
+    result = analyse_onnx(normalise(padded_maxpool_onnx(relu=False), {}).onnx_model)
+    [f] = errors(result)
+    assert f.op == "MaxPool" and f.tflite_ops == ["PADV2", "MAX_POOL_2D"] and "-3.4e38" in f.message
+    assert analyse_onnx(normalise(padded_maxpool_onnx(relu=False), {}).onnx_model, quantize="float32").compatible
+    after_relu = normalise(padded_maxpool_onnx(relu=True), {})  # pad_maxpool pads with 0: nothing to flag
+    assert analyse_onnx(after_relu.onnx_model).compatible
+    assert [n.op_type for n in after_relu.onnx_model.graph.node] == ["Conv", "Relu", "Pad", "MaxPool", "Conv", "Add"]
+
+
+def test_tflm_aborts_where_check_predicts_the_add_rescale(tmp_path):
+    """The measurement behind the rule: the converted hazard has a PADV2 of -3.4e38, the ADD after the pool
+    gets an input scale ~1e36, hub check on the .tflite flags that ADD, and TFLM aborts preparing it."""
+    from hub.verify import verify
+    from tests.conftest import convert_model
+
+    data, _ = convert_model(padded_maxpool_onnx(relu=False))
+    model = read_tflite(data)
+    assert "PADV2" in model.op_histogram()
+    [f] = check_rescale_scales(model)
+    assert f.op == "ADD" and "aborts" in f.message
+    assert not analyse_tflite(data).compatible
+    outcome = verify(data, None, None)
+    assert not outcome.tflm["loads"] and "SIGABRT" in outcome.tflm["message"], outcome.tflm
 
 
 # --- .tflite files made by the real converter ------------------------------------------------------

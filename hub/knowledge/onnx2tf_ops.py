@@ -153,9 +153,15 @@ _ROWS = [
     _l("ConvTranspose", "TRANSPOSE_CONV", variants=(("conv3d", ("CONV_3D_TRANSPOSE",)),),
        const_operands={1: 1}),
     _l("AveragePool", "AVERAGE_POOL_2D", variants=(("pool3d", ("FlexOp:AvgPool3D",)),)),
-    _l("MaxPool", "MAX_POOL_2D", variants=(("pool3d", ("FlexOp:MaxPool3D",)),),
+    _l("MaxPool", "MAX_POOL_2D",
+       variants=(("pool3d", ("FlexOp:MaxPool3D",)), ("maxpool_min_pad", ("PADV2", "MAX_POOL_2D"))),
        fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),
-                   ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)"))),
+                   ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)")),
+       fails_quantized=(("maxpool_min_pad", "onnx2tf pads this MaxPool (padding other than TensorFlow's SAME) with "
+                         "float32's lowest value, -3.4e38 (PADV2); quantized, that constant gives the pool's input a "
+                         "scale near 1e36, so its values all round to the zero point, and TFLM's int8 ADD/SUB reading "
+                         "the pool aborts the program in Prepare (add_common.cc: rescale multiplier >= 1)"),),
+       hint="put a ReLU right before the pool (hub then pads with 0), use SAME-style padding, or --quantize float32"),
     _l("GlobalAveragePool", "MEAN"),
     _l("GlobalMaxPool", "REDUCE_MAX"),
     # p=2: sqrt(avg_pool(x*x) * n) (ABS, MUL, AVERAGE_POOL_2D, SQRT run); other p need POW; 3-D stops the converter.
@@ -373,3 +379,36 @@ def needs_constant(op: str, index: int) -> bool:
     """Must ONNX input `index` of `op` be known when converting (a weight, axes, a size)?"""
     row = LOWERINGS.get(op)
     return index in WEIGHT_OPERANDS.get(op, ()) or (row is not None and index in row.static_operands)
+
+
+def maxpool_explicit_pads(hw: tuple[int, int], kernel: list[int], strides: list[int], pads: list[int],
+                          ceil_mode: bool = False, auto_pad: str = "NOTSET") -> list[int]:
+    """The ONNX-style pads [top, left, bottom, right] onnx2tf writes as a tf.pad before a 2-D MaxPool
+    (all zero: none), read from onnx2tf/ops/MaxPool.py. Pads equal to TensorFlow's SAME padding become
+    padding="SAME"; any other padding, and ceil_mode's extra end padding, is a tf.pad whose constant is
+    float32's lowest value (-3.4e38) unless onnx2tf itself writes the int8 files (-oiqt, not hub's path):
+    TFLite PADV2, and int8 calibration then spans [-3.4e38, max] on the pool's input."""
+    if auto_pad in ("SAME_UPPER", "VALID"):
+        return [0, 0, 0, 0]
+    same = _same_pads(hw, kernel, strides)
+    if auto_pad == "SAME_LOWER":
+        return same[2:] + same[:2]
+    if any(pads) and pads == same:
+        return [0, 0, 0, 0]
+    extra = _ceil_extra_pads(hw, kernel, strides, pads) if ceil_mode else [0, 0]
+    return pads[:2] + [p + max(e, 0) for p, e in zip(pads[2:], extra)]
+
+
+def _same_pads(hw: tuple[int, int], kernel: list[int], strides: list[int]) -> list[int]:
+    """calc_tf_pooling_pads in onnx2tf/utils/common_functions.py (dilation 1)."""
+    total = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(hw, kernel, strides)]
+    return [t // 2 for t in total] + [t - t // 2 for t in total]
+
+
+def _ceil_extra_pads(hw: tuple[int, int], kernel: list[int], strides: list[int], pads: list[int]) -> list[int]:
+    """calc_extra_padding_with_ceil in onnx2tf/utils/common_functions.py (dilation 1)."""
+    extra = []
+    for i, k, s, begin, end in zip(hw, kernel, strides, pads[:2], pads[2:]):
+        last_start = (-(-(i + begin + end - k) // s)) * s
+        extra.append(last_start + k - (i + begin + end) if last_start < i + begin else 0)
+    return extra

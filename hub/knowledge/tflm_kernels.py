@@ -53,6 +53,11 @@ class Kernel:
     fused_activations: tuple[str, ...] = ()
     index_types: frozenset[str] = frozenset()  # types input 1 (positions/indices) may have, when it is an index
     output_types: frozenset[str] = frozenset()  # output 0 types the kernel writes, when narrower than `types`
+    # int8 Prepare rescales both inputs to twice the larger input scale, then to the output scale with this left
+    # shift: QuantizeMultiplierSmallerThanOneExp(2 * max(s1, s2) / (2^shift * s_out)), whose
+    # TFLITE_CHECK_LT(double_multiplier, 1.) (tensorflow/lite/kernels/internal/quantization_util.cc:117) aborts
+    # the process when an input scale is 2^(shift-1) or more times the output's. 0: no such rescale.
+    int8_rescale_shift: int = 0
 
 
 def _k(op: str, types, source: str, **kw) -> Kernel:
@@ -63,7 +68,8 @@ _FLOAT = (F32,)
 _QUANT = (F32, I8, I16)
 _ROWS = [
     _k("ABS", _QUANT, "elementwise.cc"),
-    _k("ADD", (F32, I8, I16, I32), "add.cc", broadcast_rank=4, fused_activations=ACTIVATIONS),
+    # CalculateOpDataAdd in add_common.cc:48-67 (left_shift 20 for int8).
+    _k("ADD", (F32, I8, I16, I32), "add.cc", broadcast_rank=4, fused_activations=ACTIVATIONS, int8_rescale_shift=20),
     _k("ADD_N", (F32, I8), "add_n.cc"),
     # Eval: input float32/int8, axis int32, output int32 only ("Only int32_t are supported currently"),
     # checked at invoke, not in Prepare (there is none).
@@ -154,7 +160,8 @@ _ROWS = [
     _k("SQUARED_DIFFERENCE", (F32, I8, I16, I32), "squared_difference.cc", broadcast_rank=4),
     _k("SQUEEZE", ANY, "squeeze.cc"),
     _k("STRIDED_SLICE", (BOOL, F32, I8, I16, I32), "strided_slice.cc", max_rank=4, const_inputs=(1, 2, 3)),
-    _k("SUB", (F32, I8, I16, I32), "sub.cc", broadcast_rank=5, fused_activations=ACTIVATIONS),
+    # CalculateOpDataSub in sub_common.cc:51-70 (left_shift 20 for int8).
+    _k("SUB", (F32, I8, I16, I32), "sub.cc", broadcast_rank=5, fused_activations=ACTIVATIONS, int8_rescale_shift=20),
     _k("SUM", _QUANT, "reduce.cc", const_inputs=(1,)),
     _k("SVDF", _QUANT, "svdf.cc"),
     _k("TANH", _QUANT, "tanh.cc"),

@@ -18,6 +18,7 @@ PASSES: list[str] = [
     "fold_batchnorm",
     "fold_scale_shift",
     "fuse_activations",
+    "pad_maxpool",  # after fuse_activations: it recognises non-negative inputs by their Relu
     "canonical_pooling",
     "remove_unused_initializers",  # last: every fold above leaves old weights behind
 ]

@@ -84,13 +84,19 @@ def add_initializer(model: onnx.ModelProto, array: np.ndarray, base: str) -> str
 
     Fresh names keep initializers shared by several nodes intact.
     """
+    name = fresh_name(model, base)
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+    return name
+
+
+def fresh_name(model: onnx.ModelProto, base: str) -> str:
+    """`base`, or `base_k` for the first k that names no tensor in the graph yet."""
     taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
     taken |= {v.name for v in model.graph.input}
     name, k = base, 0
     while name in taken:
         k += 1
         name = f"{base}_{k}"
-    model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
     return name
 
 

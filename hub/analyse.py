@@ -23,11 +23,9 @@ from hub.artifacts import Finding
 from hub.graph import TensorMeta, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
+from hub.targets import Quantize, resolve
 
-SUPPORTED_TARGETS = ("tflm",)
 FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
-# What a float tensor becomes in the TFLite model, per quantize mode.
-FLOAT_AS = {"int8": "int8", "int16x8": "int16", "float32": "float32", "float16": "float16"}
 # Ops that take bool/int tensors and give a different output type: their data type is the input's.
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
 # Seen in the node tests: these model input types stop onnx2tf or the TFLite converter (add_uint8, min_int8,
@@ -68,11 +66,8 @@ def _result(target: str, quantize: str, findings: list[Finding], nodes: list[dic
     return CheckResult(not any(f.severity == "error" for f in findings), target, quantize, findings, nodes)
 
 
-def _check_target(target: str) -> None:
-    if target not in SUPPORTED_TARGETS:
-        from hub.errors import InputError
-
-        raise InputError(f"hub check knows target(s) {', '.join(SUPPORTED_TARGETS)}, not {target!r}")
+def _check_target(target: str, quantize: str = "int8") -> Quantize:
+    return resolve(target, quantize, command="check")[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,7 +289,7 @@ def _runtime_dtype(dtype: str, quantize: str) -> str:
     if dtype == "float64":
         return dtype
     if dtype in FLOAT_TYPES:
-        return FLOAT_AS.get(quantize, "float32")
+        return Quantize(quantize).activation_dtype
     return dtype
 
 
@@ -481,7 +476,7 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
         out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
                             "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
     rhs = view.input(1)
-    if quantize in ("int8", "int16x8") and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
+    if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
         # Gemm and attention-style MatMuls: the converter's calibration fails (gemm_*, attention_*_expanded);
         # single MatMuls (matmul_2d/3d) run with wrong outputs. Either way int8 does not give a working model.
         out.append(_finding(view, ops, "error", f"{view.op} multiplies two run-time tensors; in {quantize} the "
@@ -594,7 +589,7 @@ def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
-    _check_target(target)
+    quantize = _check_target(target, quantize)
     model = _with_shapes(model)
     tensors = tensor_table(model)  # what hub.graph.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)

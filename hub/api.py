@@ -5,7 +5,6 @@ Each function runs the pipeline stages in order and returns plain data
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError
 from hub.progress import Progress, warn
-
-VERIFY_TARGETS = {"tflm"}  # targets whose output is proven on the TFLM interpreter
-
+from hub.targets import resolve
 
 def load_options(
     input_shapes: list[str] | dict | None = None,
@@ -91,7 +88,7 @@ def convert(
     progress = progress or Progress(enabled=False)
     options = options or LoadOptions()
     path = Path(model)
-    convert_stage.check_request(target, quantize)  # refuse before any work is spent
+    target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
     value_range = calib.parse_input_range(input_range)
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from(path)}_{target}"
     check_destination(out_dir, force)
@@ -104,11 +101,11 @@ def convert(
     with progress.stage("normalise", "Normalising the ONNX graph"):
         normalised = _normalise(source, options)
     check = None
-    if target in VERIFY_TARGETS:  # the check's tables are TFLM's; mobile LiteRT has every builtin
+    if target_row.verified_on_tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
         with progress.stage("analyse", "Checking TFLM compatibility"):
             check = _analyse(normalised.onnx_model, target, quantize)
     calibration_set = calib.build_calibration(normalised.inputs, calibration, value_range, source.source_layouts)
-    if calibration_set.synthetic and quantize in ("int8", "int16x8"):
+    if calibration_set.synthetic and quantize.quantized:
         warn(f"{path.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
              "pass --calibration with real samples for production accuracy")
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
@@ -129,7 +126,7 @@ def convert(
         "check": check.to_dict() if check else None,
     }
     verification = None
-    if target in VERIFY_TARGETS:
+    if target_row.verified_on_tflm:
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out, min_cosine)
         report.update(verification.to_dict())
@@ -147,8 +144,9 @@ def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised
     """The output folder, all or nothing: model.onnx, model.tflite, firmware files, report.json/.html."""
     import onnx
 
-    from hub.output import atomic_folder
-    from hub.report import portability_sections, write_html
+    from hub.output import atomic_folder, to_json
+    from hub.report import portability_sections
+    from hub.report_render import write_html
 
     with atomic_folder(out_dir, force) as tmp:
         onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
@@ -162,7 +160,7 @@ def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised
         report["timings_s"] = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
         report.update(portability_sections(normalised.onnx_model, measured=report))
         write_html(report, tmp / "report.html")
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        (tmp / "report.json").write_text(to_json(report))
 
 
 def _firmware_name(name: str) -> str:
@@ -234,19 +232,12 @@ def _verification_failure(verification) -> str:
     return f"fails verification: {verification.tflm.get('message') or 'see report.json'}"
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None):
     """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse)."""
     from hub.analyse import analyse_onnx, analyse_tflite
 
     path = Path(model)
+    resolve(target, quantize, command="check")
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":
         return analyse_tflite(source.tflite_bytes, target=target)
@@ -296,8 +287,12 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
     return {"output": str(out_dir), "files": [f.name for f in files], **verification.to_dict()}
 
 
-def report(model: str | Path, **kwargs: Any) -> int:
-    """Portability report (see hub.report.run_report); returns the exit code."""
-    from hub.report import run_report
+def report(model: str | Path, *, targets: str | None = None, board: str | None = None,
+           ram_kb: float | None = None, flash_kb: float | None = None, options: LoadOptions | None = None) -> dict:
+    """Portability report (hub.report): where the model can run, what blocks each target, board fit.
+    `hub.report.exit_code(result)` gives the CLI's exit code; hub.report_render renders it."""
+    from hub.report import ALL_TARGETS, build_report, parse_targets, resolve_board
 
-    return run_report(Path(model), **kwargs)
+    wanted = parse_targets(targets or ALL_TARGETS)
+    chosen = resolve_board(board, ram_kb, flash_kb)
+    return build_report(Path(model), wanted, chosen, options or LoadOptions())

@@ -6,7 +6,6 @@ progress go to stderr.
 """
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 import warnings
@@ -16,7 +15,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from hub import __version__
-from hub.errors import EXIT_USAGE, HubError
+from hub.errors import EXIT_USAGE, HubError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
@@ -82,9 +81,9 @@ def _options(input_shape, factory, trust_pickle, trust_code):
 
 
 def _emit_json(doc: Any) -> None:
-    from hub.api import _json_default
+    from hub.output import to_json
 
-    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(to_json(doc))
 
 
 @app.command()
@@ -127,7 +126,7 @@ def convert(
 def check(
     model: Path = ModelArg,
     target: str = typer.Option("tflm", "--target", help="tflm"),
-    quantize: str = typer.Option("int8", "--quantize", help="int8 | float32"),
+    quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32"),
     input_shape: Optional[List[str]] = InputShape,
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
@@ -209,12 +208,30 @@ def report(
     """Portability report: where MODEL can run, what blocks each target, whether it fits a board."""
 
     def action() -> int:
-        from hub import api
+        from hub import api, boards
+        from hub.report import exit_code
+        from hub.report_render import FORMATS, render
 
-        return api.report(model, targets=targets, board=board, ram_kb=ram, flash_kb=flash, fmt=fmt, output=output,
-                          options=_options(input_shape, factory, trust_pickle, trust_code))
+        if board is not None and board.strip().lower() == "list":
+            print(boards.board_list())
+            return 0
+        if fmt not in FORMATS:
+            raise InputError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        result = api.report(model, targets=targets, board=board, ram_kb=ram, flash_kb=flash,
+                            options=_options(input_shape, factory, trust_pickle, trust_code))
+        _print_or_write(render(result, fmt), output)
+        return exit_code(result)
 
     _run(action, model)
+
+
+def _print_or_write(text: str, output: Path | None) -> None:
+    from hub.output import write_text_atomic
+
+    if output is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        write_text_atomic(output, text)
 
 
 def main() -> None:

@@ -18,19 +18,8 @@ import onnx
 from hub.artifacts import ConvertedModel, NormalisedModel
 from hub.calibration import CalibrationSet
 from hub.child import run_python_module
-from hub.errors import IncompatibleError, InputError
-
-# target -> quantize modes it can run, and why the others are refused.
-QUANTIZE_MODES: dict[str, tuple[str, ...]] = {
-    "tflm": ("int8", "int16x8", "float32"),
-    "tflite": ("int8", "int16x8", "float32", "float16"),
-}
-REFUSALS = {
-    ("tflm", "float16"): "TFLite Micro has no float16 kernels: use int8 (default) or float32",
-    ("tflm", "dynamic"): "TFLite Micro rejects hybrid (dynamic-range) models: use int8 (default) or float32",
-    ("tflite", "dynamic"): "dynamic-range output is not offered: use int8, float16 or float32",
-}
-
+from hub.errors import IncompatibleError
+from hub.targets import resolve
 
 @dataclass
 class ConvertOptions:
@@ -42,18 +31,8 @@ class ConvertOptions:
     per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are always per-channel)
 
 
-def check_request(target: str, quantize: str) -> None:
-    """Refuse target/quantize pairs the target cannot run, before any work is spent."""
-    if target not in QUANTIZE_MODES:
-        raise InputError(f"unknown target {target!r}: choose one of {', '.join(QUANTIZE_MODES)}")
-    if (target, quantize) in REFUSALS:
-        raise InputError(f"--quantize {quantize} is refused for --target {target}: {REFUSALS[(target, quantize)]}")
-    if quantize not in QUANTIZE_MODES[target]:
-        raise InputError(f"unknown --quantize {quantize!r} for --target {target}: choose one of {', '.join(QUANTIZE_MODES[target])}")
-
-
 def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions) -> ConvertedModel:
-    check_request(options.target, options.quantize)
+    resolve(options.target, options.quantize)
     with tempfile.TemporaryDirectory(prefix="hub-convert-") as tmp:
         job = Path(tmp)
         onnx.save(model.onnx_model, str(job / "model.onnx"))

@@ -11,6 +11,8 @@ from onnx import helper
 
 from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel, TensorSpec
 from hub.errors import InputError, first_line
+from hub.passes import run_passes
+from hub.shapes import infer_shapes, is_dynamic
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
 IR_INITIALIZERS_APART = 4  # onnx IR version 4: initializers need not be graph inputs
@@ -19,8 +21,6 @@ IR_INITIALIZERS_APART = 4  # onnx IR version 4: initializers need not be graph i
 def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
               *, passes: list[str] | None = None) -> NormalisedModel:
     """Return a static-shape, cleaned copy of `model`; `passes` limits which passes run (default all)."""
-    from hub.passes import run_passes
-
     model = _copy(model)
     _drop_initializer_inputs(model)
     _fix_input_shapes(model, input_shapes or {})
@@ -39,21 +39,6 @@ def normalise_source(source: SourceModel, options: LoadOptions) -> NormalisedMod
     transposing images to NCHW), so applying it again would undo that."""
     shapes = options.input_shapes if source.framework == "onnx" else {}
     return normalise(source.onnx_model, shapes)
-
-
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fresh shape inference (stale value_info dropped, so fixed input shapes propagate)."""
-    inputs = {v.name for v in model.graph.input}
-    passthrough = next((o.name for o in model.graph.output if o.name in inputs), None)
-    if passthrough is not None:  # onnx's shape inference segfaults when the two declare different types
-        raise InputError(f"graph output {passthrough!r} is also a graph input; the model computes nothing for it")
-    del model.graph.value_info[:]
-    for out in model.graph.output:
-        out.type.tensor_type.ClearField("shape") if _is_dynamic(out) else None
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception as exc:  # onnx raises bare InferenceError/ValidationError types
-        raise InputError(f"shape inference failed: {first_line(exc, 200)}") from None
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -127,14 +112,9 @@ def _convert_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassResult]
         return model, PassResult("convert_opset", 0, f"kept opset {version}: the converter could not lift it ({reason})")
 
 
-def _is_dynamic(value: onnx.ValueInfoProto) -> bool:
-    dims = value.type.tensor_type.shape.dim
-    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims)
-
-
 def _require_static_outputs(model: onnx.ModelProto) -> None:
     for out in model.graph.output:
-        if not out.type.tensor_type.HasField("shape") or _is_dynamic(out):
+        if not out.type.tensor_type.HasField("shape") or is_dynamic(out):
             raise InputError(f"output {out.name!r} has no static shape after inference; the model computes shapes "
                              "at run time, which TFLM cannot do")
 
@@ -144,4 +124,4 @@ def _specs(model: onnx.ModelProto, values) -> list[TensorSpec]:
                        helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name) for v in values]
 
 
-__all__ = ["normalise", "normalise_source", "infer_shapes", "PassResult"]
+__all__ = ["normalise", "normalise_source"]

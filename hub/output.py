@@ -6,13 +6,14 @@ existing folder is replaced only with --force.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from hub.errors import InputError
 
@@ -71,6 +72,35 @@ def _make_parents(out: Path) -> list[Path]:
     for folder in missing:
         folder.mkdir(mode=0o777)  # the umask applies, as for mkdir -p
     return missing
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a report written with -o), with the user's umask."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("the output file's folder does not exist", parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a report is an ordinary file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def to_json(doc: Any) -> str:
+    """One JSON document (numpy arrays and paths included), as --json and report.json hold them."""
+    return json.dumps(doc, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def current_umask() -> int:

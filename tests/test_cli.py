@@ -19,6 +19,12 @@ def test_help_for_each_command(command):
     assert "Usage:" in proc.stdout and command in proc.stdout
 
 
+def test_check_validates_the_quantize_mode(small_cnn_path):
+    proc = run_hub("check", small_cnn_path, "--quantize", "int4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, float32")
+
+
 def test_unknown_option_is_a_usage_error():
     proc = run_hub("convert", "x.onnx", "--no-such-flag")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -27,7 +33,7 @@ def test_unknown_option_is_a_usage_error():
 @pytest.mark.parametrize("args,message", [
     (["--quantize", "float16"], "no float16 kernels"),
     (["--quantize", "dynamic"], "hybrid"),
-    (["--target", "esp32"], "unknown target"),
+    (["--target", "esp32"], "unknown --target 'esp32' for hub convert: choose one of tflm, tflite"),
     (["--input-range", "5,1"], "--input-range"),
     (["--input-shape", "1,x,3"], "--input-shape"),
 ])

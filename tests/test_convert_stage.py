@@ -6,7 +6,8 @@ import pytest
 
 from hub.artifacts import NormalisedModel, TensorSpec
 from hub.calibration import build_calibration
-from hub.convert import ConvertOptions, check_request, convert
+from hub.convert import ConvertOptions, convert
+from hub.targets import resolve
 from hub.errors import InputError
 from hub.tflite_model import read_tflite
 from tests.conftest import small_cnn_onnx
@@ -80,16 +81,16 @@ def test_calibration_data_changes_quantization(normalised, converted):
 @pytest.mark.parametrize("target,quantize,reason", [
     ("tflm", "float16", "no float16 kernels"),
     ("tflm", "dynamic", "hybrid"),
-    ("tflm", "int4", "unknown --quantize"),
-    ("esp32", "int8", "unknown target"),
+    ("tflm", "int4", "unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, float32"),
+    ("esp32", "int8", "unknown --target 'esp32' for hub convert: choose one of tflm, tflite"),
 ])
 def test_refused_requests_name_the_reason(target, quantize, reason):
     with pytest.raises(InputError, match=reason):
-        check_request(target, quantize)
+        resolve(target, quantize)
 
 
 def test_float16_is_allowed_for_mobile_tflite(normalised):
-    check_request("tflite", "float16")
+    resolve("tflite", "float16")
     model = read_tflite(convert(normalised, build_calibration(INPUTS), ConvertOptions("tflite", "float16")).tflite_bytes)
     assert "float16" in {t.dtype for t in model.tensors}
 

@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.normalise import infer_shapes, normalise
+from hub.normalise import normalise
+from hub.shapes import infer_shapes
 from hub.passes import PASSES, run_passes
 from tests.conftest import convert_model, small_cnn_onnx
 

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from hub import boards
 from hub.errors import InputError
 from hub.layers import Buffer, onnx_layers, plan_arena, tflite_layers
-from hub.report import portability_sections, write_html
+from hub.report import portability_sections
+from hub.report_render import write_html
 from hub.tflite_model import read_tflite
 
 from .conftest import MLPERF, run_hub, small_cnn_onnx

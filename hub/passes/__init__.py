@@ -9,6 +9,7 @@ import importlib
 import onnx
 
 from hub.artifacts import PassResult
+from hub.shapes import infer_shapes
 
 PASSES: list[str] = [
     "remove_identity",
@@ -26,8 +27,6 @@ PASSES: list[str] = [
 
 def run_passes(model: onnx.ModelProto, only: list[str] | None = None) -> tuple[onnx.ModelProto, list[PassResult]]:
     """Run the passes in order (or only those named); shapes are re-inferred after any change."""
-    from hub.normalise import infer_shapes
-
     results = []
     for name in PASSES:
         if only is not None and name not in only:

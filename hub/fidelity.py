@@ -28,6 +28,7 @@ FLOAT_MAX_RELATIVE_ERROR = 0.01
 QUANT_MIN_COSINE = 0.95
 QUANT_MIN_TOP1 = 0.9
 WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
+MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
 MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
 DIVERGE_TIMEOUT_S = 300.0
 DIVERGE_MEMORY_MB = 4096
@@ -56,9 +57,10 @@ def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool, qua
     causes = []
     out = model.tensors[model.outputs[0]] if model.outputs else None
     out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
-    if fidelity.get("output_levels") is not None and fidelity["output_levels"] <= 2:
-        causes.append(f"output scale: the outputs take {fidelity['output_levels']} value(s) over all samples "
-                      f"(scale {out_scale:.3g})" if out_scale else "output scale: the outputs barely vary")
+    steps = fidelity.get("output_steps")
+    if steps is not None and steps < MIN_OUTPUT_STEPS:
+        causes.append(f"output scale: the reference outputs span only {steps:.1f} steps of the output's "
+                      f"scale {out_scale:.3g}" if out_scale else f"output scale: {steps:.1f} steps")
     last = model.ops[-1] if model.ops else None
     if last is not None and last.name == "SOFTMAX" and out is not None and out.shape[-1] >= MANY_CLASSES:
         causes.append(f"softmax over {out.shape[-1]} classes: quantized probabilities step by 1/256, so most are 0")

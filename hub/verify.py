@@ -352,8 +352,9 @@ def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[s
         expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
         got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
         metrics = output_metrics(expected, got)
-        if isinstance(spec.get("scale"), float):  # quantized: how many output values did TFLM produce at all?
-            metrics["output_levels"] = int(np.unique(np.concatenate([np.ravel(outs[o]) for outs in tflite_outputs])).size)
+        if isinstance(spec.get("scale"), float) and spec["scale"] > 0:  # quantized: how finely can it show the reference?
+            span = max(float(np.max(e)) for e in expected) - min(float(np.min(e)) for e in expected)
+            metrics["output_steps"] = span / spec["scale"]
         per_output.append({"name": spec["name"], **metrics})
     if not per_output:
         return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None,
@@ -403,14 +404,14 @@ def _worst(per_output: list[dict]) -> dict[str, Any]:
     tops = [p["top1_agreement"] for p in per_output if p["top1_agreement"] is not None]
     cosines = [p["cosine"] for p in per_output if p["cosine"] is not None]
     rels = [p["relative_error"] for p in per_output if p["relative_error"] is not None]
-    levels = [p["output_levels"] for p in per_output if "output_levels" in p]
+    steps = [p["output_steps"] for p in per_output if "output_steps" in p]
     worst = {"max_abs_error": max(p["max_abs_error"] for p in per_output),
              "rmse": max(p["rmse"] for p in per_output),
              "cosine": min(cosines) if cosines else None,
              "top1_agreement": min(tops) if tops else None,
              "relative_error": max(rels) if rels else None}
-    if levels:
-        worst["output_levels"] = min(levels)
+    if steps:
+        worst["output_steps"] = min(steps)
     if not cosines:
         worst["cosine_undefined"] = per_output[0]["cosine_undefined"]
     return worst

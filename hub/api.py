@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.artifacts import LoadOptions, SourceModel
-from hub.errors import IncompatibleError, InputError
+from hub.errors import HubError, IncompatibleError, InputError
 from hub.progress import Progress, warn
 from hub.targets import resolve
 
@@ -75,14 +75,18 @@ def convert(
     min_cosine: float | None = None,
     per_channel_dense: bool = False,
     progress: Progress | None = None,
+    passes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Convert a model for `target`, verify it, write the output folder; returns report.json's content.
 
-    Raises IncompatibleError (exit 1) when TFLM cannot run the result or fidelity
-    falls below `min_cosine`; the output folder is still written, with the reasons.
+    Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
+    changed the model's meaning (see hub.fidelity), or when fidelity falls below
+    `min_cosine`; the output folder is still written, with the reasons. `passes` limits
+    the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
+    from hub.convert import ConvertOptions
     from hub.output import check_destination
 
     progress = progress or Progress(enabled=False)
@@ -99,7 +103,7 @@ def convert(
     if source.framework == "tflite":
         raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", path)
     with progress.stage("normalise", "Normalising the ONNX graph"):
-        normalised = _normalise(source, options)
+        normalised = _normalise(source, options, passes)
     check = None
     if target_row.verified_on_tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
         with progress.stage("analyse", "Checking TFLM compatibility"):
@@ -110,7 +114,7 @@ def convert(
              "pass --calibration with real samples for production accuracy")
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
-            converted = convert_stage.convert(normalised, calibration_set, convert_stage.ConvertOptions(
+            converted = convert_stage.convert(normalised, calibration_set, ConvertOptions(
                 target, quantize, per_channel_dense=per_channel_dense))
         except IncompatibleError as exc:
             raise IncompatibleError(exc.message + _blocking_hint(check), path) from None
@@ -129,6 +133,8 @@ def convert(
     if target_row.verified_on_tflm:
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out, min_cosine)
+        _judge_fidelity(path, ConvertOptions(target, quantize, per_channel_dense=per_channel_dense), normalised,
+                        calibration_set, converted.tflite_bytes, verification, progress)
         report.update(verification.to_dict())
         report["findings"] = [f.to_dict() for f in verification.findings]
 
@@ -169,10 +175,10 @@ def _firmware_name(name: str) -> str:
     return sanitize_identifier(name)
 
 
-def _normalise(source: SourceModel, options: LoadOptions):
+def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
     from hub.normalise import normalise_source
 
-    return normalise_source(source, options)
+    return normalise_source(source, options, passes)
 
 
 def _tflite_passes(converted):
@@ -191,10 +197,92 @@ def _analyse(onnx_model, target: str, quantize: str):
     return analyse_onnx(onnx_model, target=target, quantize=quantize)
 
 
-def _verify(tflite_bytes: bytes, reference, held_out, min_cosine):
+def _verify(tflite_bytes: bytes, reference, held_out, min_cosine, measure_arena: bool = True):
     from hub.verify import verify
 
-    return verify(tflite_bytes, reference, _as_sample_list(held_out), min_cosine=min_cosine)
+    return verify(tflite_bytes, reference, _as_sample_list(held_out), min_cosine=min_cosine,
+                  measure_arena=measure_arena)
+
+
+def _judge_fidelity(path: Path, options, normalised, calibration_set, tflite_bytes: bytes, verification,
+                    progress: Progress) -> None:
+    """Poor fidelity (hub.fidelity.poor) is the converter's fault when float32 is poor too: an error
+    naming the node where outputs diverge. Otherwise it is quantization's: a warning naming the
+    likely cause. Costs one float32 conversion, and only when a quantized model is poor."""
+    from hub import fidelity as fid
+
+    why = fid.poor(verification.fidelity, options.quantize)
+    if why is None:
+        return
+    float_bytes, float_fidelity = tflite_bytes, verification.fidelity
+    if options.quantize != "float32":
+        reason = "the float32 model that would tell why did not run on TFLM"
+        with progress.stage("diagnose", "Converting to float32 to tell conversion from quantization error"):
+            try:
+                float_bytes = _convert_float32(normalised, calibration_set, options)
+                float_fidelity = _verify(float_bytes, normalised.onnx_model, calibration_set.held_out, None,
+                                         measure_arena=False).fidelity
+            except HubError as exc:
+                float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
+        if float_fidelity is None:
+            _add_finding(verification, "warning", f"{options.quantize} fidelity is poor ({why}); {reason}")
+            warn(f"{path.name}: {verification.findings[-1].message}")
+            return
+    float_why = fid.poor(float_fidelity, "float32")
+    if float_why is not None:
+        _conversion_error(verification, normalised.onnx_model, calibration_set.held_out, float_bytes,
+                          float_fidelity, float_why, options.quantize, why)
+        return
+    causes = fid.quantization_causes(_read(tflite_bytes), verification.fidelity, calibration_set.synthetic,
+                                     options.quantize)
+    verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
+                                          "causes": causes}
+    message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
+               f"{float_fidelity.get('cosine'):.6f}): a quantization error; likely cause: "
+               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
+    _add_finding(verification, "warning", message, fid.remedies(calibration_set.synthetic, options.quantize))
+    warn(f"{path.name}: {message} ({verification.findings[-1].hint})")
+
+
+def _conversion_error(verification, reference, held_out, float_bytes: bytes, float_fidelity: dict, float_why: str,
+                      quantize: str, why: str) -> None:
+    from hub import fidelity as fid
+    from hub.verify import synthetic_samples, to_tflite_inputs
+
+    sample = (_as_sample_list(held_out) or synthetic_samples(reference))[0]
+    where = fid.locate_divergence(float_bytes, reference, sample, to_tflite_inputs(_read(float_bytes), sample))
+    verification.fidelity["diagnosis"] = {"kind": "conversion", "float32_cosine": float_fidelity.get("cosine"),
+                                          "diverges_at": where}
+    place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
+             else "the node where outputs first diverge was not found")
+    if where and where.get("channels_first_from"):
+        place += (f", whose input is computed right but left in channels-first order from node "
+                  f"{where['channels_first_from']} on (a layout error in onnx2tf's lowering there)")
+    not_quant = "" if quantize == "float32" else f"; the poor {quantize} fidelity ({why}) is not quantization's doing"
+    _add_finding(verification, "error", f"the converter changed the model's meaning: the float32 TFLite model's "
+                 f"outputs differ from the source's ({float_why}){not_quant}; {place}",
+                 "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
+    verification.ok = False
+
+
+def _convert_float32(normalised, calibration_set, options) -> bytes:
+    from dataclasses import replace
+
+    from hub.convert import convert
+
+    return convert(normalised, calibration_set, replace(options, quantize="float32")).tflite_bytes
+
+
+def _add_finding(verification, severity: str, message: str, hint: str = "") -> None:
+    from hub.artifacts import Finding
+
+    verification.findings.append(Finding("model", "", [], severity, message, hint=hint))
+
+
+def _read(tflite_bytes: bytes):
+    from hub.tflite_model import read_tflite
+
+    return read_tflite(tflite_bytes)
 
 
 def _as_sample_list(held_out: dict) -> list[dict]:

@@ -33,12 +33,12 @@ def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, 
                            outputs=_specs(model, model.graph.output), passes=results)
 
 
-def normalise_source(source: SourceModel, options: LoadOptions) -> NormalisedModel:
+def normalise_source(source: SourceModel, options: LoadOptions, passes: list[str] | None = None) -> NormalisedModel:
     """Normalise an adapter's output. `--input-shape` applies here only to ONNX sources: the
     PyTorch and Keras adapters already exported with it (Keras in its own NHWC layout, before
     transposing images to NCHW), so applying it again would undo that."""
     shapes = options.input_shapes if source.framework == "onnx" else {}
-    return normalise(source.onnx_model, shapes)
+    return normalise(source.onnx_model, shapes, passes=passes)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

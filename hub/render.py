@@ -87,7 +87,13 @@ def print_verification(result, model: Path) -> None:
             out.print(f"  [dim]hint: {f.hint}[/]")
 
 
+FIDELITY_SHOWN = ("max_abs_error", "rmse", "cosine", "top1_agreement")  # report.json has more
+
+
 def _fidelity_parts(fidelity: dict[str, Any]) -> str:
-    """Cosine needs six decimals: 0.99998 is not 1."""
-    return ", ".join(f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in fidelity.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "samples")
+    """Cosine needs six decimals: 0.99998 is not 1. An undefined cosine says why."""
+    parts = [f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in fidelity.items()
+             if k in FIDELITY_SHOWN and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if fidelity.get("cosine") is None and fidelity.get("cosine_undefined"):
+        parts.append(f"cosine undefined ({fidelity['cosine_undefined']})")
+    return ", ".join(parts)

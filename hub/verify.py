@@ -61,8 +61,9 @@ class Verification:
 
 
 def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
-           *, min_cosine: float | None = None) -> Verification:
-    """Run `tflite_bytes` on TFLM in a child; measure its arena; compare with `reference` on `samples`."""
+           *, min_cosine: float | None = None, measure_arena: bool = True) -> Verification:
+    """Run `tflite_bytes` on TFLM in a child; measure its arena (unless told not to); compare with
+    `reference` on `samples`."""
     model = read_tflite(tflite_bytes)
     if reference is not None and not samples:
         samples = synthetic_samples(reference)
@@ -73,15 +74,15 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
         raise InputError(f"the reference's inputs do not fit the TFLite model: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="hub-verify-") as tmp:
         job = Path(tmp)
-        child, result, outputs = _run_worker(job, tflite_bytes, model, inputs)
+        child, result, outputs = _run_worker(job, tflite_bytes, model, inputs, measure_arena)
         findings = _tflm_findings(model, child, result, job)
     tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
             "message": findings[0].message if findings and not result.get("invokes") else None}
     arena = result.get("arena_bytes")
-    if tflm["invokes"] and arena is None and not child.timed_out:
+    if tflm["invokes"] and arena is None and not child.timed_out and measure_arena:
         arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
     memory = memory_section(arena, len(tflite_bytes))
-    if tflm["invokes"] and memory["arena_bytes"] is None:
+    if tflm["invokes"] and memory["arena_bytes"] is None and measure_arena:
         findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
                                 + (_child_failure(child) or "the arena search did not finish")))
     fidelity = None
@@ -129,9 +130,11 @@ def arena_by_probes(tflite_bytes: bytes, lower: int | None) -> int | None:
 
 # --- child process ---------------------------------------------------------------------------
 
-def _run_worker(job: Path, tflite_bytes: bytes, model: TFLiteModel, inputs: list[list[np.ndarray]]):
+def _run_worker(job: Path, tflite_bytes: bytes, model: TFLiteModel, inputs: list[list[np.ndarray]],
+                measure_arena: bool = True):
     (job / "model.tflite").write_bytes(tflite_bytes)
-    spec = {"arena_cap": ARENA_CAP, "inputs": len(model.inputs), "outputs": len(model.outputs), "samples": len(inputs)}
+    spec = {"arena_cap": ARENA_CAP, "inputs": len(model.inputs), "outputs": len(model.outputs), "samples": len(inputs),
+            "measure_arena": measure_arena}
     (job / "job.json").write_text(json.dumps(spec))
     if inputs:
         np.savez(job / "inputs.npz", **{f"s{s}_i{i}": a for s, arrays in enumerate(inputs) for i, a in enumerate(arrays)})
@@ -221,8 +224,8 @@ def _first_node(model: TFLiteModel, op_name: str) -> str:
 
 def _check_cosine(fidelity: dict | None, min_cosine: float, findings: list[Finding]) -> bool:
     if fidelity is None or fidelity.get("cosine") is None:
-        findings.append(Finding("model", "", [], "warning",
-                                f"--min-cosine {min_cosine} was not checked: no ONNX reference to compare with"))
+        why = (fidelity or {}).get("cosine_undefined") or "no ONNX reference to compare with"
+        findings.append(Finding("model", "", [], "warning", f"--min-cosine {min_cosine} was not checked: {why}"))
         return True
     if fidelity["cosine"] >= min_cosine:
         return True
@@ -329,9 +332,14 @@ def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[s
             continue
         expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
         got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
-        per_output.append({"name": spec["name"], **output_metrics(expected, got)})
+        metrics = output_metrics(expected, got)
+        if isinstance(spec.get("scale"), float) and spec["scale"] > 0:  # quantized: how finely can it show the reference?
+            span = max(float(np.max(e)) for e in expected) - min(float(np.min(e)) for e in expected)
+            metrics["output_steps"] = span / spec["scale"]
+        per_output.append({"name": spec["name"], **metrics})
     if not per_output:
-        return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None}
+        return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None,
+                "cosine_undefined": "no TFLite output matches a reference output"}
     summary = {"samples": len(samples), **_worst(per_output)}
     if len(per_output) > 1:
         summary["outputs"] = per_output
@@ -339,16 +347,23 @@ def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[s
 
 
 def output_metrics(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[str, Any]:
+    """Errors over all samples; cosine is the mean over samples whose reference is not all zero
+    (None, with the reason, when every one is: no direction to compare with)."""
     exp = np.concatenate([e.ravel() for e in expected])
     act = np.concatenate([g.ravel() for g in got])
     diff = act - exp
-    cosines = [_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)]
+    cosines = [c for c in (_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)) if c is not None]
     top1 = None
     if is_classifier_shaped(expected[0].shape):
         top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in zip(expected, got)]))
-    return {"max_abs_error": float(np.max(np.abs(diff))) if diff.size else 0.0,
-            "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
-            "cosine": float(np.mean(cosines)), "top1_agreement": top1}
+    peak = float(np.max(np.abs(exp))) if exp.size else 0.0
+    max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
+    metrics = {"max_abs_error": max_abs, "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
+               "cosine": float(np.mean(cosines)) if cosines else None, "top1_agreement": top1,
+               "relative_error": max_abs / peak if peak > 0 else None}
+    if not cosines:
+        metrics["cosine_undefined"] = "the reference output is all zero on every sample"
+    return metrics
 
 
 def is_classifier_shaped(shape: tuple[int, ...]) -> bool:
@@ -356,17 +371,28 @@ def is_classifier_shaped(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and 2 <= shape[1] <= CLASSIFIER_MAX_CLASSES
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity; two all-zero vectors agree (1.0), one all-zero vector does not (0.0)."""
+def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cosine similarity; None when the reference `a` is all zero (undefined), 0.0 when only `b` is."""
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
+    if na == 0.0:
+        return None
+    if nb == 0.0:
+        return 0.0
     return float(np.dot(a, b) / (na * nb))
 
 
 def _worst(per_output: list[dict]) -> dict[str, Any]:
     tops = [p["top1_agreement"] for p in per_output if p["top1_agreement"] is not None]
-    return {"max_abs_error": max(p["max_abs_error"] for p in per_output),
-            "rmse": max(p["rmse"] for p in per_output),
-            "cosine": min(p["cosine"] for p in per_output),
-            "top1_agreement": min(tops) if tops else None}
+    cosines = [p["cosine"] for p in per_output if p["cosine"] is not None]
+    rels = [p["relative_error"] for p in per_output if p["relative_error"] is not None]
+    steps = [p["output_steps"] for p in per_output if "output_steps" in p]
+    worst = {"max_abs_error": max(p["max_abs_error"] for p in per_output),
+             "rmse": max(p["rmse"] for p in per_output),
+             "cosine": min(cosines) if cosines else None,
+             "top1_agreement": min(tops) if tops else None,
+             "relative_error": max(rels) if rels else None}
+    if steps:
+        worst["output_steps"] = min(steps)
+    if not cosines:
+        worst["cosine_undefined"] = per_output[0]["cosine_undefined"]
+    return worst

@@ -392,3 +392,32 @@ def test_unused_initializers_are_dropped_but_subgraph_reads_are_kept():
     model, removed, detail = remove_unused_initializers.run(model)
     assert removed == 1 and "1 unused" in detail
     assert sorted(t.name for t in model.graph.initializer) == ["w_sub", "zero"]
+
+
+# --- decompose_groupnorm ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("opset", [18, 21])
+def test_decompose_groupnorm_rewrites_onnx_groupnormalization(opset):
+    per = 2 if opset == 18 else 8  # opset 18: one scale/bias per group; 21: per channel
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2, epsilon=1e-5, name="gn")
+    model = make([node], {"x": [1, 8, 5, 5]}, {"y": [1, 8, 5, 5]}, {"s": rand(per) + 1, "b": rand(per)}, opset=opset)
+    after, results = apply(model, "decompose_groupnorm")
+    assert changed(results, "decompose_groupnorm") == 1 and "GroupNormalization" not in ops(after)
+    assert "Reshape" not in ops(after)
+
+
+def test_decompose_groupnorm_rewrites_the_torch_export_pattern_with_its_affine():
+    torch = pytest.importorskip("torch")
+    import io
+
+    from fixtures.torch_models import GroupNormCNN
+
+    buffer = io.BytesIO()
+    torch.onnx.export(GroupNormCNN().eval(), (torch.rand(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["output"])
+    model = normalise(onnx.load_from_string(buffer.getvalue()), {}, passes=["fold_constants"]).onnx_model
+    assert ops(model).count("InstanceNormalization") == 2
+    after, results = apply(model, "decompose_groupnorm")
+    assert changed(results, "decompose_groupnorm") == 2
+    assert not {"InstanceNormalization", "Reshape"} & set(ops(after))
+    assert ops(after).count("Mul") == ops(model).count("Mul") - 2 + 2 * 3  # torch's gamma Mul is absorbed

@@ -46,7 +46,8 @@ def test_pipeline_model_loads_invokes_and_matches_onnx(small_cnn_verified):
     assert result.ok and result.findings == []
     assert result.tflm == {"loads": True, "invokes": True, "message": None}
     fid = result.fidelity
-    assert set(fid) == {"samples", "max_abs_error", "rmse", "cosine", "top1_agreement"}
+    assert set(fid) == {"samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error", "output_steps"}
+    assert fid["relative_error"] < 0.1 and fid["output_steps"] > 16  # int8 output: its scale fits the logits
     assert fid["samples"] == 8
     assert fid["cosine"] > 0.99 and 0 < fid["rmse"] <= fid["max_abs_error"] < 0.1
     assert fid["top1_agreement"] is not None and fid["top1_agreement"] >= 0.75  # (1, 4) logits: a classifier

@@ -15,6 +15,7 @@ PASSES: list[str] = [
     "remove_identity",
     "fold_constants",
     "remove_noops",
+    "decompose_groupnorm",  # before the folds: its Conv + Add(eps) then folds into one Conv
     "matmul_to_gemm",
     "fold_batchnorm",
     "fold_scale_shift",

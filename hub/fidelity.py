@@ -1,0 +1,113 @@
+"""When is a converted model's fidelity poor, and is it the converter's fault or quantization's?
+
+The thresholds live here, in one place:
+- FLOAT_MIN_COSINE, FLOAT_MAX_RELATIVE_ERROR: a float32 TFLite model computes what its ONNX
+  source computes up to the order of float sums (relative error ~1e-6 measured on the
+  fixtures). Below 0.999 cosine, or a worst error above 1 % of the largest reference output,
+  the converter changed the model's meaning (a wrong layout gives cosine ~0.3): a failed
+  conversion, never a quantization matter.
+- QUANT_MIN_COSINE, QUANT_MIN_TOP1: int8 models of trained nets land at 0.99+ cosine and
+  agree on the top class (README, MLPerf Tiny: 0.9968-1.0000). Below 0.95 cosine, or
+  agreement under 0.9, something is wrong: a float32 conversion then says whose fault it is.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hub.child import run_python_module
+from hub.tflite_model import TFLiteModel
+
+FLOAT_MIN_COSINE = 0.999
+FLOAT_MAX_RELATIVE_ERROR = 0.01
+QUANT_MIN_COSINE = 0.95
+QUANT_MIN_TOP1 = 0.9
+WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
+MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
+MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
+DIVERGE_TIMEOUT_S = 300.0
+DIVERGE_MEMORY_MB = 4096
+
+
+def poor(fidelity: dict | None, quantize: str) -> str | None:
+    """Why `fidelity` falls short of what `quantize` should reach (None when it does not)."""
+    if not fidelity:
+        return None
+    cosine, top1, rel = fidelity.get("cosine"), fidelity.get("top1_agreement"), fidelity.get("relative_error")
+    if quantize == "float32":
+        if cosine is not None and cosine < FLOAT_MIN_COSINE:
+            return f"cosine {cosine:.4f} < {FLOAT_MIN_COSINE}"
+        if rel is not None and rel > FLOAT_MAX_RELATIVE_ERROR:
+            return f"relative error {rel:.3g} > {FLOAT_MAX_RELATIVE_ERROR}"
+        return None
+    if cosine is not None and cosine < QUANT_MIN_COSINE:
+        return f"cosine {cosine:.4f} < {QUANT_MIN_COSINE}"
+    if top1 is not None and top1 < QUANT_MIN_TOP1:
+        return f"top-1 agreement {top1:.3g} < {QUANT_MIN_TOP1}"
+    return None
+
+
+def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool, quantize: str) -> list[str]:
+    """The likely reasons a quantized model is poor while its float32 conversion is exact."""
+    causes = []
+    out = model.tensors[model.outputs[0]] if model.outputs else None
+    out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
+    steps = fidelity.get("output_steps")
+    if steps is not None and steps < MIN_OUTPUT_STEPS:
+        causes.append(f"output scale: the reference outputs span only {steps:.1f} steps of the output's "
+                      f"scale {out_scale:.3g}" if out_scale else f"output scale: {steps:.1f} steps")
+    last = model.ops[-1] if model.ops else None
+    if last is not None and last.name == "SOFTMAX" and out is not None and out.shape[-1] >= MANY_CLASSES:
+        causes.append(f"softmax over {out.shape[-1]} classes: quantized probabilities step by 1/256, so most are 0")
+    wide = _widest_activation(model, out_scale)
+    if wide is not None:
+        causes.append(wide)
+    if synthetic:
+        causes.append("synthetic calibration: the int ranges were fitted to random inputs, not your data")
+    return causes
+
+
+def remedies(synthetic: bool, quantize: str) -> str:
+    tries = (["--calibration with real samples"] if synthetic else []) + (["--quantize int16x8"] if quantize == "int8" else [])
+    tries.append("--quantize float32")
+    return "try " + ", ".join(tries)
+
+
+def _widest_activation(model: TFLiteModel, out_scale: float | None) -> str | None:
+    """The quantized activation whose range most exceeds the output's, when it dwarfs it."""
+    if not out_scale:
+        return None
+    worst = None
+    for op in model.ops:
+        for index in op.outputs:
+            t = model.tensors[index]
+            if t.is_constant or len(t.scales) != 1 or t.dtype not in ("int8", "int16"):
+                continue
+            if worst is None or t.scales[0] > worst[0]:
+                worst = (t.scales[0], op)
+    if worst is None or worst[0] < WIDE_RANGE_RATIO * out_scale:
+        return None
+    scale, op = worst
+    return (f"a wide dynamic range: op #{op.index} {op.name}'s output scale {scale:.3g} is "
+            f"{scale / out_scale:.0f}x the output's, so small values there round to zero")
+
+
+def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_sample: dict[str, np.ndarray],
+                      tflite_inputs: list[np.ndarray]) -> dict[str, Any] | None:
+    """The first ONNX node whose output the float32 TFLite model no longer computes (in a child:
+    it runs a native interpreter). None when the search fails; {"node": None, ...} when no node is found."""
+    with tempfile.TemporaryDirectory(prefix="hub-diverge-") as tmp:
+        job = Path(tmp)
+        onnx.save(reference, str(job / "model.onnx"))
+        (job / "model.tflite").write_bytes(tflite_bytes)
+        np.savez(job / "onnx_inputs.npz", **{k: np.asarray(v, np.float32) for k, v in onnx_sample.items()})
+        np.savez(job / "tflite_inputs.npz", **{f"i{i}": a for i, a in enumerate(tflite_inputs)})
+        child = run_python_module("hub.diverge_worker", [str(job)], timeout_s=DIVERGE_TIMEOUT_S,
+                                  memory_mb=DIVERGE_MEMORY_MB, cwd=tmp)
+        result = job / "result.json"
+        return json.loads(result.read_text()) if child.returncode == 0 and result.exists() else None

@@ -36,6 +36,7 @@ import onnx
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError, first_line
+from hub.graph import module_path_from_name
 from hub.quiet import silenced_fds
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
@@ -525,24 +526,13 @@ def _flatten(value: Any) -> list:
 def _annotate(model: onnx.ModelProto, fmt: str) -> None:
     """Keep where each node came from: analysis shows the PyTorch module path per node."""
     for node in model.graph.node:
-        module_path = _module_path(node.name)
+        module_path = module_path_from_name(node.name)
         if module_path:
             entry = node.metadata_props.add()
             entry.key, entry.value = "pytorch.module", module_path
     for key, value in (("source_framework", "pytorch"), ("source_format", fmt)):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-
-
-def _module_path(node_name: str) -> str:
-    """`/layer2/shortcut/shortcut.0/Conv` (eager) or `/layer2/shortcut/0/Conv` (TorchScript)
-    -> `layer2.shortcut.0`: eager scopes repeat the parent's name before a child's index."""
-    parts: list[str] = []
-    for scope in node_name.strip("/").split("/")[:-1]:
-        if parts and scope.startswith(parts[-1] + "."):  # attribute names hold no dots
-            scope = scope[len(parts[-1]) + 1:]
-        parts.append(scope)
-    return ".".join(parts)
 
 
 def _first_line(exc: BaseException) -> str:

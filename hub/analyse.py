@@ -19,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from hub.artifacts import Finding
-from hub.graph import TensorMeta, ordered_nodes, tensor_table
+from hub.artifacts import CheckResult, Finding
+from hub.graph import TensorMeta, module_path_from_name, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 from hub.targets import Quantize, resolve
@@ -34,32 +34,6 @@ ONNX_STD_DOMAINS = {"", "ai.onnx"}
 CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "int16", "uint16", "uint32", "uint64"}
 DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
-
-
-@dataclass
-class CheckResult:
-    compatible: bool
-    target: str
-    quantize: str
-    findings: list[Finding] = field(default_factory=list)
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def verdict(self) -> str:
-        """"will run", "will not run", or "unknown" when only a risk the check cannot decide stands in the way."""
-        if not self.compatible:
-            return "will not run"
-        return "unknown" if any(f.severity == "risk" for f in self.findings) else "will run"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "compatible": self.compatible,
-            "verdict": self.verdict,
-            "target": self.target,
-            "quantize": self.quantize,
-            "findings": [f.to_dict() for f in self.findings],
-            "nodes": [dict(n) for n in self.nodes],
-        }
 
 
 def _result(target: str, quantize: str, findings: list[Finding], nodes: list[dict]) -> CheckResult:
@@ -417,13 +391,7 @@ def module_path(node: onnx.NodeProto) -> str | None:
         if prop.key in ("pkg.torch.onnx.name_scopes", "namespace") and prop.value:
             scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",") if s.strip(" '\"")]
             return scopes[-1] if prop.key == "pkg.torch.onnx.name_scopes" and scopes else prop.value
-    if not node.name.startswith("/") or node.name.count("/") < 2:
-        return None
-    parts: list[str] = []  # TorchScript exporter: /layer1/layer1.0/conv1/Conv -> layer1.0.conv1
-    for scope in node.name.strip("/").split("/")[:-1]:
-        parts = scope.split(".") if parts and scope.startswith(".".join(parts) + ".") else [*parts, scope]
-    return ".".join(parts) or None
-    return None
+    return module_path_from_name(node.name) or None
 
 
 def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta], quantize: str) -> list[Finding]:

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hub.artifacts import LoadOptions, SourceModel
-from hub.errors import HubError, IncompatibleError, InputError
+from hub.artifacts import ConvertReport, LoadOptions, ModelSummary, SourceModel
+from hub.errors import IncompatibleError, InputError
 from hub.progress import Progress, warn
 from hub.targets import resolve
 
@@ -76,8 +76,9 @@ def convert(
     per_channel_dense: bool = False,
     progress: Progress | None = None,
     passes: list[str] | None = None,
-) -> dict[str, Any]:
-    """Convert a model for `target`, verify it, write the output folder; returns report.json's content.
+) -> ConvertReport:
+    """Convert a model for `target`, verify it, write the output folder; returns what it found
+    (`.to_dict()` is report.json).
 
     Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
     changed the model's meaning (see hub.fidelity), or when fidelity falls below
@@ -87,6 +88,7 @@ def convert(
     from hub import calibration as calib
     from hub import convert as convert_stage
     from hub.convert import ConvertOptions
+    from hub.fidelity import judge_fidelity
     from hub.output import check_destination
 
     progress = progress or Progress(enabled=False)
@@ -120,33 +122,26 @@ def convert(
             raise IncompatibleError(exc.message + _blocking_hint(check), path) from None
         converted, tflite_passes = _tflite_passes(converted)
 
-    report: dict[str, Any] = {
-        "target": target,
-        "quantize": quantize,
-        "source": {"path": str(path), "framework": source.framework},
-        "model": _model_section(converted.tflite_bytes),
-        "calibration": converted.calibration,
-        "passes": [vars(p) for p in normalised.passes + tflite_passes],
-        "check": check.to_dict() if check else None,
-    }
     verification = None
     if target_row.verified_on_tflm:
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
-            verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out, min_cosine)
-        _judge_fidelity(path, ConvertOptions(target, quantize, per_channel_dense=per_channel_dense), normalised,
-                        calibration_set, converted.tflite_bytes, verification, progress)
-        report.update(verification.to_dict())
-        report["findings"] = [f.to_dict() for f in verification.findings]
-
-    _write_output(out_dir, force, report, normalised, converted, verification, ident, progress)
-    report["output"] = str(out_dir)
+            verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out_samples(),
+                                   min_cosine)
+        with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
+            for message in judge_fidelity(ConvertOptions(target, quantize, per_channel_dense=per_channel_dense),
+                                          normalised, calibration_set, converted.tflite_bytes, verification):
+                warn(f"{path.name}: {message}")
+    report = ConvertReport(target=target, quantize=quantize, source={"path": str(path), "framework": source.framework},
+                           model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
+                           passes=normalised.passes + tflite_passes, check=check, verification=verification,
+                           output=out_dir)
+    _write_output(report, normalised, converted, ident, force, progress)
     if verification is not None and not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
     return report
 
 
-def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised, converted, verification,
-                  ident: str, progress: Progress) -> None:
+def _write_output(report: ConvertReport, normalised, converted, ident: str, force: bool, progress: Progress) -> None:
     """The output folder, all or nothing: model.onnx, model.tflite, firmware files, report.json/.html."""
     import onnx
 
@@ -154,7 +149,8 @@ def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised
     from hub.report import portability_sections
     from hub.report_render import write_html
 
-    with atomic_folder(out_dir, force) as tmp:
+    verification = report.verification
+    with atomic_folder(report.output, force) as tmp:
         onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
         if verification is not None and verification.tflm.get("loads"):
@@ -162,11 +158,12 @@ def _write_output(out_dir: Path, force: bool, report: dict[str, Any], normalised
                 from hub.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
-                report["firmware"] = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
-        report["timings_s"] = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
-        report.update(portability_sections(normalised.onnx_model, measured=report))
-        write_html(report, tmp / "report.html")
-        (tmp / "report.json").write_text(to_json(report))
+                report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
+        report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
+        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
+        document = report.to_dict()
+        write_html(document, tmp / "report.html")
+        (tmp / "report.json").write_text(to_json(document))
 
 
 def _firmware_name(name: str) -> str:
@@ -197,113 +194,17 @@ def _analyse(onnx_model, target: str, quantize: str):
     return analyse_onnx(onnx_model, target=target, quantize=quantize)
 
 
-def _verify(tflite_bytes: bytes, reference, held_out, min_cosine, measure_arena: bool = True):
+def _verify(tflite_bytes: bytes, reference, held_out: list[dict], min_cosine):
     from hub.verify import verify
 
-    return verify(tflite_bytes, reference, _as_sample_list(held_out), min_cosine=min_cosine,
-                  measure_arena=measure_arena)
+    return verify(tflite_bytes, reference, held_out, min_cosine=min_cosine)
 
 
-def _judge_fidelity(path: Path, options, normalised, calibration_set, tflite_bytes: bytes, verification,
-                    progress: Progress) -> None:
-    """Poor fidelity (hub.fidelity.poor) is the converter's fault when float32 is poor too: an error
-    naming the node where outputs diverge. Otherwise it is quantization's: a warning naming the
-    likely cause. Costs one float32 conversion, and only when a quantized model is poor."""
-    from hub import fidelity as fid
-
-    why = fid.poor(verification.fidelity, options.quantize)
-    if why is None:
-        return
-    float_bytes, float_fidelity = tflite_bytes, verification.fidelity
-    if options.quantize != "float32":
-        reason = "the float32 model that would tell why did not run on TFLM"
-        with progress.stage("diagnose", "Converting to float32 to tell conversion from quantization error"):
-            try:
-                float_bytes = _convert_float32(normalised, calibration_set, options)
-                float_fidelity = _verify(float_bytes, normalised.onnx_model, calibration_set.held_out, None,
-                                         measure_arena=False).fidelity
-            except HubError as exc:
-                float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
-        if float_fidelity is None:
-            _add_finding(verification, "warning", f"{options.quantize} fidelity is poor ({why}); {reason}")
-            warn(f"{path.name}: {verification.findings[-1].message}")
-            return
-    float_why = fid.poor(float_fidelity, "float32")
-    if float_why is not None:
-        _conversion_error(verification, normalised.onnx_model, calibration_set.held_out, float_bytes,
-                          float_fidelity, float_why, options.quantize, why)
-        return
-    causes = fid.quantization_causes(_read(tflite_bytes), verification.fidelity, calibration_set.synthetic,
-                                     options.quantize)
-    verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
-                                          "causes": causes}
-    message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
-               f"{float_fidelity.get('cosine'):.6f}): a quantization error; likely cause: "
-               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
-    _add_finding(verification, "warning", message, fid.remedies(calibration_set.synthetic, options.quantize))
-    warn(f"{path.name}: {message} ({verification.findings[-1].hint})")
-
-
-def _conversion_error(verification, reference, held_out, float_bytes: bytes, float_fidelity: dict, float_why: str,
-                      quantize: str, why: str) -> None:
-    from hub import fidelity as fid
-    from hub.verify import synthetic_samples, to_tflite_inputs
-
-    sample = (_as_sample_list(held_out) or synthetic_samples(reference))[0]
-    where = fid.locate_divergence(float_bytes, reference, sample, to_tflite_inputs(_read(float_bytes), sample))
-    verification.fidelity["diagnosis"] = {"kind": "conversion", "float32_cosine": float_fidelity.get("cosine"),
-                                          "diverges_at": where}
-    place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
-             else "the node where outputs first diverge was not found")
-    if where and where.get("channels_first_from"):
-        place += (f", whose input is computed right but left in channels-first order from node "
-                  f"{where['channels_first_from']} on (a layout error in onnx2tf's lowering there)")
-    not_quant = "" if quantize == "float32" else f"; the poor {quantize} fidelity ({why}) is not quantization's doing"
-    _add_finding(verification, "error", f"the converter changed the model's meaning: the float32 TFLite model's "
-                 f"outputs differ from the source's ({float_why}){not_quant}; {place}",
-                 "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
-    verification.ok = False
-
-
-def _convert_float32(normalised, calibration_set, options) -> bytes:
-    from dataclasses import replace
-
-    from hub.convert import convert
-
-    return convert(normalised, calibration_set, replace(options, quantize="float32")).tflite_bytes
-
-
-def _add_finding(verification, severity: str, message: str, hint: str = "") -> None:
-    from hub.artifacts import Finding
-
-    verification.findings.append(Finding("model", "", [], severity, message, hint=hint))
-
-
-def _read(tflite_bytes: bytes):
-    from hub.tflite_model import read_tflite
-
-    return read_tflite(tflite_bytes)
-
-
-def _as_sample_list(held_out: dict) -> list[dict]:
-    """{name: (N, ...)} -> [{name: (1, ...)}, ...] as verify takes them."""
-    if not held_out:
-        return []
-    count = len(next(iter(held_out.values())))
-    return [{k: v[i : i + 1] for k, v in held_out.items()} for i in range(count)]
-
-
-def _model_section(tflite_bytes: bytes) -> dict[str, Any]:
+def _model_summary(tflite_bytes: bytes) -> ModelSummary:
     from hub.tflite_model import read_tflite
 
     model = read_tflite(tflite_bytes)
-    return {
-        "tflite_bytes": model.size_bytes,
-        "ops": model.op_histogram(),
-        "op_count": len(model.ops),
-        "inputs": model.io_specs("inputs"),
-        "outputs": model.io_specs("outputs"),
-    }
+    return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
 
 
 def _blocking_hint(check) -> str:
@@ -351,7 +252,7 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
         normalised = _normalise(ref_source, LoadOptions())
         reference_model = normalised.onnx_model
         cal = calib.build_calibration(normalised.inputs, None, calib.parse_input_range(input_range))
-        held_out = _as_sample_list(cal.held_out)
+        held_out = cal.held_out_samples()
     return verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
 
 

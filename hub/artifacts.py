@@ -2,9 +2,9 @@
 
 Each stage is a module in `hub/` with one public function that takes an
 artifact and returns the next: adapters -> SourceModel, normalise ->
-NormalisedModel, convert -> ConvertedModel, verify -> Verification,
-export -> FirmwareBundle. Keeping them plain dataclasses keeps stages
-independent and testable one by one.
+NormalisedModel, analyse -> CheckResult, convert -> ConvertedModel, verify ->
+Verification; `hub convert` gathers them in a ConvertReport (report.json).
+Keeping them plain dataclasses keeps stages independent and testable one by one.
 """
 from __future__ import annotations
 
@@ -98,3 +98,107 @@ class Finding:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+@dataclass
+class CheckResult:
+    compatible: bool
+    target: str
+    quantize: str
+    findings: list[Finding] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """"will run", "will not run", or "unknown" when only a risk the check cannot decide stands in the way."""
+        if not self.compatible:
+            return "will not run"
+        return "unknown" if any(f.severity == "risk" for f in self.findings) else "will run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "verdict": self.verdict,
+            "target": self.target,
+            "quantize": self.quantize,
+            "findings": [f.to_dict() for f in self.findings],
+            "nodes": [dict(n) for n in self.nodes],
+        }
+
+
+@dataclass
+class Verification:
+    tflm: dict[str, Any]
+    memory: dict[str, Any]
+    fidelity: dict[str, Any] | None
+    findings: list[Finding] = field(default_factory=list)
+    ok: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tflm": self.tflm, "memory": self.memory, "fidelity": self.fidelity}
+
+
+@dataclass
+class ModelSummary:
+    """The converted flatbuffer at a glance: size, ops, input and output tensors."""
+
+    tflite_bytes: int
+    ops: dict[str, int]  # {"CONV_2D": 9, ...} sorted by name
+    inputs: list[dict[str, Any]]  # name, tensor, shape, dtype, scale, zero_point
+    outputs: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tflite_bytes": self.tflite_bytes, "ops": dict(self.ops), "op_count": sum(self.ops.values()),
+                "inputs": self.inputs, "outputs": self.outputs}
+
+
+@dataclass
+class Measured:
+    """Figures measured on a real model, which replace a portability report's estimates for its target."""
+
+    target: str  # "tflm" | "tflite"
+    quantize: str
+    tflite_bytes: int | None = None
+    arena_bytes: int | None = None
+    invokes: bool | None = None  # None: not run on TFLM
+    tflm_message: str | None = None
+
+
+@dataclass
+class ConvertReport:
+    """What `hub convert` did and found; `to_dict()` is report.json and the --json document."""
+
+    target: str
+    quantize: str
+    source: dict[str, str]  # path, framework
+    model: ModelSummary
+    calibration: dict[str, Any]
+    passes: list[PassResult]
+    check: CheckResult | None
+    verification: Verification | None
+    output: Path
+    firmware: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    portability: dict[str, Any] = field(default_factory=dict)  # hub.report's sections, measured figures in
+
+    @property
+    def measured(self) -> Measured:
+        v = self.verification
+        return Measured(self.target, self.quantize, self.model.tflite_bytes,
+                        v.memory.get("arena_bytes") if v else None, v.tflm.get("invokes") if v else None,
+                        v.tflm.get("message") if v else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "target": self.target, "quantize": str(self.quantize), "source": dict(self.source),
+            "model": self.model.to_dict(), "calibration": self.calibration,
+            "passes": [vars(p) for p in self.passes], "check": self.check.to_dict() if self.check else None,
+        }
+        if self.verification is not None:
+            doc.update(self.verification.to_dict())
+            doc["findings"] = [f.to_dict() for f in self.verification.findings]
+        if self.firmware:
+            doc["firmware"] = list(self.firmware)
+        doc["timings_s"] = dict(self.timings_s)
+        doc.update(self.portability)
+        return doc  # without `output`: report.json sits in that folder, wherever it is moved

@@ -28,6 +28,11 @@ class CalibrationSet:
     layout: str | None = None  # layout the user's data was found in
     notes: list[str] = field(default_factory=list)
 
+    def held_out_samples(self) -> list[dict[str, np.ndarray]]:
+        """The held-out set one sample at a time, {name: (1, ...)}, as verification takes it."""
+        count = len(next(iter(self.held_out.values()))) if self.held_out else 0
+        return [{k: v[i : i + 1] for k, v in self.held_out.items()} for i in range(count)]
+
     def summary(self) -> dict:
         n = len(next(iter(self.samples.values()))) if self.samples else 0
         out = {"source": self.source, "samples": n, "synthetic": self.synthetic,

@@ -116,7 +116,7 @@ def convert(
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
                              min_cosine=min_cosine, per_channel_dense=per_channel_dense, progress=Progress(enabled=None if not as_json else False))
-        _emit_json(report) if as_json else print_convert_summary(report)
+        _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
 
     _run(action, model)

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
+from hub.artifacts import Finding, NormalisedModel
+from hub.calibration import CalibrationSet
 from hub.child import run_python_module
-from hub.tflite_model import TFLiteModel
+from hub.convert import ConvertOptions, convert
+from hub.errors import HubError
+from hub.tflite_model import TFLiteModel, read_tflite
+from hub.verify import Verification, synthetic_samples, to_tflite_inputs, verify
 
 FLOAT_MIN_COSINE = 0.999
 FLOAT_MAX_RELATIVE_ERROR = 0.01
@@ -111,3 +117,62 @@ def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_samp
                                   memory_mb=DIVERGE_MEMORY_MB, cwd=tmp)
         result = job / "result.json"
         return json.loads(result.read_text()) if child.returncode == 0 and result.exists() else None
+
+
+def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
+                   tflite_bytes: bytes, verification: Verification) -> list[str]:
+    """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
+    naming the node where outputs diverge, and verification fails. Otherwise it is quantization's:
+    a warning naming the likely cause. Costs one float32 conversion, only when a quantized model is
+    poor. Returns the warnings to show the user (they are findings too)."""
+    why = poor(verification.fidelity, options.quantize)
+    if why is None:
+        return []
+    float_bytes, float_fidelity = tflite_bytes, verification.fidelity
+    if options.quantize != "float32":
+        reason = "the float32 model that would tell why did not run on TFLM"
+        try:
+            float_bytes = convert(normalised, calibration, replace(options, quantize="float32")).tflite_bytes
+            float_fidelity = verify(float_bytes, normalised.onnx_model, calibration.held_out_samples(),
+                                    measure_arena=False).fidelity
+        except HubError as exc:
+            float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
+        if float_fidelity is None:
+            return [_add_finding(verification, "warning", f"{options.quantize} fidelity is poor ({why}); {reason}")]
+    float_why = poor(float_fidelity, "float32")
+    if float_why is not None:
+        _conversion_error(verification, normalised.onnx_model, calibration, float_bytes, float_fidelity, float_why,
+                          options.quantize, why)
+        return []
+    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic,
+                                 options.quantize)
+    verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
+                                          "causes": causes}
+    message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
+               f"{float_fidelity.get('cosine'):.6f}): a quantization error; likely cause: "
+               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
+    hint = remedies(calibration.synthetic, options.quantize)
+    return [f"{_add_finding(verification, 'warning', message, hint)} ({hint})"]
+
+
+def _conversion_error(verification: Verification, reference: onnx.ModelProto, calibration: CalibrationSet,
+                      float_bytes: bytes, float_fidelity: dict, float_why: str, quantize: str, why: str) -> None:
+    sample = (calibration.held_out_samples() or synthetic_samples(reference))[0]
+    where = locate_divergence(float_bytes, reference, sample, to_tflite_inputs(read_tflite(float_bytes), sample))
+    verification.fidelity["diagnosis"] = {"kind": "conversion", "float32_cosine": float_fidelity.get("cosine"),
+                                          "diverges_at": where}
+    place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
+             else "the node where outputs first diverge was not found")
+    if where and where.get("channels_first_from"):
+        place += (f", whose input is computed right but left in channels-first order from node "
+                  f"{where['channels_first_from']} on (a layout error in onnx2tf's lowering there)")
+    not_quant = "" if quantize == "float32" else f"; the poor {quantize} fidelity ({why}) is not quantization's doing"
+    _add_finding(verification, "error", f"the converter changed the model's meaning: the float32 TFLite model's "
+                 f"outputs differ from the source's ({float_why}){not_quant}; {place}",
+                 "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
+    verification.ok = False
+
+
+def _add_finding(verification: Verification, severity: str, message: str, hint: str = "") -> str:
+    verification.findings.append(Finding("model", "", [], severity, message, hint=hint))
+    return message

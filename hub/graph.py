@@ -64,6 +64,21 @@ def _meta_from_initializer(init: onnx.TensorProto) -> TensorMeta:
     return TensorMeta(init.name, tuple(int(d) for d in init.dims), _dtype_name(init.data_type), True, value)
 
 
+def module_path_from_name(node_name: str) -> str:
+    """The PyTorch module an exported node came from, read off its scope name ("" when it has none):
+    `/layer1/layer1.0/conv1/Conv` (each scope the full dotted path) and `/layer2/shortcut/shortcut.0/Conv`
+    (a child repeating its parent's name) -> `layer1.0.conv1`, `layer2.shortcut.0`."""
+    parts: list[str] = []
+    for scope in node_name.strip("/").split("/")[:-1] if node_name.startswith("/") else []:
+        if parts and scope.startswith(".".join(parts) + "."):
+            parts = scope.split(".")
+        elif parts and scope.startswith(parts[-1] + "."):  # attribute names hold no dots
+            parts.append(scope[len(parts[-1]) + 1:])
+        else:
+            parts.append(scope)
+    return ".".join(parts)
+
+
 def node_id(node: onnx.NodeProto, index: int) -> str:
     """A unique name per node: its own name, or op_type and position when unnamed or repeated."""
     return node.name or f"{node.op_type}_{index}"

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hub.artifacts import ConvertReport, Verification
+
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
 # a file, which cut "CONV_2D x9" in two); tables still fit the width.
 out = Console(soft_wrap=True)
@@ -16,36 +18,40 @@ def _kb(n: int | None) -> str:
     return "n/a" if n is None else f"{n:,} B ({n / 1024:.1f} KB)"
 
 
-def print_convert_summary(report: dict[str, Any]) -> None:
-    model = report["model"]
-    out.print(f"[bold]{report['source']['path']}[/] ({report['source']['framework']}) -> "
-              f"{report['target']} {report['quantize']}: [bold]{report['output']}[/]")
-    ops = ", ".join(f"{k} x{v}" for k, v in model["ops"].items())
-    out.print(f"  model.tflite  {_kb(model['tflite_bytes'])}, {model['op_count']} ops: {ops}")
-    for io in ("inputs", "outputs"):
-        for t in model[io]:
+def print_convert_summary(report: ConvertReport) -> None:
+    model = report.model
+    out.print(f"[bold]{report.source['path']}[/] ({report.source['framework']}) -> "
+              f"{report.target} {report.quantize}: [bold]{report.output}[/]")
+    ops = ", ".join(f"{k} x{v}" for k, v in model.ops.items())
+    out.print(f"  model.tflite  {_kb(model.tflite_bytes)}, {sum(model.ops.values())} ops: {ops}")
+    for io, tensors in (("input", model.inputs), ("output", model.outputs)):
+        for t in tensors:
             q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if isinstance(t.get("scale"), float) else ""
-            out.print(f"  {io[:-1]:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
-    cal = report.get("calibration") or {}
-    if cal:
-        if cal.get("synthetic"):
-            out.print(f"  calibration  {cal.get('samples')} synthetic samples "
-                      "[yellow](not real data: pass --calibration for production accuracy)[/]")
-        else:
-            out.print(f"  calibration  {cal.get('samples')} samples from {cal.get('source')}")
-            for note in cal.get("notes", []):
-                out.print(f"               {note}")
-    memory, fidelity, tflm = report.get("memory"), report.get("fidelity"), report.get("tflm")
-    if tflm:
-        state = "[green]loads and invokes[/]" if tflm.get("invokes") else f"[red]fails[/]: {tflm.get('message')}"
-        out.print(f"  TFLM         {state}")
-    if memory:
-        out.print(f"  arena        {_kb(memory.get('arena_bytes'))} measured, "
-                  f"{_kb(memory.get('arena_recommended_bytes'))} recommended")
-    if fidelity:
-        out.print(f"  fidelity     vs ONNX on {fidelity.get('samples')} held-out samples: {_fidelity_parts(fidelity)}")
-    if report.get("firmware"):
-        out.print(f"  firmware     {', '.join(report['firmware'])}")
+            out.print(f"  {io:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
+    _print_calibration(report.calibration)
+    if report.verification is not None:
+        _print_verification(report.verification)
+    if report.firmware:
+        out.print(f"  firmware     {', '.join(report.firmware)}")
+
+
+def _print_calibration(cal: dict[str, Any]) -> None:
+    if cal.get("synthetic"):
+        out.print(f"  calibration  {cal.get('samples')} synthetic samples "
+                  "[yellow](not real data: pass --calibration for production accuracy)[/]")
+        return
+    out.print(f"  calibration  {cal.get('samples')} samples from {cal.get('source')}")
+    for note in cal.get("notes", []):
+        out.print(f"               {note}")
+
+
+def _print_verification(v: Verification) -> None:
+    state = "[green]loads and invokes[/]" if v.tflm.get("invokes") else f"[red]fails[/]: {v.tflm.get('message')}"
+    out.print(f"  TFLM         {state}")
+    out.print(f"  arena        {_kb(v.memory.get('arena_bytes'))} measured, "
+              f"{_kb(v.memory.get('arena_recommended_bytes'))} recommended")
+    if v.fidelity:
+        out.print(f"  fidelity     vs ONNX on {v.fidelity.get('samples')} held-out samples: {_fidelity_parts(v.fidelity)}")
 
 
 def print_check(result, model: Path) -> None:

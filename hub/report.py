@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import onnx
 
 from hub import boards as board_data
-from hub.artifacts import LoadOptions
+from hub.artifacts import LoadOptions, Measured
 from hub.errors import HubError, InputError, first_line
 from hub.layers import LayerTable, live_bytes, onnx_layers, tflite_layers
 
@@ -74,13 +74,12 @@ def exit_code(report: dict[str, Any]) -> int:
 # ---------------------------------------------------------------- sections
 
 
-def portability_sections(onnx_model: onnx.ModelProto, *, measured: dict | None = None,
+def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | None = None,
                          board: str | board_data.Board | None = None,
                          targets: Sequence[str] = ALL_TARGETS) -> dict[str, Any]:
     """{"targets", "layers", "totals", "board", "activation_memory"} for a normalised ONNX model.
 
-    `measured` is `hub convert`'s report (keys "target", "quantize", "model"{"tflite_bytes"},
-    "memory"{"arena_bytes"}, "tflm"): its numbers replace the estimates of the converted target.
+    `measured` holds `hub convert`'s figures: they replace the estimates of the converted target.
     """
     table = onnx_layers(onnx_model)
     cache: dict[tuple[str, str], Any] = {}
@@ -133,13 +132,13 @@ def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
     return _assemble(rows, table, checks, _board(board), quantize=None)
 
 
-def _measure_on_tflm(data: bytes, kind: str) -> dict[str, Any]:
+def _measure_on_tflm(data: bytes, kind: str) -> Measured:
     """A .tflite is measured, not estimated: about a second on the TFLM interpreter (kernel scratch
-    included, which the estimate leaves out: 9 % of MLPerf VWW's arena)."""
+    included, which the estimate leaves out: 9 % of MLPerf VWW's arena). Flash stays the file's size."""
     from hub.verify import verify
 
-    verification = verify(data, None, None)
-    return {"target": "tflm", "quantize": kind, **verification.to_dict()}  # flash stays the file's size
+    v = verify(data, None, None)
+    return Measured("tflm", kind, None, v.memory.get("arena_bytes"), v.tflm.get("invokes"), v.tflm.get("message"))
 
 
 def _board(board: str | board_data.Board | None) -> board_data.Board | None:
@@ -246,23 +245,19 @@ def _count(check, severity: str) -> int:
     return 0 if isinstance(check, HubError) else sum(f.severity == severity for f in check.findings)
 
 
-def _apply_measured(rows: list[dict], measured: dict) -> None:
-    target, quantize = measured.get("target", "tflm"), measured.get("quantize", "int8")
-    name = f"tflm-{quantize}" if target == "tflm" else "tflite"
+def _apply_measured(rows: list[dict], measured: Measured) -> None:
+    name = f"tflm-{measured.quantize}" if measured.target == "tflm" else "tflite"
     row = next((r for r in rows if r["name"] == name), None)
     if row is None:
         return
-    size = (measured.get("model") or {}).get("tflite_bytes")
-    arena = (measured.get("memory") or {}).get("arena_bytes")
-    if size is not None:
-        row.update(flash_bytes=size, flash_basis="measured")
-    if arena is not None:
-        row.update(arena_bytes=arena, arena_basis="measured")
-    tflm = measured.get("tflm") or {}
-    if "invokes" in tflm:
-        row["compatible"] = bool(tflm["invokes"])
-        if not tflm["invokes"] and tflm.get("message"):
-            row["blocking"].append({"node": "", "op": "", "message": f"TFLM: {tflm['message']}", "hint": ""})
+    if measured.tflite_bytes is not None:
+        row.update(flash_bytes=measured.tflite_bytes, flash_basis="measured")
+    if measured.arena_bytes is not None:
+        row.update(arena_bytes=measured.arena_bytes, arena_basis="measured")
+    if measured.invokes is not None:
+        row["compatible"] = measured.invokes
+        if not measured.invokes and measured.tflm_message:
+            row["blocking"].append({"node": "", "op": "", "message": f"TFLM: {measured.tflm_message}", "hint": ""})
 
 
 def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_data.Board | None,

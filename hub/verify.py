@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 
 from hub.analyse import abort_causes
-from hub.artifacts import Finding
+from hub.artifacts import Finding, Verification
 from hub.child import ChildResult, run_python_module
 from hub.errors import InputError
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
@@ -46,18 +46,6 @@ ROUND_TO = 1024
 CHILD_TIMEOUT_S = 600.0
 CHILD_MEMORY_MB = 4096
 CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
-
-
-@dataclass
-class Verification:
-    tflm: dict[str, Any]
-    memory: dict[str, Any]
-    fidelity: dict[str, Any] | None
-    findings: list[Finding] = field(default_factory=list)
-    ok: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tflm": self.tflm, "memory": self.memory, "fidelity": self.fidelity}
 
 
 def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
@@ -332,7 +320,8 @@ def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[s
             continue
         expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
         got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
-        metrics = output_metrics(expected, got)
+        step = spec["scale"] if isinstance(spec.get("scale"), float) else 0.0
+        metrics = output_metrics(expected, got, step)
         if isinstance(spec.get("scale"), float) and spec["scale"] > 0:  # quantized: how finely can it show the reference?
             span = max(float(np.max(e)) for e in expected) - min(float(np.min(e)) for e in expected)
             metrics["output_steps"] = span / spec["scale"]
@@ -346,16 +335,19 @@ def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[s
     return summary
 
 
-def output_metrics(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[str, Any]:
+def output_metrics(expected: list[np.ndarray], got: list[np.ndarray], step: float = 0.0) -> dict[str, Any]:
     """Errors over all samples; cosine is the mean over samples whose reference is not all zero
-    (None, with the reason, when every one is: no direction to compare with)."""
+    (None, with the reason, when every one is: no direction to compare with). Top-1 agreement
+    counts the samples whose reference has a top class: its lead over the runner-up exceeds the
+    output's quantization `step` (a tie, as from flat logits, has no top class to agree on)."""
     exp = np.concatenate([e.ravel() for e in expected])
     act = np.concatenate([g.ravel() for g in got])
     diff = act - exp
     cosines = [c for c in (_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)) if c is not None]
     top1 = None
     if is_classifier_shaped(expected[0].shape):
-        top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in zip(expected, got)]))
+        decided = [(e, g) for e, g in zip(expected, got) if _lead(e) > max(step, 1e-6 * float(np.max(np.abs(e))))]
+        top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in decided])) if decided else None
     peak = float(np.max(np.abs(exp))) if exp.size else 0.0
     max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
     metrics = {"max_abs_error": max_abs, "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
@@ -364,6 +356,12 @@ def output_metrics(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[st
     if not cosines:
         metrics["cosine_undefined"] = "the reference output is all zero on every sample"
     return metrics
+
+
+def _lead(scores: np.ndarray) -> float:
+    """How far the top score stands above the runner-up."""
+    top2 = np.sort(scores.ravel())[-2:]
+    return float(top2[1] - top2[0])
 
 
 def is_classifier_shaped(shape: tuple[int, ...]) -> bool:

@@ -15,7 +15,8 @@ import torch
 from torch.export import Dim
 
 import adapters
-from adapters.pytorch import PyTorchAdapter, _module_path
+from adapters.pytorch import PyTorchAdapter
+from hub.graph import module_path_from_name as _module_path
 from fixtures.torch_models import TinyCNN, TwoInputNet
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
@@ -176,6 +177,8 @@ def test_module_path_from_exporter_scope_names() -> None:
     assert _module_path("/layer2/shortcut/shortcut.0/Conv") == "layer2.shortcut.0"
     assert _module_path("/layer1/relu_1/Relu") == "layer1.relu_1"
     assert _module_path("/Flatten") == "" and _module_path("Identity_0") == ""
+    assert _module_path("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"  # scopes carrying the whole path
+    assert _module_path("/a/a.b/a.b.c/Conv") == "a.b.c"
 
 
 def test_torchscript_shape_from_flag_overrides_stored_one() -> None:

@@ -115,3 +115,12 @@ def test_quantization_error_fails_with_min_cosine(wide_range_path, tmp_path):
     proc = run_hub("convert", wide_range_path, "--out", tmp_path / "o", "--min-cosine", "0.9")
     assert proc.returncode == 1
     assert "below --min-cosine 0.9" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_top1_counts_only_references_with_a_top_class():
+    """Flat logits (all classes tied, as a softmax of equal logits gives) have no top class to agree on."""
+    tied = [np.full((1, 4), 0.25)] * 3
+    assert output_metrics(tied, [np.array([[0.2, 0.3, 0.25, 0.25]])] * 3)["top1_agreement"] is None
+    close = [np.array([[0.5, 0.49, 0.0, 0.01]])]  # the lead (0.01) is under one output step (0.02): a tie
+    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])], step=0.02)["top1_agreement"] is None
+    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])])["top1_agreement"] == 0.0

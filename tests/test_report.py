@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hub import boards
 from hub.errors import InputError
 from hub.layers import Buffer, onnx_layers, plan_arena, tflite_layers
+from hub.artifacts import Measured
 from hub.report import portability_sections
 from hub.report_render import write_html
 from hub.tflite_model import read_tflite
@@ -188,8 +189,7 @@ def test_board_fit_margins_by_hand():
 
 
 def test_portability_sections_with_measured_numbers_and_board():
-    measured = {"target": "tflm", "quantize": "int8", "model": {"tflite_bytes": 270_000},
-                "memory": {"arena_bytes": 9_000}, "tflm": {"loads": True, "invokes": True}}
+    measured = Measured("tflm", "int8", tflite_bytes=270_000, arena_bytes=9_000, invokes=True)
     sections = portability_sections(small_cnn_onnx(), measured=measured, board="nrf52840dk")
     row = next(t for t in sections["targets"] if t["name"] == "tflm-int8")
     assert (row["flash_bytes"], row["flash_basis"], row["arena_bytes"], row["arena_basis"]) == \
@@ -324,7 +324,8 @@ def test_write_html_renders_a_convert_report_with_fidelity(tmp_path):
     measured = {"target": "tflm", "quantize": "int8", "source": {"path": "small.onnx", "framework": "onnx"},
                 "model": {"tflite_bytes": 6_000, "ops": {"CONV_2D": 2}}, "memory": {"arena_bytes": 7_000},
                 "fidelity": {"samples": 8, "cosine": 0.99871, "top1_agreement": 1.0}}
-    report = {**measured, **portability_sections(small_cnn_onnx(), measured=measured)}
+    figures = Measured("tflm", "int8", tflite_bytes=6_000, arena_bytes=7_000, invokes=True)
+    report = {**measured, **portability_sections(small_cnn_onnx(), measured=figures)}
     path = tmp_path / "report.html"
     write_html(report, path)
     dom = _browse(path, tmp_path / "convert.png")

@@ -367,7 +367,7 @@ ERROR_CASES = [
     ("existing_output_folder", lambda t: _onnx_file(t, "ok.onnx", lambda m: (t / "out").mkdir()), ["--out", "out"],
      "convert", 2, "output folder exists"),
     ("bad_target", lambda t: _onnx_file(t, "ok.onnx", lambda m: None), ["--target", "esp32", "--out", "out"],
-     "convert", 2, "unknown target"),
+     "convert", 2, "unknown --target 'esp32'"),
     ("bad_quantize", lambda t: _onnx_file(t, "ok.onnx", lambda m: None), ["--quantize", "float16", "--out", "out"],
      "convert", 2, "no float16 kernels"),
     ("unknown_quantize", lambda t: _onnx_file(t, "ok.onnx", lambda m: None), ["--quantize", "int4", "--out", "out"],

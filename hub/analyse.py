@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from hub.artifacts import CheckResult, Finding
-from hub.graph import TensorMeta, module_path_from_name, ordered_nodes, tensor_table
+from hub.graph import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 from hub.targets import Quantize, resolve
@@ -602,7 +602,22 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
         findings += node_findings
         nodes.append({"name": nid, "op": node.op_type, "tflite_ops": ops, "verdict": verdict,
                       "module": module_path(node)})
+    blocked = {n["name"] for n in nodes if n["verdict"] == "error"}
+    if blocked and not any(f.severity == "error" and f.node not in blocked for f in findings):
+        findings += _host_split_finding(model, blocked)
     return _result(target, quantize, findings, nodes)
+
+
+def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Finding]:
+    """Blocked nodes only at the end of the graph: say where to cut so TFLM runs everything before."""
+    split = host_split(model, blocked)
+    if split is None:
+        return []
+    shown = ", ".join(split.host[:4]) + (f" and {len(split.host) - 4} more" if len(split.host) > 4 else "")
+    return [Finding("graph", "Model", [], "info",
+                    f"the blocked nodes sit at the end of the graph: cut the model at {', '.join(split.cut)} and "
+                    f"TFLM runs the other {split.device} nodes; run {shown} on the host.",
+                    f"export the model up to {', '.join(split.cut)} (e.g. return that tensor from forward())")]
 
 
 def _verdict(findings: list[Finding]) -> str:

@@ -7,9 +7,10 @@ from constants). Graph inputs and outputs appear as nodes "input:<name>" and
 same facts per tensor name, plus the values of small constants (which decide
 how onnx2tf converts some ops: a Pow exponent, Clip bounds, Resize scales).
 
-`hub check` itself needs only `tensor_table` and `ordered_nodes`: importing
-networkx costs more CPU than analysing a ResNet-50 (its backend entry-point
-scan), so it is imported only when a DiGraph is asked for.
+`hub check` needs only `tensor_table` and `ordered_nodes` for a model that runs:
+importing networkx costs more CPU than analysing a ResNet-50 (its backend
+entry-point scan), so it is imported only when a DiGraph is asked for: when
+nodes are blocked, `host_split` asks whether they can be cut off the end.
 """
 from __future__ import annotations
 
@@ -166,6 +167,34 @@ def _add_edge(g: nx.DiGraph, src: str, dst: str, meta: TensorMeta | None, name: 
     # Two tensors between the same pair of nodes keep the first; the tensor table has them all.
     if not g.has_edge(src, dst):
         g.add_edge(src, dst, tensor=name, shape=meta.shape, dtype=meta.dtype, const=meta.const)
+
+
+@dataclass
+class HostSplit:
+    """Cut the model at `cut` tensors: TFLM runs the `device` nodes before them, the host the `host` rest."""
+
+    cut: list[str]
+    device: int
+    host: list[str]  # node ids, in graph order
+
+
+def host_split(model: onnx.ModelProto, blocked: set[str], max_share: float = 0.25) -> HostSplit | None:
+    """When the blocked nodes and everything computed from them form a tail of the graph no larger than
+    `max_share` of its nodes (post-processing such as TopK, NMS, a GELU head), the tensors that feed that
+    tail: cut there and TFLM runs the rest. None when the blocked region reaches back into the model."""
+    import networkx as nx
+
+    g = build_graph(model)
+    ops = [n for n, _ in op_nodes(g)]
+    tail = set(blocked) | {d for b in blocked if b in g for d in nx.descendants(g, b) if g.nodes[d]["kind"] == "node"}
+    if not tail or len(tail) > max_share * len(ops) or len(tail) == len(ops):
+        return None
+    tensors = g.graph["tensors"]
+    produced_outside = {o for n in ops if n not in tail for o in g.nodes[n]["onnx"].output}
+    produced_outside |= {v.name for v in model.graph.input}
+    cut = sorted({name for n in tail for name in g.nodes[n]["onnx"].input
+                  if name in produced_outside and not (tensors.get(name) and tensors[name].const)})
+    return HostSplit(cut=cut, device=len(ops) - len(tail), host=[n for n in ops if n in tail])
 
 
 def op_nodes(g: nx.DiGraph) -> list[tuple[str, dict[str, Any]]]:

@@ -57,7 +57,7 @@ def _print_verification(v: Verification) -> None:
 def print_check(result, model: Path) -> None:
     verdict = {"will run": "[green]will run[/]", "will not run": "[red]will not run[/]",
                "unknown": "[yellow]may not run[/]"}[result.verdict]
-    shown = [f for f in result.findings if f.severity in ("error", "risk", "warning")]
+    shown = list(result.findings)
     risks = sum(f.severity == "risk" for f in shown)
     out.print(f"[bold]{model}[/]: {verdict} on {result.target} ({result.quantize}); "
               f"{len(result.nodes)} nodes, {sum(f.severity == 'error' for f in shown)} blocking, "
@@ -71,7 +71,7 @@ def print_check(result, model: Path) -> None:
         table.add_column(col, overflow="fold")
     for f in shown:
         node = f.node + (f"\n[dim]{modules[f.node]}[/]" if modules.get(f.node) else "")
-        style = "red" if f.severity == "error" else "yellow"
+        style = {"error": "red", "info": "cyan"}.get(f.severity, "yellow")
         table.add_row(node, f.op, ", ".join(f.tflite_ops) or "-", f"[{style}]{f.severity}[/]", f.message, f.hint)
     out.print(table)
 

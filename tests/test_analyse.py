@@ -319,7 +319,7 @@ def test_check_imports_neither_tensorflow_nor_torch(converted_check_models, tmp_
         assert api.check({str(tfl_path)!r}).compatible
         heavy = [m for m in ("tensorflow", "torch") if m in sys.modules]
         assert not heavy, heavy
-        # networkx costs more CPU to import than analysing a ResNet-50: only hub.graph.build_graph needs it
+        # networkx costs more CPU to import than analysing a ResNet-50: only blocked models need it (host_split)
         assert "networkx" not in sys.modules
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -581,3 +581,22 @@ def test_float64_model_input_cannot_be_calibrated():
     out = model_of([helper.make_node("Cast", ["x"], ["y"], name="n", to=F)], [vi("x", (3, 4), TensorProto.DOUBLE)],
                    [vi("y", (3, 4))])
     assert any(f.op == "Input" and "calibrate" in f.message for f in errors(analyse_onnx(out, quantize="int8")))
+
+
+def test_blocked_tail_gets_a_cut_point_and_a_blocked_middle_does_not():
+    """networkx's reachability: a TopK at the end can run on the host after cutting the model at its
+    input; the same TopK feeding more layers cannot be cut off."""
+    w = numpy_helper.from_array(np.ones((10, 8), np.float32), "w")
+    w2 = numpy_helper.from_array(np.ones((10, 10), np.float32), "w2")
+    k = numpy_helper.from_array(np.array([3], np.int64), "k")
+    layers = [helper.make_node("Gemm", ["x", "w"], ["l"], transB=1, name="fc"),
+              helper.make_node("Relu", ["l"], ["r"], name="relu"),
+              helper.make_node("Gemm", ["r", "w2"], ["l2"], transB=1, name="fc2")]
+    tail = model_of(layers + [helper.make_node("TopK", ["l2", "k"], ["v", "i"], name="topk")], [vi("x", (1, 8))],
+                    [vi("v", (1, 3)), vi("i", (1, 3), TensorProto.INT64)], inits=[w, w2, k])
+    [split] = [f for f in analyse_onnx(tail).findings if f.severity == "info"]
+    assert "cut the model at l2 and TFLM runs the other 3 nodes; run topk on the host" in split.message
+    middle = model_of([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk")] + [
+        helper.make_node("Gemm", ["v", "w3"], ["y"], transB=1, name="fc")], [vi("x", (1, 8))], [vi("y", (1, 4))],
+        inits=[k, numpy_helper.from_array(np.ones((4, 3), np.float32), "w3")])
+    assert not [f for f in analyse_onnx(middle).findings if f.severity == "info"]

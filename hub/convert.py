@@ -56,10 +56,16 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         )
 
 
+# How an allocation failure surfaces from the converter child: C++ (the MLIR converter), Python, TensorFlow.
+OUT_OF_MEMORY = ("std::bad_alloc", "MemoryError", "ResourceExhaustedError")
+
+
 def _failure_message(result, options: ConvertOptions) -> str:
     if result.timed_out:
         return f"conversion did not finish within {options.timeout_s:.0f} s and was stopped"
     if result.signal_name:
         return f"the converter process died ({result.signal_name}); it may have run out of its {options.memory_mb} MB memory limit"
+    if any(sign in result.stderr for sign in OUT_OF_MEMORY):
+        return f"the converter ran out of its {options.memory_mb} MB memory limit: the model is too large to convert"
     line = result.last_error_line() or f"exit code {result.returncode}"
     return f"onnx2tf/TFLite conversion failed: {line}"

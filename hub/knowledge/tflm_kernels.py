@@ -69,19 +69,15 @@ OPERAND_ROLES: dict[str, tuple[str, ...]] = {
     "PRELU": (INPUT, WEIGHTS),  # kernels/prelu_common.cc: input, alpha
     "SELECT_V2": (PARAM, INPUT, INPUT),  # kernels/select.cc: bool condition, x, y
     "SPLIT": (PARAM, INPUT),  # kernels/split.cc: axis, input
-    "GATHER": (INPUT, INDEX, PARAM),  # kernels/gather.cc: params, indices
+    "GATHER": (INPUT, INDEX),  # kernels/gather.cc: params, indices
     "GATHER_ND": (INPUT, INDEX),
     "CONV_3D": (INPUT, WEIGHTS, BIAS),
     "CONV_3D_TRANSPOSE": (SHAPE, WEIGHTS, INPUT, BIAS),
 }
 
 
-def roles(op: str) -> tuple[str, ...] | None:
-    """The role of each input of a TFLite op, or None when the op carries no weights and no unusual order."""
-    return OPERAND_ROLES.get(op)
-
-
 def role(op: str, index: int) -> str | None:
+    """The role of input `index` of a TFLite op; None when the op is not in OPERAND_ROLES."""
     known = OPERAND_ROLES.get(op)
     return known[index] if known is not None and index < len(known) else None
 

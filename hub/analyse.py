@@ -781,8 +781,9 @@ def _tflite_op_findings(model, op) -> list[Finding]:
         out.append(err(f"{op.name} has {len(ins)} inputs; TFLM allows {k.max_inputs}.",
                        f"split it into steps of at most {k.max_inputs} inputs"))
     if not k.per_channel and any(t.per_channel for t in ins):
+        per_channel = sorted(name for name, kernel in KERNELS.items() if kernel.per_channel)
         out.append(err(f"{op.name} has a per-channel quantized input; TFLM takes per-channel scales only in "
-                       "CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED.",
+                       f"{', '.join(per_channel[:-1])} and {per_channel[-1]}.",
                        "requantize that tensor per-tensor"))
     weights = [model.tensors[i] for pos, i in enumerate(op.inputs)
                if i >= 0 and tflm_kernels.role(op.name, pos) == tflm_kernels.WEIGHTS]

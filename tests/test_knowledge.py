@@ -140,10 +140,13 @@ def test_unknown_custom_op_will_not_run_and_does_not():
 
 def test_ethos_u_op_is_not_will_run_and_says_what_it_needs():
     """Vela's output: the resolver has AddEthosU, but only an Ethos-U build registers anything with it."""
-    verdict, ok, findings = _agrees_with_tflm(custom_op_model("ethos-u"))
+    data = custom_op_model("ethos-u")
+    verdict, ok, findings = _agrees_with_tflm(data)
     assert verdict == "will not run" and not ok
     assert "Ethos-U driver" in findings[0].message and "NPU" in findings[0].message
     assert "--target ethos-u" in findings[0].hint
+    tflm = verify(data, None, None).findings[0]  # TFLM's own message names no op: verify names it
+    assert "custom op ethos-u" in tflm.message and "--target ethos-u" in tflm.hint
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,10 @@ the registered op (micro_mutable_op_resolver.h), the tensor types its Prepare/
 Eval switch statements accept, rank limits (kMaxDim constants, NumDimensions
 checks, the Broadcast*4DSlow helpers used when shapes differ), the inputs that
 must be constant (IsConstantTensor checks), input-count limits, and whether the
-kernel takes per-channel quantized weights and a fused activation.
+kernel takes per-channel quantized weights and a fused activation; what each input
+of the weighted ops is (OPERAND_ROLES); the TfLiteType enum; the int8 scale limits.
+Beside it: resolver.py (MicroMutableOpResolver's Add* methods, custom ops and what
+they need) and arena.py (arena alignment and the persistent-data model).
 
 Type names are those hub.tflite_model uses ("float32", "int8", ...).
 """
@@ -97,7 +100,7 @@ class Kernel:
     """One TFLM builtin op and what its kernel accepts."""
 
     op: str
-    types: frozenset[str]  # types of the data tensors (input 0 / output 0)
+    types: frozenset[str]  # types of the data tensor (OPERAND_ROLES, else the first computed one), output 0
     source: str  # kernel file under tensorflow/lite/micro/
     max_rank: int | None = None  # largest rank of input 0 the kernel takes
     rank: int | None = None  # exact rank required (conv/pool kernels are 4-D only)

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-from hub.artifacts import LoadOptions, SourceModel
+from hub.artifacts import MAX_INPUT_ELEMENTS, LoadOptions, SourceModel
 from hub.errors import InputError
 
 # Element types the pipeline can feed (calibration and reference runs).
@@ -25,8 +25,6 @@ SUPPORTED_INPUT_TYPES = {
 }
 
 
-# Same bound as --input-shape (hub.api.parse_input_shapes): beyond it calibration alone would exhaust memory.
-MAX_INPUT_ELEMENTS = 2**28
 MAX_DIM = 2**31 - 1
 
 

@@ -34,13 +34,12 @@ from typing import Any, Iterator
 
 import onnx
 
-from hub.artifacts import LoadOptions, SourceModel
+from hub.artifacts import MAX_INPUT_ELEMENTS, LoadOptions, SourceModel
 from hub.errors import IncompatibleError, InputError, first_line
 from hub.graph import module_path_from_name
 from hub.quiet import silenced_fds
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
-MAX_INPUT_ELEMENTS = 2**28  # the --input-shape bound (hub.api.parse_input_shapes)
 HUB_META = "hub.json"  # optional TorchScript extra file: {"input_shapes": {name: shape}}
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save before 1.6 (non-zip): pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c as a long.

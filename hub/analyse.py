@@ -22,6 +22,7 @@ import onnx
 from hub.artifacts import CheckResult, Finding
 from hub.graph import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
+from hub.knowledge.resolver import CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 from hub.targets import Quantize, resolve
 
@@ -629,10 +630,6 @@ def _verdict(findings: list[Finding]) -> str:
 # TFLite flatbuffers
 # --------------------------------------------------------------------------------------------------
 
-WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
-              "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "EMBEDDING_LOOKUP"}
-
-
 def _op_label(model, op) -> str:
     outs = [model.tensors[i].name for i in op.outputs if i >= 0]
     return f"#{op.index} {outs[0]}" if outs else f"#{op.index}"
@@ -696,6 +693,35 @@ def abort_causes(model, at_invoke: bool) -> list[Finding]:
     return causes
 
 
+def _custom_op_findings(label: str, code: str) -> list[Finding]:
+    """Flex ops and custom codes TFLM's resolver does not know block; so do known ones that need a build
+    (and hardware) the host interpreter does not have: the check cannot vouch for them."""
+    def err(message: str, hint: str) -> Finding:
+        return Finding(label, "CUSTOM", ["CUSTOM"], "error", message, hint)
+
+    if code.startswith("Flex"):
+        return [err(f"Flex op {code[4:]} needs TensorFlow's kernels; TFLM has no Flex ops.",
+                    "convert with builtin ops only (hub convert does)")]
+    custom = CUSTOM_OPS.get(code)
+    if custom is None:
+        return [err(f"custom op {code} is not one TFLM registers.", "register your own kernel for it "
+                    "(MicroMutableOpResolver::AddCustom), or rewrite the layer with builtin ops")]
+    if custom.needs:
+        return [err(f"custom op {code} needs {custom.needs}.", custom.hint)]
+    return []
+
+
+def _data_tensor(model, op):
+    """The tensor whose type picks the kernel: by the operand-role table (TRANSPOSE_CONV's is input 2),
+    else the first computed, non-bool input, else input 0."""
+    typed = tflm_kernels.typed_inputs(op.name)
+    if typed is not None:
+        picked = [op.inputs[i] for i in typed if i < len(op.inputs) and op.inputs[i] >= 0]
+        return model.tensors[picked[0]] if picked else None
+    ins = [model.tensors[i] for i in op.inputs if i >= 0]
+    return next((t for t in ins if not t.is_constant and t.dtype != "bool"), ins[0] if ins else None)
+
+
 def _tflite_op_findings(model, op) -> list[Finding]:
     label, ops = _op_label(model, op), [op.name]
 
@@ -703,19 +729,12 @@ def _tflite_op_findings(model, op) -> list[Finding]:
         return Finding(label, op.name, ops, "error", message, hint)
 
     if op.name == "CUSTOM":
-        code = op.custom_code or "?"
-        if code.startswith("Flex"):
-            return [err(f"Flex op {code[4:]} needs TensorFlow's kernels; TFLM has no Flex ops.",
-                        "convert with builtin ops only (hub convert does)")]
-        if code not in tflm_kernels.CUSTOM_OPS:
-            return [err(f"custom op {code} is not registered in TFLM.", "register your own kernel for it, "
-                        "or rewrite the layer with builtin ops")]
-        return []
+        return _custom_op_findings(label, op.custom_code or "?")
     k = KERNELS.get(op.name)
     if k is None:
         return [err(f"TFLite {op.name} is not in TFLM.", tflm_kernels.missing_hint(op.name))]
     ins = [model.tensors[i] for i in op.inputs if i >= 0]
-    data = next((t for t in ins if not t.is_constant and t.dtype != "bool"), ins[0] if ins else None)
+    data = _data_tensor(model, op)
     out: list[Finding] = []
     outs = [model.tensors[i] for i in op.outputs if i >= 0]
     if k.output_types and outs and outs[0].dtype not in k.output_types:
@@ -740,11 +759,14 @@ def _tflite_op_findings(model, op) -> list[Finding]:
         out.append(err(f"{op.name} has {len(ins)} inputs; TFLM allows {k.max_inputs}.",
                        f"split it into steps of at most {k.max_inputs} inputs"))
     if not k.per_channel and any(t.per_channel for t in ins):
+        per_channel = sorted(name for name, kernel in KERNELS.items() if kernel.per_channel)
         out.append(err(f"{op.name} has a per-channel quantized input; TFLM takes per-channel scales only in "
-                       "CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED.",
+                       f"{', '.join(per_channel[:-1])} and {per_channel[-1]}.",
                        "requantize that tensor per-tensor"))
-    if op.name in WEIGHT_OPS and data is not None and data.dtype == "float32" and \
-            any(t.is_constant and t.dtype in ("int8", "uint8") for t in ins[1:]):
+    weights = [model.tensors[i] for pos, i in enumerate(op.inputs)
+               if i >= 0 and tflm_kernels.role(op.name, pos) == tflm_kernels.WEIGHTS]
+    if data is not None and data.dtype == "float32" and \
+            any(t.is_constant and t.dtype in ("int8", "uint8") for t in weights):
         out.append(err(f"{op.name} takes float32 activations with int8 weights (a hybrid, dynamic-range "
                        "model); TFLM rejects hybrid models.", "convert with full-integer int8 (hub convert "
                        "--quantize int8) or float32"))

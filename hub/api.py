@@ -9,10 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hub.artifacts import ConvertReport, LoadOptions, ModelSummary, SourceModel
+from hub.artifacts import MAX_INPUT_ELEMENTS, ConvertReport, LoadOptions, ModelSummary, SourceModel
 from hub.errors import IncompatibleError, InputError
 from hub.progress import Progress, warn
 from hub.targets import resolve
+
 
 def load_options(
     input_shapes: list[str] | dict | None = None,
@@ -35,7 +36,7 @@ def parse_input_shapes(values: list[str]) -> dict[str | None, tuple[int, ...]]:
             raise InputError(f"--input-shape {value!r} is not [NAME=]D0,D1,... with integer dimensions") from None
         if not shape or any(d <= 0 for d in shape) or len(shape) > 8:
             raise InputError(f"--input-shape {value!r} needs 1 to 8 positive dimensions")
-        if _elements(shape) > 2**28:
+        if _elements(shape) > MAX_INPUT_ELEMENTS:
             raise InputError(f"--input-shape {value!r} is absurdly large ({_elements(shape):,} elements)")
         shapes[name or None] = shape
     return shapes

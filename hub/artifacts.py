@@ -15,6 +15,11 @@ from typing import Any
 import onnx
 
 
+# The largest model input hub accepts, in elements (--input-shape, ONNX and TorchScript input shapes):
+# beyond it calibration alone would exhaust memory. Not a TFLM limit; one bound for every adapter.
+MAX_INPUT_ELEMENTS = 2**28
+
+
 @dataclass
 class LoadOptions:
     """What a user can tell an adapter beyond the file itself."""

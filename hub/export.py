@@ -18,72 +18,9 @@ import re
 from pathlib import Path
 
 from hub.errors import IncompatibleError, InputError
+from hub.knowledge import resolver
+from hub.knowledge.tflm_kernels import TFLITE_TYPES
 from hub.tflite_model import TFLiteModel, read_tflite
-
-# TFLite builtin operator -> MicroMutableOpResolver method that registers its TFLM kernel.
-# Source: tensorflow/tflite-micro, tensorflow/lite/micro/micro_mutable_op_resolver.h at
-# commit 90b983c2b3f1480642e040bbd2ddb37b998f3424 (2026-08-20): every
-# `TfLiteStatus AddX(...) { return AddBuiltin(BuiltinOperator_Y, ...` pair (100 builtins).
-# A builtin missing here has no TFLM kernel.
-TFLM_BUILTIN_ADDERS: dict[str, str] = {
-    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax",
-    "ARG_MIN": "AddArgMin", "ASSIGN_VARIABLE": "AddAssignVariable",
-    "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
-    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "BROADCAST_ARGS": "AddBroadcastArgs",
-    "BROADCAST_TO": "AddBroadcastTo", "CALL_ONCE": "AddCallOnce", "CAST": "AddCast",
-    "CEIL": "AddCeil", "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
-    "COS": "AddCos", "CUMSUM": "AddCumSum", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
-    "DEPTH_TO_SPACE": "AddDepthToSpace", "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv",
-    "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice", "ELU": "AddElu",
-    "EMBEDDING_LOOKUP": "AddEmbeddingLookup", "EQUAL": "AddEqual", "EXP": "AddExp",
-    "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill", "FLOOR": "AddFloor",
-    "FLOOR_DIV": "AddFloorDiv", "FLOOR_MOD": "AddFloorMod",
-    "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather", "GATHER_ND": "AddGatherNd",
-    "GREATER": "AddGreater", "GREATER_EQUAL": "AddGreaterEqual", "HARD_SWISH": "AddHardSwish",
-    "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization", "L2_POOL_2D": "AddL2Pool2D",
-    "LEAKY_RELU": "AddLeakyRelu", "LESS": "AddLess", "LESS_EQUAL": "AddLessEqual",
-    "LOG": "AddLog", "LOGICAL_AND": "AddLogicalAnd", "LOGICAL_NOT": "AddLogicalNot",
-    "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic", "LOG_SOFTMAX": "AddLogSoftmax",
-    "MAXIMUM": "AddMaximum", "MAX_POOL_2D": "AddMaxPool2D", "MEAN": "AddMean",
-    "MINIMUM": "AddMinimum", "MIRROR_PAD": "AddMirrorPad", "MUL": "AddMul", "NEG": "AddNeg",
-    "NOT_EQUAL": "AddNotEqual", "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2",
-    "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize", "READ_VARIABLE": "AddReadVariable",
-    "REDUCE_ALL": "AddReduceAll", "REDUCE_MAX": "AddReduceMax", "REDUCE_MIN": "AddReduceMin",
-    "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
-    "RESIZE_BILINEAR": "AddResizeBilinear", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
-    "REVERSE_V2": "AddReverseV2", "ROUND": "AddRound", "RSQRT": "AddRsqrt",
-    "SELECT_V2": "AddSelectV2", "SHAPE": "AddShape", "SIN": "AddSin", "SLICE": "AddSlice",
-    "SOFTMAX": "AddSoftmax", "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd",
-    "SPACE_TO_DEPTH": "AddSpaceToDepth", "SPLIT": "AddSplit", "SPLIT_V": "AddSplitV",
-    "SQRT": "AddSqrt", "SQUARE": "AddSquare", "SQUARED_DIFFERENCE": "AddSquaredDifference",
-    "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
-    "SUM": "AddSum", "SVDF": "AddSvdf", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
-    "TRANSPOSE_CONV": "AddTransposeConv",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "UNPACK": "AddUnpack",
-    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
-}
-
-# Custom op code -> adder, same file and commit (`AddCustom("<code>", ...)`); Ethos-U's
-# code comes from GetString_ETHOSU() in tensorflow/lite/micro/kernels/ethosu.cc.
-TFLM_CUSTOM_ADDERS: dict[str, str] = {
-    "CIRCULAR_BUFFER": "AddCircularBuffer", "TFLM_DECODE": "AddDecode",
-    "TFLite_Detection_PostProcess": "AddDetectionPostprocess", "ethos-u": "AddEthosU",
-    "SignalDelay": "AddDelay", "SignalEnergy": "AddEnergy", "SignalFftAutoScale": "AddFftAutoScale",
-    "SignalFilterBank": "AddFilterBank", "SignalFilterBankLog": "AddFilterBankLog",
-    "SignalFilterBankSquareRoot": "AddFilterBankSquareRoot",
-    "SignalFilterBankSpectralSubtraction": "AddFilterBankSpectralSubtraction",
-    "SignalFramer": "AddFramer", "SignalIrfft": "AddIrfft", "SignalOverlapAdd": "AddOverlapAdd",
-    "SignalPCAN": "AddPCAN", "SignalRfft": "AddRfft", "SignalStacker": "AddStacker",
-    "SignalWindow": "AddWindow",
-}
-
-# TfLiteType enum values, from tensorflow/compiler/mlir/lite/core/c/tflite_types.h (same
-# commit), so firmware can compare `input->type` with kInput0Type.
-TFLITE_TYPES: dict[str, tuple[int, str]] = {
-    "float32": (1, "kTfLiteFloat32"), "int32": (2, "kTfLiteInt32"), "uint8": (3, "kTfLiteUInt8"),
-    "int64": (4, "kTfLiteInt64"), "bool": (6, "kTfLiteBool"), "int16": (7, "kTfLiteInt16"),
-    "int8": (9, "kTfLiteInt8"), "float16": (10, "kTfLiteFloat16"), "uint16": (17, "kTfLiteUInt16"),
-}
 
 # Reserved words of C (C23, cppreference "C keywords") and C++ (C++23, cppreference
 # "C++ keywords", alternative tokens included): a name equal to one is refused.
@@ -156,12 +93,8 @@ def resolver_adders(model: TFLiteModel) -> list[str]:
     adders: list[str] = []
     missing: list[str] = []
     for op in model.ops:
-        if op.name == "CUSTOM":
-            adder = TFLM_CUSTOM_ADDERS.get(op.custom_code or "")
-            label = f"custom op {op.custom_code!r}"
-        else:
-            adder = TFLM_BUILTIN_ADDERS.get(op.name)
-            label = op.name
+        adder = resolver.adder(op.name, op.custom_code)
+        label = f"custom op {op.custom_code!r}" if op.name == "CUSTOM" else op.name
         if adder is None:
             missing.append(label) if label not in missing else None
         elif adder not in adders:
@@ -281,8 +214,7 @@ enum {{
 def _tensor_constants(prefix: str, spec: dict) -> tuple[list[str], list[str]]:
     """Enum entries (rank, dims, elements, bytes, type) and static consts (shape, scale, zero point)."""
     shape = [int(d) for d in spec["shape"]]
-    type_value, type_name = TFLITE_TYPES.get(spec["dtype"], (0, "kTfLiteNoType"))
-    itemsize = {"float32": 4, "int32": 4, "int64": 8, "int16": 2, "uint16": 2, "float16": 2}.get(spec["dtype"], 1)
+    type_value, type_name, itemsize = TFLITE_TYPES.get(spec["dtype"], (0, "kTfLiteNoType", 1))
     elements = 1
     for d in shape:
         elements *= d

@@ -19,7 +19,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-ALIGN = 16  # TFLM rounds every arena buffer up to 16 bytes (GreedyMemoryPlanner)
+from hub.knowledge.arena import (ALIGN, PLAN_TEMP_PER_BUFFER, PLAN_TEMP_PER_TENSOR, TAIL_FIXED, TAIL_PER_CHANNEL,
+                                 TAIL_PER_OP, TAIL_PER_TENSOR)
+from hub.knowledge.tflm_kernels import BIAS, KERNELS, WEIGHTS, role
+
 WEIGHTED_ONNX = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LSTM", "GRU", "RNN", "PRelu",
                  "InstanceNormalization", "LayerNormalization", "Mul", "Add", "Sub", "Div"}
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}  # stored as int32 in int8 TFLite
@@ -263,24 +266,34 @@ def tflite_layers(model) -> LayerTable:
             seen.add(idx)
             count = prod(tensors[idx].shape) if tensors[idx].shape else 1
             params += count
-            bias += count if pos == 2 and op.name in TFLITE_BIAS_OPS else 0
+            bias += count if role(op.name, pos) == BIAS else 0
         out_shape = list(outs[0].shape) if outs else None
         layers.append(Layer(op.index, outs[0].name if outs else f"op_{op.index}", op.name, out_shape, params,
                             _tflite_macs(op, tensors), sum(prod(t.shape) * _tfl_itemsize(t.dtype) for t in outs),
                             sum(prod(t.shape) for t in outs), bias))
-    channels = sum(len(tensors[op.inputs[1]].scales) for op in model.ops if len(op.inputs) > 1
-                   and op.inputs[1] >= 0 and op.name in TFLITE_BIAS_OPS and tensors[op.inputs[1]].per_channel)
+    channels = sum(_per_channel_outputs(op, tensors) for op in model.ops)
     return LayerTable(layers, _tflite_buffers(model), len(tensors), channels)
 
 
-TFLITE_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "MUL",
-                   "ADD", "SUB", "PRELU", "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "CONV_3D"}
-TFLITE_BIAS_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+# Constant operands of these elementwise ops are learned scales and shifts (a folded BatchNormalization)
+# for the parameter count, though TFLM sees plain inputs.
+TFLITE_ELEMENTWISE_PARAMS = {"ADD", "SUB", "MUL"}
 
 
 def _tflite_weight(op: str, pos: int) -> bool:
-    # TRANSPOSE_CONV's input 0 is the constant output shape, not a weight
-    return op in TFLITE_WEIGHTED and not (op == "TRANSPOSE_CONV" and pos == 0)
+    """Input `pos` of `op` holds parameters: a weight or bias by the operand-role table, or a constant
+    operand of an elementwise op."""
+    return role(op, pos) in (WEIGHTS, BIAS) or op in TFLITE_ELEMENTWISE_PARAMS
+
+
+def _per_channel_outputs(op, tensors) -> int:
+    """Output channels whose int8 multiplier and shift TFLM keeps (per-channel weights of a kernel that takes
+    them), for the arena's persistent tail."""
+    k = KERNELS.get(op.name)
+    if k is None or not k.per_channel:
+        return 0
+    weights = [i for pos, i in enumerate(op.inputs) if i >= 0 and role(op.name, pos) == WEIGHTS]
+    return sum(len(tensors[i].scales) for i in weights[:1] if tensors[i].per_channel)
 
 
 def _tflite_macs(op, tensors) -> int:
@@ -367,20 +380,8 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-# Persistent ("tail") data TFLM keeps beside the planned activations, modelled from the
-# RecordingMicroAllocator breakdown of the MLPerf Tiny reference models on the host
-# interpreter (64-bit: pointers are 8 bytes, so a 32-bit MCU needs somewhat less):
-# TfLiteEvalTensor 24 B per tensor, NodeAndRegistration 64 B per op, kernel OpData
-# ~72 B per op, int8 per-channel multiplier + shift 8 B per output channel of a conv,
-# ~1 KB of interpreter structs. Within 3 % of the measured tails of ic, kws, vww, ad.
-TAIL_FIXED, TAIL_PER_TENSOR, TAIL_PER_OP, TAIL_PER_CHANNEL = 1000, 30, 136, 8
-# While planning, AllocationInfo (~40 B per tensor) and the planner's lists (~36 B per
-# buffer) sit in the arena's head as temporary data: small models can need more then.
-PLAN_TEMP_PER_TENSOR, PLAN_TEMP_PER_BUFFER = 40, 36
-
-
 def tail_estimate(n_tensors: int, n_ops: int, per_channel: int) -> int:
-    """Persistent arena bytes TFLM adds to the activation plan (see the constants above)."""
+    """Persistent arena bytes TFLM adds to the activation plan (hub.knowledge.arena's model)."""
     return TAIL_FIXED + TAIL_PER_TENSOR * n_tensors + TAIL_PER_OP * n_ops + TAIL_PER_CHANNEL * per_channel
 
 

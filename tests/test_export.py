@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hub.errors import IncompatibleError, InputError
-from hub.export import TFLM_BUILTIN_ADDERS, TFLM_CUSTOM_ADDERS, export_firmware, sanitize_identifier
+from hub.export import export_firmware, sanitize_identifier
+from hub.knowledge.resolver import BUILTIN_ADDERS, CUSTOM_OPS
 from hub.tflite_model import read_tflite
 from tests.conftest import MLPERF, run_hub
 
@@ -124,7 +125,7 @@ def resolver_stub(folder: Path) -> None:
     MicroMutableOpResolver<N>, whose Add* methods record what was registered (with
     TFLM's own refusals: a full resolver or the same op twice)."""
     methods = "\n".join(f'  TfLiteStatus {m}() {{ return Add("{m}"); }}'
-                        for m in sorted({*TFLM_BUILTIN_ADDERS.values(), *TFLM_CUSTOM_ADDERS.values()}))
+                        for m in sorted({*BUILTIN_ADDERS.values(), *(c.adder for c in CUSTOM_OPS.values())}))
     header = folder / "tensorflow" / "lite" / "micro" / "micro_mutable_op_resolver.h"
     header.parent.mkdir(parents=True)
     header.write_text(f"""#pragma once
@@ -177,7 +178,7 @@ def test_op_resolver_registers_exactly_the_models_ops(exported, tmp_path):
     assert proc.returncode == 0
     lines = proc.stdout.split()
     capacity, registered, adders = int(lines[0]), int(lines[1]), lines[2:]
-    by_adder = {v: k for k, v in TFLM_BUILTIN_ADDERS.items()}
+    by_adder = {v: k for k, v in BUILTIN_ADDERS.items()}
     assert capacity == registered == len(model_ops)  # N exact: no spare slot, none missing
     assert {by_adder[a] for a in adders} == model_ops
 
@@ -188,7 +189,7 @@ def test_kws_resolver_lists_its_thirteen_op_kinds(kws_bytes, tmp_path):
     kinds = read_tflite(kws_bytes).op_histogram()
     assert f"tflite::MicroMutableOpResolver<{len(kinds)}>" in text
     for op in kinds:
-        assert f"resolver.{TFLM_BUILTIN_ADDERS[op]}()" in text
+        assert f"resolver.{BUILTIN_ADDERS[op]}()" in text
 
 
 def test_unmeasured_arena_is_written_as_zero_not_guessed(kws_bytes, tmp_path):

@@ -6,7 +6,10 @@ the registered op (micro_mutable_op_resolver.h), the tensor types its Prepare/
 Eval switch statements accept, rank limits (kMaxDim constants, NumDimensions
 checks, the Broadcast*4DSlow helpers used when shapes differ), the inputs that
 must be constant (IsConstantTensor checks), input-count limits, and whether the
-kernel takes per-channel quantized weights and a fused activation.
+kernel takes per-channel quantized weights and a fused activation; what each input
+of the weighted ops is (OPERAND_ROLES); the TfLiteType enum; the int8 scale limits.
+Beside it: resolver.py (MicroMutableOpResolver's Add* methods, custom ops and what
+they need) and arena.py (arena alignment and the persistent-data model).
 
 Type names are those hub.tflite_model uses ("float32", "int8", ...).
 """
@@ -36,13 +39,68 @@ NUMERIC = frozenset({F32, I8, I16, I32})
 ANY = frozenset({F32, I8, I16, I32, I64, BOOL, U8})  # kernels that only move bytes (RESHAPE, SQUEEZE)
 ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")  # ApplyActivationToVector / ActivationFunctionWithMinMax
 
+# TfLiteType enum values, from tensorflow/compiler/mlir/lite/core/c/tflite_types.h (TFLM_VERSION's commit),
+# so firmware can compare `input->type` with the generated kInput0Type; and each element's size in bytes.
+TFLITE_TYPES: dict[str, tuple[int, str, int]] = {
+    "float32": (1, "kTfLiteFloat32", 4), "int32": (2, "kTfLiteInt32", 4), "uint8": (3, "kTfLiteUInt8", 1),
+    "int64": (4, "kTfLiteInt64", 8), "bool": (6, "kTfLiteBool", 1), "int16": (7, "kTfLiteInt16", 2),
+    "int8": (9, "kTfLiteInt8", 1), "float16": (10, "kTfLiteFloat16", 2), "float64": (11, "kTfLiteFloat64", 8),
+    "uint32": (16, "kTfLiteUInt32", 4), "uint16": (17, "kTfLiteUInt16", 2),
+}
+
+# What each input of an op is, by TFLite input index (the kernels' kInputTensor/kFilterTensor/... constants
+# and TFLite's schema.fbs operator comments). INPUT: an activation whose type picks the kernel (Kernel.types);
+# WEIGHTS and BIAS: trained constants (int8 weights, int32/int64 biases in a quantized model); STATE: a
+# variable tensor the op updates; INDEX: positions or lookup ids; SHAPE/PARAM: sizes, axes, conditions.
+# Ops not listed take activations or small parameters only: their data tensor is the first computed,
+# non-bool input. CONV_3D / CONV_3D_TRANSPOSE are TFLite ops TFLM lacks, listed for the layer table.
+INPUT, WEIGHTS, BIAS, STATE, INDEX, SHAPE, PARAM = "input", "weights", "bias", "state", "index", "shape", "param"
+_LSTM = (INPUT, *[WEIGHTS] * 8, *[WEIGHTS] * 3, *[BIAS] * 4, WEIGHTS, BIAS, STATE, STATE, *[WEIGHTS] * 4)
+OPERAND_ROLES: dict[str, tuple[str, ...]] = {
+    "CONV_2D": (INPUT, WEIGHTS, BIAS),  # kernels/conv_common.cc kInputTensor, kFilterTensor, kBiasTensor
+    "DEPTHWISE_CONV_2D": (INPUT, WEIGHTS, BIAS),  # kernels/depthwise_conv_common.cc
+    "FULLY_CONNECTED": (INPUT, WEIGHTS, BIAS),  # kernels/fully_connected_common.cc
+    # kernels/transpose_conv.cc: kOutputShapeTensor 0, kFilterTensor 1, kInputTensor 2, kBiasTensor 3
+    "TRANSPOSE_CONV": (SHAPE, WEIGHTS, INPUT, BIAS),
+    "BATCH_MATMUL": (INPUT, WEIGHTS),  # kernels/batch_matmul.cc: rhs is weights when constant
+    # kernels/svdf_common.cc: input, weights_feature, weights_time, bias, activation_state
+    "SVDF": (INPUT, WEIGHTS, WEIGHTS, BIAS, STATE),
+    # kernels/lstm_shared.h: input; input/recurrent-to-gate weights (1-8); peepholes (9-11); gate biases
+    # (12-15); projection weights and bias (16-17); output and cell state (18-19); layer norms (20-23)
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _LSTM,
+    "EMBEDDING_LOOKUP": (INDEX, WEIGHTS),  # kernels/embedding_lookup.cc: int32 ids, value table
+    "PRELU": (INPUT, WEIGHTS),  # kernels/prelu_common.cc: input, alpha
+    "SELECT_V2": (PARAM, INPUT, INPUT),  # kernels/select.cc: bool condition, x, y
+    "SPLIT": (PARAM, INPUT),  # kernels/split.cc: axis, input
+    "GATHER": (INPUT, INDEX),  # kernels/gather.cc: params, indices
+    "GATHER_ND": (INPUT, INDEX),
+    "CONV_3D": (INPUT, WEIGHTS, BIAS),
+    "CONV_3D_TRANSPOSE": (SHAPE, WEIGHTS, INPUT, BIAS),
+}
+
+
+def role(op: str, index: int) -> str | None:
+    """The role of input `index` of a TFLite op; None when the op is not in OPERAND_ROLES."""
+    known = OPERAND_ROLES.get(op)
+    return known[index] if known is not None and index < len(known) else None
+
+
+def typed_inputs(op: str) -> tuple[int, ...] | None:
+    """Indices of the inputs whose type picks the kernel (INPUT, else the WEIGHTS a lookup table is); None if
+    the op is not in OPERAND_ROLES."""
+    known = OPERAND_ROLES.get(op)
+    if known is None:
+        return None
+    return tuple(i for i, r in enumerate(known) if r == INPUT) or tuple(i for i, r in enumerate(known) if r == WEIGHTS)
+
+
 
 @dataclass(frozen=True)
 class Kernel:
     """One TFLM builtin op and what its kernel accepts."""
 
     op: str
-    types: frozenset[str]  # types of the data tensors (input 0 / output 0)
+    types: frozenset[str]  # types of the data tensor (OPERAND_ROLES, else the first computed one), output 0
     source: str  # kernel file under tensorflow/lite/micro/
     max_rank: int | None = None  # largest rank of input 0 the kernel takes
     rank: int | None = None  # exact rank required (conv/pool kernels are 4-D only)
@@ -166,7 +224,9 @@ _ROWS = [
     _k("SVDF", _QUANT, "svdf.cc"),
     _k("TANH", _QUANT, "tanh.cc"),
     _k("TRANSPOSE", _QUANT, "transpose.cc", max_rank=5, const_inputs=(1,)),
-    _k("TRANSPOSE_CONV", _QUANT, "transpose_conv.cc", rank=4, const_inputs=(0,), per_channel=True),
+    # Output shape from the output tensor's own dims: input 0 (output_shape) may be a run-time tensor, as in
+    # integration_tests/seanet/transpose_conv/*.tflite, where it is a model input (no IsConstantTensor check).
+    _k("TRANSPOSE_CONV", _QUANT, "transpose_conv.cc", rank=4, per_channel=True),
     _k("UNIDIRECTIONAL_SEQUENCE_LSTM", _QUANT, "unidirectional_sequence_lstm.cc"),
     _k("UNPACK", (F32, I8, I16, I32), "unpack.cc"),
     _k("VAR_HANDLE", ANY, "var_handle.cc"),
@@ -174,15 +234,6 @@ _ROWS = [
     _k("ZEROS_LIKE", (F32, I8, I32, I64), "zeros_like.cc"),
 ]
 KERNELS: dict[str, Kernel] = {row.op: row for row in _ROWS}
-
-# Custom ops TFLM registers (micro_mutable_op_resolver.h AddCustom calls); every other custom code,
-# and every Flex op, is refused at allocation.
-CUSTOM_OPS = frozenset({
-    "CIRCULAR_BUFFER", "SignalDelay", "SignalEnergy", "SignalFftAutoScale", "SignalFilterBank",
-    "SignalFilterBankLog", "SignalFilterBankSquareRoot", "SignalFramer", "SignalIrfft", "SignalOverlapAdd",
-    "SignalPCAN", "SignalRfft", "SignalStacker", "SignalWindow", "TFLM_DECODE", "TFLite_Detection_PostProcess",
-    "ethos-u",
-})
 
 # TFLite builtins TFLM has no kernel for, with the rewrite that avoids them (any builtin not in KERNELS
 # is missing; these are the ones models meet, with a concrete way out).

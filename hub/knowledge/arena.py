@@ -1,0 +1,20 @@
+"""How TFLM lays out its tensor arena, as numbers the arena estimate uses (hub.layers).
+
+Alignment from tensorflow/lite/micro/micro_arena_constants.h at the commit
+hub.knowledge.tflm_kernels.TFLM_VERSION names: MicroArenaBufferAlignment() is 16, and
+GreedyMemoryPlanner (memory_planner/greedy_memory_planner.cc) rounds every buffer up to it.
+"""
+from __future__ import annotations
+
+ALIGN = 16  # bytes; every planned arena buffer is rounded up to this
+
+# Persistent ("tail") data TFLM keeps beside the planned activations, modelled from the
+# RecordingMicroAllocator breakdown of the MLPerf Tiny reference models on the host
+# interpreter (64-bit: pointers are 8 bytes, so a 32-bit MCU needs somewhat less):
+# TfLiteEvalTensor 24 B per tensor, NodeAndRegistration 64 B per op, kernel OpData
+# ~72 B per op, int8 per-channel multiplier + shift 8 B per output channel of a conv,
+# ~1 KB of interpreter structs. Within 3 % of the measured tails of ic, kws, vww, ad.
+TAIL_FIXED, TAIL_PER_TENSOR, TAIL_PER_OP, TAIL_PER_CHANNEL = 1000, 30, 136, 8
+# While planning, AllocationInfo (~40 B per tensor) and the planner's lists (~36 B per
+# buffer) sit in the arena's head as temporary data: small models can need more then.
+PLAN_TEMP_PER_TENSOR, PLAN_TEMP_PER_BUFFER = 40, 36

@@ -162,12 +162,17 @@ def test_old_opset_is_lifted_and_newer_ones_are_kept():
 
 
 def test_an_opset_the_converter_cannot_lift_is_kept_and_said():
-    # onnx's light ResNet-50 (opset 9): the version converter fails on its Reshape shapes.
-    light = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
-    model = onnx.load(str(light))
+    # An opset 7 BatchNormalization with spatial=0 (per-element statistics): no later opset can say it,
+    # so the version converter refuses; onnx2tf may still read the old graph, so it is kept, with the reason.
+    stats = [numpy_helper.from_array(np.ones((4, 8, 8), np.float32), n) for n in "abcd"]
+    graph = helper.make_graph([helper.make_node("BatchNormalization", ["x", *"abcd"], ["y"], spatial=0)], "bn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], stats)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 4
     normalised = normalise(model)
-    assert normalised.onnx_model.opset_import[0].version == 9
-    assert "kept opset 9" in normalised.passes[0].detail
+    assert normalised.onnx_model.opset_import[0].version == 7
+    assert "kept opset 7" in normalised.passes[0].detail and "spatial" in normalised.passes[0].detail
 
 
 def test_tflite_wrong_extension_and_corrupt(tmp_path):

@@ -7,6 +7,7 @@ before any work is spent, and turns the child's failures into HubErrors.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,12 +22,19 @@ from hub.child import run_python_module
 from hub.errors import IncompatibleError
 from hub.targets import resolve
 
+# The converter child's address-space limit: a base that TensorFlow's import and a small model need, plus
+# room per MB of weights (AlexNet's 244 MB of float weights needed about 20 GB of address space), capped
+# at the machine's memory. A runaway conversion still ends in a clear error, not a frozen machine.
+BASE_MEMORY_MB = 8192
+MEMORY_MB_PER_WEIGHT_MB = 48
+
+
 @dataclass
 class ConvertOptions:
     target: str = "tflm"
     quantize: str = "int8"
     timeout_s: float = 900.0
-    memory_mb: int = 8192
+    memory_mb: int | None = None  # None: from the model's weights (memory_limit_mb)
     use_onnxsim: bool = False  # normalise already folds what onnxsim would
     per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are always per-channel)
 
@@ -40,12 +48,13 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
                                                    "per_channel_dense": options.per_channel_dense}))
         t0 = time.perf_counter()
+        memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert_worker", [str(job)], timeout_s=options.timeout_s,
-                                   memory_mb=options.memory_mb, cwd=str(job))
+                                   memory_mb=memory_mb, cwd=str(job))
         wall = time.perf_counter() - t0
         tflite = job / "model.tflite"
         if result.returncode != 0 or not tflite.exists():
-            raise IncompatibleError(_failure_message(result, options))
+            raise IncompatibleError(_failure_message(result, options, memory_mb))
         timings = json.loads((job / "result.json").read_text())["timings_s"]
         return ConvertedModel(
             tflite_bytes=tflite.read_bytes(),
@@ -60,12 +69,18 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
 OUT_OF_MEMORY = ("std::bad_alloc", "MemoryError", "ResourceExhaustedError")
 
 
-def _failure_message(result, options: ConvertOptions) -> str:
+def memory_limit_mb(model: onnx.ModelProto) -> int:
+    weights_mb = sum(t.ByteSize() for t in model.graph.initializer) / 2**20
+    physical_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return int(min(BASE_MEMORY_MB + MEMORY_MB_PER_WEIGHT_MB * weights_mb, max(physical_mb, BASE_MEMORY_MB)))
+
+
+def _failure_message(result, options: ConvertOptions, memory_mb: int) -> str:
     if result.timed_out:
         return f"conversion did not finish within {options.timeout_s:.0f} s and was stopped"
     if result.signal_name:
-        return f"the converter process died ({result.signal_name}); it may have run out of its {options.memory_mb} MB memory limit"
+        return f"the converter process died ({result.signal_name}); it may have run out of its {memory_mb} MB memory limit"
     if any(sign in result.stderr for sign in OUT_OF_MEMORY):
-        return f"the converter ran out of its {options.memory_mb} MB memory limit: the model is too large to convert"
+        return f"the converter ran out of its {memory_mb} MB memory limit: the model is too large to convert"
     line = result.last_error_line() or f"exit code {result.returncode}"
     return f"onnx2tf/TFLite conversion failed: {line}"

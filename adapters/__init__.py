@@ -23,10 +23,6 @@ _REGISTRY: list[tuple[str, str]] = [
 ]
 
 
-def all_adapters() -> list[Adapter]:
-    return [getattr(importlib.import_module(m), c)() for m, c in _REGISTRY]
-
-
 def find_adapter(path: Path, options: LoadOptions | None = None) -> Adapter:
     """The adapter whose sniff accepts `path`; InputError (exit 2) if none does."""
     for module, cls in _REGISTRY:

@@ -24,6 +24,7 @@ from hub.graph import TensorMeta, host_split, module_path_from_name, ordered_nod
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
+from hub.shapes import with_shapes
 from hub.targets import Quantize, resolve
 
 FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
@@ -186,7 +187,6 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "scale_lower_rank": lambda v: None not in (_rank(v.input(0)), _rank(v.input(1))) and _rank(v.input(0)) >= 3
     and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
-    "float16_input": lambda v: v.input(0) is not None and v.input(0).dtype == "float16",
     "isinf_one_sided": lambda v: v.attr("detect_positive", 1) == 0 or v.attr("detect_negative", 1) == 0,
     "lp_p2": lambda v: v.attr("p", 2) == 2,
     "dilated": lambda v: any(d != 1 for d in (v.attr("dilations") or [])),
@@ -199,7 +199,6 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "split_num_outputs_uneven": _split_uneven,
     "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
-    "fmod_attr": lambda v: v.attr("fmod", 0) == 1,
     "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
     "single_input": lambda v: len(v.inputs()) == 1,
@@ -547,19 +546,10 @@ def _softmax_patterns(model: onnx.ModelProto, tensors: dict[str, TensorMeta]) ->
     return ends, parts
 
 
-def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    if model.graph.value_info or not model.graph.node:
-        return model
-    try:
-        return onnx.shape_inference.infer_shapes(model)
-    except Exception:  # shape inference is a help here, not a requirement
-        return model
-
-
 def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
     quantize = _check_target(target, quantize)
-    model = _with_shapes(model)
+    model = with_shapes(model)
     tensors = tensor_table(model)  # what hub.graph.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
     readers: dict[str, int] = {}

@@ -5,7 +5,6 @@ Each function runs the pipeline stages in order and returns plain data
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +48,6 @@ def _elements(shape: tuple[int, ...]) -> int:
     return total
 
 
-def identifier_from(path: Path) -> str:
-    """A C identifier from a file name: resnet-tiny.pt -> resnet_tiny."""
-    stem = path.name.split(".")[0] if path.is_file() or path.suffix else path.name
-    ident = re.sub(r"\W+", "_", stem).strip("_").lower() or "model"
-    return f"m_{ident}" if ident[0].isdigit() else ident
-
-
 def load_source(model: str | Path, options: LoadOptions) -> SourceModel:
     import adapters
 
@@ -89,6 +81,7 @@ def convert(
     from hub import calibration as calib
     from hub import convert as convert_stage
     from hub.convert import ConvertOptions
+    from hub.export import identifier_from_file, sanitize_identifier
     from hub.fidelity import judge_fidelity
     from hub.output import check_destination
 
@@ -97,9 +90,9 @@ def convert(
     path = Path(model)
     target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
     value_range = calib.parse_input_range(input_range)
-    out_dir = Path(out) if out else Path.cwd() / f"{identifier_from(path)}_{target}"
+    out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out_dir, force)
-    ident = _firmware_name(name or identifier_from(path))
+    ident = sanitize_identifier(name) if name else identifier_from_file(path)
 
     with progress.stage("load", f"Loading {path.name}"):
         source = load_source(path, options)
@@ -165,12 +158,6 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
         document = report.to_dict()
         write_html(document, tmp / "report.html")
         (tmp / "report.json").write_text(to_json(document))
-
-
-def _firmware_name(name: str) -> str:
-    from hub.export import sanitize_identifier
-
-    return sanitize_identifier(name)
 
 
 def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
@@ -259,7 +246,7 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:
     """Firmware files for a .tflite: C array, op resolver, settings with the measured arena."""
-    from hub.export import export_firmware
+    from hub.export import export_firmware, identifier_from_file, sanitize_identifier
     from hub.output import atomic_folder
     from hub.verify import verify as verify_stage
 
@@ -267,7 +254,7 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
     source = load_source(path, LoadOptions())
     if source.framework != "tflite":
         raise InputError("hub export takes a .tflite file; use hub convert for other models", path)
-    ident = _firmware_name(name or identifier_from(path))
+    ident = sanitize_identifier(name) if name else identifier_from_file(path)
     out_dir = Path(out) if out else Path.cwd() / f"{ident}_firmware"
     verification = verify_stage(source.tflite_bytes, None, None)
     if not verification.ok:

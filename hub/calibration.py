@@ -13,6 +13,7 @@ import numpy as np
 
 from hub.artifacts import TensorSpec
 from hub.errors import InputError
+from hub.layout import channels_last
 
 SYNTHETIC_CALIBRATION_SAMPLES = 32
 SYNTHETIC_HELD_OUT_SAMPLES = 8
@@ -229,8 +230,7 @@ def _layouts(shape: tuple[int, ...]) -> list[tuple[str, list[int]]]:
     rank = len(shape)
     if rank < 2:
         return [("NCHW", list(range(rank)))]
-    channels_last = list(range(1, rank)) + [0]
-    return [("NCHW", list(range(rank))), ("NHWC", channels_last)]
+    return [("NCHW", list(range(rank))), ("NHWC", [p - 1 for p in channels_last(rank + 1)[1:]])]
 
 
 def _from_images(folder: Path, inputs: list[TensorSpec], input_range: tuple[float, float]) -> dict[str, np.ndarray]:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from hub.layout import channels_last, moved_channels_last
+
 
 def _block_network() -> None:
     """The tool never reaches for the network; fail fast if anything tries."""
@@ -33,12 +35,10 @@ def _block_network() -> None:
 
 def _layout_permutation(onnx_shape: list[int], tf_shape: list[int]) -> list[int]:
     """How onnx2tf laid out an input: identity, or channels moved last (NCHW -> NHWC)."""
-    rank = len(onnx_shape)
     if list(tf_shape) == list(onnx_shape):
-        return list(range(rank))
-    channels_last = [0, *range(2, rank), 1]
-    if rank >= 3 and list(tf_shape) == [onnx_shape[p] for p in channels_last]:
-        return channels_last
+        return list(range(len(onnx_shape)))
+    if moved_channels_last(onnx_shape, tf_shape):
+        return list(channels_last(len(onnx_shape)))
     raise RuntimeError(f"onnx2tf input shape {tf_shape} does not match ONNX shape {onnx_shape}")
 
 
@@ -64,7 +64,7 @@ def main(job_dir: str) -> int:
     def own_samples() -> "np.ndarray":
         if first is None or first.ndim != 4:
             return np.zeros((1, 32, 32, 3), np.float32)
-        return np.ascontiguousarray(first.transpose(0, 2, 3, 1))
+        return np.ascontiguousarray(first.transpose(channels_last(4)))
 
     onnx2tf_core.download_test_image_data = own_samples
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1  # the model will not run on the target, or fails verification
 EXIT_USAGE = 2  # bad flags, unreadable or unsupported input
 

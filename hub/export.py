@@ -51,16 +51,28 @@ def sanitize_identifier(name: str) -> str:
     Refuses (InputError) an empty result, a C or C++ keyword, and names reserved to the
     implementation (leading '__' or '_' + capital).
     """
-    ident = re.sub(r"[^A-Za-z0-9_]+", "_", name.strip()).strip("_")
+    ident = _c_characters(name)
     if not ident:
         raise InputError(f"--name {name!r} has no letters or digits to build a C identifier from")
-    if ident[0].isdigit():
-        ident = f"m_{ident}"
     if ident in C_KEYWORDS or ident in CXX_KEYWORDS:
         raise InputError(f"--name {name!r} is a C/C++ keyword; choose another name (e.g. {ident}_model)")
     if len(ident) > 200:
         raise InputError(f"--name {name!r} is too long for a C identifier (max 200 characters)")
     return ident
+
+
+def identifier_from_file(path: Path) -> str:
+    """The default firmware name, from a file's name: resnet-tiny.pt -> resnet_tiny ("model" when no
+    letter is left, a C/C++ keyword gets "_model": the user did not choose it, so it is not refused)."""
+    stem = path.name.split(".")[0] if path.is_file() or path.suffix else path.name
+    ident = _c_characters(stem).lower()[:200] or "model"
+    return f"{ident}_model" if ident in C_KEYWORDS or ident in CXX_KEYWORDS else ident
+
+
+def _c_characters(text: str) -> str:
+    """Runs of characters a C identifier cannot hold become '_'; a leading digit gets 'm_'."""
+    ident = re.sub(r"[^A-Za-z0-9_]+", "_", text.strip()).strip("_")
+    return f"m_{ident}" if ident[:1].isdigit() else ident
 
 
 def export_firmware(tflite_bytes: bytes, name: str, out_dir: Path, arena_bytes: int | None) -> list[Path]:

@@ -22,6 +22,7 @@ from onnx import helper
 from hub.knowledge.arena import (ALIGN, PLAN_TEMP_PER_BUFFER, PLAN_TEMP_PER_TENSOR, TAIL_FIXED, TAIL_PER_CHANNEL,
                                  TAIL_PER_OP, TAIL_PER_TENSOR)
 from hub.knowledge.tflm_kernels import BIAS, KERNELS, WEIGHTS, role
+from hub.shapes import with_shapes
 
 WEIGHTED_ONNX = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LSTM", "GRU", "RNN", "PRelu",
                  "InstanceNormalization", "LayerNormalization", "Mul", "Add", "Sub", "Div"}
@@ -115,10 +116,7 @@ def onnx_layers(model: onnx.ModelProto) -> LayerTable:
 
 
 def _value_shapes(model: onnx.ModelProto) -> tuple[dict[str, list[int] | None], dict[str, int]]:
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # keep whatever shapes the file already carries
-        pass
+    model = with_shapes(model)
     shapes: dict[str, list[int] | None] = {}
     dtypes: dict[str, int] = {}
     g = model.graph

@@ -27,6 +27,19 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` as it is when it carries inferred shapes (normalise's output does), else a copy with
+    them where inference manages; for readers of shapes, which work with what they get."""
+    if model.graph.value_info or not model.graph.node:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        return infer_shapes(copy)
+    except InputError:
+        return model
+
+
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers are declared as typed graph inputs instead: inference needs their
     shapes, not their values (small ones stay: shapes and axes are computed from them). onnx's inference

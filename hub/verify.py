@@ -38,6 +38,7 @@ from hub.analyse import abort_causes
 from hub.artifacts import Finding, Verification
 from hub.child import ChildResult, run_python_module
 from hub.errors import InputError
+from hub.layout import channels_last, moved_channels_last
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
 
@@ -244,17 +245,10 @@ def _check_cosine(fidelity: dict | None, min_cosine: float, findings: list[Findi
 
 # --- layouts and quantisation ----------------------------------------------------------------
 
-def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The permutation onnx2tf applies to a rank>=3 ONNX tensor: (N, C, ...) -> (N, ..., C)."""
-    return (0, *range(2, len(shape)), 1)
-
-
 def _to_tflite_layout(array: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
     """NCHW-like array -> the TFLite tensor's shape (channels-last when that is what matches)."""
-    if array.ndim >= 3 and len(target) == array.ndim:
-        perm = channels_last(array.shape)
-        if tuple(array.shape[p] for p in perm) == tuple(target):  # onnx2tf moves channels last
-            return np.transpose(array, perm)
+    if moved_channels_last(array.shape, target):
+        return np.transpose(array, channels_last(array.ndim))
     if tuple(array.shape) == tuple(target):
         return array
     if array.size == int(np.prod(target)):
@@ -267,10 +261,8 @@ def _from_tflite_layout(array: np.ndarray, onnx_shape: tuple[int, ...] | None) -
     if not onnx_shape or any(not isinstance(d, int) or d <= 0 for d in onnx_shape):
         return array
     onnx_shape = tuple(onnx_shape)
-    if array.ndim >= 3 and len(onnx_shape) == array.ndim:
-        perm = channels_last(onnx_shape)
-        if tuple(onnx_shape[p] for p in perm) == array.shape:
-            return np.transpose(array, np.argsort(perm))
+    if moved_channels_last(onnx_shape, array.shape):
+        return np.transpose(array, np.argsort(channels_last(array.ndim)))
     if array.size == int(np.prod(onnx_shape)):
         return array.reshape(onnx_shape)
     return array

@@ -35,7 +35,6 @@ MIN_INT8_INPUT_SCALE = {"SOFTMAX": 2.0 ** -26, "LOG_SOFTMAX": 2.0 ** -26, "LOGIS
 SOFTMAX_INT8_ABORT_CLASSES = 512
 
 F32, I8, I16, I32, I64, BOOL, U8, U32 = "float32", "int8", "int16", "int32", "int64", "bool", "uint8", "uint32"
-NUMERIC = frozenset({F32, I8, I16, I32})
 ANY = frozenset({F32, I8, I16, I32, I64, BOOL, U8})  # kernels that only move bytes (RESHAPE, SQUEEZE)
 ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")  # ApplyActivationToVector / ActivationFunctionWithMinMax
 

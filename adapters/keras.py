@@ -347,13 +347,29 @@ def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
     import tf2onnx
 
     nchw = [s.name for s in specs if _is_image(s)]
+    function = tf.function(fn)
     try:
-        model, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=OPSET,
+        model, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=OPSET,
                                                  inputs_as_nchw=nchw or None)
     except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
         raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
+    _captures_to_initializers(model, function.get_concrete_function(*specs))
     model.producer_name = "hub (tf2onnx)"
     return model
+
+
+def _captures_to_initializers(model: Any, concrete: Any) -> None:
+    """Constants the traced function captures (Keras 3 Normalization's mean and variance, as in
+    EfficientNet and ConvNeXt) are inputs of the concrete function, and tf2onnx makes them graph
+    inputs: the model would take its normalisation constants from the caller. Put their values back."""
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    captured = {inner.name: outer for outer, inner in concrete.graph.captures if outer.dtype != tf.resource}
+    for value in list(model.graph.input):
+        if value.name in captured:
+            model.graph.input.remove(value)
+            model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
 
 
 # --- small helpers ----------------------------------------------------------------------------

@@ -354,8 +354,37 @@ def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
     except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
         raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
     _captures_to_initializers(model, function.get_concrete_function(*specs))
+    _refuse_tensorflow_ops(model, path)
     model.producer_name = "hub (tf2onnx)"
     return model
+
+
+# TensorFlow ops tf2onnx 1.17 leaves untranslated in Keras 3 models, and the layer behind each.
+UNTRANSLATED = {
+    "Erfc": "exact GELU, gelu(approximate=False)",
+    "StatefulPartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
+    "PartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
+}
+UNTRANSLATED_HINT = ("use gelu(approximate=True) or x*sigmoid(1.702x) for GELU, and DepthwiseConv2D where "
+                     "groups == channels")
+
+
+def _refuse_tensorflow_ops(model: Any, path: Path) -> None:
+    """tf2onnx keeps a TensorFlow op it cannot translate as a node of that name, and only logs it; such a
+    graph is not ONNX, and onnx2tf fails on it later with an unrelated error (a UnicodeDecodeError on
+    ConvNeXt's function attributes). Name the ops, and the Keras layers they come from, here."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if not counts:
+        return
+    parts = [f"{op} x{n}" + (f" ({UNTRANSLATED[op]})" if op in UNTRANSLATED else "") for op, n in sorted(counts.items())]
+    hint = UNTRANSLATED_HINT if set(counts) & set(UNTRANSLATED) else None
+    raise IncompatibleError(f"tf2onnx cannot translate {sum(counts.values())} TensorFlow ops to ONNX: "
+                            + ", ".join(parts), path, hint)
 
 
 def _captures_to_initializers(model: Any, concrete: Any) -> None:

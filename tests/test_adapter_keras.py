@@ -408,3 +408,38 @@ def test_load_writes_nothing_to_stdout_or_stderr(capfd):
     adapters.load(CNN, LoadOptions())
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+# --- keras.applications building blocks (issue 12) ------------------------------------------------
+
+def test_normalization_constants_stay_in_the_model(tmp_path):
+    """Keras 3 Normalization (EfficientNet's and ConvNeXt's first layer) keeps mean and variance as
+    tensors the traced function captures; tf2onnx made them graph inputs the caller had to feed."""
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Normalization(mean=[10.0, 20.0, 30.0], variance=[4.0, 9.0, 16.0])(inp)
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(x))
+    model.save(tmp_path / "norm.keras")
+    source = adapters.load(tmp_path / "norm.keras", LoadOptions())
+    assert [v.name for v in source.onnx_model.graph.input] == ["image"]
+    x = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    (got,) = run_onnx(source, {"image": x})
+    assert rel_err(got, keras_call(model, x)) < TOLERANCE
+
+
+def test_ops_tf2onnx_cannot_translate_are_named_with_their_layer(tmp_path):
+    """ConvNeXt's exact GELU (Erfc) and grouped Conv2D (an XLA-compiled function in Keras 3) stay
+    TensorFlow ops in tf2onnx's output; onnx2tf then failed with a UnicodeDecodeError."""
+    import keras
+
+    inp = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=2)(inp)
+    x = keras.layers.Activation("gelu")(x)  # exact: Keras 3's gelu defaults to approximate=False
+    path = tmp_path / "convnext_block.keras"
+    keras.Model(inp, x).save(path)
+    proc = run_hub("check", path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hub: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "grouped Conv2D" in errors[0] and "GELU" in errors[0] and "UnicodeDecodeError" not in errors[0]

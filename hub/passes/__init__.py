@@ -14,6 +14,7 @@ PASSES: list[str] = [
     "remove_identity",
     "fold_constants",
     "remove_noops",
+    "canonical_slice",
     "matmul_to_gemm",
     "fold_batchnorm",
     "fold_scale_shift",

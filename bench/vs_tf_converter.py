@@ -152,7 +152,9 @@ def tflm_outputs(tflite: Path, x: np.ndarray, work: Path) -> np.ndarray:
     proc = subprocess.run([sys.executable, __file__, "--tflm-child", str(tflite), str(inputs), str(outputs)],
                           capture_output=True, text=True, errors="replace", timeout=1800)
     if proc.returncode != 0:
-        raise RuntimeError(f"TFLM run failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Didn't find op" in ln or "failed to prepare" in ln), lines[-1] if lines else "")
+        raise RuntimeError(f"TFLM cannot run it: {why[:300]}")
     return np.load(outputs)
 
 

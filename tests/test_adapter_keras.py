@@ -443,3 +443,26 @@ def test_ops_tf2onnx_cannot_translate_are_named_with_their_layer(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hub: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "grouped Conv2D" in errors[0] and "GELU" in errors[0] and "UnicodeDecodeError" not in errors[0]
+
+
+@pytest.mark.slow
+def test_nasnet_reduction_cell_converts(tmp_path):
+    """NASNetMobile's stem and first reduction cell, up to the adjust block's crop (Pad -> Slice over axes
+    [0, 2, 3, 1] -> strided AveragePool -> Conv): onnx2tf stopped there with "Depth of input (25) is not a
+    multiple of input depth of filter (44)" until canonical_slice; now it converts and matches the graph."""
+    import keras
+    import onnx.utils
+
+    from hub.verify import verify
+    from tests.conftest import convert_model
+
+    keras.utils.set_random_seed(0)
+    keras.applications.NASNetMobile(weights=None, input_shape=(96, 96, 3)).save(tmp_path / "nasnet.keras")
+    full = tmp_path / "nasnet.onnx"
+    onnx.save(adapters.load(tmp_path / "nasnet.keras", LoadOptions()).onnx_model, str(full))
+    model = onnx.load(str(full))
+    conv = next(n for n in model.graph.node if n.name.endswith("adjust_conv_2_0_1/convolution"))
+    onnx.utils.extract_model(str(full), str(tmp_path / "cell.onnx"), [model.graph.input[0].name], [conv.output[0]])
+    tflite_bytes, normalised = convert_model(onnx.load(str(tmp_path / "cell.onnx")), quantize="float32")
+    check = verify(tflite_bytes, normalised.onnx_model, None)
+    assert check.tflm["invokes"] and check.fidelity["cosine"] > 0.9999, check.to_dict()

@@ -365,8 +365,7 @@ UNTRANSLATED = {
     "StatefulPartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
     "PartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
 }
-UNTRANSLATED_HINT = ("use gelu(approximate=True) or x*sigmoid(1.702x) for GELU, and DepthwiseConv2D where "
-                     "groups == channels")
+UNTRANSLATED_HINT = "approximate GELU with x*sigmoid(1.702x); use DepthwiseConv2D where groups == channels"
 
 
 def _refuse_tensorflow_ops(model: Any, path: Path) -> None:

@@ -466,3 +466,28 @@ def test_nasnet_reduction_cell_converts(tmp_path):
     tflite_bytes, normalised = convert_model(onnx.load(str(tmp_path / "cell.onnx")), quantize="float32")
     check = verify(tflite_bytes, normalised.onnx_model, None)
     assert check.tflm["invokes"] and check.fidelity["cosine"] > 0.9999, check.to_dict()
+
+
+def test_efficientnet_style_se_block_converts_with_its_squeeze_as_mean(tmp_path):
+    """Normalization -> Conv -> SiLU -> DepthwiseConv -> SiLU -> squeeze-and-excitation -> head, as in
+    EfficientNet: the squeeze is an int8 MEAN with its own scale (not AVERAGE_POOL_2D at its input's),
+    the head's pool stays AVERAGE_POOL_2D, and the int8 model tracks the float one."""
+    import keras
+
+    from hub import api
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((24, 24, 3), name="image")
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 3500.0, 3400.0])(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="swish")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="swish")(x)
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = keras.layers.Conv2D(4, 1, activation="swish")(se)
+    se = keras.layers.Conv2D(16, 1, activation="sigmoid")(se)
+    x = keras.layers.Multiply()([x, se])
+    x = keras.layers.Conv2D(24, 1)(x)
+    out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(tmp_path / "se.keras")
+    report = api.convert(tmp_path / "se.keras", input_range="0,255", out=tmp_path / "out")
+    assert report["model"]["ops"].get("MEAN") == 1 and report["model"]["ops"].get("AVERAGE_POOL_2D") == 1
+    assert report["fidelity"]["cosine"] >= 0.99, report["fidelity"]

@@ -299,6 +299,25 @@ def test_canonical_pooling_turns_global_average_pool_on_images_into_a_window():
     assert list(kernel.ints) == [5, 7] and changed(results, "canonical_pooling") == 2
 
 
+def test_canonical_pooling_keeps_squeeze_and_excitation_squeezes_global():
+    """x -> GAP -> Conv -> SiLU -> Conv -> Sigmoid -> Mul(x, gate) -> GAP (head): only the head's pool
+    becomes a window (AVERAGE_POOL_2D); the squeeze stays global, so onnx2tf writes MEAN."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["s"]),
+        helper.make_node("Conv", ["s", "w1"], ["r"]),
+        helper.make_node("Sigmoid", ["r"], ["rs"]),
+        helper.make_node("Mul", ["r", "rs"], ["silu"]),
+        helper.make_node("Conv", ["silu", "w2"], ["e"]),
+        helper.make_node("Sigmoid", ["e"], ["gate"]),
+        helper.make_node("Mul", ["x", "gate"], ["scaled"]),
+        helper.make_node("GlobalAveragePool", ["scaled"], ["y"]),
+    ]
+    model = make(nodes, {"x": [1, 8, 6, 6]}, {"y": [1, 8, 1, 1]}, {"w1": rand(2, 8, 1, 1), "w2": rand(8, 2, 1, 1)})
+    after, results = apply(model, "canonical_pooling")
+    assert [n.op_type for n in after.graph.node if "Pool" in n.op_type] == ["GlobalAveragePool", "AveragePool"]
+    assert "turned 1 GlobalAveragePool" in next(r.detail for r in results if r.name == "canonical_pooling")
+
+
 def test_all_passes_leave_the_small_cnn_equivalent():
     model = small_cnn_onnx()
     after, results = apply(model, *PASSES)

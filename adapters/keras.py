@@ -347,13 +347,57 @@ def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
     import tf2onnx
 
     nchw = [s.name for s in specs if _is_image(s)]
+    function = tf.function(fn)
     try:
-        model, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=OPSET,
+        model, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=OPSET,
                                                  inputs_as_nchw=nchw or None)
     except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
         raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
+    _captures_to_initializers(model, function.get_concrete_function(*specs))
+    _refuse_tensorflow_ops(model, path)
     model.producer_name = "hub (tf2onnx)"
     return model
+
+
+# TensorFlow ops tf2onnx 1.17 leaves untranslated in Keras 3 models, and the layer behind each.
+UNTRANSLATED = {
+    "Erfc": "exact GELU, gelu(approximate=False)",
+    "StatefulPartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
+    "PartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
+}
+UNTRANSLATED_HINT = "approximate GELU with x*sigmoid(1.702x); use DepthwiseConv2D where groups == channels"
+
+
+def _refuse_tensorflow_ops(model: Any, path: Path) -> None:
+    """tf2onnx keeps a TensorFlow op it cannot translate as a node of that name, and only logs it; such a
+    graph is not ONNX, and onnx2tf fails on it later with an unrelated error (a UnicodeDecodeError on
+    ConvNeXt's function attributes). Name the ops, and the Keras layers they come from, here."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if not counts:
+        return
+    parts = [f"{op} x{n}" + (f" ({UNTRANSLATED[op]})" if op in UNTRANSLATED else "") for op, n in sorted(counts.items())]
+    hint = UNTRANSLATED_HINT if set(counts) & set(UNTRANSLATED) else None
+    raise IncompatibleError(f"tf2onnx cannot translate {sum(counts.values())} TensorFlow ops to ONNX: "
+                            + ", ".join(parts), path, hint)
+
+
+def _captures_to_initializers(model: Any, concrete: Any) -> None:
+    """Constants the traced function captures (Keras 3 Normalization's mean and variance, as in
+    EfficientNet and ConvNeXt) are inputs of the concrete function, and tf2onnx makes them graph
+    inputs: the model would take its normalisation constants from the caller. Put their values back."""
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    captured = {inner.name: outer for outer, inner in concrete.graph.captures if outer.dtype != tf.resource}
+    for value in list(model.graph.input):
+        if value.name in captured:
+            model.graph.input.remove(value)
+            model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
 
 
 # --- small helpers ----------------------------------------------------------------------------

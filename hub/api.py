@@ -113,7 +113,7 @@ def convert(
             converted = convert_stage.convert(normalised, calibration_set, ConvertOptions(
                 target, quantize, per_channel_dense=per_channel_dense))
         except IncompatibleError as exc:
-            raise IncompatibleError(exc.message + _blocking_hint(check), path) from None
+            raise _conversion_failure(exc, check, path) from None
         converted, tflite_passes = _tflite_passes(converted)
 
     verification = None
@@ -195,11 +195,17 @@ def _model_summary(tflite_bytes: bytes) -> ModelSummary:
     return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
 
 
-def _blocking_hint(check) -> str:
-    if check is None or check.compatible:
-        return ""
-    first = next((f for f in check.findings if f.severity == "error"), None)
-    return f"; hub check predicted it: {first.node} ({first.op}): {first.message}" if first else ""
+def _conversion_failure(exc: IncompatibleError, check, path: Path) -> IncompatibleError:
+    """When hub check predicted the failure, its finding names the node and the cause; the
+    converter's own last line is then often an unrelated internal error (onnx2tf raised a
+    UnicodeDecodeError on a TensorFlow op tf2onnx left in the graph), so it is left out."""
+    first = None if check is None else next((f for f in check.findings if f.severity == "error"), None)
+    if first is None:
+        return IncompatibleError(exc.message, path)
+    blocking = sum(f.severity == "error" for f in check.findings)
+    return IncompatibleError(f"conversion failed, as hub check predicted ({blocking} blocking node"
+                             f"{'s' if blocking > 1 else ''}); first: {first.node} ({first.op}): {first.message}",
+                             path, first.hint or None)
 
 
 def _verification_failure(verification) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -82,5 +83,29 @@ def _failure_message(result, options: ConvertOptions, memory_mb: int) -> str:
         return f"the converter process died ({result.signal_name}); it may have run out of its {memory_mb} MB memory limit"
     if any(sign in result.stderr for sign in OUT_OF_MEMORY):
         return f"the converter ran out of its {memory_mb} MB memory limit: the model is too large to convert"
-    line = result.last_error_line() or f"exit code {result.returncode}"
-    return f"onnx2tf/TFLite conversion failed: {line}"
+    node, detail = converter_error(result.stderr)
+    line = detail or result.last_error_line() or f"exit code {result.returncode}"
+    return "onnx2tf/TFLite conversion failed" + (f" at ONNX node {node}" if node else "") + f": {line}"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+KERAS_WRAPPER = "Exception encountered when calling layer"
+
+
+def converter_error(stderr: str) -> tuple[str | None, str | None]:
+    """The ONNX node onnx2tf names when it fails (its `onnx_op_name:` line) and the error's cause:
+    for TensorFlow's Keras-layer wrapper ("Exception encountered when calling layer ...") the line
+    after it, cut before the TF graph dump; a UnicodeDecodeError (onnx2tf reading a non-text
+    attribute of an op it does not know) is said in words."""
+    lines = [ANSI.sub("", ln).strip() for ln in stderr.splitlines()]
+    nodes = [ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if "onnx_op_name:" in ln]
+    node = nodes[-1] if nodes and nodes[-1] else None
+    detail = None
+    for i, ln in enumerate(lines):
+        if KERAS_WRAPPER in ln:
+            detail = next((nxt for nxt in lines[i + 1:] if nxt), detail)
+        elif ln.startswith("UnicodeDecodeError"):
+            detail = "onnx2tf could not read one of the node's attributes as text (an op it does not know?)"
+    if detail:
+        detail = detail.split(" for '{{node")[0][:300]
+    return node, detail

@@ -408,3 +408,86 @@ def test_load_writes_nothing_to_stdout_or_stderr(capfd):
     adapters.load(CNN, LoadOptions())
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+# --- keras.applications building blocks (issue 12) ------------------------------------------------
+
+def test_normalization_constants_stay_in_the_model(tmp_path):
+    """Keras 3 Normalization (EfficientNet's and ConvNeXt's first layer) keeps mean and variance as
+    tensors the traced function captures; tf2onnx made them graph inputs the caller had to feed."""
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Normalization(mean=[10.0, 20.0, 30.0], variance=[4.0, 9.0, 16.0])(inp)
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(x))
+    model.save(tmp_path / "norm.keras")
+    source = adapters.load(tmp_path / "norm.keras", LoadOptions())
+    assert [v.name for v in source.onnx_model.graph.input] == ["image"]
+    x = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    (got,) = run_onnx(source, {"image": x})
+    assert rel_err(got, keras_call(model, x)) < TOLERANCE
+
+
+def test_ops_tf2onnx_cannot_translate_are_named_with_their_layer(tmp_path):
+    """ConvNeXt's exact GELU (Erfc) and grouped Conv2D (an XLA-compiled function in Keras 3) stay
+    TensorFlow ops in tf2onnx's output; onnx2tf then failed with a UnicodeDecodeError."""
+    import keras
+
+    inp = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=2)(inp)
+    x = keras.layers.Activation("gelu")(x)  # exact: Keras 3's gelu defaults to approximate=False
+    path = tmp_path / "convnext_block.keras"
+    keras.Model(inp, x).save(path)
+    proc = run_hub("check", path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hub: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "grouped Conv2D" in errors[0] and "GELU" in errors[0] and "UnicodeDecodeError" not in errors[0]
+
+
+@pytest.mark.slow
+def test_nasnet_reduction_cell_converts(tmp_path):
+    """NASNetMobile's stem and first reduction cell, up to the adjust block's crop (Pad -> Slice over axes
+    [0, 2, 3, 1] -> strided AveragePool -> Conv): onnx2tf stopped there with "Depth of input (25) is not a
+    multiple of input depth of filter (44)" until canonical_slice; now it converts and matches the graph."""
+    import keras
+    import onnx.utils
+
+    from hub.verify import verify
+    from tests.conftest import convert_model
+
+    keras.utils.set_random_seed(0)
+    keras.applications.NASNetMobile(weights=None, input_shape=(96, 96, 3)).save(tmp_path / "nasnet.keras")
+    full = tmp_path / "nasnet.onnx"
+    onnx.save(adapters.load(tmp_path / "nasnet.keras", LoadOptions()).onnx_model, str(full))
+    model = onnx.load(str(full))
+    conv = next(n for n in model.graph.node if n.name.endswith("adjust_conv_2_0_1/convolution"))
+    onnx.utils.extract_model(str(full), str(tmp_path / "cell.onnx"), [model.graph.input[0].name], [conv.output[0]])
+    tflite_bytes, normalised = convert_model(onnx.load(str(tmp_path / "cell.onnx")), quantize="float32")
+    check = verify(tflite_bytes, normalised.onnx_model, None)
+    assert check.tflm["invokes"] and check.fidelity["cosine"] > 0.9999, check.to_dict()
+
+
+def test_efficientnet_style_se_block_converts_with_its_squeeze_as_mean(tmp_path):
+    """Normalization -> Conv -> SiLU -> DepthwiseConv -> SiLU -> squeeze-and-excitation -> head, as in
+    EfficientNet: the squeeze is an int8 MEAN with its own scale (not AVERAGE_POOL_2D at its input's),
+    the head's pool stays AVERAGE_POOL_2D, and the int8 model tracks the float one."""
+    import keras
+
+    from hub import api
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((24, 24, 3), name="image")
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 3500.0, 3400.0])(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="swish")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="swish")(x)
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = keras.layers.Conv2D(4, 1, activation="swish")(se)
+    se = keras.layers.Conv2D(16, 1, activation="sigmoid")(se)
+    x = keras.layers.Multiply()([x, se])
+    x = keras.layers.Conv2D(24, 1)(x)
+    out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(tmp_path / "se.keras")
+    report = api.convert(tmp_path / "se.keras", input_range="0,255", out=tmp_path / "out")
+    assert report.model.ops.get("MEAN") == 1 and report.model.ops.get("AVERAGE_POOL_2D") == 1
+    assert report.verification.fidelity["cosine"] >= 0.99, report.verification.fidelity

@@ -106,3 +106,26 @@ def test_dense_weights_are_per_tensor_by_default_and_per_channel_on_request(norm
     weights = _dense_weights(read_tflite(per_channel.tflite_bytes))
     assert len(weights) == 1 and len(weights[0].scales) == 4  # one per output class
     assert len(per_channel.tflite_bytes) > len(converted["int8"].tflite_bytes)
+
+
+# onnx2tf's stderr when NASNetMobile's Conv met a mis-laid-out input (before canonical_slice), trimmed.
+NASNET_STDERR = """\x1b[31mERROR:\x1b[0m The trace log is below.
+Traceback (most recent call last):
+ValueError: Exception encountered when calling layer "tf.nn.convolution_24" (type TFOpLambda).
+
+Depth of input (25) is not a multiple of input depth of filter (44) for '{{node tf.nn.convolution_24/convolution}} = Conv2D[T=DT_FLOAT]'
+
+Call arguments received by layer "tf.nn.convolution_24" (type TFOpLambda):
+\x1b[31mERROR:\x1b[0m onnx_op_name: nasnet_mobile_1/adjust_conv_2_0_1/convolution
+\x1b[31mERROR:\x1b[0m Read this and deal with it. https://github.com/PINTO0309/onnx2tf#parameter-replacement
+ValueError: Exception encountered when calling layer "tf.nn.convolution_24" (type TFOpLambda).
+"""
+
+
+def test_converter_failure_names_the_node_and_the_cause_not_the_keras_wrapper():
+    from hub.convert import converter_error
+
+    assert converter_error(NASNET_STDERR) == ("nasnet_mobile_1/adjust_conv_2_0_1/convolution",
+                                              "Depth of input (25) is not a multiple of input depth of filter (44)")
+    node, detail = converter_error("Traceback\nUnicodeDecodeError: 'utf-8' codec can't decode byte 0x82\n")
+    assert node is None and "UnicodeDecodeError" not in detail

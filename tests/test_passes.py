@@ -179,6 +179,39 @@ def test_remove_noops_keeps_real_slices_and_merges_chains():
     assert changed(results, "remove_noops") == 3  # two Transposes merged, then gone; Reshapes merged
 
 
+# --- canonical_slice -------------------------------------------------------------
+
+def nasnet_crop(channels: int = 8, size: int = 12) -> onnx.ModelProto:
+    """NASNet's adjust path as tf2onnx writes it: ZeroPadding2D((0,1),(0,1)) -> Cropping2D((1,0),(1,0))
+    as a Slice over axes [0, 2, 3, 1] -> AveragePool(1, stride 2) -> 1x1 Conv, beside a plain path."""
+    big = 2**31 - 1
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Pad", ["r", "pads"], ["p"]),
+        helper.make_node("Slice", ["p", "starts", "ends", "axes"], ["s"]),
+        helper.make_node("AveragePool", ["s"], ["a"], kernel_shape=[1, 1], strides=[2, 2]),
+        helper.make_node("AveragePool", ["r"], ["b"], kernel_shape=[1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["a", "w1"], ["c1"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["b", "w2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("Concat", ["c1", "c2"], ["y"], axis=1),
+    ]
+    half = size // 2
+    return make(nodes, {"x": [1, channels, size, size]}, {"y": [1, channels, half, half]},
+                {"pads": np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "starts": np.array([0, 1, 1, 0], np.int64),
+                 "ends": np.array([big] * 4, np.int64), "axes": np.array([0, 2, 3, 1], np.int64),
+                 "w1": rand(channels // 2, channels, 1, 1), "w2": rand(channels // 2, channels, 1, 1)})
+
+
+def test_canonical_slice_keeps_only_the_cut_axes_in_order():
+    after, results = apply(nasnet_crop(), "canonical_slice")
+    assert changed(results, "canonical_slice") == 1
+    node = next(n for n in after.graph.node if n.op_type == "Slice")
+    assert [numpy_helper.to_array(t).tolist() for name in node.input[1:] for t in after.graph.initializer
+            if t.name == name] == [[1, 1], [2**31 - 1] * 2, [2, 3], [1, 1]]
+    again, results = apply(after, "canonical_slice")  # already canonical: left alone
+    assert changed(results, "canonical_slice") == 0
+
+
 # --- matmul_to_gemm / fold_batchnorm / fold_scale_shift ---------------------------
 
 def test_matmul_with_constant_add_becomes_one_gemm_but_3d_matmul_stays():
@@ -327,6 +360,25 @@ def test_pad_maxpool_pads_non_negative_inputs_with_an_explicit_zero_pad():
              for n in after.graph.node if n.op_type == "MaxPool"}
     assert pools["a"]["pads"] == pools["b"]["pads"] == [0, 0, 0, 0]
     assert pools["same"]["pads"] == pools["ceil"]["pads"] == pools["signed"]["pads"] == [1, 1, 1, 1]
+
+
+def test_canonical_pooling_keeps_squeeze_and_excitation_squeezes_global():
+    """x -> GAP -> Conv -> SiLU -> Conv -> Sigmoid -> Mul(x, gate) -> GAP (head): only the head's pool
+    becomes a window (AVERAGE_POOL_2D); the squeeze stays global, so onnx2tf writes MEAN."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["s"]),
+        helper.make_node("Conv", ["s", "w1"], ["r"]),
+        helper.make_node("Sigmoid", ["r"], ["rs"]),
+        helper.make_node("Mul", ["r", "rs"], ["silu"]),
+        helper.make_node("Conv", ["silu", "w2"], ["e"]),
+        helper.make_node("Sigmoid", ["e"], ["gate"]),
+        helper.make_node("Mul", ["x", "gate"], ["scaled"]),
+        helper.make_node("GlobalAveragePool", ["scaled"], ["y"]),
+    ]
+    model = make(nodes, {"x": [1, 8, 6, 6]}, {"y": [1, 8, 1, 1]}, {"w1": rand(2, 8, 1, 1), "w2": rand(8, 2, 1, 1)})
+    after, results = apply(model, "canonical_pooling")
+    assert [n.op_type for n in after.graph.node if "Pool" in n.op_type] == ["GlobalAveragePool", "AveragePool"]
+    assert "turned 1 GlobalAveragePool" in next(r.detail for r in results if r.name == "canonical_pooling")
 
 
 def test_all_passes_leave_the_small_cnn_equivalent():

@@ -16,6 +16,7 @@ PASSES: list[str] = [
     "fold_constants",
     "remove_noops",
     "decompose_groupnorm",  # before the folds: its Conv + Add(eps) then folds into one Conv
+    "canonical_slice",
     "matmul_to_gemm",
     "fold_batchnorm",
     "fold_scale_shift",

@@ -165,6 +165,14 @@ def _split_uneven(view: NodeView) -> bool:
         and x.shape[axis] % parts != 0
 
 
+def _maxpool_min_pad_computed(view: NodeView) -> bool:
+    """The -3.4e38 pad of `_maxpool_min_pad` on a computed input: int8 calibration spreads the pad's range
+    to the producer's output scale. On a model input the range comes from the data and PADV2's constant
+    just clamps to the int8 minimum (maxpool_2d_pads and maxpool_2d_ceil run on TFLM in int8)."""
+    x = view.input(0)
+    return _maxpool_min_pad(view) and x is not None and not x.model_input
+
+
 def _maxpool_min_pad(view: NodeView) -> bool:
     """onnx2tf pads this 2-D MaxPool with -3.4e38 (onnx2tf_ops.maxpool_explicit_pads)."""
     x = view.input(0)
@@ -179,6 +187,7 @@ def _maxpool_min_pad(view: NodeView) -> bool:
 
 
 CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
+    "maxpool_min_pad_computed": _maxpool_min_pad_computed,
     "same_shapes": _same_shapes,
     "rank_broadcast": _rank_broadcast,
     "rank_broadcast_inputs": _rank_broadcast_inputs,

@@ -34,6 +34,7 @@ class TensorMeta:
     dtype: str  # numpy dtype name ("float32", "int64", ...) or "unknown"
     const: bool = False
     value: np.ndarray | None = None  # only for small constants
+    model_input: bool = False  # a graph input: int8 quantization takes its range from the data alone
 
     @property
     def static(self) -> bool:
@@ -91,6 +92,8 @@ def tensor_table(model: onnx.ModelProto) -> dict[str, TensorMeta]:
     tensors: dict[str, TensorMeta] = {}
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         tensors[vi.name] = _meta_from_value_info(vi)
+    for vi in graph.input:
+        tensors[vi.name].model_input = True
     for init in graph.initializer:
         tensors[init.name] = _meta_from_initializer(init)
     for node in graph.node:  # topological order in a valid ONNX graph

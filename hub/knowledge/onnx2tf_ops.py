@@ -157,7 +157,7 @@ _ROWS = [
        variants=(("pool3d", ("FlexOp:MaxPool3D",)), ("maxpool_min_pad", ("PADV2", "MAX_POOL_2D"))),
        fails_when=(("maxpool_indices", "MaxPool's Indices output needs tf.nn.max_pool_with_argmax, a Flex op"),
                    ("dilated", "the TFLite converter fails on onnx2tf's dilated MaxPool (maxpool_2d_dilations)")),
-       fails_quantized=(("maxpool_min_pad", "onnx2tf pads this MaxPool (padding other than TensorFlow's SAME) with "
+       fails_quantized=(("maxpool_min_pad_computed", "onnx2tf pads this MaxPool (padding other than TensorFlow's SAME) with "
                          "float32's lowest value, -3.4e38 (PADV2); quantized, that constant gives the pool's input a "
                          "scale near 1e36, so its values all round to the zero point, and TFLM's int8 ADD/SUB reading "
                          "the pool aborts the program in Prepare (add_common.cc: rescale multiplier >= 1)"),),

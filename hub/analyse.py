@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +28,6 @@ from hub.shapes import with_shapes
 from hub.targets import Quantize, resolve
 
 FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
-# Ops that take bool/int tensors and give a different output type: their data type is the input's.
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
 # Seen in the node tests: these model input types stop onnx2tf or the TFLite converter (add_uint8, min_int8,
 # sub_uint16, ...), except int8 inputs read only by ops onnx2tf casts first (CASTS_INTEGER_INPUTS) and int16
@@ -364,7 +363,7 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
         if view.op in _onnx2tf_converters():
             return [], [_finding(view, [], "error", f"hub has no rule for what onnx2tf makes of {view.op}, so it "
                                  "cannot vouch that TFLM runs it.", "run hub convert to find out")]
-        return [], [_finding(view, [], "error", f"onnx2tf 1.29.24 has no converter for {view.op}.",
+        return [], [_finding(view, [], "error", f"{onnx2tf_ops.ONNX2TF_VERSION.split(' (')[0]} has no converter for {view.op}.",
                              "replace it with standard ONNX ops onnx2tf converts")]
     ops = _tflite_ops(view, low)
     if low.fails:
@@ -844,4 +843,4 @@ def _tflite_quantize(model) -> str:
 
 
 __all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_rescale_scales", "check_softmax_scales",
-           "scale_hazards", "abort_causes", "softmax_abort_classes", "check_node", "NodeView", "math"]
+           "scale_hazards", "abort_causes", "softmax_abort_classes", "check_node", "NodeView"]

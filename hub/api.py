@@ -1,12 +1,11 @@
-"""The operations behind the CLI, callable from Python: `import hub; hub.convert(...)`.
+"""The operations behind the CLI, callable from Python: `from hub import api; api.convert(...)`.
 
-Each function runs the pipeline stages in order and returns plain data
-(dicts ready for JSON); the CLI only parses flags and prints.
+Each function runs the pipeline stages in order and returns their typed result (a ConvertReport,
+a CheckResult, a Verification; `hub report`'s sections as a dict); the CLI only parses flags and prints.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hub.artifacts import MAX_INPUT_ELEMENTS, ConvertReport, LoadOptions, ModelSummary, SourceModel
 from hub.errors import IncompatibleError, InputError
@@ -81,7 +80,7 @@ def convert(
     from hub import calibration as calib
     from hub import convert as convert_stage
     from hub.convert import ConvertOptions
-    from hub.export import identifier_from_file, sanitize_identifier
+    from hub.export import identifier_from_file
     from hub.fidelity import judge_fidelity
     from hub.output import check_destination
 
@@ -92,7 +91,8 @@ def convert(
     value_range = calib.parse_input_range(input_range)
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out_dir, force)
-    ident = sanitize_identifier(name) if name else identifier_from_file(path)
+    ident = _firmware_name(name, path)
+    convert_options = ConvertOptions(target, quantize, per_channel_dense=per_channel_dense)
 
     with progress.stage("load", f"Loading {path.name}"):
         source = load_source(path, options)
@@ -110,8 +110,7 @@ def convert(
              "pass --calibration with real samples for production accuracy")
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
-            converted = convert_stage.convert(normalised, calibration_set, ConvertOptions(
-                target, quantize, per_channel_dense=per_channel_dense))
+            converted = convert_stage.convert(normalised, calibration_set, convert_options)
         except IncompatibleError as exc:
             raise _conversion_failure(exc, check, path) from None
         converted, tflite_passes = _tflite_passes(converted)
@@ -122,8 +121,8 @@ def convert(
             verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out_samples(),
                                    min_cosine)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
-            for message in judge_fidelity(ConvertOptions(target, quantize, per_channel_dense=per_channel_dense),
-                                          normalised, calibration_set, converted.tflite_bytes, verification):
+            for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
+                                          verification):
                 warn(f"{path.name}: {message}")
     report = ConvertReport(target=target, quantize=quantize, source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
@@ -166,6 +165,13 @@ def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | No
     return normalise_source(source, options, passes)
 
 
+def _firmware_name(name: str | None, path: Path) -> str:
+    """The C identifier of the firmware files: --name (refused when C cannot take it), else the file's name."""
+    from hub.export import identifier_from_file, sanitize_identifier
+
+    return sanitize_identifier(name) if name else identifier_from_file(path)
+
+
 def _tflite_passes(converted):
     """The flatbuffer passes (hub.tflite_passes) on the converter's output."""
     from dataclasses import replace
@@ -196,16 +202,18 @@ def _model_summary(tflite_bytes: bytes) -> ModelSummary:
 
 
 def _conversion_failure(exc: IncompatibleError, check, path: Path) -> IncompatibleError:
-    """When hub check predicted the failure, its finding names the node and the cause; the
-    converter's own last line is then often an unrelated internal error (onnx2tf raised a
-    UnicodeDecodeError on a TensorFlow op tf2onnx left in the graph), so it is left out."""
-    first = None if check is None else next((f for f in check.findings if f.severity == "error"), None)
-    if first is None:
-        return IncompatibleError(exc.message, path)
-    blocking = sum(f.severity == "error" for f in check.findings)
-    return IncompatibleError(f"conversion failed, as hub check predicted ({blocking} blocking node"
-                             f"{'s' if blocking > 1 else ''}); first: {first.node} ({first.op}): {first.message}",
-                             path, first.hint or None)
+    """When the converter stopped at a node (or op) hub check had blocked, the check's finding names the cause:
+    the converter's own line is then often an unrelated internal error (onnx2tf raised a
+    UnicodeDecodeError on a TensorFlow op tf2onnx left in the graph). Any other failure (a timeout,
+    memory, another node) keeps the converter's message, with the check's first finding after it."""
+    errors = [] if check is None else [f for f in check.findings if f.severity == "error"]
+    at_blocked = next((f for f in errors if f" at ONNX node {f.node}:" in exc.message
+                       or f"'onnx2tf.ops.{f.op}'" in exc.message), None)  # no converter module for that op
+    if at_blocked is not None:
+        return IncompatibleError(f"conversion failed at {at_blocked.node} ({at_blocked.op}), as hub check predicted: "
+                                 f"{at_blocked.message}", path, at_blocked.hint or exc.hint)
+    predicted = f"; hub check predicted: {errors[0].node} ({errors[0].op}): {errors[0].message}" if errors else ""
+    return IncompatibleError(exc.message + predicted, path, exc.hint)
 
 
 def _verification_failure(verification) -> str:
@@ -252,7 +260,7 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:
     """Firmware files for a .tflite: C array, op resolver, settings with the measured arena."""
-    from hub.export import export_firmware, identifier_from_file, sanitize_identifier
+    from hub.export import export_firmware
     from hub.output import atomic_folder
     from hub.verify import verify as verify_stage
 
@@ -260,7 +268,7 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
     source = load_source(path, LoadOptions())
     if source.framework != "tflite":
         raise InputError("hub export takes a .tflite file; use hub convert for other models", path)
-    ident = sanitize_identifier(name) if name else identifier_from_file(path)
+    ident = _firmware_name(name, path)
     out_dir = Path(out) if out else Path.cwd() / f"{ident}_firmware"
     verification = verify_stage(source.tflite_bytes, None, None)
     if not verification.ok:

@@ -168,6 +168,11 @@ class Measured:
     invokes: bool | None = None  # None: not run on TFLM
     tflm_message: str | None = None
 
+    @property
+    def row_name(self) -> str:
+        """The portability report's row for this target and mode ("tflm-int8", "tflite", ...)."""
+        return f"tflm-{self.quantize}" if self.target == "tflm" else "tflite"
+
 
 @dataclass
 class ConvertReport:

@@ -147,7 +147,7 @@ def _from_npy(path: Path, inputs: list[TensorSpec], layouts: dict) -> tuple[dict
 def _from_npz(path: Path, inputs: list[TensorSpec], layouts: dict, array_name: str | None,
               notes: list[str]) -> tuple[dict[str, np.ndarray], str]:
     arrays = _load_array(path)
-    if len(inputs) == 1 and inputs[0].name not in arrays:
+    if len(inputs) == 1 and (array_name is not None or inputs[0].name not in arrays):
         arrays = {inputs[0].name: _pick_array(arrays, inputs[0], layouts, path, array_name, notes)}
     elif array_name is not None:
         raise InputError(f"`:{array_name}` picks the array for a one-input model; this model has {len(inputs)} "

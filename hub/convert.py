@@ -25,7 +25,8 @@ from hub.targets import resolve
 
 # The converter child's address-space limit: a base that TensorFlow's import and a small model need, plus
 # room per MB of weights (AlexNet's 244 MB of float weights needed about 20 GB of address space), capped
-# at the machine's memory. A runaway conversion still ends in a clear error, not a frozen machine.
+# at the machine's memory but never below the base (address space, not resident memory). A runaway
+# conversion still ends in a clear error, not a frozen machine.
 BASE_MEMORY_MB = 8192
 MEMORY_MB_PER_WEIGHT_MB = 48
 

@@ -13,6 +13,7 @@ The thresholds live here, in one place:
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import Finding, NormalisedModel
+from hub.artifacts import Finding, NormalisedModel, Verification
 from hub.calibration import CalibrationSet
 from hub.child import run_python_module
 from hub.convert import ConvertOptions, convert
 from hub.errors import HubError
 from hub.tflite_model import TFLiteModel, read_tflite
-from hub.verify import Verification, synthetic_samples, to_tflite_inputs, verify
+from hub.verify import synthetic_samples, to_tflite_inputs, verify
 
 FLOAT_MIN_COSINE = 0.999
 FLOAT_MAX_RELATIVE_ERROR = 0.01
@@ -45,6 +46,8 @@ def poor(fidelity: dict | None, quantize: str) -> str | None:
     if not fidelity:
         return None
     cosine, top1, rel = fidelity.get("cosine"), fidelity.get("top1_agreement"), fidelity.get("relative_error")
+    if any(v is not None and not math.isfinite(v) for v in (cosine, rel, fidelity.get("max_abs_error"))):
+        return "the outputs are not finite (NaN or infinity)"
     if quantize == "float32":
         if cosine is not None and cosine < FLOAT_MIN_COSINE:
             return f"cosine {cosine:.4f} < {FLOAT_MIN_COSINE}"
@@ -58,7 +61,7 @@ def poor(fidelity: dict | None, quantize: str) -> str | None:
     return None
 
 
-def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool, quantize: str) -> list[str]:
+def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool) -> list[str]:
     """The likely reasons a quantized model is poor while its float32 conversion is exact."""
     causes = []
     out = model.tensors[model.outputs[0]] if model.outputs else None
@@ -144,8 +147,7 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
         _conversion_error(verification, normalised.onnx_model, calibration, float_bytes, float_fidelity, float_why,
                           options.quantize, why)
         return []
-    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic,
-                                 options.quantize)
+    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic)
     verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
                                           "causes": causes}
     message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "

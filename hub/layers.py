@@ -24,6 +24,9 @@ from hub.knowledge.arena import (ALIGN, PLAN_TEMP_PER_BUFFER, PLAN_TEMP_PER_TENS
 from hub.knowledge.tflm_kernels import BIAS, KERNELS, WEIGHTS, role
 from hub.shapes import with_shapes
 
+ACTIVATION_BYTES = {"int8": 1, "int16x8": 2, "float32": 4}  # per element, by quantize mode
+BIAS_BYTES = {"int8": 4, "int16x8": 8}  # int32 biases for int8 activations, int64 for int16
+
 WEIGHTED_ONNX = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LSTM", "GRU", "RNN", "PRelu",
                  "InstanceNormalization", "LayerNormalization", "Mul", "Add", "Sub", "Div"}
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}  # stored as int32 in int8 TFLite
@@ -68,9 +71,9 @@ class LayerTable:
 
     def arena(self, quantize: str | None) -> tuple[int, list[dict[str, Any]]]:
         """(estimated smallest TFLM arena, activation plan); quantize None keeps each tensor's dtype."""
-        itemsize = {"int8": 1, "float32": 4}.get(quantize or "", None)
+        itemsize = ACTIVATION_BYTES.get(quantize or "", None)
         head, plan = plan_arena(self.buffers, itemsize)
-        channels = self.per_channel if quantize in ("int8", None) else 0
+        channels = self.per_channel if quantize in ("int8", "int16x8", None) else 0
         return arena_estimate(head, self.n_tensors, len(self.layers), len(self.buffers), channels), plan
 
     @property
@@ -82,10 +85,11 @@ class LayerTable:
         return sum(layer.macs for layer in self.layers)
 
     def param_bytes(self, quantize: str) -> int:
-        """Weight bytes as the target stores them: int8 weights + int32 biases, or float32."""
-        if quantize == "int8":
+        """Weight bytes as the target stores them: int8 weights + int32 biases (int64 with int16
+        activations), or float32."""
+        if quantize in BIAS_BYTES:
             bias = sum(layer.bias_params for layer in self.layers)
-            return (self.params - bias) + 4 * bias
+            return (self.params - bias) + BIAS_BYTES[quantize] * bias
         return 4 * self.params
 
     def op_histogram(self) -> dict[str, int]:

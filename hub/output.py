@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,10 +44,12 @@ def _existing_ancestor(out: Path) -> Path:
 def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary folder; on clean exit it becomes `out`, otherwise it is deleted."""
     check_destination(out, force)
-    created = _make_parents(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    created: list[Path] = []
+    tmp: Path | None = None
     done = False
     try:
+        _make_parents(out, created)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         with sigterm_as_interrupt():
             yield tmp
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the result is an ordinary folder
@@ -59,19 +62,18 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
             os.replace(tmp, out)
         done = True
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         for folder in [] if done else reversed(created):  # a failure leaves no folders of ours behind
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
 
-def _make_parents(out: Path) -> list[Path]:
-    """Create the missing parents of `out`, outermost first; returns those created."""
-    missing = [p for p in reversed(out.absolute().parents) if not p.exists()]
-    for folder in missing:
+def _make_parents(out: Path, created: list[Path]) -> None:
+    """Create the missing parents of `out`, outermost first, recording each in `created` as it is made."""
+    for folder in [p for p in reversed(out.absolute().parents) if not p.exists()]:
         folder.mkdir(mode=0o777)  # the umask applies, as for mkdir -p
-    return missing
+        created.append(folder)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -92,12 +94,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def to_json(doc: Any) -> str:
     """One JSON document (numpy arrays and paths included), as --json and report.json hold them."""
-    return json.dumps(doc, indent=2, default=_json_default) + "\n"
+    return json.dumps(_finite(doc), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinity as null: JSON has no such numbers (a NaN output's error figures, say)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -21,13 +21,15 @@ import onnx
 from hub import boards as board_data
 from hub.artifacts import LoadOptions, Measured
 from hub.errors import HubError, InputError, first_line
-from hub.layers import LayerTable, live_bytes, onnx_layers, tflite_layers
+from hub.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
 # The check pass models TFLM; LiteRT ("tflite") is judged from the float32 TFLM check, keeping only
 # what blocks the conversion itself or needs an op outside TFLite's builtin set (see _litert_view).
-CHECKED = {"tflm-int8": ("tflm", "int8"), "tflm-float32": ("tflm", "float32"), "tflite": ("tflm", "float32")}
-STORAGE = {"tflm-int8": "int8", "tflm-float32": "float32", "tflite": "float32", "onnxruntime": "float32"}
+CHECKED = {"tflm-int8": ("tflm", "int8"), "tflm-int16x8": ("tflm", "int16x8"), "tflm-float32": ("tflm", "float32"),
+           "tflite": ("tflm", "float32")}
+STORAGE = {"tflm-int8": "int8", "tflm-int16x8": "int16x8", "tflm-float32": "float32", "tflite": "float32",
+           "onnxruntime": "float32"}
 ESTIMATE_NOTE = ("estimated without converting: flash = weights as the target stores them (int8: 1 byte per weight, "
                  "int32 biases; float32: 4 bytes), the flatbuffer adds metadata; arena = TFLM-style greedy plan of "
                  "the activations + modelled persistent data (within 10 % of the measured arenas of the MLPerf Tiny "
@@ -36,9 +38,10 @@ ESTIMATE_NOTE = ("estimated without converting: flash = weights as the target st
 
 def parse_targets(text: str | Sequence[str]) -> list[str]:
     names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    unknown = [t for t in names if t not in ALL_TARGETS]
+    known = (*CHECKED, "onnxruntime")
+    unknown = [t for t in names if t not in known]
     if unknown or not names:
-        raise InputError(f"unknown --targets {', '.join(unknown) or '(none)'}: choose from {', '.join(ALL_TARGETS)}")
+        raise InputError(f"unknown --targets {', '.join(unknown) or '(none)'}: choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -79,8 +82,12 @@ def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | No
                          targets: Sequence[str] = ALL_TARGETS) -> dict[str, Any]:
     """{"targets", "layers", "totals", "board", "activation_memory"} for a normalised ONNX model.
 
-    `measured` holds `hub convert`'s figures: they replace the estimates of the converted target.
+    `measured` holds `hub convert`'s figures: they replace the estimates of the converted target, whose
+    row is added when not asked for (an int16x8 conversion) and which the totals and memory describe.
     """
+    primary = measured.row_name if measured else None
+    if primary and primary not in targets:
+        targets = [primary, *targets]
     table = onnx_layers(onnx_model)
     cache: dict[tuple[str, str], Any] = {}
     checks = {}
@@ -97,7 +104,7 @@ def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | No
             rows.append(_estimated_row(name, checks[name], table))
     if measured:
         _apply_measured(rows, measured)
-    return _assemble(rows, table, checks, _board(board))
+    return _assemble(rows, table, checks, _board(board), primary=primary)
 
 
 def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
@@ -246,8 +253,7 @@ def _count(check, severity: str) -> int:
 
 
 def _apply_measured(rows: list[dict], measured: Measured) -> None:
-    name = f"tflm-{measured.quantize}" if measured.target == "tflm" else "tflite"
-    row = next((r for r in rows if r["name"] == name), None)
+    row = next((r for r in rows if r["name"] == measured.row_name), None)
     if row is None:
         return
     if measured.tflite_bytes is not None:
@@ -261,12 +267,15 @@ def _apply_measured(rows: list[dict], measured: Measured) -> None:
 
 
 def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_data.Board | None,
-              quantize: str | None = "int8") -> dict[str, Any]:
-    primary = next((r for r in rows if r["name"].startswith("tflm-")), rows[0])
+              quantize: str | None = "int8", primary: str | None = None) -> dict[str, Any]:
+    """The sections, with totals and memory for the `primary` row (the converted target), else the first
+    TFLM row."""
+    primary = next((r for r in rows if r["name"] == primary), None) \
+        or next((r for r in rows if r["name"].startswith("tflm-")), rows[0])
     storage = None if quantize is None else STORAGE.get(primary["name"], "int8")
     _, plan = table.arena(storage)
     head = max((p["offset"] + p["bytes"] for p in plan), default=0)
-    live = live_bytes(table.buffers, len(table.layers), {"int8": 1, "float32": 4}.get(storage or ""))
+    live = live_bytes(table.buffers, len(table.layers), ACTIVATION_BYTES.get(storage or ""))
     peak = max(range(len(live)), key=lambda s: live[s]) if live else 0
     layers = []
     for layer in table.layers:

@@ -39,15 +39,14 @@ class Target:
     name: str
     modes: tuple[Quantize, ...]  # the quantize modes it runs
     verified_on_tflm: bool  # hub convert proves the output on the TFLM interpreter (and hub check models it)
-    description: str
     refusals: dict[str, str] = field(default_factory=dict)  # mode -> why the target cannot run it
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("tflm", (Quantize.INT8, Quantize.INT16X8, Quantize.FLOAT32), True, "TensorFlow Lite Micro (microcontrollers)",
+    Target("tflm", (Quantize.INT8, Quantize.INT16X8, Quantize.FLOAT32), True,
            {"float16": "TFLite Micro has no float16 kernels: use int8 (default) or float32",
             "dynamic": "TFLite Micro rejects hybrid (dynamic-range) models: use int8 (default) or float32"}),
-    Target("tflite", tuple(Quantize), False, "mobile LiteRT (TensorFlow Lite)",
+    Target("tflite", tuple(Quantize), False,
            {"dynamic": "dynamic-range output is not offered: use int8, float16 or float32"}),
 )}
 CHECKED_TARGETS = tuple(name for name, t in TARGETS.items() if t.verified_on_tflm)  # what hub check models

@@ -27,7 +27,6 @@ import json
 import math
 import re
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

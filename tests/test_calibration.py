@@ -73,6 +73,8 @@ def test_npz_array_chosen_by_name(tmp_path):
     assert cal.samples["image"].max() == 0.75 and cal.source.endswith("c.npz:b")
     with pytest.raises(InputError, match="has no array 'c'; it has a, b"):
         build_calibration(IMAGE, f"{tmp_path / 'c.npz'}:c")
+    np.savez(tmp_path / "d.npz", image=a, alt=b)  # the name given wins over the input's own name
+    assert build_calibration(IMAGE, f"{tmp_path / 'd.npz'}:alt").samples["image"].max() == 0.75
 
 
 def test_image_folder_is_resized_and_scaled(tmp_path):

@@ -146,3 +146,19 @@ def test_a_failure_hub_check_predicted_is_said_by_the_check_not_the_converter(tm
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hub: error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "gelu/Erfc (Erfc)" in errors[0] and "as hub check predicted" in errors[0]
+
+
+def test_a_failure_elsewhere_keeps_the_converters_reason_before_the_checks():
+    """The check's finding replaces the converter's line only when the converter stopped at that node:
+    a memory limit or a timeout hit while a TopK was also blocked stays what it was."""
+    from hub.api import _conversion_failure
+    from hub.artifacts import CheckResult, Finding
+    from hub.errors import IncompatibleError
+
+    check = CheckResult(False, "tflm", "int8", [Finding("topk", "TopK", ["TOPK_V2"], "error", "TOPK_V2 is not in TFLM.")])
+    memory = _conversion_failure(IncompatibleError("the converter ran out of its 8192 MB memory limit"), check, Path("m"))
+    assert memory.message == ("the converter ran out of its 8192 MB memory limit; hub check predicted: topk (TopK): "
+                              "TOPK_V2 is not in TFLM.")
+    at_node = _conversion_failure(IncompatibleError("onnx2tf/TFLite conversion failed at ONNX node topk: KeyError"),
+                                  check, Path("m"))
+    assert at_node.message == "conversion failed at topk (TopK), as hub check predicted: TOPK_V2 is not in TFLM."

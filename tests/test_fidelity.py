@@ -124,3 +124,13 @@ def test_top1_counts_only_references_with_a_top_class():
     close = [np.array([[0.5, 0.49, 0.0, 0.01]])]  # the lead (0.01) is under one output step (0.02): a tie
     assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])], step=0.02)["top1_agreement"] is None
     assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])])["top1_agreement"] == 0.0
+
+
+def test_non_finite_outputs_are_poor_and_json_says_null():
+    from hub.fidelity import poor
+    from hub.output import to_json
+
+    nan = {"cosine": float("nan"), "relative_error": float("nan"), "max_abs_error": float("nan"), "top1_agreement": None}
+    assert poor(nan, "float32") == "the outputs are not finite (NaN or infinity)"
+    assert poor(nan, "int8") is not None
+    assert json.loads(to_json({"fidelity": nan}))["fidelity"]["cosine"] is None

@@ -473,3 +473,14 @@ def test_decompose_groupnorm_rewrites_the_torch_export_pattern_with_its_affine()
     assert changed(results, "decompose_groupnorm") == 2
     assert not {"InstanceNormalization", "Reshape"} & set(ops(after))
     assert ops(after).count("Mul") == ops(model).count("Mul") - 2 + 2 * 3  # torch's gamma Mul is absorbed
+
+
+def test_fold_constants_refuses_a_weight_no_onnx_file_could_hold():
+    """A crafted ConstantOfShape weight of 2^40 floats is refused in one line, not allocated."""
+    from hub.errors import InputError
+
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"], name="huge"),
+             helper.make_node("Conv", ["x", "w"], ["y"])]
+    model = make(nodes, {"x": [1, 4, 8, 8]}, {"y": None}, {"w_shape": np.array([2**20, 4, 512, 512], np.int64)})
+    with pytest.raises(InputError, match="node 'huge' builds a weight of 4,398,046,511,104 bytes"):
+        run_passes(model, ["fold_constants"])

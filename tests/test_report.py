@@ -331,3 +331,13 @@ def test_write_html_renders_a_convert_report_with_fidelity(tmp_path):
     dom = _browse(path, tmp_path / "convert.png")
     assert '<table id="matrix">' in dom and "<svg" in dom
     assert "0.9987" in dom and "top1_agreement" in dom and "(measured)" in dom
+
+
+@pytest.mark.parametrize("quantize", ["int16x8", "float32"])
+def test_the_converted_mode_is_the_row_the_totals_describe(quantize):
+    """An int16x8 conversion gets its own (measured) row; a float32 one makes the float row the primary."""
+    measured = Measured("tflm", quantize, tflite_bytes=123_456, arena_bytes=54_321, invokes=True)
+    sections = portability_sections(small_cnn_onnx(), measured=measured)
+    row = next(t for t in sections["targets"] if t["name"] == f"tflm-{quantize}")
+    assert (row["flash_bytes"], row["arena_bytes"], row["arena_basis"]) == (123_456, 54_321, "measured")
+    assert sections["totals"]["target"] == f"tflm-{quantize}" and sections["totals"]["arena_bytes"] == 54_321

@@ -280,9 +280,5 @@ MISSING_HINTS: dict[str, str] = {
 }
 
 
-def kernel(op: str) -> Kernel | None:
-    return KERNELS.get(op)
-
-
 def missing_hint(op: str) -> str:
     return MISSING_HINTS.get(op, "rewrite the layer with ops TFLM has (see micro_mutable_op_resolver.h)")

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hub.passes.rewrite import add_initializer, attr, constant, per_channel, sole_consumer, static_shape
+from hub.passes.rewrite import add_initializer, attr, constant, fresh_name, per_channel, sole_consumer, static_shape
 
 NAME = "decompose_groupnorm"
 
@@ -118,7 +118,7 @@ def _emit(model: onnx.ModelProto, old: list[onnx.NodeProto], x: str, y: str, sha
         "one": np.ones((1,) * len(shape), np.float32),
         "gamma": gamma.astype(np.float32).reshape(column),
         "beta": beta.astype(np.float32).reshape(column)}.items()}
-    t = {key: f"{base}_{key}" for key in ("mean_c", "mean", "d", "d2", "var_c", "var", "var_eps", "std", "inv",
+    t = {key: fresh_name(model, f"{base}_{key}") for key in ("mean_c", "mean", "d", "d2", "var_c", "var", "var_eps", "std", "inv",
                                           "factor", "scaled")}
     axes = list(range(2, len(shape)))
     if _opset(model) >= 18:  # ReduceMean's axes became an input

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from hub.errors import InputError
 from hub.knowledge.onnx2tf_ops import needs_constant
 from hub.passes.rewrite import graph_output_names, remove_unused_initializers, static_shape
 
@@ -27,6 +28,7 @@ NAME = "fold_constants"
 PASS_THROUGH = {"Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs
+MAX_FOLDED_BYTES = 2**31  # protobuf's limit on one ONNX file: a weight beyond it cannot be a real model's
 
 
 class _Constants:
@@ -65,6 +67,9 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
         if any(o in outputs for o in node.output):
             continue  # graph outputs keep their producing node (the interface stays a computed tensor)
         required = any(_needs_constant(name, readers) for name in node.output)
+        if node.op_type == "ConstantOfShape" and required and _fill_bytes(node, consts) > MAX_FOLDED_BYTES:
+            raise InputError(f"node {node.name or node.output[0]!r} builds a weight of {_fill_bytes(node, consts):,} "
+                             "bytes with ConstantOfShape; a model's weights must fit a 2 GB ONNX file")
         if node.op_type == "ConstantOfShape" and not required and _fill_too_large(node, consts):
             skipped += 1  # decided from the shape alone: no need to build the array
             continue
@@ -113,13 +118,16 @@ def _fill_value(node: onnx.NodeProto) -> np.ndarray:
     return numpy_helper.to_array(attr.t).reshape(-1)[:1] if attr is not None else np.zeros(1, np.float32)
 
 
+def _fill_bytes(node: onnx.NodeProto, consts: _Constants) -> int:
+    """The size of a ConstantOfShape's output, from its shape alone (0 when the shape is not constant)."""
+    shape = consts.get(node.input[0]) if node.input else None
+    return 0 if shape is None else int(np.prod(shape.astype(np.float64))) * _fill_value(node).itemsize
+
+
 def _fill_too_large(node: onnx.NodeProto, consts: _Constants) -> bool:
     """ConstantOfShape whose output would break the growth limit (the rule of _small_enough)."""
     shape = consts.get(node.input[0]) if node.input else None
-    if shape is None:
-        return False
-    out_bytes = int(np.prod(shape)) * _fill_value(node).itemsize
-    return out_bytes > max(shape.nbytes, MIN_GROWTH_LIMIT_BYTES)
+    return shape is not None and _fill_bytes(node, consts) > max(shape.nbytes, MIN_GROWTH_LIMIT_BYTES)
 
 
 def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int, consts: _Constants) -> list[np.ndarray] | None:

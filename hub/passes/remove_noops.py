@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from hub.passes.rewrite import (add_initializer, attr, bypass_node, constant, consumers, graph_output_names,
+from hub.passes.rewrite import (add_initializer, attr, bypass_node, constant, graph_output_names,
                                 set_attr, sole_consumer, static_shape)
 
 NAME = "remove_noops"

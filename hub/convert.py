@@ -25,8 +25,9 @@ from hub.targets import resolve
 
 # The converter child's address-space limit: a base that TensorFlow's import and a small model need, plus
 # room per MB of weights (AlexNet's 244 MB of float weights needed about 20 GB of address space), capped
-# at the machine's memory but never below the base (address space, not resident memory). A runaway
-# conversion still ends in a clear error, not a frozen machine.
+# at three quarters of the machine's memory but never below the base (address space, not resident memory).
+# A runaway conversion still ends in a clear error, not a frozen machine: VGG-19's 548 MB of weights took
+# a converter past 20 GB resident on a 24 GB machine.
 BASE_MEMORY_MB = 8192
 MEMORY_MB_PER_WEIGHT_MB = 48
 
@@ -74,7 +75,7 @@ OUT_OF_MEMORY = ("std::bad_alloc", "MemoryError", "ResourceExhaustedError")
 def memory_limit_mb(model: onnx.ModelProto) -> int:
     weights_mb = sum(t.ByteSize() for t in model.graph.initializer) / 2**20
     physical_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return int(min(BASE_MEMORY_MB + MEMORY_MB_PER_WEIGHT_MB * weights_mb, max(physical_mb, BASE_MEMORY_MB)))
+    return int(min(BASE_MEMORY_MB + MEMORY_MB_PER_WEIGHT_MB * weights_mb, max(physical_mb * 3 // 4, BASE_MEMORY_MB)))
 
 
 def _failure_message(result, options: ConvertOptions, memory_mb: int) -> str:

@@ -12,7 +12,7 @@ The light models (onnx/backend/test/data/light) come with the expected output of
 the float ONNX that hub normalised must reproduce it (rtol 1e-3), checked with onnxruntime.
 Their weights are constants (every Conv/Gemm weight one value, built by ConstantOfShape), so
 their int8 cosine says little about real weights; the float32 rows say whether the conversion
-itself is exact.
+itself is exact. NOTES (below the table) says what a row cannot: a run stopped by hand, say.
 
     .venv/bin/python bench/real_models.py [--models squeezenet,resnet50,...] [--modes int8,float32]
 Writes bench/results/real_models.md and real_models.json; --render-only rewrites the .md.
@@ -36,6 +36,12 @@ from bench.convert_speed import MLPERF_SOURCES, add_output_args, recorded_run  #
 LIGHT_NAMES = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                "squeezenet", "vgg19", "zfnet512")
 EXPECTED_RTOL = 1e-3
+NOTES = [
+    "vgg19: both rows were stopped by hand (SIGKILL) when the converter child passed 20 GB resident on this "
+    "24 GB machine (VGG-19 holds 548 MB of float weights); hub's memory cap was then lowered to three quarters "
+    "of the machine's RAM, where the same command ends in a one-line 'ran out of its memory limit' error "
+    "(see bench/results/real_models.md's last line for that run).",
+]
 
 
 def light_dir() -> Path:
@@ -127,16 +133,21 @@ def render(run: dict) -> str:
              "| model | mode | exit | runs on TFLM | size (B) | ops | arena (B) | cosine vs float | seconds | error |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in run["rows"]:
-        cos = f"{r['cosine']:.4f}" if isinstance(r.get("cosine"), float) else "-"
+        cos = f"{r['cosine']:.6f}" if isinstance(r.get("cosine"), float) else "-"
         lines.append(f"| {r['model']} | {r['mode']} | {r['exit']} | {'yes' if r['runs'] else 'no'} | "
-                     f"{r.get('tflite_bytes') or '-':,} | {r.get('ops') or '-'} | {r.get('arena_bytes') or '-':,} | "
-                     f"{cos} | {r.get('seconds', '-')} | {r.get('error') or ''} |".replace("-,", "-"))
+                     f"{_count(r.get('tflite_bytes'))} | {r.get('ops') or '-'} | {_count(r.get('arena_bytes'))} | "
+                     f"{cos} | {r.get('seconds', '-')} | {r.get('error') or ''} |")
     if run["expected"]:
         lines += ["", "Light models: hub's normalised float ONNX against `light_*_output_0.pb` "
                       f"(onnxruntime, rtol {EXPECTED_RTOL}):", "", "| model | matches | max abs error |", "|---|---|---|"]
         for name, check in run["expected"].items():
             lines.append(f"| {name} | {'yes' if check['matches'] else 'NO'} | {check['max_abs_error']:.3g} |")
+    lines += ["", "Notes:", ""] + [f"- {note}" for note in NOTES]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int | None) -> str:
+    return f"{n:,}" if isinstance(n, int) else "-"
 
 
 def main() -> None:

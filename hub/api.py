@@ -74,7 +74,8 @@ def convert(
 
     Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
     changed the model's meaning (see hub.fidelity), or when fidelity falls below
-    `min_cosine`; the output folder is still written, with the reasons. `passes` limits
+    `min_cosine` (the output folder is then still written, with the reasons; a conversion that
+    fails writes none). `passes` limits
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
     """
     from hub import calibration as calib

@@ -691,7 +691,7 @@ def abort_causes(model, at_invoke: bool) -> list[Finding]:
     return causes
 
 
-def _custom_op_findings(label: str, code: str) -> list[Finding]:
+def custom_op_findings(label: str, code: str) -> list[Finding]:
     """Flex ops and custom codes TFLM's resolver does not know block; so do known ones that need a build
     (and hardware) the host interpreter does not have: the check cannot vouch for them."""
     def err(message: str, hint: str) -> Finding:
@@ -727,7 +727,7 @@ def _tflite_op_findings(model, op) -> list[Finding]:
         return Finding(label, op.name, ops, "error", message, hint)
 
     if op.name == "CUSTOM":
-        return _custom_op_findings(label, op.custom_code or "?")
+        return custom_op_findings(label, op.custom_code or "?")
     k = KERNELS.get(op.name)
     if k is None:
         return [err(f"TFLite {op.name} is not in TFLM.", tflm_kernels.missing_hint(op.name))]
@@ -843,4 +843,4 @@ def _tflite_quantize(model) -> str:
 
 
 __all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_rescale_scales", "check_softmax_scales",
-           "scale_hazards", "abort_causes", "softmax_abort_classes", "check_node", "NodeView"]
+           "scale_hazards", "abort_causes", "custom_op_findings", "softmax_abort_classes", "check_node", "NodeView"]

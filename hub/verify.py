@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.analyse import abort_causes
+from hub.analyse import abort_causes, custom_op_findings
 from hub.artifacts import Finding, Verification
 from hub.child import ChildResult, run_python_module
 from hub.errors import InputError
 from hub.layout import channels_last, moved_channels_last
-from hub.knowledge.resolver import CUSTOM_OPS
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
 
 ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
@@ -173,15 +172,15 @@ _NODE_FAILED = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invok
 _NO_CUSTOM_REGISTRATION = "Failed to get registration from op code CUSTOM"  # micro_interpreter.cc:131: no code
 
 
-def _unregistered_custom_op(model: TFLiteModel) -> tuple[str, str] | None:
-    """(code, hint) of the first custom op the host interpreter lacks: unknown to TFLM, or needing a special build."""
+def _unregistered_custom_op(model: TFLiteModel) -> tuple[str, Finding] | None:
+    """(code, the check's finding) of the first custom op the host interpreter lacks: unknown to TFLM, or
+    needing a special build (hub.analyse.custom_op_findings decides, from the custom-op table)."""
     for op in model.ops:
         if op.name == "CUSTOM":
-            custom = CUSTOM_OPS.get(op.custom_code or "")
-            if custom is None:
-                return op.custom_code or "?", "register your own kernel for it, or rewrite the layer with builtin ops"
-            if custom.needs:
-                return custom.code, f"it needs {custom.needs}; {custom.hint}"
+            code = op.custom_code or "?"
+            found = custom_op_findings(op.name, code)
+            if found:
+                return code, found[0]
     return None
 
 
@@ -194,10 +193,10 @@ def _message_finding(model: TFLiteModel, log: list[str], fallback: str, phase: s
                            message=f"TFLite Micro has no kernel for {op}: {line}",
                            hint="replace the layer with ops TFLM supports (hub check lists them)")
     if any(_NO_CUSTOM_REGISTRATION in line for line in log) and (custom := _unregistered_custom_op(model)):
-        code, hint = custom
+        code, why = custom
         return Finding(node=_first_node(model, code), op="CUSTOM", tflite_ops=["CUSTOM"], severity="error",
-                       message=f"this TFLite Micro build has no kernel for custom op {code}: {_NO_CUSTOM_REGISTRATION}",
-                       hint=hint)
+                       message=f"this TFLite Micro build has no kernel for custom op {code}: {_NO_CUSTOM_REGISTRATION} "
+                               f"({why.message})", hint=why.hint)
     for line in log:
         if m := _NODE_FAILED.search(line):
             index = int(m.group(2))

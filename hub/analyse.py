@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
 
-from hub.artifacts import CheckResult, Finding
+from hub.artifacts import CheckResult, Finding, PassResult
 from hub.graph import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.resolver import CUSTOM_OPS
@@ -605,6 +605,14 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     if blocked and not any(f.severity == "error" and f.node not in blocked for f in findings):
         findings += _host_split_finding(model, blocked)
     return _result(target, quantize, findings, nodes)
+
+
+def with_rewrites(result: CheckResult, passes: Iterable[PassResult]) -> CheckResult:
+    """`result` (of the rewritten graph) with each node a rewrite rule replaced named first, as `rewrite`."""
+    rewritten = [Finding(r.node, r.op, [], "rewrite", f"rewritten into {r.into} by the {p.name} rule",
+                         "--no-rewrite keeps the node as it is")
+                 for p in passes for r in p.rewrites]
+    return replace(result, findings=rewritten + result.findings) if rewritten else result
 
 
 def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Finding]:

@@ -68,6 +68,7 @@ def convert(
     per_channel_dense: bool = False,
     progress: Progress | None = None,
     passes: list[str] | None = None,
+    rewrite: bool = True,
 ) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
     (`.to_dict()` is report.json).
@@ -77,6 +78,7 @@ def convert(
     `min_cosine` (the output folder is then still written, with the reasons; a conversion that
     fails writes none). `passes` limits
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
+    `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
@@ -101,14 +103,17 @@ def convert(
         raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", path)
     with progress.stage("normalise", "Normalising the ONNX graph"):
         normalised = _normalise(source, options, passes)
-    check = None
-    if target_row.verified_on_tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
-        with progress.stage("analyse", "Checking TFLM compatibility"):
-            check = _analyse(normalised.onnx_model, target, quantize)
     calibration_set = calib.build_calibration(normalised.inputs, calibration, value_range, source.source_layouts)
     if calibration_set.synthetic and quantize.quantized:
         warn(f"{path.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
              "pass --calibration with real samples for production accuracy")
+    reference, check = normalised, None  # the fidelity reference stays the graph before any rewrite
+    if target_row.verified_on_tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
+        if rewrite:
+            with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
+                normalised = _rewrite(normalised, calibration_set.samples)
+        with progress.stage("analyse", "Checking TFLM compatibility"):
+            check = _analyse(normalised.onnx_model, target, quantize, normalised.passes)
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
             converted = convert_stage.convert(normalised, calibration_set, convert_options)
@@ -119,7 +124,7 @@ def convert(
     verification = None
     if target_row.verified_on_tflm:
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
-            verification = _verify(converted.tflite_bytes, normalised.onnx_model, calibration_set.held_out_samples(),
+            verification = _verify(converted.tflite_bytes, reference.onnx_model, calibration_set.held_out_samples(),
                                    min_cosine)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
@@ -166,6 +171,12 @@ def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | No
     return normalise_source(source, options, passes)
 
 
+def _rewrite(normalised, samples=None):
+    from hub.rewrites import rewrite
+
+    return rewrite(normalised, samples)
+
+
 def _firmware_name(name: str | None, path: Path) -> str:
     """The C identifier of the firmware files: --name (refused when C cannot take it), else the file's name."""
     from hub.export import identifier_from_file, sanitize_identifier
@@ -183,10 +194,10 @@ def _tflite_passes(converted):
     return replace(converted, tflite_bytes=tflite_bytes), results
 
 
-def _analyse(onnx_model, target: str, quantize: str):
-    from hub.analyse import analyse_onnx
+def _analyse(onnx_model, target: str, quantize: str, passes=()):
+    from hub.analyse import analyse_onnx, with_rewrites
 
-    return analyse_onnx(onnx_model, target=target, quantize=quantize)
+    return with_rewrites(analyse_onnx(onnx_model, target=target, quantize=quantize), passes)
 
 
 def _verify(tflite_bytes: bytes, reference, held_out: list[dict], min_cosine):
@@ -224,9 +235,13 @@ def _verification_failure(verification) -> str:
     return f"fails verification: {verification.tflm.get('message') or 'see report.json'}"
 
 
-def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None):
-    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse)."""
-    from hub.analyse import analyse_onnx, analyse_tflite
+def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
+          rewrite: bool = True):
+    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse).
+
+    With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
+    `rewrite`, not as a blocker, and the verdict is the rewritten graph's."""
+    from hub.analyse import analyse_tflite
 
     path = Path(model)
     resolve(target, quantize, command="check")
@@ -234,7 +249,9 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     if source.framework == "tflite":
         return analyse_tflite(source.tflite_bytes, target=target)
     normalised = _normalise(source, options or LoadOptions())
-    return analyse_onnx(normalised.onnx_model, target=target, quantize=quantize)
+    if rewrite:
+        normalised = _rewrite(normalised)
+    return _analyse(normalised.onnx_model, target, quantize, normalised.passes)
 
 
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,

@@ -8,7 +8,7 @@ Keeping them plain dataclasses keeps stages independent and testable one by one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,23 @@ class SourceModel:
 
 
 @dataclass
+class Rewrite:
+    """One node TFLM cannot run, replaced by builtins it can (a rewrite rule in hub.passes.REWRITES)."""
+
+    node: str  # the node's name in the normalised graph
+    op: str  # what was rewritten: an ONNX op ("LayerNormalization") or a pattern ("Gelu" for Erf's GELU form)
+    into: str  # what it became, e.g. "tanh form" or "builtins"
+
+
+@dataclass
 class PassResult:
-    """What one normalisation pass changed, for report.json."""
+    """What one normalisation pass or rewrite rule changed, for report.json."""
 
     name: str
     changed: int  # nodes rewritten or removed
     detail: str = ""
+    rewrites: list[Rewrite] = field(default_factory=list)  # rewrite rules only
+    max_abs_error: float | None = None  # measured: the graph's outputs before vs after this rule (onnxruntime)
 
 
 @dataclass
@@ -89,7 +100,7 @@ class Finding:
     op: str
     tflite_ops: list[str]
     # "error" (will not run) | "risk" (may not run: decided only by data the check does not see)
-    # | "warning" | "info"
+    # | "warning" | "info" | "rewrite" (TFLM cannot run it as it is; a rule in hub.passes.REWRITES replaces it)
     severity: str
     message: str
     hint: str = ""
@@ -202,7 +213,7 @@ class ConvertReport:
         doc: dict[str, Any] = {
             "target": self.target, "quantize": str(self.quantize), "source": dict(self.source),
             "model": self.model.to_dict(), "calibration": self.calibration,
-            "passes": [vars(p) for p in self.passes], "check": self.check.to_dict() if self.check else None,
+            "passes": [asdict(p) for p in self.passes], "check": self.check.to_dict() if self.check else None,
         }
         if self.verification is not None:
             doc.update(self.verification.to_dict())

@@ -27,6 +27,8 @@ Factory = typer.Option(None, "--factory", help="PyTorch model factory: module:fu
 TrustPickle = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole PyTorch module (runs code from the file)")
 TrustCode = typer.Option(False, "--trust-code", help="Allow Keras Lambda layers / custom objects (runs code from the file)")
 JsonOut = typer.Option(False, "--json", help="Print one JSON document on stdout")
+NoRewrite = typer.Option(False, "--no-rewrite",
+                         help="Keep what TFLM has no kernel for (GELU, LayerNorm, GRU, LRN, ...) instead of rewriting it")
 
 
 def _version(value: bool) -> None:
@@ -103,6 +105,7 @@ def convert(
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
+    no_rewrite: bool = NoRewrite,
     as_json: bool = JsonOut,
 ) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
@@ -115,7 +118,8 @@ def convert(
         report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
-                             min_cosine=min_cosine, per_channel_dense=per_channel_dense, progress=Progress(enabled=None if not as_json else False))
+                             min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
+                             progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
 
@@ -131,6 +135,7 @@ def check(
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
+    no_rewrite: bool = NoRewrite,
     as_json: bool = JsonOut,
 ) -> None:
     """Predict, node by node and before any conversion, what TFLite Micro will refuse, and why."""
@@ -140,7 +145,7 @@ def check(
         from hub.render import print_check
 
         result = api.check(model, target=target, quantize=quantize,
-                           options=_options(input_shape, factory, trust_pickle, trust_code))
+                           options=_options(input_shape, factory, trust_pickle, trust_code), rewrite=not no_rewrite)
         _emit_json(result.to_dict()) if as_json else print_check(result, model)
         return 0 if result.compatible else 1
 

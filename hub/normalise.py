@@ -11,6 +11,7 @@ from onnx import helper
 
 from hub.artifacts import LoadOptions, NormalisedModel, PassResult, SourceModel, TensorSpec
 from hub.errors import InputError, first_line
+from hub.graph import ordered_nodes
 from hub.passes import run_passes
 from hub.shapes import infer_shapes, is_dynamic
 
@@ -28,6 +29,7 @@ def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, 
     model = infer_shapes(model)
     model, results = run_passes(model, passes)
     results.insert(0, lifted)
+    _name_nodes(model)
     _require_static_outputs(model)
     return NormalisedModel(onnx_model=model, inputs=_specs(model, model.graph.input),
                            outputs=_specs(model, model.graph.output), passes=results)
@@ -39,6 +41,12 @@ def normalise_source(source: SourceModel, options: LoadOptions, passes: list[str
     transposing images to NCHW), so applying it again would undo that."""
     shapes = options.input_shapes if source.framework == "onnx" else {}
     return normalise(source.onnx_model, shapes, passes=passes)
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node the unique name hub check shows for it, so rewrites and findings agree."""
+    for nid, node in ordered_nodes(model):
+        node.name = nid
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.artifacts import ConvertReport, Verification
+from hub.rewrites import summary_line
 
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
 # a file, which cut "CONV_2D x9" in two); tables still fit the width.
@@ -28,6 +29,9 @@ def print_convert_summary(report: ConvertReport) -> None:
         for t in tensors:
             q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if isinstance(t.get("scale"), float) else ""
             out.print(f"  {io:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
+    rewrote = summary_line(report.passes)
+    if rewrote:
+        out.print(f"  rewrites     {rewrote}")
     _print_calibration(report.calibration)
     if report.verification is not None:
         _print_verification(report.verification)
@@ -59,8 +63,10 @@ def print_check(result, model: Path) -> None:
                "unknown": "[yellow]may not run[/]"}[result.verdict]
     shown = list(result.findings)
     risks = sum(f.severity == "risk" for f in shown)
+    rewrites = sum(f.severity == "rewrite" for f in shown)
     out.print(f"[bold]{model}[/]: {verdict} on {result.target} ({result.quantize}); "
               f"{len(result.nodes)} nodes, {sum(f.severity == 'error' for f in shown)} blocking, "
+              + (f"{rewrites} rewritten for TFLM, " if rewrites else "")
               + (f"{risks} risk{'s' * (risks != 1)} the check cannot decide, " if risks else "")
               + f"{sum(f.severity == 'warning' for f in shown)} warnings")
     if not shown:
@@ -71,7 +77,7 @@ def print_check(result, model: Path) -> None:
         table.add_column(col, overflow="fold")
     for f in shown:
         node = f.node + (f"\n[dim]{modules[f.node]}[/]" if modules.get(f.node) else "")
-        style = {"error": "red", "info": "cyan"}.get(f.severity, "yellow")
+        style = {"error": "red", "info": "cyan", "rewrite": "green"}.get(f.severity, "yellow")
         table.add_row(node, f.op, ", ".join(f.tflite_ops) or "-", f"[{style}]{f.severity}[/]", f.message, f.hint)
     out.print(table)
 

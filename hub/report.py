@@ -63,8 +63,9 @@ def build_report(path: Path, targets: Sequence[str], board: board_data.Board | N
     if source.framework == "tflite":
         return {**head, **tflite_sections(source.tflite_bytes, targets=targets, board=board)}
     from hub.normalise import normalise_source
+    from hub.rewrites import rewrite
 
-    normalised = normalise_source(source, options)
+    normalised = rewrite(normalise_source(source, options))  # as hub convert --target tflm will convert it
     return {**head, **portability_sections(normalised.onnx_model, measured=None, board=board, targets=targets)}
 
 

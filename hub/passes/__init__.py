@@ -1,6 +1,12 @@
 """Graph passes on the normalised ONNX, in the spirit of onnxscript's rewriter: each pass
 is a small module with `NAME` and `run(model) -> (model, changed, detail)`, listed
 in PASSES in the order they run. Adding one is adding a module and a line here.
+
+PASSES keep the model's meaning exactly and always run. REWRITES are the rules that replace
+what TFLM has no kernel for (GELU, LayerNorm, GRU, LRN, ...) by builtins it has, some of them
+approximations: they run for TFLM targets unless --no-rewrite, after the PASSES, and each
+module has `NAME` and `run(model) -> (model, list[Rewrite])`; hub.rewrites measures the error
+each one adds.
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ PASSES: list[str] = [
     "pad_maxpool",  # after fuse_activations: it recognises non-negative inputs by their Relu
     "canonical_pooling",
     "remove_unused_initializers",  # last: every fold above leaves old weights behind
+]
+
+REWRITES: list[str] = [
 ]
 
 

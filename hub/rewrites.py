@@ -1,0 +1,89 @@
+"""Rewrite stage: the normalised graph -> the same graph with what TFLM has no kernel for
+replaced by builtins it has (the rules in hub.passes.REWRITES), each rule's error measured.
+
+A rule may approximate (GELU's tanh form, erf by a polynomial): the error it adds is measured
+here, on the samples given (the calibration data in `hub convert`), as the largest absolute
+difference of the graph's outputs before and after that rule under onnxruntime. The stage
+returns a new NormalisedModel; the one given stays the reference the converted model is
+verified against, so the fidelity figures include every approximation.
+"""
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import onnx
+
+from hub.artifacts import NormalisedModel, PassResult, Rewrite
+from hub.passes import REWRITES
+from hub.passes.rewrite import remove_unused_initializers
+from hub.shapes import infer_shapes
+
+MAX_ERROR_SAMPLES = 16  # enough to see an approximation's worst case; onnxruntime runs each rule twice
+
+
+def rewrite(normalised: NormalisedModel, samples: dict[str, np.ndarray] | None = None) -> NormalisedModel:
+    """Apply every rewrite rule in order; `samples` ({input: (N, ...)}) measure each rule's error."""
+    model = normalised.onnx_model
+    results = []
+    for name in REWRITES:
+        before = model
+        model, rewrites = importlib.import_module(f"hub.passes.{name}").run(_copy(model))
+        if not rewrites:
+            model = before
+            continue
+        remove_unused_initializers(model)
+        model = infer_shapes(model)
+        error = _max_abs_error(before, model, samples) if samples else None
+        results.append(PassResult(name, len(rewrites), describe(rewrites), rewrites, error))
+    if not results:
+        return normalised
+    return replace(normalised, onnx_model=model, passes=normalised.passes + results)
+
+
+def rewrites_of(passes: list[PassResult]) -> list[tuple[PassResult, Rewrite]]:
+    return [(p, r) for p in passes for r in p.rewrites]
+
+
+def describe(rewrites: list[Rewrite]) -> str:
+    """"4 Gelu -> tanh form, 1 LayerNormalization -> builtins"."""
+    counts = Counter((r.op, r.into) for r in rewrites)
+    return ", ".join(f"{n} {op} -> {into}" for (op, into), n in counts.items())
+
+
+def summary_line(passes: list[PassResult]) -> str | None:
+    """"rewrote 8 nodes: 4 Gelu -> tanh form (max err 3e-4), 4 LayerNormalization -> builtins"."""
+    rules = [p for p in passes if p.rewrites]
+    if not rules:
+        return None
+    parts = [p.detail + (f" (max err {p.max_abs_error:.1g})" if p.max_abs_error else "") for p in rules]
+    total = sum(len(p.rewrites) for p in rules)
+    return f"rewrote {total} node{'s' * (total != 1)}: {', '.join(parts)}"
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _max_abs_error(before: onnx.ModelProto, after: onnx.ModelProto, samples: dict[str, np.ndarray]) -> float:
+    feeds = [{k: v[i:i + 1] for k, v in samples.items()}
+             for i in range(min(MAX_ERROR_SAMPLES, len(next(iter(samples.values())))))]
+    worst = 0.0
+    for a, b in zip(_run(before, feeds), _run(after, feeds)):
+        for x, y in zip(a, b):
+            worst = max(worst, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
+    return worst
+
+
+def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # measure the graph as written
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in feeds]

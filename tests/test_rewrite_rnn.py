@@ -156,8 +156,13 @@ def _time_major_reference(op: str, direction: str, state_input: bool) -> Callabl
     return run
 
 
-def test_gru_reset_after_the_recurrent_product():
-    _, rewrites = _apply(_onnx_rnn("GRU", linear_before_reset=0))
+@pytest.mark.parametrize("zero_state", [False, True])
+def test_gru_reset_after_the_recurrent_product(zero_state):
+    model = _onnx_rnn("GRU", linear_before_reset=0)
+    if zero_state:  # the first step then leaves the state's terms out
+        h0 = next(t for t in model.graph.initializer if t.name == "h0")
+        h0.CopyFrom(numpy_helper.from_array(np.zeros(tuple(h0.dims), np.float32), "h0"))
+    _, rewrites = _apply(model)
     assert len(rewrites) == 1
 
 

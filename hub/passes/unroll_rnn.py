@@ -262,41 +262,51 @@ def _project(em: Emitter, cell: Cell, d: int, x2d: str) -> list[list[str]]:
     return [list(step) for step in zip(*per_group)]
 
 
-def _step(em: Emitter, cell: Cell, d: int, p: list[str], h: str, c: str | None, key: str,
+def _step(em: Emitter, cell: Cell, d: int, p: list[str], h: str | None, c: str | None, key: str,
           out: str | None) -> tuple[str, str | None]:
-    """One time step from the projected input `p` (per gate group) and the state: the new (h, c)."""
+    """One time step from the projected input `p` (per gate group) and the state: the new (h, c).
+    A state of None is zero (the usual first step): its terms are left out, as a zero tensor's int16
+    scale of 0 makes TFLM abort in SUB."""
     H, R = cell.hidden, cell.R[d][_gate_order(cell)]
+
+    def plus_recurrent(x: str, weight: np.ndarray, tag: str) -> str:
+        return x if h is None else em.one("Add", [x, em.gemm(h, weight, None, f"{key}_hR{tag}")], f"{key}_a{tag}")
+
     if cell.op == "RNN":
-        return em.one("Tanh", [em.one("Add", [p[0], em.gemm(h, R, None, f"{key}_hR")], f"{key}_a")], f"{key}_h", out), None
+        return em.one("Tanh", [plus_recurrent(p[0], R, "")], f"{key}_h", out), None
     if cell.op == "LSTM":
-        a = em.one("Add", [p[0], em.gemm(h, R, None, f"{key}_hR")], f"{key}_a")
-        ifo, g = em.split(a, [3 * H, H], 1, f"{key}_ifo_g")
+        ifo, g = em.split(plus_recurrent(p[0], R, ""), [3 * H, H], 1, f"{key}_ifo_g")
         i, f, o = em.split(em.one("Sigmoid", [ifo], f"{key}_sig"), [H, H, H], 1, f"{key}_ifo")
-        c = em.one("Add", [em.one("Mul", [f, c], f"{key}_fc"),
-                           em.one("Mul", [i, em.one("Tanh", [g], f"{key}_g")], f"{key}_ig")], f"{key}_c")
+        ig = em.one("Mul", [i, em.one("Tanh", [g], f"{key}_g")], f"{key}_ig")
+        c = ig if c is None else em.one("Add", [em.one("Mul", [f, c], f"{key}_fc"), ig], f"{key}_c")
         return em.one("Mul", [o, em.one("Tanh", [c], f"{key}_tc")], f"{key}_h", out), c
     p_zr, p_n = p
     rb_n = cell.B[d, 5 * H:]
-    zr = em.one("Sigmoid", [em.one("Add", [p_zr, em.gemm(h, R[:2 * H], None, f"{key}_hRzr")], f"{key}_azr")], f"{key}_zr")
-    z, r = em.split(zr, [H, H], 1, f"{key}_zr")
-    if cell.linear_before_reset:
+    z, r = em.split(em.one("Sigmoid", [plus_recurrent(p_zr, R[:2 * H], "zr")], f"{key}_zr"), [H, H], 1, f"{key}_zr")
+    if h is None:  # r * (0 R_n^T + Rb_n), or (r * 0) R_n^T + Rb_n
+        recurrent = None if not np.any(rb_n) else em.const(f"{key}_rbn", rb_n[None])
+        if recurrent is not None and cell.linear_before_reset:
+            recurrent = em.one("Mul", [r, recurrent], f"{key}_rhn")
+    elif cell.linear_before_reset:
         recurrent = em.one("Mul", [r, em.gemm(h, R[2 * H:], rb_n, f"{key}_hRn")], f"{key}_rhn")
     else:
         recurrent = em.gemm(em.one("Mul", [r, h], f"{key}_rh"), R[2 * H:], rb_n, f"{key}_rhRn")
-    n = em.one("Tanh", [em.one("Add", [p_n, recurrent], f"{key}_an")], f"{key}_n")
+    n = em.one("Tanh", [p_n if recurrent is None else em.one("Add", [p_n, recurrent], f"{key}_an")], f"{key}_n")
+    if h is None:  # n + z * (0 - n)
+        return em.one("Sub", [n, em.one("Mul", [z, n], f"{key}_zn")], f"{key}_h", out), None
     zd = em.one("Mul", [z, em.one("Sub", [h, n], f"{key}_hn")], f"{key}_zd")
     return em.one("Add", [n, zd], f"{key}_h", out), None
 
 
-def _initial_state(em: Emitter, model: onnx.ModelProto, cell: Cell, name: str, d: int, key: str) -> str:
-    """Direction d's initial state as [batch, hidden]: a constant (zeros when absent) or a slice."""
+def _initial_state(em: Emitter, model: onnx.ModelProto, cell: Cell, name: str, d: int, key: str) -> str | None:
+    """Direction d's initial state as [batch, hidden]: None for zeros (absent or constant), a constant, or a slice."""
     shape = (cell.batch, cell.hidden)
     if not name:
-        return em.const(f"d{d}_{key}", np.zeros(shape, np.float32))
+        return None
     value = constant(model, name)
     if value is not None:
         per_dir = value[d] if cell.layout == 0 else value[:, d]
-        return em.const(f"d{d}_{key}", per_dir.reshape(shape).astype(np.float32))
+        return em.const(f"d{d}_{key}", per_dir.reshape(shape).astype(np.float32)) if np.any(per_dir) else None
     axis = 0 if cell.layout == 0 else 1
     if len(cell.directions) > 1:
         name = em.split(name, [1, 1], axis, f"{key}_dirs")[d]

@@ -32,9 +32,10 @@ FIXTURES = ROOT / "fixtures"
 def sources() -> dict[str, tuple[Path, list[str]]]:
     """name -> (model path, extra hub convert arguments): one model per class of rewrite."""
     light = light_dir()
+    mfcc = ["--calibration", f"{FIXTURES / 'kws_mfcc.npz'}:mfcc"]
     return {
-        "groupnorm_cnn": (FIXTURES / "groupnorm_cnn_state.pth",
-                          ["--factory", f"{FIXTURES / 'torch_models.py'}:GroupNormCNN", "--input-shape", "1,3,32,32"]),
+        "kws_gru": (FIXTURES / "kws_gru.onnx", mfcc),
+        "kws_lstm": (FIXTURES / "kws_lstm.onnx", mfcc),
         "bvlc_alexnet": (light / "light_bvlc_alexnet.onnx", []),
         "zfnet512": (light / "light_zfnet512.onnx", []),
         "inception_v1": (light / "light_inception_v1.onnx", []),

@@ -177,7 +177,7 @@ _ROWS = [
     _l("RMSNormalization", ("SQUARE", "MEAN", "ADD", "RSQRT", "MUL"),
        fails_when=(("scale_lower_rank", "onnx2tf 1.29.24 multiplies the channels-last input by a lower-rank scale "
                                         "without re-laying it out, and stops (rms_normalization node tests)"),),
-       hint="give the scale the input's full rank, or export RMSNorm decomposed"),
+       hint="the decompose_rmsnorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB"),
        fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops",
        hint="the decompose_layernorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),

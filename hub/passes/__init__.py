@@ -34,6 +34,7 @@ PASSES: list[str] = [
 
 REWRITES: list[str] = [
     "decompose_layernorm",
+    "decompose_rmsnorm",
 ]
 
 

@@ -23,21 +23,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from hub.artifacts import Rewrite
-from hub.passes.rewrite import (add_initializer, attr, constant, fresh_name, graph_output_names, reduce_mean,
-                                replace_node, static_shape)
+from hub.passes.rewrite import (add_initializer, attr, constant, emit, fresh_name, graph_output_names, reduce_mean,
+                                replace_node, rewrite_each, static_shape)
 
 NAME = "decompose_layernorm"
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
-    rewrites = []
-    for node in list(model.graph.node):
-        if node.op_type == "LayerNormalization" and _decompose(model, node):
-            rewrites.append(Rewrite(node=node.name, op="LayerNormalization", into="builtins"))
-    return model, rewrites
+    return model, rewrite_each(model, "LayerNormalization", "builtins", _decompose)
 
 
 def _extra_outputs_read(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
@@ -68,12 +63,12 @@ def _decompose(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     axes = list(range(axis, rank))
     nodes = [
         reduce_mean(model, x, t["mean"], axes, base),
-        _node("Sub", [x, t["mean"]], t["d"]),
-        _node("Mul", [t["d"], t["d"]], t["d2"]),
+        emit("Sub", [x, t["mean"]], t["d"]),
+        emit("Mul", [t["d"], t["d"]], t["d2"]),
         reduce_mean(model, t["d2"], t["var"], axes, base),
-        _node("Add", [t["var"], eps], t["var_eps"]),
-        _node("Sqrt", [t["var_eps"]], t["std"]),
-        _node("Div", [t["d"], t["std"]], t["normed"]),
+        emit("Add", [t["var"], eps], t["var_eps"]),
+        emit("Sqrt", [t["var_eps"]], t["std"]),
+        emit("Div", [t["d"], t["std"]], t["normed"]),
     ]
     nodes += affine(model, t["normed"], scale, bias, base)
     nodes[-1].output[0] = y
@@ -89,10 +84,7 @@ def affine(model: onnx.ModelProto, x: str, scale: np.ndarray | None, bias: np.nd
         if value is None or np.all(value == (1 if op == "Mul" else 0)):
             continue
         out = fresh_name(model, f"{base}_{key}d")
-        nodes.append(_node(op, [x, add_initializer(model, value.astype(np.float32), f"{base}_{key}")], out))
+        nodes.append(emit(op, [x, add_initializer(model, value.astype(np.float32), f"{base}_{key}")], out))
         x = out
     return nodes
 
-
-def _node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:
-    return helper.make_node(op, inputs, [output], name=f"{output}/{op}")

@@ -76,6 +76,41 @@ def test_decompose_rmsnorm_matches_the_op(shape, axis):
     assert ops(after) == ["Mul", "ReduceMean", "Add", "Sqrt", "Div", "Mul"]
 
 
+RMSNORM_MODULE = """
+import torch
+from torch import nn
+
+class RMSNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Linear(16, 32), nn.Linear(32, 8)
+        self.norm, self.plain = nn.RMSNorm(32), nn.RMSNorm(32, eps=1e-5, elementwise_affine=False)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.plain(self.norm(self.embed(x)))))
+"""
+
+
+def test_nn_rmsnorm_exports_as_builtin_maths(tmp_path):
+    """torch 2.13's TorchScript exporter refuses aten::rms_norm; the adapter's symbolic writes it out."""
+    torch = pytest.importorskip("torch")
+    import adapters
+    from hub import api
+
+    (tmp_path / "rms_mlp.py").write_text(RMSNORM_MODULE)
+    source = adapters.load(tmp_path / "rms_mlp.py", api.load_options(["1,10,16"], factory="RMSNormMLP"))
+    assert {"Pow", "RMSNormalization"}.isdisjoint(ops(source.onnx_model)) and ops(source.onnx_model).count("Sqrt") == 2
+    namespace: dict = {}
+    exec(RMSNORM_MODULE, namespace)
+    x = torch.randn(1, 10, 16) * 3
+    expected = namespace["RMSNormMLP"]().eval()(x).detach().numpy()
+    np.testing.assert_allclose(run_ort(source.onnx_model, {source.onnx_model.graph.input[0].name: x.numpy()})[0],
+                               expected, rtol=0, atol=ATOL)
+
+
 # --- end to end: onnx2tf, then the TFLM interpreter vs onnxruntime ----------------------------
 
 MIN_COSINE = 0.98  # issue 14's bar for int8/int16x8 against the float ONNX

@@ -507,9 +507,9 @@ def _register_symbolics() -> None:
     """Teach the TorchScript exporter the aten ops it has no ONNX form for at OPSET.
 
     nn.RMSNorm (aten::rms_norm): torch 2.13 refuses it at every opset ("not supported"), and the
-    dynamo exporter needs onnxscript. Written as the decomposition hand-written RMSNorms export to,
-    x / Sqrt(ReduceMean(x * x) + eps) * weight, which onnx2tf lowers to MUL/MEAN/ADD/RSQRT (int8
-    and int16x8 on TFLM).
+    dynamo exporter needs onnxscript. Written as hand-written RMSNorms export,
+    x * Pow(ReduceMean(x * x) + eps, -0.5) * weight, which onnx2tf and the TFLite converter lower to
+    MUL/MEAN/ADD/RSQRT (int8 and int16x8 on TFLM; see hub/passes/decompose_rmsnorm.py).
     """
     import torch
     from torch.onnx import symbolic_helper
@@ -519,8 +519,9 @@ def _register_symbolics() -> None:
         eps = None if symbolic_helper._is_none(eps) else symbolic_helper._get_const(eps, "f", "eps")
         eps = torch.finfo(torch.float32).eps if eps is None else eps  # torch's default for a float32 input
         mean_square = g.op("ReduceMean", g.op("Mul", x, x), axes_i=list(range(-len(dims), 0)), keepdims_i=1)
-        rms = g.op("Sqrt", g.op("Add", mean_square, g.op("Constant", value_t=torch.tensor(eps, dtype=torch.float32))))
-        normed = g.op("Div", x, rms)
+        eps_const = g.op("Constant", value_t=torch.tensor(eps, dtype=torch.float32))
+        minus_half = g.op("Constant", value_t=torch.tensor(-0.5, dtype=torch.float32))
+        normed = g.op("Mul", x, g.op("Pow", g.op("Add", mean_square, eps_const), minus_half))
         return normed if symbolic_helper._is_none(weight) else g.op("Mul", normed, weight)
 
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", rms_norm, OPSET)

@@ -99,7 +99,9 @@ _ROWS = [
     _l("Floor", "FLOOR"),
     _l("Round", "ROUND"),
     _l("Sign", "SIGN"),
-    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)),),
+    # Exponent -0.5: onnx2tf writes tf.pow, which the TFLite converter turns into RSQRT (seen in the LayerNorm,
+    # RMSNorm and torch x * ms.pow(-0.5) conversions, 3-D and 4-D, int8 and int16x8).
+    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)), ("exponent_minus_half", ("RSQRT",))),
        hint="use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x))"),
     _l("Max", "MAXIMUM"),
     _l("Min", "MINIMUM"),

@@ -7,11 +7,12 @@ Over the normalised axes (`axis` to the last):
     mean = ReduceMean(x)                     MEAN
     d    = x - mean                          SUB
     var  = ReduceMean(d * d)                 MUL, MEAN
-    y    = d / Sqrt(var + eps) * scale + bias    ADD, RSQRT, MUL, MUL, ADD
+    y    = d * Pow(var + eps, -0.5) * scale + bias    ADD, RSQRT, MUL, MUL, ADD
 
-The converter fuses Div(d, Sqrt) into MUL(d, RSQRT), which TFLM runs in int8 and int16 (measured
-for axis -1 of a 3-D [N, T, C] tensor and axis 1 of a 4-D NCHW one; for the last axis of a 4-D
-tensor it keeps SQRT and DIV, so int8 only). Not 1 / Sqrt then Mul: onnx2tf 1.29 mislays
+The TFLite converter turns Pow(v, -0.5) into RSQRT, which TFLM runs in int8 and int16 (measured:
+axis -1 of a 3-D [N, T, C] tensor; axes 1, 2 and 3 of a 4-D NCHW one). Other forms convert
+worse: d / Sqrt(v) is fused into MUL(d, RSQRT) only sometimes (not over the last axis of a 4-D
+tensor, where SQRT stays float32 and int16x8 does not convert), and onnx2tf 1.29 mislays
 Div(1, std) and Reciprocal(std) on these per-row tensors (float32 cosine 0.84 and 0.995).
 Scale and bias are reshaped to the input's full rank, so onnx2tf re-lays them out with the
 tensor they meet; the Mul or Add is left out when the scale is all ones or the bias absent or
@@ -57,7 +58,7 @@ def _decompose(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     except ValueError:
         return False
     base = node.name or y
-    t = {key: fresh_name(model, f"{base}_{key}") for key in ("mean", "d", "d2", "var", "var_eps", "std",
+    t = {key: fresh_name(model, f"{base}_{key}") for key in ("mean", "d", "d2", "var", "var_eps", "inv",
                                                            "normed")}
     eps = add_initializer(model, np.full((1,) * rank, attr(node, "epsilon", 1e-5), np.float32), f"{base}_eps")
     axes = list(range(axis, rank))
@@ -67,13 +68,18 @@ def _decompose(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
         emit("Mul", [t["d"], t["d"]], t["d2"]),
         reduce_mean(model, t["d2"], t["var"], axes, base),
         emit("Add", [t["var"], eps], t["var_eps"]),
-        emit("Sqrt", [t["var_eps"]], t["std"]),
-        emit("Div", [t["d"], t["std"]], t["normed"]),
+        emit("Pow", [t["var_eps"], minus_half(model, base)], t["inv"]),
+        emit("Mul", [t["d"], t["inv"]], t["normed"]),
     ]
     nodes += affine(model, t["normed"], scale, bias, base)
     nodes[-1].output[0] = y
     replace_node(model, node, nodes)
     return True
+
+
+def minus_half(model: onnx.ModelProto, base: str) -> str:
+    """The exponent of Pow(v, -0.5): the TFLite converter makes that Pow an RSQRT."""
+    return add_initializer(model, np.array(-0.5, np.float32), f"{base}_minus_half")
 
 
 def affine(model: onnx.ModelProto, x: str, scale: np.ndarray | None, bias: np.ndarray | None,

@@ -6,10 +6,11 @@ stops when the scale has a lower rank than the input. Over the normalised axes (
 last), the form the exporters' own decompositions of RMSNorm take, which converts and runs:
 
     ms = ReduceMean(x * x)                   MUL, MEAN
-    y  = x / Sqrt(ms + eps) * scale          ADD, RSQRT, MUL, MUL
+    y  = x * Pow(ms + eps, -0.5) * scale     ADD, RSQRT, MUL, MUL
 
-with the scale reshaped to the input's full rank (and left out when all ones), as in
-decompose_layernorm. The same maths as the op in float32: the error is float rounding.
+with the scale reshaped to the input's full rank (and left out when all ones), and the Pow
+the converter turns into RSQRT, as in decompose_layernorm. The same maths as the op in
+float32: the error is float rounding.
 (torch's hand-written RMSNorm forms, x * rsqrt(mean(x^2) + eps) with Pow(2), Sqrt and a Div
 or Pow(-0.5), already convert to MUL/MEAN/ADD/RSQRT and need no rule.)
 """
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.passes.decompose_layernorm import affine
+from hub.passes.decompose_layernorm import affine, minus_half
 from hub.passes.rewrite import (add_initializer, attr, constant, emit, fresh_name, reduce_mean, replace_node,
                                 rewrite_each, static_shape)
 
@@ -43,14 +44,14 @@ def _decompose(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     except ValueError:
         return False
     base = node.name or y
-    t = {key: fresh_name(model, f"{base}_{key}") for key in ("x2", "ms", "ms_eps", "rms", "normed")}
+    t = {key: fresh_name(model, f"{base}_{key}") for key in ("x2", "ms", "ms_eps", "inv", "normed")}
     eps = add_initializer(model, np.full((1,) * rank, attr(node, "epsilon", 1e-5), np.float32), f"{base}_eps")
     nodes = [
         emit("Mul", [x, x], t["x2"]),
         reduce_mean(model, t["x2"], t["ms"], list(range(axis, rank)), base),
         emit("Add", [t["ms"], eps], t["ms_eps"]),
-        emit("Sqrt", [t["ms_eps"]], t["rms"]),
-        emit("Div", [x, t["rms"]], t["normed"]),
+        emit("Pow", [t["ms_eps"], minus_half(model, base)], t["inv"]),
+        emit("Mul", [x, t["inv"]], t["normed"]),
         *affine(model, t["normed"], scale, None, base),
     ]
     nodes[-1].output[0] = y

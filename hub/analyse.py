@@ -209,6 +209,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
+    "exponent_minus_half": lambda v: _const_scalar(v, 1) == -0.5,
     "single_input": lambda v: len(v.inputs()) == 1,
     "two_inputs": lambda v: len(v.inputs()) == 2,
     "same_type_cast": lambda v: v.input(0) is not None and v.output() is not None

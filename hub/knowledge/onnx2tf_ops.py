@@ -99,7 +99,9 @@ _ROWS = [
     _l("Floor", "FLOOR"),
     _l("Round", "ROUND"),
     _l("Sign", "SIGN"),
-    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)),),
+    # Exponent -0.5: onnx2tf writes tf.pow, which the TFLite converter turns into RSQRT (seen in the LayerNorm,
+    # RMSNorm and torch x * ms.pow(-0.5) conversions, 3-D and 4-D, int8 and int16x8).
+    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)), ("exponent_minus_half", ("RSQRT",))),
        hint="use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x))"),
     _l("Max", "MAXIMUM"),
     _l("Min", "MINIMUM"),
@@ -177,10 +179,10 @@ _ROWS = [
     _l("RMSNormalization", ("SQUARE", "MEAN", "ADD", "RSQRT", "MUL"),
        fails_when=(("scale_lower_rank", "onnx2tf 1.29.24 multiplies the channels-last input by a lower-rank scale "
                                         "without re-laying it out, and stops (rms_normalization node tests)"),),
-       hint="give the scale the input's full rank, or export RMSNorm decomposed"),
+       hint="the decompose_rmsnorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB"),
        fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops",
-       hint="export LayerNorm decomposed (ReduceMean, Sub, Mul, Sqrt, Div), e.g. with an older opset"),
+       hint="the decompose_layernorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
     _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
     # LpNormalization.py p=2: x * rsqrt(sum(x^2)) (MUL, SUM, RSQRT seen); int8 over axis 0 crashes the converter.

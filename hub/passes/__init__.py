@@ -33,6 +33,8 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "decompose_layernorm",
+    "decompose_rmsnorm",
     "unroll_rnn",
 ]
 

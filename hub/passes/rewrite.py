@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from hub.artifacts import Rewrite
 
 
 def consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
@@ -243,3 +246,39 @@ def per_channel(value: np.ndarray, out_shape: tuple[int, ...], channel_axis: int
 def scale_weight(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Multiply each output channel (axis 0) of `weight` by `scale`."""
     return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+
+
+# --- emitting replacements (the rewrite rules) --------------------------------
+
+def rewrite_each(model: onnx.ModelProto, op: str, into: str,
+                 rewrite: Callable[[onnx.ModelProto, onnx.NodeProto], bool]) -> list[Rewrite]:
+    """Call `rewrite(model, node)` on every `op` node; a Rewrite record for each one it replaced (returned True)."""
+    return [Rewrite(node=node.name, op=op, into=into) for node in list(model.graph.node)
+            if node.op_type == op and rewrite(model, node)]
+
+
+def opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model imports (0 when none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def reduce_mean(model: onnx.ModelProto, x: str, y: str, axes: list[int], base: str) -> onnx.NodeProto:
+    """ReduceMean over `axes` with keepdims, in the model's opset form (axes an input from opset 18)."""
+    if opset(model) >= 18:
+        axes_name = add_initializer(model, np.array(axes, np.int64), f"{base}_axes")
+        return emit("ReduceMean", [x, axes_name], y, keepdims=1)
+    return emit("ReduceMean", [x], y, axes=axes, keepdims=1)
+
+
+def emit(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
+    """A new node named after its output, so names stay unique when outputs are fresh names."""
+    return helper.make_node(op, inputs, [output], name=f"{output}/{op}", **attrs)
+
+
+def replace_node(model: onnx.ModelProto, old: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+    """Put `nodes` (in order) where `old` was, keeping the graph topologically sorted."""
+    graph = model.graph
+    at = list(graph.node).index(old)
+    graph.node.remove(old)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)

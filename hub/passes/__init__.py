@@ -33,6 +33,8 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "gelu_tanh",
+    "erf_approx",  # after gelu_tanh, which takes the Erf of each GELU whole
 ]
 
 

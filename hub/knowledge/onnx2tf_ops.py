@@ -180,7 +180,7 @@ _ROWS = [
        hint="give the scale the input's full rank, or export RMSNorm decomposed"),
     _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB"),
        fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops",
-       hint="export LayerNorm decomposed (ReduceMean, Sub, Mul, Sqrt, Div), e.g. with an older opset"),
+       hint="the decompose_layernorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
     _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
     # LpNormalization.py p=2: x * rsqrt(sum(x^2)) (MUL, SUM, RSQRT seen); int8 over axis 0 crashes the converter.

@@ -33,6 +33,7 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "decompose_layernorm",
     "gelu_tanh",
     "erf_approx",  # after gelu_tanh, which takes the Erf of each GELU whole
 ]

@@ -243,3 +243,27 @@ def per_channel(value: np.ndarray, out_shape: tuple[int, ...], channel_axis: int
 def scale_weight(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Multiply each output channel (axis 0) of `weight` by `scale`."""
     return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+
+
+# --- emitting replacements (the rewrite rules) --------------------------------
+
+def opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model imports (0 when none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def reduce_mean(model: onnx.ModelProto, x: str, y: str, axes: list[int], base: str) -> onnx.NodeProto:
+    """ReduceMean over `axes` with keepdims, in the model's opset form (axes an input from opset 18)."""
+    if opset(model) >= 18:
+        axes_name = add_initializer(model, np.array(axes, np.int64), f"{base}_axes")
+        return helper.make_node("ReduceMean", [x, axes_name], [y], name=f"{y}/ReduceMean", keepdims=1)
+    return helper.make_node("ReduceMean", [x], [y], name=f"{y}/ReduceMean", axes=axes, keepdims=1)
+
+
+def replace_node(model: onnx.ModelProto, old: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+    """Put `nodes` (in order) where `old` was, keeping the graph topologically sorted."""
+    graph = model.graph
+    at = list(graph.node).index(old)
+    graph.node.remove(old)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)

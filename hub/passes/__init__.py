@@ -36,6 +36,7 @@ REWRITES: list[str] = [
     "decompose_layernorm",
     "gelu_tanh",
     "erf_approx",  # after gelu_tanh, which takes the Erf of each GELU whole
+    "split_qkv_heads",
 ]
 
 

@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from hub.artifacts import Rewrite
-from hub.passes.rewrite import add_initializer, fresh_name
+from hub.passes.rewrite import add_initializer, fresh_name, replace_node
 
 NAME = "erf_approx"
 A, B = 1.1296758, 0.0997927
@@ -31,7 +31,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     rewrites = []
     for node in [n for n in model.graph.node if n.op_type == "Erf" and n.domain in ("", "ai.onnx")]:
         base = node.name or node.output[0]
-        replace_nodes(model, [node], tanh_of_odd_cubic(model, node.input[0], node.output[0], A, B, base))
+        replace_node(model, node, tanh_of_odd_cubic(model, node.input[0], node.output[0], A, B, base))
         rewrites.append(Rewrite(node=node.name, op="Erf", into="tanh(x*(a+b*x^2))"))
     return model, rewrites
 
@@ -48,17 +48,6 @@ def tanh_of_odd_cubic(model: onnx.ModelProto, x: str, y: str, a: float, b: float
         node("Mul", [x, t["poly"]], t["arg"]),
         node("Tanh", [t["arg"]], y),
     ]
-
-
-def replace_nodes(model: onnx.ModelProto, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
-    """Put `new` where the earliest of `old` stood (its inputs exist there; `old`'s outputs are
-    read only later) and drop `old`."""
-    graph = model.graph
-    at = min(list(graph.node).index(n) for n in old)
-    for n in old:
-        graph.node.remove(n)
-    for offset, n in enumerate(new):
-        graph.node.insert(at + offset, n)
 
 
 def node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:

@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.passes.erf_approx import node, replace_nodes, tanh_of_odd_cubic
-from hub.passes.rewrite import add_initializer, attr, constant, fresh_name, producer, sole_consumer
+from hub.passes.erf_approx import node, tanh_of_odd_cubic
+from hub.passes.rewrite import add_initializer, attr, constant, fresh_name, producer, replace_nodes, sole_consumer
 
 NAME = "gelu_tanh"
 C1 = math.sqrt(2.0 / math.pi)

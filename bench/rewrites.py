@@ -33,6 +33,7 @@ def sources() -> dict[str, tuple[Path, list[str]]]:
     """name -> (model path, extra hub convert arguments): one model per class of rewrite."""
     light = light_dir()
     return {
+        "tiny_vit": (FIXTURES / "tiny_vit.pt2", []),
         "groupnorm_cnn": (FIXTURES / "groupnorm_cnn_state.pth",
                           ["--factory", f"{FIXTURES / 'torch_models.py'}:GroupNormCNN", "--input-shape", "1,3,32,32"]),
         "bvlc_alexnet": (light / "light_bvlc_alexnet.onnx", []),

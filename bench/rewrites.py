@@ -36,6 +36,9 @@ def sources() -> dict[str, tuple[Path, list[str]]]:
     return {
         "kws_gru": (FIXTURES / "kws_gru.onnx", mfcc),
         "kws_lstm": (FIXTURES / "kws_lstm.onnx", mfcc),
+        "tiny_vit": (FIXTURES / "tiny_vit.pt2", []),
+        "groupnorm_cnn": (FIXTURES / "groupnorm_cnn_state.pth",
+                          ["--factory", f"{FIXTURES / 'torch_models.py'}:GroupNormCNN", "--input-shape", "1,3,32,32"]),
         "bvlc_alexnet": (light / "light_bvlc_alexnet.onnx", []),
         "zfnet512": (light / "light_zfnet512.onnx", []),
         "inception_v1": (light / "light_inception_v1.onnx", []),

@@ -19,15 +19,15 @@ from tests.test_passes import make, ops, rand, run_ort
 ATOL = 1e-5  # float32 rounding of the same maths in another order
 
 
-def rewrite(model: onnx.ModelProto, rule: str) -> tuple[onnx.ModelProto, list[Rewrite]]:
-    """Apply `rule` to a copy and check onnxruntime's outputs did not move beyond ATOL."""
+def rewrite(model: onnx.ModelProto, rule: str, atol: float = ATOL) -> tuple[onnx.ModelProto, list[Rewrite]]:
+    """Apply `rule` to a copy and check onnxruntime's outputs did not move beyond `atol`."""
     feeds = {i.name: rand(*[d.dim_value for d in i.type.tensor_type.shape.dim], scale=2.0) for i in model.graph.input}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     after, rewrites = importlib.import_module(f"hub.passes.{rule}").run(copy)
     onnx.checker.check_model(after, full_check=True)
     for b, a in zip(run_ort(model, feeds), run_ort(after, feeds)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
     return after, rewrites
 
 

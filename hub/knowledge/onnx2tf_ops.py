@@ -139,7 +139,7 @@ _ROWS = [
     _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="use x*relu6(x+3)/6 parts: MUL, ADD, RELU6"),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
-    _l("Gelu", "GELU", hint="approximate with x*sigmoid(1.702x)"),
+    _l("Gelu", "GELU", hint="the gelu_tanh rewrite rule replaces it by its tanh form (on unless --no-rewrite)"),
     _l("ThresholdedRelu", ("SUB", "RELU", "SIGN", "MUL"), hint="use Where(x > alpha, x, 0) with a broadcast shape"),
     _l("Clip", ("MAXIMUM", "MINIMUM"), fails_when=(("empty_optional_input", _EMPTY_OPTIONAL),), variants=(("clip_relu6", ("RELU6",)), ("clip_relu", ("RELU",)),
                                                 ("clip_min_only", ("MAXIMUM",)), ("clip_max_only", ("MINIMUM",)),
@@ -274,7 +274,8 @@ _ROWS = [
     _flex("Cosh", "tf.math.cosh", "use 0.5*(exp(x)+exp(-x))"),
     _flex("Sinh", "tf.math.sinh", "use 0.5*(exp(x)-exp(-x))"),
     _flex("Tan", "tf.math.tan", "use sin(x)/cos(x)"),
-    _flex("Erf", "tf.math.erf", "approximate GELU with x*sigmoid(1.702x), or erf with tanh"),
+    _flex("Erf", "tf.math.erf", "the gelu_tanh (a GELU's Erf) and erf_approx rewrite rules replace it by "
+          "MUL/ADD/TANH (on unless --no-rewrite)"),
     _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
     _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
     # The converter lowers tf.math.is_inf/is_nan to ABS+EQUAL / NOT_EQUAL (isinf, isnan and their float16

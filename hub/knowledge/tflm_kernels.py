@@ -237,7 +237,8 @@ KERNELS: dict[str, Kernel] = {row.op: row for row in _ROWS}
 # TFLite builtins TFLM has no kernel for, with the rewrite that avoids them (any builtin not in KERNELS
 # is missing; these are the ones models meet, with a concrete way out).
 MISSING_HINTS: dict[str, str] = {
-    "GELU": "approximate with x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
+    "GELU": "converting from PyTorch/ONNX, the gelu_tanh rewrite rule makes it MUL/ADD/TANH; in Keras write it as "
+            "x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
     "POW": "use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x)) in float32",
     "TILE": "use BROADCAST_TO via Expand, or concatenate copies",
     "TOPK_V2": "use ArgMax for k=1, or do top-k on the host",

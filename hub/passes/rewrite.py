@@ -282,3 +282,14 @@ def replace_node(model: onnx.ModelProto, old: onnx.NodeProto, nodes: list[onnx.N
     graph.node.remove(old)
     for offset, node in enumerate(nodes):
         graph.node.insert(at + offset, node)
+
+
+def replace_nodes(model: onnx.ModelProto, old: list[onnx.NodeProto], nodes: list[onnx.NodeProto]) -> None:
+    """Put `nodes` where the earliest of `old` was and drop the others: a pattern's replacement reads
+    what its first node could read, and what the pattern wrote is read only after its last node."""
+    order = list(model.graph.node)
+    first = min(old, key=order.index)
+    for node in old:
+        if node is not first:
+            model.graph.node.remove(node)
+    replace_node(model, first, nodes)

@@ -305,3 +305,25 @@ def report(model: str | Path, *, targets: str | None = None, board: str | None =
     wanted = parse_targets(targets or ALL_TARGETS)
     chosen = resolve_board(board, ram_kb, flash_kb)
     return build_report(Path(model), wanted, chosen, options or LoadOptions())
+
+
+def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", boards: str | list[str] | None = None,
+          workers: int | None = None, scheduler: str | None = None, out: str | Path = "sweep", resume: bool = False,
+          timeout_s: float | None = None, progress: bool = False) -> dict:
+    """Convert every model in every quantize mode for TFLM, one `hub convert` process per job, on a Dask
+    LocalCluster of `workers` processes (default: from cores and memory) or the cluster at `scheduler`;
+    judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
+    and returns the sweep.json document (see hub.sweep)."""
+    from hub import sweep as sweep_stage
+    from hub.boards import BOARDS, find_board
+
+    modes = [m.strip() for m in (quantize.split(",") if isinstance(quantize, str) else quantize) if m.strip()]
+    names = boards.split(",") if isinstance(boards, str) else boards
+    chosen = list(BOARDS) if names is None else [find_board(n.strip()) for n in names if n.strip()]
+    if workers is not None and (workers < 1 or scheduler):
+        raise InputError("--workers takes a number >= 1, for the local cluster only (not with --scheduler)")
+    if not modes:
+        raise InputError("--quantize needs at least one mode: int8, int16x8 or float32")
+    jobs = sweep_stage.plan([Path(m) for m in models], modes, Path(out), timeout_s)
+    return sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
+                             progress=progress)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich.markup import escape
 
 from hub import __version__
 from hub.errors import EXIT_USAGE, HubError, InputError
+from hub.sweep import SWEEP_TOML_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
@@ -228,6 +230,43 @@ def report(
         return exit_code(result)
 
     _run(action, model)
+
+
+@app.command(help="Convert every model in every --quantize mode for TFLM, in parallel on Dask, and judge each "
+                  "against boards: sweep.json, sweep.csv, sweep.html and each job's hub convert folder in --out. "
+                  "Exit 0 when every job is ok, 1 when some job fails, times out or crashes (each is a row with "
+                  "its one-line error), 2 on a usage or input error, 130 on Ctrl-C (finished jobs are kept).\n\n"
+                  + escape(SWEEP_TOML_HELP).replace("\n\n", "\n\n\b\n"))
+def sweep(
+    models: List[Path] = typer.Argument(..., help="Model files, or folders (every model file and SavedModel inside)"),
+    quantize: str = typer.Option("int8", "--quantize", help="Comma-separated modes: int8,int16x8,float32"),
+    board: Optional[str] = typer.Option(None, "--board", help="Comma-separated boards (default all; --board list)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default from cores and memory)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="An existing Dask scheduler, tcp://host:8786 "
+                                            "(its workers must see the models and --out at the same paths)"),
+    out: Path = typer.Option(Path("sweep"), "--out", help="Output folder"),
+    resume: bool = typer.Option(False, "--resume", help="Skip jobs already done with the same model content and options"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per job (default 3600; sweep.toml may set it)"),
+    as_json: bool = JsonOut,
+) -> None:
+    def action() -> int:
+        from hub import api, boards
+        from hub.progress import console
+        from hub.sweep_render import print_summary
+
+        if board is not None and board.strip().lower() == "list":
+            print(boards.board_list())
+            return 0
+        doc = api.sweep(models, quantize=quantize, boards=board, workers=workers, scheduler=scheduler, out=out,
+                        resume=resume, timeout_s=timeout, progress=console.is_terminal and not as_json)
+        _emit_json(doc) if as_json else print_summary(doc)
+        if doc["interrupted"]:
+            print(f"hub: sweep interrupted: {doc['jobs'] - sum(r['status'] == 'not run' for r in doc['rows'])} of "
+                  f"{doc['jobs']} jobs finished, kept in {out}", file=sys.stderr)
+            return 130
+        return 0 if doc["failed"] == 0 else 1
+
+    _run(action)
 
 
 def _print_or_write(text: str, output: Path | None) -> None:

@@ -69,6 +69,7 @@ def convert(
     progress: Progress | None = None,
     passes: list[str] | None = None,
     rewrite: bool = True,
+    npu: str | None = None,
 ) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
     (`.to_dict()` is report.json).
@@ -79,6 +80,7 @@ def convert(
     fails writes none). `passes` limits
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
     `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
+    `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.ethos_u).
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
@@ -91,6 +93,7 @@ def convert(
     options = options or LoadOptions()
     path = Path(model)
     target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
+    npu = _npu_option(target, npu)
     value_range = calib.parse_input_range(input_range)
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out_dir, force)
@@ -113,7 +116,7 @@ def convert(
             with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
                 normalised = _rewrite(normalised, calibration_set.samples)
         with progress.stage("analyse", "Checking TFLM compatibility"):
-            check = _analyse(normalised.onnx_model, target, quantize, normalised.passes)
+            check = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)  # ethos-u: its CPU is TFLM
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
             converted = convert_stage.convert(normalised, calibration_set, convert_options)
@@ -134,6 +137,11 @@ def convert(
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
                            passes=normalised.passes + tflite_passes, check=check, verification=verification,
                            output=out_dir)
+    if npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
+        from hub.ethos_u import compile_model
+
+        with progress.stage("vela", f"Compiling for {npu} with Vela"):
+            report.ethos_u = compile_model(converted.tflite_bytes, npu)
     _write_output(report, normalised, converted, ident, force, progress)
     if verification is not None and not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
@@ -152,17 +160,32 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
     with atomic_folder(report.output, force) as tmp:
         onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
-        if verification is not None and verification.tflm.get("loads"):
+        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
+        if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
+            from hub.ethos_u import write_outputs
+
+            report.firmware = write_outputs(report.ethos_u, ident, tmp, report.portability)
+        elif verification is not None and verification.tflm.get("loads"):
             with progress.stage("export", "Writing firmware files"):
                 from hub.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
-        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
         document = report.to_dict()
         write_html(document, tmp / "report.html")
         (tmp / "report.json").write_text(to_json(document))
+
+
+def _npu_option(target: str, npu: str | None) -> str | None:
+    """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
+    from hub.ethos_u import DEFAULT_NPU, check_npu
+
+    if target != "ethos-u":
+        if npu is not None:
+            raise InputError(f"--npu is for --target ethos-u, not --target {target}")
+        return None
+    return check_npu(npu or DEFAULT_NPU)
 
 
 def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
@@ -236,22 +259,30 @@ def _verification_failure(verification) -> str:
 
 
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
-          rewrite: bool = True):
+          rewrite: bool = True, npu: str | None = None):
     """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse).
 
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
-    `rewrite`, not as a blocker, and the verdict is the rewritten graph's."""
+    `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
+    per node whether Vela maps it to the NPU `npu` (hub.ethos_u.check)."""
     from hub.analyse import analyse_tflite
 
     path = Path(model)
     resolve(target, quantize, command="check")
+    npu = _npu_option(target, npu)
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":
-        return analyse_tflite(source.tflite_bytes, target=target)
-    normalised = _normalise(source, options or LoadOptions())
-    if rewrite:
-        normalised = _rewrite(normalised)
-    return _analyse(normalised.onnx_model, target, quantize, normalised.passes)
+        result = analyse_tflite(source.tflite_bytes, target="tflm")
+    else:
+        normalised = _normalise(source, options or LoadOptions())
+        if rewrite:
+            normalised = _rewrite(normalised)
+        result = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)
+    if npu is None:
+        return result
+    from hub.ethos_u import check as npu_check
+
+    return npu_check(result, npu, source.tflite_bytes)
 
 
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,

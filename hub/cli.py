@@ -33,6 +33,20 @@ NoRewrite = typer.Option(False, "--no-rewrite",
                          help="Keep what TFLM has no kernel for (GELU, LayerNorm, GRU, LRN, ...) instead of rewriting it")
 
 
+Npu = typer.Option(None, "--npu", help="--target ethos-u: Vela's accelerator config (default ethos-u55-128; "
+                   "--npu list shows them)")
+
+
+def _listed_npus(npu: str | None) -> bool:
+    """`--npu list`: print Vela's accelerator configs."""
+    if npu is None or npu.strip().lower() != "list":
+        return False
+    from hub.ethos_u import npu_configs
+
+    print("\n".join(npu_configs()))
+    return True
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"hub {__version__}")
@@ -93,7 +107,7 @@ def _emit_json(doc: Any) -> None:
 @app.command()
 def convert(
     model: Path = ModelArg,
-    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers) or tflite (mobile LiteRT)"),
+    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers), ethos-u (Arm NPU, via Vela) or tflite (mobile LiteRT)"),
     quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32 (tflite also float16)"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npy/.npz of samples, or a folder of images"),
     input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of inputs for synthetic/image calibration (default 0,1)"),
@@ -108,6 +122,7 @@ def convert(
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
     no_rewrite: bool = NoRewrite,
+    npu: Optional[str] = Npu,
     as_json: bool = JsonOut,
 ) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
@@ -117,10 +132,13 @@ def convert(
         from hub.progress import Progress
         from hub.render import print_convert_summary
 
+        if _listed_npus(npu):
+            return 0
         report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
                              min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
+                             npu=npu,
                              progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
@@ -131,13 +149,14 @@ def convert(
 @app.command()
 def check(
     model: Path = ModelArg,
-    target: str = typer.Option("tflm", "--target", help="tflm"),
+    target: str = typer.Option("tflm", "--target", help="tflm or ethos-u"),
     quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32"),
     input_shape: Optional[List[str]] = InputShape,
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
     no_rewrite: bool = NoRewrite,
+    npu: Optional[str] = Npu,
     as_json: bool = JsonOut,
 ) -> None:
     """Predict, node by node and before any conversion, what TFLite Micro will refuse, and why."""
@@ -146,8 +165,11 @@ def check(
         from hub import api
         from hub.render import print_check
 
+        if _listed_npus(npu):
+            return 0
         result = api.check(model, target=target, quantize=quantize,
-                           options=_options(input_shape, factory, trust_pickle, trust_code), rewrite=not no_rewrite)
+                           options=_options(input_shape, factory, trust_pickle, trust_code), rewrite=not no_rewrite,
+                           npu=npu)
         _emit_json(result.to_dict()) if as_json else print_check(result, model)
         return 0 if result.compatible else 1
 

@@ -37,6 +37,11 @@ def print_convert_summary(report: ConvertReport) -> None:
         _print_verification(report.verification)
     if report.firmware:
         out.print(f"  firmware     {', '.join(report.firmware)}")
+    if report.ethos_u is not None:
+        from hub.ethos_u import summary_lines
+
+        for line in summary_lines(report.ethos_u):
+            out.print(f"  {line}", markup=False)
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:

@@ -61,6 +61,7 @@ class NodeView:
     graph_inputs: frozenset[str] = frozenset()  # the model's run-time inputs
     reshaped_inputs: frozenset[str] = frozenset()  # model inputs some Reshape/Flatten reads directly
     graph_outputs: frozenset[str] = frozenset()
+    unweighted: frozenset[str] = frozenset()  # tensors computed from model inputs with no learned weight between
 
     @property
     def op(self) -> str:
@@ -453,9 +454,11 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
         out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
                             "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
     rhs = view.input(1)
-    if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
-        # Gemm and attention-style MatMuls: the converter's calibration fails (gemm_*, attention_*_expanded);
-        # single MatMuls (matmul_2d/3d) run with wrong outputs. Either way int8 does not give a working model.
+    if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const \
+            and view.node.input[1] in view.unweighted:
+        # The second operand is a model input reshaped or scaled (the node tests): the converter's calibration
+        # fails (gemm_*, attention_*_expanded) or single MatMuls (matmul_2d/3d) run with wrong outputs.
+        # Attention over projections by learned weights (the tiny ViT's q @ k^T) quantizes and runs.
         out.append(_finding(view, ops, "error", f"{view.op} multiplies two run-time tensors; in {quantize} the "
                             "converter fails or BATCH_MATMUL loses the result (seen in the node tests).",
                             "make one operand a constant weight, or convert with --quantize float32"))
@@ -567,6 +570,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
             readers[name] = readers.get(name, 0) + 1
     softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
     model_inputs = frozenset(i.name for i in model.graph.input) - {i.name for i in model.graph.initializer}
+    unweighted = _unweighted_tensors(model, model_inputs, tensors)
     reshaped_inputs = frozenset(n.input[0] for n in model.graph.node
                                 if n.op_type in ("Reshape", "Flatten") and n.input and n.input[0] in model_inputs)
     # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
@@ -576,7 +580,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0, model_inputs,
-                        reshaped_inputs, frozenset(graph_outputs))
+                        reshaped_inputs, frozenset(graph_outputs), unweighted)
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
@@ -606,6 +610,18 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     if blocked and not any(f.severity == "error" and f.node not in blocked for f in findings):
         findings += _host_split_finding(model, blocked)
     return _result(target, quantize, findings, nodes)
+
+
+def _unweighted_tensors(model: onnx.ModelProto, model_inputs: frozenset[str],
+                        tensors: dict[str, TensorMeta]) -> frozenset[str]:
+    """Model inputs and what is computed from them without passing a Conv/Gemm/MatMul by a constant weight."""
+    found = set(model_inputs)
+    for node in model.graph.node:  # topological order
+        weighted = node.op_type in ("Conv", "Gemm", "MatMul") and any(
+            tensors.get(name) is not None and tensors[name].const for name in node.input[1:2])
+        if not weighted and any(name in found for name in node.input):
+            found.update(node.output)
+    return frozenset(found)
 
 
 def with_rewrites(result: CheckResult, passes: Iterable[PassResult]) -> CheckResult:

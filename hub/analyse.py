@@ -332,7 +332,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
     count = len(view.inputs())
     if k.max_inputs is not None and count > k.max_inputs:
         out.append(_finding(view, ops, "error", f"{view.op} has {count} inputs; TFLM's {op} allows {k.max_inputs}.",
-                            f"{view.op.lower()} in two steps of at most {k.max_inputs} inputs"))
+                            f"{view.op.lower()} in steps of at most {k.max_inputs} inputs (the chain_concat rule "
+                            "does this for Concat unless --no-rewrite)"))
     return out
 
 

@@ -134,7 +134,7 @@ _ROWS = [
     # softsign and softsign_example both stop the TFLite converter (tf.nn.softsign does not legalise to builtins).
     _l("Softsign", ("ABS", "ADD", "DIV"), fails="the TFLite converter cannot legalise onnx2tf's tf.nn.softsign to "
        "builtins", hint="write it as x / (1 + abs(x)) (ABS, ADD, DIV)"),
-    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="use x*relu6(x+3)/6 parts: MUL, ADD, RELU6"),
+    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="the rewrite_hardsigmoid rule turns it into RELU6 (or HardSwish); keep rewrites on"),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
     _l("Gelu", "GELU", hint="approximate with x*sigmoid(1.702x)"),

@@ -33,6 +33,8 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "rewrite_hardsigmoid",
+    "chain_concat",
 ]
 
 

@@ -1,6 +1,7 @@
 """Rewrite rules for common ops TFLM lacks: HardSigmoid (rewrite_hardsigmoid), Concat of more
-than 10 inputs (chain_concat). Unit tests compare onnxruntime before and after each rule at
-atol 1e-5 (both rules are exact up to float32 rounding); end-to-end tests convert small
+than 10 inputs (chain_concat), TopK with k = 1 (topk_to_argmax, with the argmax_int32 flatbuffer
+pass that makes its ARG_MAX write int32). Unit tests compare onnxruntime before and after each rule at
+atol 1e-5 (the rules are exact up to float32 rounding; indices must be equal); end-to-end tests convert small
 torch networks with the pattern through hub (int8, synthetic calibration) and run them on TFLM."""
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ ATOL = 1e-5
 
 def _model(nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], outputs: list[str],
            inits: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelProto:
+    """Outputs named "i" (indices) are int64, the others float."""
     graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+                              [helper.make_tensor_value_info(n, TensorProto.INT64 if n == "i" else TensorProto.FLOAT, None)
+                               for n in outputs],
                               [numpy_helper.from_array(v, n) for n, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -56,7 +59,7 @@ def _ops(model: onnx.ModelProto) -> list[str]:
 
 
 def test_rules_are_registered():
-    assert {"rewrite_hardsigmoid", "chain_concat"} <= set(REWRITES)
+    assert {"rewrite_hardsigmoid", "chain_concat", "topk_to_argmax"} <= set(REWRITES)
 
 
 # --- rewrite_hardsigmoid ------------------------------------------------------------------------
@@ -113,6 +116,45 @@ def test_concat_of_ten_is_left_alone():
     assert importlib.import_module("hub.passes.chain_concat").run(model)[1] == []
 
 
+# --- topk_to_argmax -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opset, largest, into", [(17, 1, "ArgMax"), (18, 1, "ArgMax"), (13, 0, "ArgMin")])
+def test_top1_becomes_a_reduction_and_an_arg_reduction(opset, largest, into):
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest, name="top")
+    model = _model([node], {"x": [2, 7, 3]}, ["v", "i"], {"k": np.array([1], np.int64)}, opset=opset)
+    after, rewrites = _apply(model, "topk_to_argmax")
+    assert sorted(_ops(after)) == sorted([into, into.replace("Arg", "Reduce")])
+    assert [(r.node, r.op, r.into) for r in rewrites] == [("top", "TopK", into)]
+
+
+def test_top1_ties_keep_the_lowest_index_like_topk():
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1, name="top")
+    model = _model([node], {"x": [1, 6]}, ["v", "i"], {"k": np.array([1], np.int64)})
+    after, _ = importlib.import_module("hub.passes.topk_to_argmax").run(infer_shapes(model))
+    x = {"x": np.array([[0, 3, 1, 3, 3, 2]], np.float32)}
+    assert _run(after, x)[1].tolist() == _run(model, x)[1].tolist() == [[1]]
+
+
+def test_topk_of_two_is_left_alone():
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, name="top")
+    model = _model([node], {"x": [1, 7]}, ["v", "i"], {"k": np.array([2], np.int64)})
+    assert importlib.import_module("hub.passes.topk_to_argmax").run(model)[1] == []
+
+
+@pytest.mark.parametrize("after, blocked", [("Reshape", False), ("Cast", True)])
+def test_check_passes_argmax_indices_that_only_reach_the_output(after, blocked):
+    """The argmax_int32 pass retypes ARG_MAX's output when reshapes alone carry it to the outputs."""
+    from hub.analyse import analyse_onnx
+
+    extra = {"Reshape": (["i", "shape"], {}), "Cast": (["i"], {"to": TensorProto.INT32})}[after]
+    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, name="am"),
+             helper.make_node(after, extra[0], ["y"], name="next", **extra[1])]
+    model = _model(nodes, {"x": [1, 7]}, [], {"shape": np.array([1], np.int64)})
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.INT64 if after == "Reshape" else TensorProto.INT32, None))
+    findings = analyse_onnx(model).findings
+    assert any(f.op == "ArgMax" and f.severity == "error" for f in findings) == blocked
+
+
 # --- end to end: torch networks through hub convert and TFLM ---------------------------------------
 
 def _export(module, path: Path, size: int = 32) -> Path:
@@ -167,6 +209,24 @@ def _dense_net():
     return Dense()
 
 
+def _top1_net():
+    """A classifier that returns its best score and class: torch.topk(scores, 1)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Top1(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      nn.Linear(16, 10))
+
+        def forward(self, x):
+            return torch.topk(self.body(x), 1, dim=1)
+
+    torch.manual_seed(0)
+    return Top1()
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """{name: ConvertReport} for each network, int8, converted once for the module."""
@@ -174,7 +234,7 @@ def converted(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("rewrite_common")
     return {name: api.convert(_export(make(), folder / f"{name}.onnx"), out=folder / name)
-            for name, make in (("se", _se_net), ("dense", _dense_net))}
+            for name, make in (("se", _se_net), ("dense", _dense_net), ("top1", _top1_net))}
 
 
 def _rule(report, name: str):
@@ -191,4 +251,12 @@ def test_mobilenetv3_gate_runs_on_tflm_after_the_hardsigmoid_rewrite(converted):
 def test_densenet_concatenations_run_on_tflm_after_chaining(converted):
     report = converted["dense"]
     assert len(_rule(report, "chain_concat").rewrites) == 2  # the 11-input and the final 12-input Concat
+    assert report.verification.tflm["invokes"] and report.verification.fidelity["cosine"] >= 0.98
+
+
+def test_top1_head_runs_on_tflm_with_int32_indices(converted):
+    report = converted["top1"]
+    assert len(_rule(report, "topk_to_argmax").rewrites) == 1 and _rule(report, "argmax_int32").changed == 1
+    assert "TOPK_V2" not in report.model.ops and {"ARG_MAX", "REDUCE_MAX"} <= set(report.model.ops)
+    assert sorted(o["dtype"] for o in report.model.outputs) == ["int32", "int8"]
     assert report.verification.tflm["invokes"] and report.verification.fidelity["cosine"] >= 0.98

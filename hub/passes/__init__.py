@@ -35,6 +35,7 @@ PASSES: list[str] = [
 REWRITES: list[str] = [
     "rewrite_hardsigmoid",
     "chain_concat",
+    "topk_to_argmax",
 ]
 
 

@@ -62,6 +62,7 @@ class NodeView:
     reshaped_inputs: frozenset[str] = frozenset()  # model inputs some Reshape/Flatten reads directly
     graph_outputs: frozenset[str] = frozenset()
     unweighted: frozenset[str] = frozenset()  # tensors computed from model inputs with no learned weight between
+    int32_indices: frozenset[str] = frozenset()  # ArgMax/ArgMin outputs hub.tflite_passes.argmax_int32 retypes
 
     @property
     def op(self) -> str:
@@ -311,7 +312,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
         to = _runtime_dtype(view.output().dtype, quantize)
         if to not in k.types and to != "unknown":
             out.append(_type_finding(view, ops, op, k, to, quantize))
-    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types:
+    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types \
+            and view.node.output[0] not in view.int32_indices:
         out.append(_finding(view, ops, "error", f"{op} would write {low.output_dtype} (onnx2tf keeps {view.op}'s "
                             f"{low.output_dtype} output); TFLM's {op} writes {', '.join(sorted(k.output_types))} "
                             "only and fails at invoke.", low.hint or "do this step on the host"))
@@ -334,7 +336,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
     count = len(view.inputs())
     if k.max_inputs is not None and count > k.max_inputs:
         out.append(_finding(view, ops, "error", f"{view.op} has {count} inputs; TFLM's {op} allows {k.max_inputs}.",
-                            f"{view.op.lower()} in two steps of at most {k.max_inputs} inputs"))
+                            f"{view.op.lower()} in steps of at most {k.max_inputs} inputs (the chain_concat rule "
+                            "does this for Concat unless --no-rewrite)"))
     return out
 
 
@@ -575,12 +578,13 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
                                 if n.op_type in ("Reshape", "Flatten") and n.input and n.input[0] in model_inputs)
     # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
     graph_outputs = {o.name for o in model.graph.output}
+    int32_indices = _int32_indices(model)
     producer_of: dict[str, str] = {}
     producer_ops: dict[str, list[str]] = {}
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0, model_inputs,
-                        reshaped_inputs, frozenset(graph_outputs), unweighted)
+                        reshaped_inputs, frozenset(graph_outputs), unweighted=unweighted, int32_indices=int32_indices)
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
@@ -630,6 +634,23 @@ def with_rewrites(result: CheckResult, passes: Iterable[PassResult]) -> CheckRes
                          "--no-rewrite keeps the node as it is")
                  for p in passes for r in p.rewrites]
     return replace(result, findings=rewritten + result.findings) if rewritten else result
+
+
+INDEX_CARRIERS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")  # become RESHAPE/SQUEEZE/EXPAND_DIMS
+
+
+def _int32_indices(model: onnx.ModelProto) -> frozenset[str]:
+    """ArgMax/ArgMin outputs that reach nothing but reshapes and graph outputs: hub.tflite_passes.argmax_int32
+    has their ARG_MAX write int32, which TFLM's kernel takes."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def carried(name: str) -> bool:
+        return all(r.op_type in INDEX_CARRIERS and r.input[0] == name and carried(r.output[0]) for r in readers.get(name, []))
+
+    return frozenset(n.output[0] for n in model.graph.node if n.op_type in ("ArgMax", "ArgMin") and carried(n.output[0]))
 
 
 def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Finding]:

@@ -136,7 +136,7 @@ _ROWS = [
     # softsign and softsign_example both stop the TFLite converter (tf.nn.softsign does not legalise to builtins).
     _l("Softsign", ("ABS", "ADD", "DIV"), fails="the TFLite converter cannot legalise onnx2tf's tf.nn.softsign to "
        "builtins", hint="write it as x / (1 + abs(x)) (ABS, ADD, DIV)"),
-    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="use x*relu6(x+3)/6 parts: MUL, ADD, RELU6"),
+    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="the rewrite_hardsigmoid rule turns it into RELU6 (or HardSwish); keep rewrites on"),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
     _l("Gelu", "GELU", hint="the gelu_tanh rewrite rule replaces it by its tanh form (on unless --no-rewrite)"),
@@ -201,13 +201,14 @@ _ROWS = [
     _l("ReduceSumSquare", ("MUL", "SUM")),
     _l("ReduceLogSum", ("SUM", "LOG")),
     _l("ReduceLogSumExp", ("REDUCE_MAX", "SUB", "EXP", "SUM", "LOG", "ADD")),
-    # tf.math.argmax/argmin(output_type=<the ONNX output's dtype>), which ONNX fixes to int64.
+    # tf.math.argmax/argmin(output_type=<the ONNX output's dtype>), which ONNX fixes to int64; hub's
+    # argmax_int32 flatbuffer pass retypes it to int32 when the indices only reach reshapes and outputs.
     _l("ArgMax", "ARG_MAX", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
-       hint="take the argmax on the host from the model's scores (ONNX ArgMax indices are int64)"),
+       hint="return the indices as a model output (hub has ARG_MAX write int32 then), or take the argmax on the host"),
     _l("ArgMin", "ARG_MIN", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
-       hint="take the argmin on the host from the model's values (ONNX ArgMin indices are int64)"),
+       hint="return the indices as a model output (hub has ARG_MIN write int32 then), or take the argmin on the host"),
     _l("CumSum", "CUMSUM"),
-    _l("TopK", "TOPK_V2", hint="use ArgMax for k=1, or do top-k on the host"),
+    _l("TopK", "TOPK_V2", hint="the topk_to_argmax rule rewrites k=1 (keep rewrites on); do other k on the host"),
     # Shape and data movement
     _l("Reshape", "RESHAPE", shape_operands=(1,),
        fails_quantized=(("reshape_nd_input_keeps_leading_dim", _RESHAPE_INT8),)),

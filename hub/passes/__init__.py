@@ -39,6 +39,9 @@ REWRITES: list[str] = [
     "erf_approx",  # after gelu_tanh, which takes the Erf of each GELU whole
     "split_qkv_heads",
     "unroll_rnn",
+    "rewrite_hardsigmoid",
+    "chain_concat",
+    "topk_to_argmax",
 ]
 
 

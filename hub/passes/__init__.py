@@ -33,6 +33,7 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "decompose_lrn",
 ]
 
 

@@ -171,6 +171,7 @@ def test_an_lrn_with_another_exponent_runs_on_tflm_in_float32(tmp_path):
     assert {"EXP", "LOG"} <= set(report["model"]["ops"]) and report["fidelity"]["cosine"] > 0.9999
 
 
+@pytest.mark.slow  # 50-90 s: 224x224 convolutions through the converter and TFLM
 def test_alexnets_features_through_both_lrns_run_on_tflm_in_int8(tmp_path):
     """The light zoo's AlexNet up to the pool after its second LRN (its 1,000 tied logits would abort
     TFLM's int8 SOFTMAX, see tests/test_light_zoo.py): constant weights make the channels near equal,

@@ -189,7 +189,9 @@ _ROWS = [
     _l("LpNormalization", ("MUL", "SUM", "RSQRT", "MUL"), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),),
        fails_quantized=(("l2_axis_0", "the TFLite converter crashed (segfault) quantizing L2 LpNormalization over axis 0 "
                                    "(l2normalization_axis_0)"),)),
-    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION", hint="replace LRN with BatchNorm, or drop it"),
+    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION",
+       hint="the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; int8 needs beta "
+            "a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it"),
     # Reductions
     _l("ReduceMean", "MEAN"),
     _l("ReduceSum", "SUM"),

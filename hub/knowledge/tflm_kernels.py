@@ -202,7 +202,9 @@ _ROWS = [
     _k("RESIZE_NEAREST_NEIGHBOR", _QUANT, "resize_nearest_neighbor.cc", rank=4, const_inputs=(1,)),
     _k("REVERSE_V2", ANY, "reverse.cc", max_rank=8),
     _k("ROUND", _FLOAT, "round.cc"),
-    _k("RSQRT", (F32, I8), "elementwise.cc"),
+    # int16: the elementwise.cc read for this table lists float32 and int8, but the pinned tflite-micro
+    # wheel (0.dev20261023) runs int16 RSQRT: measured in the int16x8 LayerNorm, RMSNorm and LRN rewrites.
+    _k("RSQRT", _QUANT, "elementwise.cc"),
     _k("SELECT_V2", _QUANT, "select.cc", broadcast_rank=5),
     _k("SHAPE", ANY, "shape.cc"),
     _k("SIN", _FLOAT, "elementwise.cc"),
@@ -251,7 +253,8 @@ MISSING_HINTS: dict[str, str] = {
     "SELECT": "use the broadcasting SELECT_V2 (opset-9+ Where with matching ranks)",
     "CONV_3D": "fold the depth axis into channels and use Conv2d",
     "CONV_3D_TRANSPOSE": "fold the depth axis into channels and use ConvTranspose2d",
-    "LOCAL_RESPONSE_NORMALIZATION": "replace LRN with BatchNorm, or drop it",
+    "LOCAL_RESPONSE_NORMALIZATION": "the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; "
+                                    "int8 needs beta a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it",
     "RELU_N1_TO_1": "use Clip(-1, 1) after an op with a fused activation, or MINIMUM/MAXIMUM",
     "RELU_0_TO_1": "use Clip(0, 1) as MINIMUM and MAXIMUM",
     "NON_MAX_SUPPRESSION_V4": "run NMS on the host, or use TFLite_Detection_PostProcess",

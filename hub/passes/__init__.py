@@ -42,6 +42,7 @@ REWRITES: list[str] = [
     "rewrite_hardsigmoid",
     "chain_concat",
     "topk_to_argmax",
+    "decompose_lrn",
 ]
 
 

@@ -138,6 +138,14 @@ def static_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...] | None:
     return None
 
 
+def elem_type(model: onnx.ModelProto, name: str) -> int | None:
+    """The TensorProto element type of a graph input, output or value_info, else None."""
+    for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        if value.name == name:
+            return value.type.tensor_type.elem_type
+    return None
+
+
 def attr(node: onnx.NodeProto, name: str, default=None):
     found = next((a for a in node.attribute if a.name == name), None)
     return default if found is None else helper.get_attribute_value(found)

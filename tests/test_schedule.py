@@ -1,0 +1,149 @@
+"""The arena scheduler (hub.schedule): exact optimum on small graphs, bit-identical invoke after
+reordering, never a larger arena on a converted fixture."""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from hub import schedule
+from hub.tflite_model import read_tflite
+
+
+def synthetic(ops: list[tuple[list[str], list[str]]], sizes: dict[str, int], inputs=(), outputs=()) -> nx.DiGraph:
+    """The scheduler's DiGraph from (inputs, outputs) tensor names per op."""
+    graph = nx.DiGraph()
+    for name, size in sizes.items():
+        graph.add_node(("t", name), bytes=size, graph_input=name in inputs, graph_output=name in outputs)
+    for i, (ins, outs) in enumerate(ops):
+        graph.add_node(("op", i))
+        graph.add_edges_from((("t", t), ("op", i)) for t in ins)
+        graph.add_edges_from((("op", i), ("t", t)) for t in outs)
+    return graph
+
+
+def two_branches() -> nx.DiGraph:
+    """x -> (a1 big -> a2), (b1 big -> b2) -> concat: run in file order 0, 2, 1, 3, both big ones meet."""
+    ops = [(["x"], ["a1"]), (["x"], ["b1"]), (["a1"], ["a2"]), (["b1"], ["b2"]), (["a2", "b2"], ["y"])]
+    sizes = {"x": 16, "a1": 160, "b1": 160, "a2": 16, "b2": 16, "y": 32}
+    return synthetic(ops, sizes, inputs=["x"], outputs=["y"])
+
+
+def brute_force(graph: nx.DiGraph, n: int) -> int:
+    return min(schedule.peak_bytes(graph, list(order)) for order in nx.all_topological_sorts(schedule.precedence(graph)))
+
+
+def test_two_branches_run_one_after_the_other():
+    graph = two_branches()
+    assert schedule.peak_bytes(graph, [0, 1, 2, 3, 4]) == 16 + 160 + 160
+    plan = schedule.min_peak_order(graph, 5)
+    # x + a1 + a2 while a2 is written, then x + a2 + b1, then a2 + b1 + b2
+    assert (plan.peak_bytes, plan.default_peak_bytes, plan.exact) == (192, 336, True)
+    assert plan.order in ([0, 2, 1, 3, 4], [1, 3, 0, 2, 4]) and plan.lower_bound_bytes == 192
+
+
+def test_chain_keeps_its_order_and_counts_outputs_to_the_end():
+    ops = [(["x"], ["a"]), (["a"], ["b", "dead"]), (["b"], ["y"])]
+    graph = synthetic(ops, {"x": 32, "a": 64, "b": 16, "dead": 48, "y": 16}, inputs=["x"], outputs=["y"])
+    plan = schedule.min_peak_order(graph, 3)
+    assert plan.order == [0, 1, 2] and plan.peak_bytes == 64 + 16 + 48  # a, b and the unread output together
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dp_matches_brute_force_on_random_dags(seed):
+    rng = np.random.default_rng(seed)
+    n = 7
+    ops, sizes = [], {"in": 16 * int(rng.integers(1, 6))}
+    for i in range(n):
+        earlier = [f"t{j}" for j in range(i)] + ["in"]
+        ins = list(rng.choice(earlier, size=min(len(earlier), int(rng.integers(1, 3))), replace=False))
+        ops.append((ins, [f"t{i}"]))
+        sizes[f"t{i}"] = 16 * int(rng.integers(1, 10))
+    graph = synthetic(ops, sizes, inputs=["in"], outputs=[f"t{n - 1}"])
+    plan = schedule.min_peak_order(graph, n)
+    assert plan.exact and plan.peak_bytes == brute_force(graph, n)
+    assert schedule.peak_bytes(graph, plan.order) == plan.peak_bytes
+
+
+def test_narrow_beam_is_a_heuristic_with_a_valid_bound():
+    parts = [([f"x"], [f"a{k}"]) for k in range(4)] + [([f"a{k}"], [f"b{k}"]) for k in range(4)]
+    ops = parts + [([f"b{k}" for k in range(4)], ["y"])]
+    sizes = {"x": 16, "y": 16, **{f"a{k}": 160 for k in range(4)}, **{f"b{k}": 16 for k in range(4)}}
+    graph = synthetic(ops, sizes, inputs=["x"], outputs=["y"])
+    exact = schedule.min_peak_order(graph, len(ops))
+    narrow = schedule.min_peak_order(graph, len(ops), beam=2)
+    assert exact.exact and not narrow.exact
+    assert narrow.lower_bound_bytes <= exact.peak_bytes <= narrow.peak_bytes <= narrow.default_peak_bytes
+
+
+# --- on a converted model ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def unet_tflite(tmp_path_factory) -> bytes:
+    """fixtures/tiny_unet.pt converted without scheduling (the converter's order)."""
+    from hub import api
+    from tests.conftest import FIXTURES
+
+    out = tmp_path_factory.mktemp("unet") / "out"
+    api.convert(FIXTURES / "tiny_unet.pt", out=out, schedule="default")
+    return (out / "model.tflite").read_bytes()
+
+
+def _invoke(tflite_bytes: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    from tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(tflite_bytes, arena_size=1 << 22)
+    outputs = []
+    for array in inputs:
+        interp.reset()
+        interp.set_input(array, 0)
+        interp.invoke()
+        outputs.append(np.array(interp.get_output(0)))
+    return outputs
+
+
+def late_order(tflite_bytes: bytes) -> list[int]:
+    """A valid order that runs each op as late as it can: the skip reductions of the U-Net run just
+    before their concatenation, so its full-width encoder features stay live across the bottleneck."""
+    model = read_tflite(tflite_bytes)
+    dag = schedule.precedence(schedule.tensor_graph(model))
+    return list(nx.lexicographical_topological_sort(dag, key=lambda op: -op))
+
+
+@pytest.fixture(scope="module")
+def late_unet(unet_tflite) -> bytes:
+    return schedule.reorder(unet_tflite, late_order(unet_tflite))
+
+
+def test_unet_search_moves_the_top_down_reduction_before_the_decoder(unet_tflite):
+    plan = schedule.search(unet_tflite)
+    assert plan.exact and plan.lower_bound_bytes == plan.peak_bytes < plan.default_peak_bytes
+
+
+def test_reordered_model_invokes_bit_identically(unet_tflite, late_unet):
+    order = late_order(unet_tflite)
+    assert order != sorted(order) and len(late_unet) == len(unet_tflite)
+    assert [op.name for op in read_tflite(late_unet).ops] == [read_tflite(unet_tflite).ops[i].name for i in order]
+    rng = np.random.default_rng(0)
+    inputs = [rng.integers(-128, 128, (1, 32, 32, 3), dtype=np.int8) for _ in range(3)]
+    for before, after in zip(_invoke(unet_tflite, inputs), _invoke(late_unet, inputs)):
+        assert before.dtype == after.dtype and np.array_equal(before, after)
+
+
+def test_schedule_recovers_from_a_bad_order_and_never_grows_the_arena(late_unet):
+    from hub.verify import verify
+
+    def measure(data: bytes) -> int | None:
+        return verify(data, None, None).memory["arena_bytes"]
+
+    scheduled, result = schedule.run(late_unet, measure)
+    assert result.exact and result.lower_bound_peak_bytes == result.peak_bytes < result.default_peak_bytes
+    assert result.kept and scheduled != late_unet and result.arena_bytes < result.default_arena_bytes
+    assert schedule.search(scheduled).default_peak_bytes == result.peak_bytes
+
+
+def test_reorder_round_trips(unet_tflite):
+    """reorder only permutes the operator offsets: an order then its inverse gives the same bytes back."""
+    order = late_order(unet_tflite)
+    inverse = [order.index(i) for i in range(len(order))]
+    assert schedule.reorder(schedule.reorder(unet_tflite, order), inverse) == unet_tflite

@@ -1,0 +1,87 @@
+"""fold_conv_pads: a strided Conv whose padding is SAME's takes auto_pad SAME_UPPER (no PAD in the .tflite);
+otherwise only its unread end padding goes. Both keep the outputs (onnxruntime, float32)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hub.passes import fold_conv_pads
+from hub.passes.rewrite import attr
+from hub.shapes import infer_shapes
+
+
+def strided_conv(size: int, kernel: int = 3, pad: int = 1, stride: int = 2, dilation: int = 1, group: int = 1):
+    rng = np.random.default_rng(size)
+    weight = rng.standard_normal((4, 4 // group, kernel, kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[pad] * 4, strides=[stride] * 2,
+                            dilations=[dilation] * 2, group=group, name="conv")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return infer_shapes(model)
+
+
+def outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("size, kernel, pad, stride, dilation, group, expect", [
+    (33, 3, 1, 2, 1, 1, "SAME"),  # odd size: PyTorch's padding is SAME's
+    (33, 3, 1, 2, 1, 4, "SAME"),  # depthwise
+    (35, 5, 2, 2, 1, 1, "SAME"),
+    (32, 3, 1, 2, 1, 1, [1, 1, 0, 0]),  # even: windows one pixel off SAME's, only the unread end goes
+    (224, 7, 3, 2, 1, 1, [3, 3, 2, 2]),  # ResNet stem
+    (31, 3, 2, 2, 2, 1, [2, 2, 2, 2]),  # dilated: SAME's padding, but onnxruntime has no dilated SAME_UPPER
+    (16, 3, 1, 3, 1, 1, "SAME"),  # stride 3: symmetric SAME
+])
+def test_fold_keeps_outputs(size, kernel, pad, stride, dilation, group, expect):
+    model = strided_conv(size, kernel, pad, stride, dilation, group)
+    x = np.random.default_rng(1).standard_normal((1, 4, size, size)).astype(np.float32)
+    before = outputs(model, x)
+    folded, changed, detail = fold_conv_pads.run(onnx.ModelProto.FromString(model.SerializeToString()))
+    node = folded.graph.node[0]
+    if expect == "SAME":
+        assert attr(node, "auto_pad") == b"SAME_UPPER" and attr(node, "pads") is None and changed == 1
+        assert "folded into SAME" in detail
+    else:
+        assert list(attr(node, "pads")) == expect and changed == int(expect != [pad] * 4)
+        assert "kept as PAD" in detail
+    np.testing.assert_allclose(outputs(infer_shapes(folded), x), before, rtol=0, atol=1e-5)
+
+
+def test_stride_one_same_size_is_left_to_onnx2tf():
+    model = strided_conv(16, stride=1)
+    _, changed, detail = fold_conv_pads.run(model)
+    assert (changed, detail) == (0, "")
+
+
+def two_strided_convs(size: int) -> onnx.ModelProto:
+    """Conv(3x3, stride 2, padding 1) -> Relu -> the same again -> global pool: PyTorch's downsampling."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 4, strides=[2, 2], name="conv2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["out"], name="pool")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 1, 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("size, pads", [(33, 0), (32, 2)])
+def test_converted_model_has_a_pad_only_where_same_differs(tmp_path, size, pads):
+    from hub import api
+
+    path = tmp_path / "model.onnx"
+    onnx.save(two_strided_convs(size), str(path))
+    report = api.convert(path, out=tmp_path / "out", min_cosine=0.99)
+    assert report.model.ops.get("PAD", 0) == pads and report.verification.ok

@@ -205,13 +205,13 @@ def _tflite_passes(converted):
 
 
 def _schedule(converted, mode: str):
-    """The least-arena operator order (hub.schedule), measured on TFLM; mode "default" only bounds it."""
+    """The least-arena operator order and plan (hub.schedule), measured on TFLM; mode "default" only bounds it."""
     from dataclasses import replace
 
     from hub import schedule
     from hub.verify import verify
 
-    measure = (lambda data: verify(data, None, None).memory.get("arena_bytes")) if mode == "min-arena" else None
+    measure = (lambda data: verify(data, None, None).memory) if mode == "min-arena" else None
     tflite_bytes, result = schedule.run(converted.tflite_bytes, measure)
     return replace(converted, tflite_bytes=tflite_bytes), result
 

@@ -18,7 +18,9 @@ live bytes, and so a smaller arena.
 - The rewrite: the subgraph's operator vector holds relative offsets to the operator tables;
   permuting them patches 4 bytes per op in place: nothing else in the flatbuffer moves.
 - The decision: the new order is kept only when the arena TFLM needs (measured, hub.verify)
-  drops: the greedy planner does not always reach an order's peak.
+  drops. TFLM's greedy planner does not always reach an order's peak: where packing the
+  lifetimes otherwise does better, an offline plan (hub.offline_plan) is added, also kept only
+  when the measured arena drops.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import networkx as nx
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from hub import offline_plan
 from hub.artifacts import PassResult
 from hub.knowledge.arena import ALIGN
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
@@ -53,31 +56,33 @@ class Schedule:
 
 @dataclass
 class ScheduleResult:
-    """The stage's record for report.json: searched peaks and TFLM-measured arenas of both orders."""
+    """The stage's record for report.json: searched peaks and TFLM-measured arenas."""
 
     default_peak_bytes: int
     peak_bytes: int
     lower_bound_peak_bytes: int
     exact: bool
-    default_arena_bytes: int | None
-    arena_bytes: int | None  # the new order's, measured; None when the order did not change
-    kept: bool
+    default_arena_bytes: int | None = None  # converter's order, TFLM's own plan (None: not measured here)
+    arena_bytes: int | None = None  # what the stage keeps
+    reordered: bool = False
+    offline_plan: bool = False
 
     def pass_result(self) -> PassResult:
         """report.json `passes` entry: what the search reached and what TFLM measured."""
         how = "exact" if self.exact else f"heuristic, bound {self.lower_bound_peak_bytes:,}"
         detail = f"peak live bytes {self.default_peak_bytes:,} -> {self.peak_bytes:,} ({how})"
         if self.arena_bytes is not None:
-            detail += (f"; TFLM arena {self.default_arena_bytes:,} -> {self.arena_bytes:,}: "
-                       + ("new order kept" if self.kept else "default order kept"))
-        return PassResult(name=NAME, changed=int(self.kept), detail=detail)
+            kept = [what for what, used in (("new order", self.reordered), ("offline plan", self.offline_plan)) if used]
+            detail += (f"; TFLM arena {self.default_arena_bytes:,} -> {self.arena_bytes:,}"
+                       + (f" with {' and '.join(kept)}" if kept else ": converter's order and TFLM's planner kept"))
+        return PassResult(name=NAME, changed=int(self.reordered) + int(self.offline_plan), detail=detail)
 
     def memory_fields(self, memory: dict) -> dict:
         """report.json `memory` additions: the arena lower bound (no order's live tensors need less, plus the
         persistent tail TFLM measured) and the arena in the converter's own order. The recorded tail counts
         alignment padding the smallest arena can do without (seen: 8 bytes), so ALIGN comes off it."""
         tail = memory.get("arena_persistent_bytes")
-        default = self.default_arena_bytes if self.arena_bytes is not None else memory.get("arena_bytes")
+        default = self.default_arena_bytes if self.default_arena_bytes is not None else memory.get("arena_bytes")
         return {"arena_lower_bound_bytes": None if tail is None else self.lower_bound_peak_bytes + tail - ALIGN,
                 "arena_default_order_bytes": default}
 
@@ -236,16 +241,43 @@ def search(tflite_bytes: bytes) -> Schedule:
     return min_peak_order(tensor_graph(model), len(model.ops))
 
 
-def run(tflite_bytes: bytes, measure: Callable[[bytes], int | None] | None) -> tuple[bytes, ScheduleResult]:
-    """The least-arena order of `tflite_bytes`, kept only when `measure` (TFLM's arena) says it needs less.
-    With `measure` None the order stays (`--schedule default`): only the bound is computed."""
-    plan = search(tflite_bytes)  # subgraph 0; control-flow subgraphs (IF, WHILE) are not reordered
-    result = ScheduleResult(plan.default_peak_bytes, plan.peak_bytes, plan.lower_bound_bytes, plan.exact,
-                            None, None, False)
-    if measure is None or plan.order == sorted(plan.order):
-        return tflite_bytes, result  # verification measures the default order's arena anyway
-    candidate = reorder(tflite_bytes, plan.order)
-    result.default_arena_bytes, result.arena_bytes = measure(tflite_bytes), measure(candidate)
-    result.kept = None not in (result.arena_bytes, result.default_arena_bytes) and \
-        result.arena_bytes < result.default_arena_bytes
-    return (candidate if result.kept else tflite_bytes), result
+Measure = Callable[[bytes], dict]  # TFLM's memory figures of a model (hub.verify: arena_bytes, arena_persistent_bytes)
+
+
+def run(tflite_bytes: bytes, measure: Measure | None) -> tuple[bytes, ScheduleResult]:
+    """The least-arena order of `tflite_bytes`, then an offline plan where TFLM's planner stays above the
+    order's peak; each kept only when `measure` says TFLM's arena drops. With `measure` None nothing
+    changes (`--schedule default`): only the bound is computed."""
+    model = read_tflite(tflite_bytes)
+    plan = min_peak_order(tensor_graph(model), len(model.ops))
+    result = ScheduleResult(plan.default_peak_bytes, plan.peak_bytes, plan.lower_bound_bytes, plan.exact)
+    if measure is None or model.subgraphs > 1:  # control-flow subgraphs (IF, WHILE) share the arena: left alone
+        return tflite_bytes, result
+    memory = measure(tflite_bytes)
+    result.default_arena_bytes = result.arena_bytes = memory.get("arena_bytes")
+    if result.arena_bytes is None:
+        return tflite_bytes, result  # TFLM cannot run it: verification says why
+    best = tflite_bytes
+    if plan.order != sorted(plan.order):
+        best, memory, result.reordered = _better(best, memory, reorder(tflite_bytes, plan.order), measure)
+    best, memory, result.offline_plan = _better(best, memory, _with_offline_plan(best, memory), measure)
+    result.arena_bytes = memory["arena_bytes"]
+    return best, result
+
+
+def _with_offline_plan(tflite_bytes: bytes, memory: dict) -> bytes | None:
+    """The model with an offline plan, when packing its lifetimes beats the head TFLM's planner reached."""
+    model = read_tflite(tflite_bytes)
+    offsets, height = offline_plan.place(offline_plan.buffers(model, tensor_graph(model)))
+    head = memory["arena_bytes"] - memory.get("arena_persistent_bytes", 0)
+    return offline_plan.attach(tflite_bytes, offsets, len(model.tensors)) if height + ALIGN < head else None
+
+
+def _better(best: bytes, memory: dict, candidate: bytes | None, measure: Measure) -> tuple[bytes, dict, bool]:
+    """(model, its memory, taken?): the candidate when TFLM runs it in a smaller arena."""
+    if candidate is None:
+        return best, memory, False
+    measured = measure(candidate)
+    if measured.get("arena_bytes") is not None and measured["arena_bytes"] < memory["arena_bytes"]:
+        return candidate, measured, True
+    return best, memory, False

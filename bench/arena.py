@@ -18,17 +18,14 @@ Writes bench/results/arena.md and arena.json; --render-only rewrites the .md.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.convert_speed import DEFAULT_MODELS, MLPERF, MLPERF_SOURCES, add_output_args, recorded_run  # noqa: E402
-from bench.real_models import light_dir  # noqa: E402
+from bench.real_models import light_dir, run_convert  # noqa: E402
 
 LIGHT_BRANCHY = ("squeezenet", "inception_v2", "resnet50", "densenet121")
 FIXTURES = [m for m in DEFAULT_MODELS if m not in MLPERF_SOURCES] + ["tiny_unet.pt", "resnet18_128.pt"]
@@ -52,17 +49,8 @@ def reference_arena(name: str) -> int | None:
 
 
 def convert_one(name: str, path: Path, extra: list[str], mode: str, work: Path) -> dict:
-    out = work / name.replace(".", "_")
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hub.cli", "convert", str(path), "--target", "tflm",
-                           "--quantize", mode, "--out", str(out), "--force", "--json", *extra],
-                          capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    row = {"model": name, "mode": mode, "exit": proc.returncode, "seconds": round(time.perf_counter() - t0, 1)}
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("hub: error:")]
-    row["error"] = errors[-1].split(": ", 2)[-1] if errors else None
-    report_file = out / "report.json"
-    if report_file.exists():
-        report = json.loads(report_file.read_text())
+    row, report = run_convert(name, path, extra, mode, work)
+    if report is not None:
         memory = report.get("memory") or {}
         schedule = next((p for p in report["passes"] if p["name"] == "schedule"), {})
         row.update(ops=report["model"]["op_count"], pads=report["model"]["ops"].get("PAD", 0),

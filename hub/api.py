@@ -127,7 +127,7 @@ def convert(
             raise _conversion_failure(exc, check, path) from None
         converted, tflite_passes = _tflite_passes(converted)
 
-    verification, scheduled = None, None
+    verification = None
     if target_row.verified_on_tflm:
         with progress.stage("schedule", "Ordering operators for the least arena"):
             converted, scheduled = _schedule(converted, schedule)

@@ -115,6 +115,26 @@ def layer_bars(layers: list[dict[str, Any]]) -> str:
     return _svg(body, "Per-layer MACs and parameters", height)
 
 
+ARENA_BARS = (("arena_lower_bound_bytes", "lower bound", PALETTE[2]), ("arena_bytes", "measured arena", PALETTE[0]),
+              ("arena_default_order_bytes", "converter's order", PALETTE[1]))
+
+
+def arena_bars(memory: dict[str, Any]) -> str:
+    """Horizontal bars: the lower bound (hub.schedule), the measured arena, the arena in the converter's order."""
+    items = [(label, memory[key], color) for key, label, color in ARENA_BARS if memory.get(key)]
+    row, label_w = 24, 170
+    v_max = max((v for _, v, _ in items), default=1)
+    body = []
+    for i, (label, value, color) in enumerate(items):
+        y = TOP + i * row
+        w = (W - label_w - 110) * value / v_max
+        body.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" fill="#333">{escape(label)}</text>'
+                    f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{color}">'
+                    f'<title>{escape(label)}: {value:,} bytes</title></rect>'
+                    f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" fill="#333">{escape(_kb(value))}</text>')
+    return _svg(body, "TFLM arena against its lower bound", TOP + row * max(len(items), 1) + 16)
+
+
 def op_histogram(counts: dict[str, int]) -> str:
     """Horizontal bars: how many layers of each op."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -39,7 +39,7 @@ from hub.knowledge.arena import ALIGN
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
 
 NAME = "schedule"
-BEAM = 4000  # downsets kept per level; a chain with a few parallel branches stays far below
+BEAM = 1000  # downsets kept per level; CNNs with a few parallel branches stay far below (exact)
 OPERATORS_FIELD = 10  # vtable offset of SubGraph.operators in the TFLite schema
 
 
@@ -113,7 +113,7 @@ def precedence(graph: nx.DiGraph) -> nx.DiGraph:
 
 def _aligned_bytes(model: TFLiteModel, index: int) -> int:
     t = model.tensors[index]
-    size = int(np.prod(t.shape, dtype=np.int64)) * numpy_dtype(t.dtype).itemsize if t.shape else numpy_dtype(t.dtype).itemsize
+    size = int(np.prod(t.shape, dtype=np.int64)) * numpy_dtype(t.dtype).itemsize  # () is a scalar: 1 element
     return -(-size // ALIGN) * ALIGN
 
 
@@ -122,33 +122,28 @@ class _Problem:
 
     def __init__(self, graph: nx.DiGraph, op_count: int):
         self.n = op_count
-        self.pred = [0] * op_count  # ops that must run before op i
-        self.succ: list[list[int]] = [[] for _ in range(op_count)]
+        dag = precedence(graph)
+        self.pred = [sum(1 << w for w in dag.predecessors(op)) for op in range(op_count)]  # must run before op
+        self.succ = [list(dag.successors(op)) for op in range(op_count)]
         self.out_bytes = [0] * op_count
-        self.frees: list[list[tuple[int, int]]] = [[] for _ in range(op_count)]  # (consumer mask, bytes) of inputs
+        self.frees: list[list[tuple[int, int]]] = [[] for _ in range(op_count)]  # (readers mask, bytes) of inputs
         self.dead_out = [0] * op_count  # outputs nobody reads: freed right after the op
-        self.start_bytes = 0
+        self.start_bytes = 0  # graph inputs, live from scope 0
         for node, data in graph.nodes(data=True):
             if node[0] != "t":
                 continue
-            readers = [op for _, (_, op) in graph.out_edges(node)]
+            readers = {op for _, (_, op) in graph.out_edges(node)}
             writers = [op for (_, op), _ in graph.in_edges(node)]
-            size = data["bytes"]
-            mask = sum(1 << r for r in set(readers))
             for w in writers:
-                self.out_bytes[w] += size
-                for r in readers:
-                    if r != w and not self.pred[r] >> w & 1:
-                        self.pred[r] |= 1 << w
-                        self.succ[w].append(r)
+                self.out_bytes[w] += data["bytes"]
                 if not readers and not data["graph_output"]:
-                    self.dead_out[w] += size
+                    self.dead_out[w] += data["bytes"]
             if not writers and data["graph_input"] and readers:
-                self.start_bytes += size
-            if data["graph_output"]:
-                continue  # lives to the end
-            for r in set(readers):
-                self.frees[r].append((mask, size))
+                self.start_bytes += data["bytes"]
+            if not data["graph_output"]:  # outputs live to the end
+                mask = sum(1 << r for r in readers)
+                for r in readers:
+                    self.frees[r].append((mask, data["bytes"]))
 
     def step(self, done: int, live: int, op: int) -> tuple[int, int]:
         """(bytes live while `op` runs, bytes live after it) from the set `done` already run."""
@@ -174,29 +169,35 @@ def min_peak_order(graph: nx.DiGraph, op_count: int, beam: int = BEAM) -> Schedu
     problem = _Problem(graph, op_count)
     default = list(range(op_count))
     roots = sum(1 << i for i in range(op_count) if problem.pred[i] == 0)
-    # downset -> (peak, live, ready mask, order); the default order wins ties by being tried first
-    level = {0: (problem.start_bytes, problem.start_bytes, roots, ())}
+    level = {0: (problem.start_bytes, problem.start_bytes, roots)}  # downset -> (peak, live, ready mask)
+    steps: list[dict[int, tuple[int, int]]] = []  # per level: downset -> (the downset before, op run)
     exact = True
     for _ in range(op_count):
-        following: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}
-        for done, (peak, live, ready, order) in level.items():
+        following: dict[int, tuple[int, int, int]] = {}
+        back: dict[int, tuple[int, int]] = {}
+        for done, (peak, live, ready) in level.items():
             for op in _bits(ready):
                 during, after = problem.step(done, live, op)
-                key = done | 1 << op
-                best = following.get(key)
-                new_peak = max(peak, during)
-                if best is None or new_peak < best[0]:
-                    following[key] = (new_peak, after, _ready_after(problem, key, ready, op), order + (op,))
+                key, new_peak = done | 1 << op, max(peak, during)
+                if key not in following or new_peak < following[key][0]:  # ties: the first found stays
+                    following[key] = (new_peak, after, _ready_after(problem, key, ready, op))
+                    back[key] = (done, op)
         if len(following) > beam:
             exact = False
             following = dict(sorted(following.items(), key=lambda kv: kv[1][:2])[:beam])
         level = following
-    peak, _, _, order = min(level.values(), key=lambda v: v[0])
+        steps.append(back)
+    key, (peak, _, _) = min(level.items(), key=lambda kv: kv[1][0])
+    order = []
+    for back in reversed(steps):
+        key, op = back[key]
+        order.append(op)
+    order.reverse()
     default_peak = peak_bytes(graph, default)
     if default_peak <= peak:
-        order, peak = tuple(default), default_peak
+        order, peak = default, default_peak
     bound = peak if exact else _op_bound(graph, problem)
-    return Schedule(list(order), peak, default_peak, bound, exact)
+    return Schedule(order, peak, default_peak, bound, exact)
 
 
 def _bits(mask: int):

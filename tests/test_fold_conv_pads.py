@@ -34,6 +34,8 @@ def outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("size, kernel, pad, stride, dilation, group, expect", [
     (33, 3, 1, 2, 1, 1, "SAME"),  # odd size: PyTorch's padding is SAME's
     (33, 3, 1, 2, 1, 4, "SAME"),  # depthwise
+    (32, 3, 1, 2, 1, 4, "SAME 4x4"),  # depthwise, even: one zero tap more
+    (32, 5, 2, 2, 1, 4, "SAME 6x6"),
     (35, 5, 2, 2, 1, 1, "SAME"),
     (32, 3, 1, 2, 1, 1, [1, 1, 0, 0]),  # even: windows one pixel off SAME's, only the unread end goes
     (224, 7, 3, 2, 1, 1, [3, 3, 2, 2]),  # ResNet stem
@@ -46,9 +48,11 @@ def test_fold_keeps_outputs(size, kernel, pad, stride, dilation, group, expect):
     before = outputs(model, x)
     folded, changed, detail = fold_conv_pads.run(onnx.ModelProto.FromString(model.SerializeToString()))
     node = folded.graph.node[0]
-    if expect == "SAME":
+    if isinstance(expect, str):
         assert attr(node, "auto_pad") == b"SAME_UPPER" and attr(node, "pads") is None and changed == 1
-        assert "folded into SAME" in detail
+        weight = numpy_helper.to_array(next(t for t in folded.graph.initializer if t.name == node.input[1]))
+        assert weight.shape[2:] == ((kernel, kernel) if expect == "SAME" else (kernel + 1, kernel + 1))
+        assert ("folded into SAME" if expect == "SAME" else "zero-extended kernel") in detail
     else:
         assert list(attr(node, "pads")) == expect and changed == int(expect != [pad] * 4)
         assert "kept as PAD" in detail
@@ -61,15 +65,20 @@ def test_stride_one_same_size_is_left_to_onnx2tf():
     assert (changed, detail) == (0, "")
 
 
-def two_strided_convs(size: int) -> onnx.ModelProto:
-    """Conv(3x3, stride 2, padding 1) -> Relu -> the same again -> global pool: PyTorch's downsampling."""
+def strided_block(size: int) -> onnx.ModelProto:
+    """A stem Conv(3x3, stride 2, padding 1), then MobileNetV2's downsampling block: expand 1x1, depthwise
+    3x3 stride 2 padding 1, project 1x1; then global pool."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))]
-    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2], name="conv1"),
+             for n, s in (("w1", (8, 3, 3, 3)), ("we", (24, 8, 1, 1)), ("wd", (24, 1, 3, 3)), ("wp", (8, 24, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2], name="stem"),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 4, strides=[2, 2], name="conv2"),
-             helper.make_node("GlobalAveragePool", ["c2"], ["out"], name="pool")]
+             helper.make_node("Conv", ["r1", "we"], ["e"], name="expand"),
+             helper.make_node("Relu", ["e"], ["re"], name="relu2"),
+             helper.make_node("Conv", ["re", "wd"], ["d"], pads=[1] * 4, strides=[2, 2], group=24, name="dw"),
+             helper.make_node("Relu", ["d"], ["rd"], name="relu3"),
+             helper.make_node("Conv", ["rd", "wp"], ["p"], name="project"),
+             helper.make_node("GlobalAveragePool", ["p"], ["out"], name="pool")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 1, 1])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -77,11 +86,30 @@ def two_strided_convs(size: int) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("size, pads", [(33, 0), (32, 2)])
-def test_converted_model_has_a_pad_only_where_same_differs(tmp_path, size, pads):
+def _convert(tmp_path, model: onnx.ModelProto, fold: bool):
     from hub import api
+    from hub.passes import PASSES
 
-    path = tmp_path / "model.onnx"
-    onnx.save(two_strided_convs(size), str(path))
-    report = api.convert(path, out=tmp_path / "out", min_cosine=0.99)
-    assert report.model.ops.get("PAD", 0) == pads and report.verification.ok
+    path = tmp_path / f"model_{fold}.onnx"
+    onnx.save(model, str(path))
+    passes = [p for p in PASSES if fold or p != "fold_conv_pads"]
+    return api.convert(path, out=tmp_path / f"out_{fold}", min_cosine=0.99, passes=passes, schedule="default")
+
+
+def _invoke(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    from tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(tflite_bytes, arena_size=1 << 22)
+    interp.set_input(x, 0)
+    interp.invoke()
+    return np.array(interp.get_output(0))
+
+
+@pytest.mark.parametrize("size, pads", [(33, 0), (32, 1)])  # even: the stem keeps its PAD, the depthwise loses it
+def test_converted_model_is_bit_identical_with_fewer_pads(tmp_path, size, pads):
+    folded, plain = _convert(tmp_path, strided_block(size), True), _convert(tmp_path, strided_block(size), False)
+    assert plain.model.ops.get("PAD") == 2 and folded.model.ops.get("PAD", 0) == pads and folded.verification.ok
+    assert folded.verification.memory["arena_bytes"] < plain.verification.memory["arena_bytes"]
+    x = np.random.default_rng(2).integers(-128, 128, (1, size, size, 3), dtype=np.int8)
+    [a, b] = [_invoke((r.output / "model.tflite").read_bytes(), x) for r in (folded, plain)]
+    assert np.array_equal(a, b)

@@ -2,6 +2,8 @@
 reordering, never a larger arena on a converted fixture."""
 from __future__ import annotations
 
+import json
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -79,14 +81,17 @@ def test_narrow_beam_is_a_heuristic_with_a_valid_bound():
 # --- on a converted model ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def unet_tflite(tmp_path_factory) -> bytes:
-    """fixtures/tiny_unet.pt converted without scheduling (the converter's order)."""
+def unet_default(tmp_path_factory):
+    """fixtures/tiny_unet.pt converted with --schedule default (the converter's order): the report."""
     from hub import api
     from tests.conftest import FIXTURES
 
-    out = tmp_path_factory.mktemp("unet") / "out"
-    api.convert(FIXTURES / "tiny_unet.pt", out=out, schedule="default")
-    return (out / "model.tflite").read_bytes()
+    return api.convert(FIXTURES / "tiny_unet.pt", out=tmp_path_factory.mktemp("unet") / "out", schedule="default")
+
+
+@pytest.fixture(scope="module")
+def unet_tflite(unet_default) -> bytes:
+    return (unet_default.output / "model.tflite").read_bytes()
 
 
 def _invoke(tflite_bytes: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -181,3 +186,31 @@ def test_reorder_round_trips(unet_tflite):
     order = late_order(unet_tflite)
     inverse = [order.index(i) for i in range(len(order))]
     assert schedule.reorder(schedule.reorder(unet_tflite, order), inverse) == unet_tflite
+
+
+def test_default_schedule_reports_the_bound_and_keeps_the_order(unet_default, unet_tflite):
+    memory = unet_default.to_dict()["memory"]
+    assert memory["arena_default_order_bytes"] == memory["arena_bytes"]
+    assert memory["arena_lower_bound_bytes"] < memory["arena_bytes"]
+    [entry] = [p for p in unet_default.passes if p.name == "schedule"]
+    assert entry.changed == 0 and entry.detail == "peak live bytes 43,008 -> 41,472 (exact)"
+    assert schedule.search(unet_tflite).order != list(range(len(read_tflite(unet_tflite).ops)))
+
+
+def test_convert_schedules_by_default_and_says_so(tmp_path):
+    from tests.conftest import FIXTURES, run_hub
+
+    proc = run_hub("convert", FIXTURES / "tiny_unet.pt", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "lower bound" in proc.stdout and "in the converter's operator order" in proc.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    memory = report["memory"]
+    assert memory["arena_lower_bound_bytes"] <= memory["arena_bytes"] < memory["arena_default_order_bytes"]
+    assert "arena against its lower bound" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_unknown_schedule_is_a_usage_error(tmp_path):
+    from tests.conftest import FIXTURES, run_hub
+
+    proc = run_hub("convert", FIXTURES / "tiny_unet.pt", "--schedule", "fastest", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "--schedule 'fastest'" in proc.stderr

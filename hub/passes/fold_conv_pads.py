@@ -1,78 +1,132 @@
-"""A strided Conv whose explicit padding equals TensorFlow's SAME padding says so (auto_pad SAME_UPPER).
+"""Strided padded Convs that need no PAD op: SAME padding where it is exactly equal.
 
 PyTorch pads symmetrically (padding=1 on both sides); onnx2tf takes padding="SAME" only when the
-output keeps the input's size, so every strided padded Conv becomes TFLite PAD + a VALID CONV_2D
-(hub.knowledge.onnx2tf_ops.conv_writes_pad): one more op, and the padded copy of the input lives in
-the arena beside the input.
+output keeps the input's size, so every strided padded Conv becomes TFLite PAD + a VALID conv
+(hub.knowledge.onnx2tf_ops.conv_writes_pad): one more op, and a padded copy of the input that
+lives in the arena beside the input (in a MobileNetV2, the 6x-expanded tensor: the arena's peak).
 
-Per spatial axis, the windows of a Conv read the padded input from index 0 to
-(out - 1) * stride + dilation * (kernel - 1): end padding beyond that is never read, so trimming it
-changes nothing. When the trimmed padding equals SAME's for that input size, kernel, stride and
-dilation (same output size, same start padding), the Conv is exactly a SAME Conv: auto_pad
-SAME_UPPER, no PAD. That holds on odd input sizes (33 -> 17, kernel 3, stride 2, padding 1), not on
-even ones: there PyTorch's read padding is (1, 0) and SAME's (0, 1), so the windows sit one pixel
-apart and no exact fold exists; such a Conv only loses its unread end padding (a smaller PAD output).
-Dilated Convs keep their PAD too: onnxruntime, which checks every conversion, has no dilated SAME_UPPER.
+Per spatial axis the windows read the padded input from index 0 to (out - 1) * stride +
+(kernel - 1): end padding beyond that is never read. With b the start padding:
+- SAME padding for that size, kernel and stride starts with b too (odd sizes: 33 -> 17, kernel 3,
+  stride 2, padding 1): the Conv is exactly that SAME Conv: auto_pad SAME_UPPER, no PAD.
+- On even sizes SAME starts one pixel later (0 where PyTorch pads 1). SAME with a kernel one
+  larger, whose extra last row/column of weights is zero, starts at b again and reads the same
+  pixels with the same weights (the zero taps add exact zeros, in float and in int8 alike, and
+  leave the per-channel weight scales unchanged). Done for depthwise Convs, where the larger
+  kernel costs little (16/9 of a cheap layer's MACs) and the PAD's copy was the expensive part.
+- Otherwise (a full Conv on an even size: 16/9 of its MACs would cost more than the PAD saves;
+  dilation: onnxruntime, which checks every conversion, has no dilated SAME_UPPER) the PAD stays,
+  without the end padding no window reads, and the pass says so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import onnx
 
 from hub.knowledge.onnx2tf_ops import conv_writes_pad
-from hub.passes.rewrite import attr, set_attr, static_shape
+from hub.passes.rewrite import add_initializer, attr, constant, set_attr, static_shape
 
 NAME = "fold_conv_pads"
 
 
+@dataclass(frozen=True)
+class Axis:
+    size: int
+    kernel: int
+    stride: int
+    dilation: int
+    begin: int
+    end: int
+    out: int
+
+    @property
+    def read_end(self) -> int:
+        """The end padding some window reads."""
+        last_read = (self.out - 1) * self.stride + self.dilation * (self.kernel - 1)
+        return max(0, min(self.end, last_read - (self.begin + self.size - 1)))
+
+    def same_begin(self, kernel: int) -> int | None:
+        """SAME's start padding for `kernel` (dilation 1), None when SAME gives another output size."""
+        out = -(-self.size // self.stride)
+        return max((out - 1) * self.stride + kernel - self.size, 0) // 2 if out == self.out else None
+
+
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
-    folded, trimmed, kept = 0, 0, 0
+    folded, extended, kept, trimmed = 0, 0, 0, 0
     for node in model.graph.node:
-        plan = _plan(model, node)
-        if plan is None:
+        axes = _axes(model, node)
+        if axes is None:
             continue
-        read, same = plan
-        if read == same and not _dilated(node):
-            node.attribute.remove(next(a for a in node.attribute if a.name == "pads"))
-            set_attr(node, "auto_pad", "SAME_UPPER")
+        grow = _growth(axes) if not any(a.dilation != 1 for a in axes) else None
+        if grow is not None and not any(grow):
+            _to_same(node)
             folded += 1
-            continue
-        kept += 1
-        if read != list(attr(node, "pads")):
-            set_attr(node, "pads", read)
-            trimmed += 1
+        elif grow is not None and _depthwise(model, node):
+            _extend_kernel(model, node, grow)
+            _to_same(node)
+            extended += 1
+        else:
+            kept += 1
+            read = [a.begin for a in axes] + [a.read_end for a in axes]
+            if read != list(attr(node, "pads")):
+                set_attr(node, "pads", read)
+                trimmed += 1
     parts = [f"{folded} Conv padding folded into SAME"] if folded else []
+    if extended:
+        parts.append(f"{extended} depthwise Conv as SAME with a zero-extended kernel")
     if kept:
-        parts.append(f"{kept} kept as PAD (padding not SAME's for that size: PyTorch pads the start where SAME "
-                     f"pads the end)" + (f", {trimmed} without their unread end padding" if trimmed else ""))
-    return model, folded + trimmed, "; ".join(parts)
+        parts.append(f"{kept} kept as PAD (no exact SAME form: PyTorch pads the start where SAME pads the end)"
+                     + (f", {trimmed} without their unread end padding" if trimmed else ""))
+    return model, folded + extended + trimmed, "; ".join(parts)
 
 
-def _dilated(node: onnx.NodeProto) -> bool:
-    """onnxruntime (the reference) refuses a dilated Conv with auto_pad SAME_UPPER."""
-    return any(d != 1 for d in attr(node, "dilations", []))
-
-
-def _plan(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[list[int], list[int]] | None:
-    """(padding the windows read, SAME's padding) for a Conv onnx2tf would precede with a PAD."""
+def _axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[Axis] | None:
+    """The spatial axes of a Conv onnx2tf would precede with a PAD."""
     if node.op_type != "Conv":
         return None
-    shape, out = static_shape(model, node.input[0]), static_shape(model, node.output[0])
+    shape, out, weight = (static_shape(model, name) for name in (node.input[0], node.output[0], node.input[1]))
     auto_pad = attr(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     pads = list(attr(node, "pads", []))
-    if shape is None or out is None or len(shape) < 3 or not conv_writes_pad(shape[2:], out[2:], pads, auto_pad):
-        return None
-    weight = static_shape(model, node.input[1])
-    if weight is None:
+    if None in (shape, out, weight) or len(shape) < 3 or not conv_writes_pad(shape[2:], out[2:], pads, auto_pad):
         return None
     rank = len(shape) - 2
     kernel = list(attr(node, "kernel_shape", weight[2:]))
     strides, dilations = list(attr(node, "strides", [1] * rank)), list(attr(node, "dilations", [1] * rank))
-    read_end, same = [], [[], []]
-    for size, k, s, d, begin, end, o in zip(shape[2:], kernel, strides, dilations, pads[:rank], pads[rank:], out[2:]):
-        last_read = (o - 1) * s + d * (k - 1)  # in padded coordinates
-        read_end.append(max(0, min(end, last_read - (begin + size - 1))))
-        total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
-        same[0].append(total // 2 if -(-size // s) == o else -1)  # -1: SAME gives another output size
-        same[1].append(total - total // 2)
-    return pads[:rank] + read_end, same[0] + same[1]
+    return [Axis(*values) for values in zip(shape[2:], kernel, strides, dilations, pads[:rank], pads[rank:], out[2:])]
+
+
+def _growth(axes: list[Axis]) -> list[int] | None:
+    """Per axis, 0 if SAME already starts where the Conv's padding does, 1 if SAME with one more (zero) tap
+    does; None if neither."""
+    grow = []
+    for a in axes:
+        if a.same_begin(a.kernel) == a.begin:
+            grow.append(0)
+        elif a.same_begin(a.kernel + 1) == a.begin:
+            grow.append(1)
+        else:
+            return None
+    return grow
+
+
+def _depthwise(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    shape = static_shape(model, node.input[0])
+    group = attr(node, "group", 1)
+    return group > 1 and group == shape[1] and constant(model, node.input[1]) is not None
+
+
+def _extend_kernel(model: onnx.ModelProto, node: onnx.NodeProto, grow: list[int]) -> None:
+    """Append a zero row/column to the weights on the axes in `grow` (a fresh initializer: others may share it)."""
+    weight = constant(model, node.input[1])
+    widened = np.pad(weight, [(0, 0), (0, 0)] + [(0, g) for g in grow])
+    node.input[1] = add_initializer(model, widened.astype(weight.dtype), f"{node.input[1]}_same")
+    if attr(node, "kernel_shape") is not None:
+        set_attr(node, "kernel_shape", list(widened.shape[2:]))
+
+
+def _to_same(node: onnx.NodeProto) -> None:
+    node.attribute.remove(next(a for a in node.attribute if a.name == "pads"))
+    set_attr(node, "auto_pad", "SAME_UPPER")

@@ -1,4 +1,4 @@
-"""TFLM arena in the converter's operator order, in hub.schedule's order, and the lower bound.
+"""TFLM arena in the converter's operator order, after hub.schedule (order + offline plan), and the lower bound.
 
 For each model, the real CLI as a user runs it (the schedule stage is on by default):
   hub convert MODEL --target tflm --quantize MODE --out DIR --json
@@ -85,13 +85,13 @@ def measure(models: list[str]) -> dict:
 
 
 def render(run: dict) -> str:
-    lines = ["# TFLM arena: converter's operator order vs hub.schedule's, and the lower bound", "",
+    lines = ["# TFLM arena: the converter's operator order vs hub.schedule's order and offline plan, and the lower bound", "",
              f"`{run['command']}` on {run['date']} (2 shared cores; {run['seconds']:.0f} s in all). Arenas are "
              "the smallest `arena_size` the TFLM interpreter allocates and invokes with (bisection, host build); "
              "the lower bound is the least peak of live activation bytes over all operator orders (exact DP) plus "
              "TFLM's persistent tail.", "",
-             "| model | mode | PAD ops | converter order (B) | hub order (B) | change | lower bound (B) | arena / bound "
-             "| MLPerf reference (B) | search (peak live bytes) |",
+             "| model | mode | PAD ops | converter's order, TFLM's planner (B) | hub: order + plan (B) | change "
+             "| lower bound (B) | hub / bound | MLPerf reference (B) | schedule stage (report.json passes) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in run["rows"]:
         if r.get("arena") is None:

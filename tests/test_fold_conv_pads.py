@@ -105,11 +105,12 @@ def _invoke(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.array(interp.get_output(0))
 
 
-@pytest.mark.parametrize("size, pads", [(33, 0), (32, 1)])  # even: the stem keeps its PAD, the depthwise loses it
-def test_converted_model_is_bit_identical_with_fewer_pads(tmp_path, size, pads):
-    folded, plain = _convert(tmp_path, strided_block(size), True), _convert(tmp_path, strided_block(size), False)
-    assert plain.model.ops.get("PAD") == 2 and folded.model.ops.get("PAD", 0) == pads and folded.verification.ok
+def test_even_depthwise_loses_its_pad_bit_identically(tmp_path):
+    """32x32: the stem (a full Conv) keeps its PAD, the depthwise Conv loses its own, the arena shrinks and the
+    int8 outputs stay the same to the bit. (On odd sizes TensorFlow's converter folds the PADs itself.)"""
+    folded, plain = _convert(tmp_path, strided_block(32), True), _convert(tmp_path, strided_block(32), False)
+    assert plain.model.ops.get("PAD") == 2 and folded.model.ops.get("PAD") == 1 and folded.verification.ok
     assert folded.verification.memory["arena_bytes"] < plain.verification.memory["arena_bytes"]
-    x = np.random.default_rng(2).integers(-128, 128, (1, size, size, 3), dtype=np.int8)
+    x = np.random.default_rng(2).integers(-128, 128, (1, 32, 32, 3), dtype=np.int8)
     [a, b] = [_invoke((r.output / "model.tflite").read_bytes(), x) for r in (folded, plain)]
     assert np.array_equal(a, b)

@@ -202,7 +202,7 @@ def test_convert_schedules_by_default_and_says_so(tmp_path):
 
     proc = run_hub("convert", FIXTURES / "tiny_unet.pt", "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "lower bound" in proc.stdout and "in the converter's operator order" in proc.stdout
+    assert "lower bound" in proc.stdout and "with --schedule default" in proc.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     memory = report["memory"]
     assert memory["arena_lower_bound_bytes"] <= memory["arena_bytes"] < memory["arena_default_order_bytes"]

@@ -8,7 +8,8 @@ lives in the arena beside the input (in a MobileNetV2, the 6x-expanded tensor: t
 Per spatial axis the windows read the padded input from index 0 to (out - 1) * stride +
 (kernel - 1): end padding beyond that is never read. With b the start padding:
 - SAME padding for that size, kernel and stride starts with b too (odd sizes: 33 -> 17, kernel 3,
-  stride 2, padding 1): the Conv is exactly that SAME Conv: auto_pad SAME_UPPER, no PAD.
+  stride 2, padding 1): the Conv is exactly that SAME Conv: auto_pad SAME_UPPER, no PAD. (TensorFlow's
+  converter fuses such a PAD into the conv by itself; stated here, the ONNX graph says it too.)
 - On even sizes SAME starts one pixel later (0 where PyTorch pads 1). SAME with a kernel one
   larger, whose extra last row/column of weights is zero, starts at b again and reads the same
   pixels with the same weights (the zero taps add exact zeros, in float and in int8 alike, and

@@ -485,6 +485,7 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     outputs = _run(module, args, shapes, path)
     flat = [t for t in _flatten(outputs) if isinstance(t, torch.Tensor)]
     output_names = ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
+    _register_symbolics()
     buffer = io.BytesIO()
     with silenced_fds(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
@@ -500,6 +501,30 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     layouts = {name: ("NCHW" if len(shape) == 4 else None) for name, shape in shapes.items()}
     return SourceModel(path=path, framework="pytorch", onnx_model=model, source_layouts=layouts,
                        notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"])
+
+
+def _register_symbolics() -> None:
+    """Teach the TorchScript exporter the aten ops it has no ONNX form for at OPSET.
+
+    nn.RMSNorm (aten::rms_norm): torch 2.13 refuses it at every opset ("not supported"), and the
+    dynamo exporter needs onnxscript. Written as hand-written RMSNorms export,
+    x * Pow(ReduceMean(x * x) + eps, -0.5) * weight, which onnx2tf and the TFLite converter lower to
+    MUL/MEAN/ADD/RSQRT (int8 and int16x8 on TFLM; see hub/passes/decompose_rmsnorm.py).
+    """
+    import torch
+    from torch.onnx import symbolic_helper
+
+    def rms_norm(g, x, normalized_shape, weight, eps):
+        dims = symbolic_helper._get_const(normalized_shape, "is", "normalized_shape")
+        eps = None if symbolic_helper._is_none(eps) else symbolic_helper._get_const(eps, "f", "eps")
+        eps = torch.finfo(torch.float32).eps if eps is None else eps  # torch's default for a float32 input
+        mean_square = g.op("ReduceMean", g.op("Mul", x, x), axes_i=list(range(-len(dims), 0)), keepdims_i=1)
+        eps_const = g.op("Constant", value_t=torch.tensor(eps, dtype=torch.float32))
+        minus_half = g.op("Constant", value_t=torch.tensor(-0.5, dtype=torch.float32))
+        normed = g.op("Mul", x, g.op("Pow", g.op("Add", mean_square, eps_const), minus_half))
+        return normed if symbolic_helper._is_none(weight) else g.op("Mul", normed, weight)
+
+    torch.onnx.register_custom_op_symbolic("aten::rms_norm", rms_norm, OPSET)
 
 
 def _run(module: Any, args: tuple, shapes: dict, path: Path) -> Any:

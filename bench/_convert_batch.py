@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hub.convert_worker import _block_network, _configure, _layout_permutation  # noqa: E402
+from hub.tflite_passes import run_passes  # noqa: E402
 
 JOB_TIMEOUT_S = 90
 
@@ -56,7 +57,8 @@ def convert_one(job_dir: Path, quantize: str, np, onnx, onnx2tf, tf) -> None:
     if quantize != "float32":
         count = len(samples[0]) if samples else 0
         converter.representative_dataset = lambda: ([s[i] for s in samples] for i in range(count))
-    (job_dir / "model.tflite").write_bytes(converter.convert())
+    tflite_bytes, _ = run_passes(converter.convert())  # the flatbuffer fixes hub convert applies
+    (job_dir / "model.tflite").write_bytes(tflite_bytes)
 
 
 def main(jobs_file: str) -> int:

@@ -49,7 +49,7 @@ MODES = ("float32", "int8")
 CALIBRATION_SAMPLES = 8
 # Part of every cached conversion's key: bump when hub's converter settings change
 # (ad9338c: per-tensor FULLY_CONNECTED weights by default).
-CONVERTER_STAMP = "onnx2tf-1.29.24 tf-2.19 builtins-only per_channel_dense=False"
+CONVERTER_STAMP = "onnx2tf-1.29.24 tf-2.19 builtins-only per_channel_dense=False hub.tflite_passes"
 
 
 def cache_key(model_bytes: bytes, mode: str) -> str:
@@ -501,6 +501,18 @@ def repredict(args) -> int:
     return 0
 
 
+def merge_truth(args, fresh: list[dict]) -> int:
+    """Replace the --reuse dump's rows for the models measured again, say so in its note, re-predict."""
+    dump = json.loads(Path(args.reuse).read_text())
+    names = {r["name"] for r in fresh}
+    slim = [{k: v for k, v in r.items() if k not in ("inputs", "expected")} for r in fresh]
+    dump["results"] = [r for r in dump["results"] if r["name"] not in names] + slim
+    note = f"truth of {len(names)} models matching {args.only!r} measured again after a converter-side change"
+    dump["note"] = "; ".join(filter(None, [dump.get("note"), note]))
+    Path(args.reuse).write_text(json.dumps(dump, indent=1, default=str))
+    return repredict(args)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=None, help="random sample of N models (seed 0)")
@@ -510,12 +522,17 @@ def main() -> int:
     ap.add_argument("--no-resnet", action="store_true")
     ap.add_argument("--work", default=None, help="work folder; conversions already in it are reused")
     ap.add_argument("--reuse", default=None, help="a --json dump: keep its truth, redo only the predictions")
+    ap.add_argument("--only", default=None,
+                    help="with --reuse: names (comma-separated substrings) whose truth is measured again and "
+                         "merged into the dump, after a converter-side change that concerns only them")
     args = ap.parse_args()
-    if args.reuse:
+    if args.reuse and not args.only:
         return repredict(args)
     t_start = time.perf_counter()
     all_cases = cases(None)
     selected = cases(args.sample)
+    if args.only:
+        selected = [c for c in selected if any(s in c.name for s in args.only.split(","))]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hub-check-acc-"))
     results, refused, jobs, models = [], [], [], {}
     for case in selected:
@@ -553,6 +570,8 @@ def main() -> int:
             truth(r, work / mode / r["name"], models[r["name"]], runner, mode)
     runner.close()
     elapsed = time.perf_counter() - t_start
+    if args.reuse:
+        return merge_truth(args, results + refused)
     if args.json:
         slim = [{k: v for k, v in r.items() if k not in ("inputs", "expected")} for r in results + refused]
         command = "`.venv/bin/python bench/check_accuracy.py " + " ".join(sys.argv[1:]) + "`"

@@ -61,6 +61,8 @@ class NodeView:
     graph_inputs: frozenset[str] = frozenset()  # the model's run-time inputs
     reshaped_inputs: frozenset[str] = frozenset()  # model inputs some Reshape/Flatten reads directly
     graph_outputs: frozenset[str] = frozenset()
+    unweighted: frozenset[str] = frozenset()  # tensors computed from model inputs with no learned weight between
+    int32_indices: frozenset[str] = frozenset()  # ArgMax/ArgMin outputs hub.tflite_passes.argmax_int32 retypes
 
     @property
     def op(self) -> str:
@@ -209,6 +211,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
+    "exponent_minus_half": lambda v: _const_scalar(v, 1) == -0.5,
     "single_input": lambda v: len(v.inputs()) == 1,
     "two_inputs": lambda v: len(v.inputs()) == 2,
     "same_type_cast": lambda v: v.input(0) is not None and v.output() is not None
@@ -309,7 +312,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
         to = _runtime_dtype(view.output().dtype, quantize)
         if to not in k.types and to != "unknown":
             out.append(_type_finding(view, ops, op, k, to, quantize))
-    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types:
+    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types \
+            and view.node.output[0] not in view.int32_indices:
         out.append(_finding(view, ops, "error", f"{op} would write {low.output_dtype} (onnx2tf keeps {view.op}'s "
                             f"{low.output_dtype} output); TFLM's {op} writes {', '.join(sorted(k.output_types))} "
                             "only and fails at invoke.", low.hint or "do this step on the host"))
@@ -332,7 +336,8 @@ def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantiz
     count = len(view.inputs())
     if k.max_inputs is not None and count > k.max_inputs:
         out.append(_finding(view, ops, "error", f"{view.op} has {count} inputs; TFLM's {op} allows {k.max_inputs}.",
-                            f"{view.op.lower()} in two steps of at most {k.max_inputs} inputs"))
+                            f"{view.op.lower()} in steps of at most {k.max_inputs} inputs (the chain_concat rule "
+                            "does this for Concat unless --no-rewrite)"))
     return out
 
 
@@ -452,9 +457,11 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
         out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
                             "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
     rhs = view.input(1)
-    if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const:
-        # Gemm and attention-style MatMuls: the converter's calibration fails (gemm_*, attention_*_expanded);
-        # single MatMuls (matmul_2d/3d) run with wrong outputs. Either way int8 does not give a working model.
+    if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const \
+            and view.node.input[1] in view.unweighted:
+        # The second operand is a model input reshaped or scaled (the node tests): the converter's calibration
+        # fails (gemm_*, attention_*_expanded) or single MatMuls (matmul_2d/3d) run with wrong outputs.
+        # Attention over projections by learned weights (the tiny ViT's q @ k^T) quantizes and runs.
         out.append(_finding(view, ops, "error", f"{view.op} multiplies two run-time tensors; in {quantize} the "
                             "converter fails or BATCH_MATMUL loses the result (seen in the node tests).",
                             "make one operand a constant weight, or convert with --quantize float32"))
@@ -566,16 +573,18 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
             readers[name] = readers.get(name, 0) + 1
     softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
     model_inputs = frozenset(i.name for i in model.graph.input) - {i.name for i in model.graph.initializer}
+    unweighted = _unweighted_tensors(model, model_inputs, tensors)
     reshaped_inputs = frozenset(n.input[0] for n in model.graph.node
                                 if n.op_type in ("Reshape", "Flatten") and n.input and n.input[0] in model_inputs)
     # hub normalise folds constant nodes except those producing a graph output: onnx2tf converts those.
     graph_outputs = {o.name for o in model.graph.output}
+    int32_indices = _int32_indices(model)
     producer_of: dict[str, str] = {}
     producer_ops: dict[str, list[str]] = {}
     nodes: list[dict[str, Any]] = []
     for nid, node in ordered_nodes(model):
         view = NodeView(nid, node, tensors, readers.get(node.input[0], 0) if node.input else 0, model_inputs,
-                        reshaped_inputs, frozenset(graph_outputs))
+                        reshaped_inputs, frozenset(graph_outputs), unweighted=unweighted, int32_indices=int32_indices)
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
@@ -607,12 +616,41 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     return _result(target, quantize, findings, nodes)
 
 
+def _unweighted_tensors(model: onnx.ModelProto, model_inputs: frozenset[str],
+                        tensors: dict[str, TensorMeta]) -> frozenset[str]:
+    """Model inputs and what is computed from them without passing a Conv/Gemm/MatMul by a constant weight."""
+    found = set(model_inputs)
+    for node in model.graph.node:  # topological order
+        weighted = node.op_type in ("Conv", "Gemm", "MatMul") and any(
+            tensors.get(name) is not None and tensors[name].const for name in node.input[1:2])
+        if not weighted and any(name in found for name in node.input):
+            found.update(node.output)
+    return frozenset(found)
+
+
 def with_rewrites(result: CheckResult, passes: Iterable[PassResult]) -> CheckResult:
     """`result` (of the rewritten graph) with each node a rewrite rule replaced named first, as `rewrite`."""
     rewritten = [Finding(r.node, r.op, [], "rewrite", f"rewritten into {r.into} by the {p.name} rule",
                          "--no-rewrite keeps the node as it is")
                  for p in passes for r in p.rewrites]
     return replace(result, findings=rewritten + result.findings) if rewritten else result
+
+
+INDEX_CARRIERS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")  # become RESHAPE/SQUEEZE/EXPAND_DIMS
+
+
+def _int32_indices(model: onnx.ModelProto) -> frozenset[str]:
+    """ArgMax/ArgMin outputs that reach nothing but reshapes and graph outputs: hub.tflite_passes.argmax_int32
+    has their ARG_MAX write int32, which TFLM's kernel takes."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def carried(name: str) -> bool:
+        return all(r.op_type in INDEX_CARRIERS and r.input[0] == name and carried(r.output[0]) for r in readers.get(name, []))
+
+    return frozenset(n.output[0] for n in model.graph.node if n.op_type in ("ArgMax", "ArgMin") and carried(n.output[0]))
 
 
 def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Finding]:

@@ -71,6 +71,7 @@ def convert(
     progress: Progress | None = None,
     passes: list[str] | None = None,
     rewrite: bool = True,
+    npu: str | None = None,
     schedule: str = "min-arena",
 ) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
@@ -82,6 +83,7 @@ def convert(
     fails writes none). `passes` limits
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
     `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
+    `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.ethos_u).
     `schedule="default"` keeps the converter's operator order (see hub.schedule; "min-arena" reorders).
     """
     from hub import calibration as calib
@@ -95,6 +97,7 @@ def convert(
     options = options or LoadOptions()
     path = Path(model)
     target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
+    npu = _npu_option(target, npu)
     if schedule not in SCHEDULES:
         raise InputError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     value_range = calib.parse_input_range(input_range)
@@ -119,7 +122,7 @@ def convert(
             with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
                 normalised = _rewrite(normalised, calibration_set.samples)
         with progress.stage("analyse", "Checking TFLM compatibility"):
-            check = _analyse(normalised.onnx_model, target, quantize, normalised.passes)
+            check = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)  # ethos-u: its CPU is TFLM
     with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
         try:
             converted = convert_stage.convert(normalised, calibration_set, convert_options)
@@ -130,7 +133,8 @@ def convert(
     verification = None
     if target_row.verified_on_tflm:
         with progress.stage("schedule", "Ordering operators for the least arena"):
-            converted, scheduled = _schedule(converted, schedule)
+            # Vela re-plans an ethos-u model itself (and renumbers tensors an offline plan would name)
+            converted, scheduled = _schedule(converted, schedule if target == "tflm" else "default")
             tflite_passes.append(scheduled.pass_result())
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = _verify(converted.tflite_bytes, reference.onnx_model, calibration_set.held_out_samples(),
@@ -144,6 +148,11 @@ def convert(
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
                            passes=normalised.passes + tflite_passes, check=check, verification=verification,
                            output=out_dir)
+    if npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
+        from hub.ethos_u import compile_model
+
+        with progress.stage("vela", f"Compiling for {npu} with Vela"):
+            report.ethos_u = compile_model(converted.tflite_bytes, npu)
     _write_output(report, normalised, converted, ident, force, progress)
     if verification is not None and not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
@@ -162,17 +171,32 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
     with atomic_folder(report.output, force) as tmp:
         onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
-        if verification is not None and verification.tflm.get("loads"):
+        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
+        if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
+            from hub.ethos_u import write_outputs
+
+            report.firmware = write_outputs(report.ethos_u, ident, tmp, report.portability)
+        elif verification is not None and verification.tflm.get("loads"):
             with progress.stage("export", "Writing firmware files"):
                 from hub.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
-        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
         document = report.to_dict()
         write_html(document, tmp / "report.html")
         (tmp / "report.json").write_text(to_json(document))
+
+
+def _npu_option(target: str, npu: str | None) -> str | None:
+    """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
+    from hub.ethos_u import DEFAULT_NPU, check_npu
+
+    if target != "ethos-u":
+        if npu is not None:
+            raise InputError(f"--npu is for --target ethos-u, not --target {target}")
+        return None
+    return check_npu(npu or DEFAULT_NPU)
 
 
 def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
@@ -258,22 +282,30 @@ def _verification_failure(verification) -> str:
 
 
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
-          rewrite: bool = True):
+          rewrite: bool = True, npu: str | None = None):
     """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse).
 
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
-    `rewrite`, not as a blocker, and the verdict is the rewritten graph's."""
+    `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
+    per node whether Vela maps it to the NPU `npu` (hub.ethos_u.check)."""
     from hub.analyse import analyse_tflite
 
     path = Path(model)
     resolve(target, quantize, command="check")
+    npu = _npu_option(target, npu)
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":
-        return analyse_tflite(source.tflite_bytes, target=target)
-    normalised = _normalise(source, options or LoadOptions())
-    if rewrite:
-        normalised = _rewrite(normalised)
-    return _analyse(normalised.onnx_model, target, quantize, normalised.passes)
+        result = analyse_tflite(source.tflite_bytes, target="tflm")
+    else:
+        normalised = _normalise(source, options or LoadOptions())
+        if rewrite:
+            normalised = _rewrite(normalised)
+        result = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)
+    if npu is None:
+        return result
+    from hub.ethos_u import check as npu_check
+
+    return npu_check(result, npu, source.tflite_bytes)
 
 
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,
@@ -327,3 +359,25 @@ def report(model: str | Path, *, targets: str | None = None, board: str | None =
     wanted = parse_targets(targets or ALL_TARGETS)
     chosen = resolve_board(board, ram_kb, flash_kb)
     return build_report(Path(model), wanted, chosen, options or LoadOptions())
+
+
+def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", boards: str | list[str] | None = None,
+          workers: int | None = None, scheduler: str | None = None, out: str | Path = "sweep", resume: bool = False,
+          timeout_s: float | None = None, progress: bool = False) -> dict:
+    """Convert every model in every quantize mode for TFLM, one `hub convert` process per job, on a Dask
+    LocalCluster of `workers` processes (default: from cores and memory) or the cluster at `scheduler`;
+    judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
+    and returns the sweep.json document (see hub.sweep)."""
+    from hub import sweep as sweep_stage
+    from hub.boards import BOARDS, find_board
+
+    modes = [m.strip() for m in (quantize.split(",") if isinstance(quantize, str) else quantize) if m.strip()]
+    names = boards.split(",") if isinstance(boards, str) else boards
+    chosen = list(BOARDS) if names is None else [find_board(n.strip()) for n in names if n.strip()]
+    if workers is not None and (workers < 1 or scheduler):
+        raise InputError("--workers takes a number >= 1, for the local cluster only (not with --scheduler)")
+    if not modes:
+        raise InputError("--quantize needs at least one mode: int8, int16x8 or float32")
+    jobs = sweep_stage.plan([Path(m) for m in models], modes, Path(out), timeout_s)
+    return sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
+                             progress=progress)

@@ -182,7 +182,7 @@ class Measured:
     @property
     def row_name(self) -> str:
         """The portability report's row for this target and mode ("tflm-int8", "tflite", ...)."""
-        return f"tflm-{self.quantize}" if self.target == "tflm" else "tflite"
+        return f"tflm-{self.quantize}" if self.target in ("tflm", "ethos-u") else "tflite"  # ethos-u: its TFLM int8
 
 
 @dataclass
@@ -201,6 +201,7 @@ class ConvertReport:
     firmware: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     portability: dict[str, Any] = field(default_factory=dict)  # hub.report's sections, measured figures in
+    ethos_u: Any = None  # hub.ethos_u.EthosUResult of --target ethos-u
 
     @property
     def measured(self) -> Measured:
@@ -220,6 +221,8 @@ class ConvertReport:
             doc["findings"] = [f.to_dict() for f in self.verification.findings]
         if self.firmware:
             doc["firmware"] = list(self.firmware)
+        if self.ethos_u is not None:
+            doc["ethos_u"] = self.ethos_u.to_dict()
         doc["timings_s"] = dict(self.timings_s)
         doc.update(self.portability)
         return doc  # without `output`: report.json sits in that folder, wherever it is moved

@@ -5,6 +5,7 @@ hovering a mark shows its <title> in any browser.
 """
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Any
 
@@ -146,3 +147,53 @@ def _bars(bars: list[tuple[str, float, str, str, str]], label: str, row: int, va
                     f'<title>{escape(name)}: {escape(tip)}</title></rect>'
                     f'<text x="{label_w + w + 6:.1f}" y="{base}" fill="#333">{escape(shown)}</text>')
     return _svg(body, label, TOP + row * max(len(bars), 1) + 16)
+
+
+def size_arena_chart(points: list[dict[str, Any]]) -> str:
+    """Flatbuffer size (x) against measured arena (y), one colour per model, each point labelled with
+    its quantize mode; both axes logarithmic when the figures span more than 20x."""
+    marks = [p for p in points if p.get("tflite_bytes") and p.get("arena_bytes")]
+    models = list(dict.fromkeys(p["name"] for p in marks))
+    height = H + 18 * ((len(models) + 3) // 4)
+    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+    x = _Axis([p["tflite_bytes"] for p in marks], LEFT, LEFT + plot_w)
+    y = _Axis([p["arena_bytes"] for p in marks], H - BOTTOM, H - BOTTOM - plot_h)
+    body = [f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}" stroke="#999"/>',
+            f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}" stroke="#999"/>',
+            f'<text x="{LEFT + plot_w / 2}" y="{H - 8}" text-anchor="middle" fill="#333">model size (flash)</text>',
+            f'<text x="12" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" '
+            'text-anchor="middle" fill="#333">arena (RAM)</text>']
+    for value, at in x.ticks:
+        body.append(f'<text x="{at:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle" fill="#555">{_kb(value)}</text>')
+    for value, at in y.ticks:
+        body.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{at:.1f}" y2="{at:.1f}" stroke="#eee"/>'
+                    f'<text x="{LEFT - 6}" y="{at + 4:.1f}" text-anchor="end" fill="#555">{_kb(value)}</text>')
+    for p in marks:
+        color = PALETTE[models.index(p["name"]) % len(PALETTE)]
+        cx, cy = x(p["tflite_bytes"]), y(p["arena_bytes"])
+        body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"><title>{escape(p["name"])} '
+                    f'{escape(p["mode"])}: size {_kb(p["tflite_bytes"])}, arena {_kb(p["arena_bytes"])}</title></circle>'
+                    f'<text x="{cx + 7:.1f}" y="{cy + 4:.1f}" fill="{color}">{escape(p["mode"])}</text>')
+    for i, name in enumerate(models):
+        lx, ly = LEFT + (i % 4) * plot_w / 4, H + 4 + 18 * (i // 4)
+        body.append(f'<circle cx="{lx + 5:.1f}" cy="{ly:.1f}" r="5" fill="{PALETTE[i % len(PALETTE)]}"/>'
+                    f'<text x="{lx + 14:.1f}" y="{ly + 4:.1f}" fill="#333">{escape(name[:32])}</text>')
+    return _svg(body, "Model size against arena, per model and quantize mode", height)
+
+
+class _Axis:
+    """value -> pixel, linear from 0 or logarithmic when the values span more than 20x; with tick values."""
+
+    def __init__(self, values: list[float], start: float, end: float):
+        lo, hi = (min(values), max(values)) if values else (1.0, 2.0)
+        self.log = hi > 20 * lo
+        self.lo, self.hi = (math.log10(lo) - 0.1, math.log10(hi) + 0.1) if self.log else (0.0, hi * 1.1 or 1.0)
+        self.start, self.end = start, end
+        span = [10 ** (self.lo + (self.hi - self.lo) * k / 4) for k in range(5)] if self.log else \
+            [self.hi * k / 4 for k in range(5)]
+        self.ticks = [(v, self(v)) for v in span]
+
+    def __call__(self, value: float) -> float:
+        v = math.log10(value) if self.log else value
+        return self.start + (self.end - self.start) * (v - self.lo) / (self.hi - self.lo)
+

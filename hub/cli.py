@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich.markup import escape
 
 from hub import __version__
 from hub.errors import EXIT_USAGE, HubError, InputError
+from hub.sweep import SWEEP_TOML_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
@@ -29,6 +31,20 @@ TrustCode = typer.Option(False, "--trust-code", help="Allow Keras Lambda layers 
 JsonOut = typer.Option(False, "--json", help="Print one JSON document on stdout")
 NoRewrite = typer.Option(False, "--no-rewrite",
                          help="Keep what TFLM has no kernel for (GELU, LayerNorm, GRU, LRN, ...) instead of rewriting it")
+
+
+Npu = typer.Option(None, "--npu", help="--target ethos-u: Vela's accelerator config (default ethos-u55-128; "
+                   "--npu list shows them)")
+
+
+def _listed_npus(npu: str | None) -> bool:
+    """`--npu list`: print Vela's accelerator configs."""
+    if npu is None or npu.strip().lower() != "list":
+        return False
+    from hub.ethos_u import npu_configs
+
+    print("\n".join(npu_configs()))
+    return True
 
 
 def _version(value: bool) -> None:
@@ -91,7 +107,7 @@ def _emit_json(doc: Any) -> None:
 @app.command()
 def convert(
     model: Path = ModelArg,
-    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers) or tflite (mobile LiteRT)"),
+    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers), ethos-u (Arm NPU, via Vela) or tflite (mobile LiteRT)"),
     quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32 (tflite also float16)"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npy/.npz of samples, or a folder of images"),
     input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of inputs for synthetic/image calibration (default 0,1)"),
@@ -106,6 +122,7 @@ def convert(
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
     no_rewrite: bool = NoRewrite,
+    npu: Optional[str] = Npu,
     schedule: str = typer.Option("min-arena", "--schedule",
                                  help="min-arena: reorder operators for the least TFLM arena (kept only when the "
                                       "measured arena drops); default: keep the converter's order"),
@@ -118,11 +135,14 @@ def convert(
         from hub.progress import Progress
         from hub.render import print_convert_summary
 
+        if _listed_npus(npu):
+            return 0
         report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
                              min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
-                             schedule=schedule, progress=Progress(enabled=None if not as_json else False))
+                             npu=npu, schedule=schedule,
+                             progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
 
@@ -132,13 +152,14 @@ def convert(
 @app.command()
 def check(
     model: Path = ModelArg,
-    target: str = typer.Option("tflm", "--target", help="tflm"),
+    target: str = typer.Option("tflm", "--target", help="tflm or ethos-u"),
     quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32"),
     input_shape: Optional[List[str]] = InputShape,
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
     trust_code: bool = TrustCode,
     no_rewrite: bool = NoRewrite,
+    npu: Optional[str] = Npu,
     as_json: bool = JsonOut,
 ) -> None:
     """Predict, node by node and before any conversion, what TFLite Micro will refuse, and why."""
@@ -147,8 +168,11 @@ def check(
         from hub import api
         from hub.render import print_check
 
+        if _listed_npus(npu):
+            return 0
         result = api.check(model, target=target, quantize=quantize,
-                           options=_options(input_shape, factory, trust_pickle, trust_code), rewrite=not no_rewrite)
+                           options=_options(input_shape, factory, trust_pickle, trust_code), rewrite=not no_rewrite,
+                           npu=npu)
         _emit_json(result.to_dict()) if as_json else print_check(result, model)
         return 0 if result.compatible else 1
 
@@ -231,6 +255,43 @@ def report(
         return exit_code(result)
 
     _run(action, model)
+
+
+@app.command(help="Convert every model in every --quantize mode for TFLM, in parallel on Dask, and judge each "
+                  "against boards: sweep.json, sweep.csv, sweep.html and each job's hub convert folder in --out. "
+                  "Exit 0 when every job is ok, 1 when some job fails, times out or crashes (each is a row with "
+                  "its one-line error), 2 on a usage or input error, 130 on Ctrl-C (finished jobs are kept).\n\n"
+                  + escape(SWEEP_TOML_HELP).replace("\n\n", "\n\n\b\n"))
+def sweep(
+    models: List[Path] = typer.Argument(..., help="Model files, or folders (every model file and SavedModel inside)"),
+    quantize: str = typer.Option("int8", "--quantize", help="Comma-separated modes: int8,int16x8,float32"),
+    board: Optional[str] = typer.Option(None, "--board", help="Comma-separated boards (default all; --board list)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default from cores and memory)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="An existing Dask scheduler, tcp://host:8786 "
+                                            "(its workers must see the models and --out at the same paths)"),
+    out: Path = typer.Option(Path("sweep"), "--out", help="Output folder"),
+    resume: bool = typer.Option(False, "--resume", help="Skip jobs already done with the same model content and options"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per job (default 3600; sweep.toml may set it)"),
+    as_json: bool = JsonOut,
+) -> None:
+    def action() -> int:
+        from hub import api, boards
+        from hub.progress import console
+        from hub.sweep_render import print_summary
+
+        if board is not None and board.strip().lower() == "list":
+            print(boards.board_list())
+            return 0
+        doc = api.sweep(models, quantize=quantize, boards=board, workers=workers, scheduler=scheduler, out=out,
+                        resume=resume, timeout_s=timeout, progress=console.is_terminal and not as_json)
+        _emit_json(doc) if as_json else print_summary(doc)
+        if doc["interrupted"]:
+            print(f"hub: sweep interrupted: {doc['jobs'] - sum(r['status'] == 'not run' for r in doc['rows'])} of "
+                  f"{doc['jobs']} jobs finished, kept in {out}", file=sys.stderr)
+            return 130
+        return 0 if doc["failed"] == 0 else 1
+
+    _run(action)
 
 
 def _print_or_write(text: str, output: Path | None) -> None:

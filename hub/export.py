@@ -75,11 +75,13 @@ def _c_characters(text: str) -> str:
     return f"m_{ident}" if ident[:1].isdigit() else ident
 
 
-def export_firmware(tflite_bytes: bytes, name: str, out_dir: Path, arena_bytes: int | None) -> list[Path]:
+def export_firmware(tflite_bytes: bytes, name: str, out_dir: Path, arena_bytes: int | None,
+                    arena_note: str | None = None, constants: dict[str, tuple[int, str]] | None = None) -> list[Path]:
     """Write the four firmware files for `name` into out_dir; returns their paths.
 
     `arena_bytes` becomes kTensorArenaSize (pass the measured recommendation); None
-    writes 0 with a comment, so firmware fails loudly rather than guessing.
+    writes 0 with a comment, so firmware fails loudly rather than guessing. `arena_note` says where a
+    figure that was not measured comes from; `constants` ({name: (value, comment)}) join the settings.
     """
     ident = sanitize_identifier(name)
     model = read_tflite(tflite_bytes)
@@ -90,7 +92,7 @@ def export_firmware(tflite_bytes: bytes, name: str, out_dir: Path, arena_bytes: 
         f"{ident}_model_data.h": data_header(ident, len(tflite_bytes)),
         f"{ident}_model_data.cc": data_source(ident, tflite_bytes),
         f"{ident}_model_ops.h": ops_header(ident, adders),
-        f"{ident}_model_settings.h": settings_header(ident, model, arena_bytes),
+        f"{ident}_model_settings.h": settings_header(ident, model, arena_bytes, arena_note, constants),
     }
     paths = []
     for file_name, text in files.items():
@@ -191,11 +193,13 @@ inline tflite::MicroMutableOpResolver<{n}> {ident}_model_op_resolver() {{
 """
 
 
-def settings_header(ident: str, model: TFLiteModel, arena_bytes: int | None) -> str:
+def settings_header(ident: str, model: TFLiteModel, arena_bytes: int | None, arena_note: str | None = None,
+                    constants: dict[str, tuple[int, str]] | None = None) -> str:
     guard = _guard(ident, "MODEL_SETTINGS")
-    arena_note = ("hub: smallest arena measured on the TFLM interpreter + 10 % headroom, whole KB" if arena_bytes
-                  else "NOT MEASURED: set it from `hub verify`")
+    arena_note = arena_note or ("hub: smallest arena measured on the TFLM interpreter + 10 % headroom, whole KB"
+                                if arena_bytes else "NOT MEASURED: set it from `hub verify`")
     enum_lines = [f"  kTensorArenaSize = {int(arena_bytes or 0)},  /* {arena_note} */",
+                  *(f"  {key} = {value},  /* {_c_comment(note)} */" for key, (value, note) in (constants or {}).items()),
                   f"  kInputCount = {len(model.inputs)},", f"  kOutputCount = {len(model.outputs)},"]
     const_lines: list[str] = []
     for kind, which in (("Input", "inputs"), ("Output", "outputs")):

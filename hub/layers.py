@@ -329,6 +329,8 @@ def _tflite_buffers(model) -> list[Buffer]:
     last = dict(first)
     for step, op in enumerate(model.ops):
         for i in op.inputs:
+            if i >= 0 and i not in first and not tensors[i].is_constant:
+                first[i] = step  # produced by no op: a scratch buffer (Vela's), alive from its first use
             if i in first:
                 last[i] = step
         for i in op.outputs:

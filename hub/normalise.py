@@ -17,6 +17,9 @@ from hub.shapes import infer_shapes, is_dynamic
 
 MIN_OPSET = 13  # onnx2tf 1.29 and our op tables are written against opset >= 13
 IR_INITIALIZERS_APART = 4  # onnx IR version 4: initializers need not be graph inputs
+# onnxruntime 1.23 (the reference every figure is measured against) reads IR 11 at most; onnx 1.19
+# saves IR 12 by default, which adds only the FLOAT8E8M0 type, a type no converter here handles.
+MAX_IR_VERSION = 11
 
 
 def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
@@ -60,12 +63,13 @@ def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
 
     The IR version rises to 4, the first that allows initializers outside the inputs; left at 3,
     the version converter finds no definition for the weights and refuses to lift the opset.
+    It is capped at MAX_IR_VERSION, so onnxruntime loads what onnx itself saves (IR 12).
     """
     inits = {t.name for t in model.graph.initializer}
     keep = [v for v in model.graph.input if v.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(keep)
-    model.ir_version = max(model.ir_version, IR_INITIALIZERS_APART)
+    model.ir_version = min(max(model.ir_version, IR_INITIALIZERS_APART), MAX_IR_VERSION)
 
 
 def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int, ...]]) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.artifacts import ConvertReport, Verification
+from hub.graph import module_path_from_name
 from hub.rewrites import summary_line
 
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
@@ -37,6 +38,11 @@ def print_convert_summary(report: ConvertReport) -> None:
         _print_verification(report.verification)
     if report.firmware:
         out.print(f"  firmware     {', '.join(report.firmware)}")
+    if report.ethos_u is not None:
+        from hub.ethos_u import summary_lines
+
+        for line in summary_lines(report.ethos_u):
+            out.print(f"  {line}", markup=False)
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:
@@ -79,7 +85,8 @@ def print_check(result, model: Path) -> None:
     for col in ("node", "ONNX op", "TFLite ops", "verdict", "reason", "hint"):
         table.add_column(col, overflow="fold")
     for f in shown:
-        node = f.node + (f"\n[dim]{modules[f.node]}[/]" if modules.get(f.node) else "")
+        module = modules.get(f.node) or module_path_from_name(f.node)  # a rewritten node is gone from the graph
+        node = f.node + (f"\n[dim]{module}[/]" if module else "")
         style = {"error": "red", "info": "cyan", "rewrite": "green"}.get(f.severity, "yellow")
         table.add_row(node, f.op, ", ".join(f.tflite_ops) or "-", f"[{style}]{f.severity}[/]", f.message, f.hint)
     out.print(table)

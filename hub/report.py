@@ -322,3 +322,16 @@ def _tflite_kind(model) -> str:
 
 def _has_int8_weights(model) -> bool:
     return any(t.is_constant and t.dtype == "int8" for t in model.tensors)
+
+
+def ethos_u_row(result) -> dict[str, Any]:
+    """The row of one Vela compilation (hub.ethos_u.EthosUResult), beside the TFLM rows: it runs wherever
+    TFLM runs the int8 model (Vela leaves what it cannot map to TFLM's CPU kernels)."""
+    blocking = [{"node": op.output, "op": op.op, "severity": "info", "hint": "",
+                 "message": f"stays on the CPU (TFLM kernel): Vela: {'; '.join(op.reasons) or 'no reason given'}"}
+                for op in result.cpu_ops]
+    row = _row(result.npu, True, blocking)
+    row.update(flash_bytes=len(result.tflite_bytes), flash_basis="Vela .tflite size",
+               arena_bytes=result.arena_bytes, arena_basis="estimated (Vela scratch + CPU tensors)",
+               npu=result.to_dict())
+    return row

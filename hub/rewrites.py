@@ -58,9 +58,15 @@ def summary_line(passes: list[PassResult]) -> str | None:
     rules = [p for p in passes if p.rewrites]
     if not rules:
         return None
-    parts = [p.detail + (f" (max err {p.max_abs_error:.1g})" if p.max_abs_error else "") for p in rules]
+    parts = [p.detail + (f" (max err {short_float(p.max_abs_error)})" if p.max_abs_error else "") for p in rules]
     total = sum(len(p.rewrites) for p in rules)
     return f"rewrote {total} node{'s' * (total != 1)}: {', '.join(parts)}"
+
+
+def short_float(x: float) -> str:
+    """3.1e-4 -> "3e-4": one significant digit, as an error bound reads."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -46,6 +46,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("tflm", (Quantize.INT8, Quantize.INT16X8, Quantize.FLOAT32), True,
            {"float16": "TFLite Micro has no float16 kernels: use int8 (default) or float32",
             "dynamic": "TFLite Micro rejects hybrid (dynamic-range) models: use int8 (default) or float32"}),
+    # Arm Ethos-U NPUs: the int8 model is verified on TFLM, then compiled by Vela (hub.ethos_u).
+    Target("ethos-u", (Quantize.INT8,), True,
+           {"int16x8": "hub compiles int8 models for Ethos-U (Vela maps int16 activations op by op): use int8",
+            "float32": "the Ethos-U NPU runs integer models only: use int8 (default)",
+            "float16": "the Ethos-U NPU runs integer models only: use int8 (default)",
+            "dynamic": "the Ethos-U NPU runs full-integer models only: use int8 (default)"}),
     Target("tflite", tuple(Quantize), False,
            {"dynamic": "dynamic-range output is not offered: use int8, float16 or float32"}),
 )}

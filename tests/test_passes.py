@@ -339,7 +339,8 @@ def test_canonical_pooling_turns_global_average_pool_on_images_into_a_window():
 
 def test_pad_maxpool_pads_non_negative_inputs_with_an_explicit_zero_pad():
     """Issue 12: onnx2tf pads non-SAME MaxPool padding with -3.4e38 (PADV2), which wrecks int8; after a
-    Relu or Clip(>= 0) a zero Pad is exact. SAME-shaped pads, ceil_mode and signed inputs stay."""
+    Relu or Clip(>= 0) a zero Pad is exact, ceil_mode's extra row and column included. SAME-shaped pads
+    and signed inputs stay."""
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("MaxPool", ["r"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
              helper.make_node("Clip", ["x", "zero", "six"], ["c"]),
@@ -351,15 +352,29 @@ def test_pad_maxpool_pads_non_negative_inputs_with_an_explicit_zero_pad():
     model = make(nodes, {"x": [1, 2, 8, 8]}, {n: None for n in ("a", "b", "same", "ceil", "signed")},
                  {"zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)})
     after, results = apply(model, "pad_maxpool", atol=0)
-    assert changed(results, "pad_maxpool") == 2
-    assert ops(after) == ["Relu", "Pad", "MaxPool", "Clip", "Pad", "MaxPool", "MaxPool", "MaxPool", "MaxPool"]
+    assert changed(results, "pad_maxpool") == 3
+    assert ops(after) == ["Relu", "Pad", "MaxPool", "Clip", "Pad", "MaxPool", "MaxPool", "Pad", "MaxPool", "MaxPool"]
     pads = [numpy_helper.to_array(next(i for i in after.graph.initializer if i.name == n.input[1])).tolist()
             for n in after.graph.node if n.op_type == "Pad"]
-    assert pads == [[0, 0, 1, 1, 0, 0, 1, 1], [0, 0, 1, 0, 0, 0, 1, 1]]
+    assert pads == [[0, 0, 1, 1, 0, 0, 1, 1], [0, 0, 1, 0, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0, 2, 2]]
     pools = {n.output[0]: {a.name: helper.get_attribute_value(a) for a in n.attribute}
              for n in after.graph.node if n.op_type == "MaxPool"}
-    assert pools["a"]["pads"] == pools["b"]["pads"] == [0, 0, 0, 0]
-    assert pools["same"]["pads"] == pools["ceil"]["pads"] == pools["signed"]["pads"] == [1, 1, 1, 1]
+    assert pools["a"]["pads"] == pools["b"]["pads"] == pools["ceil"]["pads"] == [0, 0, 0, 0]
+    assert pools["ceil"]["ceil_mode"] == 0
+    assert pools["same"]["pads"] == pools["signed"]["pads"] == [1, 1, 1, 1]
+
+
+def test_pad_maxpool_sees_through_concat_and_maxpool():
+    """GoogLeNet: ceil_mode MaxPool(3, stride 2) over a Concat of Relus, then over that pool's output."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Relu", ["y"], ["s"]),
+             helper.make_node("Concat", ["r", "s"], ["cat"], axis=1),
+             helper.make_node("MaxPool", ["cat"], ["p"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+             helper.make_node("MaxPool", ["p"], ["q"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    model = make(nodes, {"x": [1, 2, 12, 12], "y": [1, 2, 12, 12]}, {"q": None}, {})
+    after, results = apply(model, "pad_maxpool", atol=0)
+    assert changed(results, "pad_maxpool") == 2
+    assert ops(after) == ["Relu", "Relu", "Concat", "Pad", "MaxPool", "Pad", "MaxPool"]
 
 
 def test_canonical_pooling_keeps_squeeze_and_excitation_squeezes_global():

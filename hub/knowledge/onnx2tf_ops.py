@@ -99,7 +99,9 @@ _ROWS = [
     _l("Floor", "FLOOR"),
     _l("Round", "ROUND"),
     _l("Sign", "SIGN"),
-    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)),),
+    # Exponent -0.5: onnx2tf writes tf.pow, which the TFLite converter turns into RSQRT (seen in the LayerNorm,
+    # RMSNorm and torch x * ms.pow(-0.5) conversions, 3-D and 4-D, int8 and int16x8).
+    _l("Pow", "POW", variants=(("exponent_2_or_3", ("MUL",)), ("exponent_minus_half", ("RSQRT",))),
        hint="use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x))"),
     _l("Max", "MAXIMUM"),
     _l("Min", "MINIMUM"),
@@ -134,10 +136,10 @@ _ROWS = [
     # softsign and softsign_example both stop the TFLite converter (tf.nn.softsign does not legalise to builtins).
     _l("Softsign", ("ABS", "ADD", "DIV"), fails="the TFLite converter cannot legalise onnx2tf's tf.nn.softsign to "
        "builtins", hint="write it as x / (1 + abs(x)) (ABS, ADD, DIV)"),
-    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="use x*relu6(x+3)/6 parts: MUL, ADD, RELU6"),
+    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="the rewrite_hardsigmoid rule turns it into RELU6 (or HardSwish); keep rewrites on"),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
-    _l("Gelu", "GELU", hint="approximate with x*sigmoid(1.702x)"),
+    _l("Gelu", "GELU", hint="the gelu_tanh rewrite rule replaces it by its tanh form (on unless --no-rewrite)"),
     _l("ThresholdedRelu", ("SUB", "RELU", "SIGN", "MUL"), hint="use Where(x > alpha, x, 0) with a broadcast shape"),
     _l("Clip", ("MAXIMUM", "MINIMUM"), fails_when=(("empty_optional_input", _EMPTY_OPTIONAL),), variants=(("clip_relu6", ("RELU6",)), ("clip_relu", ("RELU",)),
                                                 ("clip_min_only", ("MAXIMUM",)), ("clip_max_only", ("MINIMUM",)),
@@ -177,17 +179,19 @@ _ROWS = [
     _l("RMSNormalization", ("SQUARE", "MEAN", "ADD", "RSQRT", "MUL"),
        fails_when=(("scale_lower_rank", "onnx2tf 1.29.24 multiplies the channels-last input by a lower-rank scale "
                                         "without re-laying it out, and stops (rms_normalization node tests)"),),
-       hint="give the scale the input's full rank, or export RMSNorm decomposed"),
+       hint="the decompose_rmsnorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB"),
        fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops",
-       hint="export LayerNorm decomposed (ReduceMean, Sub, Mul, Sqrt, Div), e.g. with an older opset"),
+       hint="the decompose_layernorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
     _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
     _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
     # LpNormalization.py p=2: x * rsqrt(sum(x^2)) (MUL, SUM, RSQRT seen); int8 over axis 0 crashes the converter.
     _l("LpNormalization", ("MUL", "SUM", "RSQRT", "MUL"), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),),
        fails_quantized=(("l2_axis_0", "the TFLite converter crashed (segfault) quantizing L2 LpNormalization over axis 0 "
                                    "(l2normalization_axis_0)"),)),
-    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION", hint="replace LRN with BatchNorm, or drop it"),
+    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION",
+       hint="the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; int8 needs beta "
+            "a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it"),
     # Reductions
     _l("ReduceMean", "MEAN"),
     _l("ReduceSum", "SUM"),
@@ -199,13 +203,14 @@ _ROWS = [
     _l("ReduceSumSquare", ("MUL", "SUM")),
     _l("ReduceLogSum", ("SUM", "LOG")),
     _l("ReduceLogSumExp", ("REDUCE_MAX", "SUB", "EXP", "SUM", "LOG", "ADD")),
-    # tf.math.argmax/argmin(output_type=<the ONNX output's dtype>), which ONNX fixes to int64.
+    # tf.math.argmax/argmin(output_type=<the ONNX output's dtype>), which ONNX fixes to int64; hub's
+    # argmax_int32 flatbuffer pass retypes it to int32 when the indices only reach reshapes and outputs.
     _l("ArgMax", "ARG_MAX", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
-       hint="take the argmax on the host from the model's scores (ONNX ArgMax indices are int64)"),
+       hint="return the indices as a model output (hub has ARG_MAX write int32 then), or take the argmax on the host"),
     _l("ArgMin", "ARG_MIN", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
-       hint="take the argmin on the host from the model's values (ONNX ArgMin indices are int64)"),
+       hint="return the indices as a model output (hub has ARG_MIN write int32 then), or take the argmin on the host"),
     _l("CumSum", "CUMSUM"),
-    _l("TopK", "TOPK_V2", hint="use ArgMax for k=1, or do top-k on the host"),
+    _l("TopK", "TOPK_V2", hint="the topk_to_argmax rule rewrites k=1 (keep rewrites on); do other k on the host"),
     # Shape and data movement
     _l("Reshape", "RESHAPE", shape_operands=(1,),
        fails_quantized=(("reshape_nd_input_keeps_leading_dim", _RESHAPE_INT8),)),
@@ -272,7 +277,8 @@ _ROWS = [
     _flex("Cosh", "tf.math.cosh", "use 0.5*(exp(x)+exp(-x))"),
     _flex("Sinh", "tf.math.sinh", "use 0.5*(exp(x)-exp(-x))"),
     _flex("Tan", "tf.math.tan", "use sin(x)/cos(x)"),
-    _flex("Erf", "tf.math.erf", "approximate GELU with x*sigmoid(1.702x), or erf with tanh"),
+    _flex("Erf", "tf.math.erf", "the gelu_tanh (a GELU's Erf) and erf_approx rewrite rules replace it by "
+          "MUL/ADD/TANH (on unless --no-rewrite)"),
     _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
     _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
     # The converter lowers tf.math.is_inf/is_nan to ABS+EQUAL / NOT_EQUAL (isinf, isnan and their float16

@@ -79,8 +79,8 @@ _CUSTOM = [
     CustomOp("ethos-u", "AddEthosU", "tensorflow/lite/micro/kernels/ethos_u/ethosu.cc",
              needs="TFLM built with the Ethos-U kernel (CO_PROCESSOR=ethos_u), Arm's Ethos-U driver and an "
              "Ethos-U NPU; the host interpreter and a plain Cortex-M build cannot run it",
-             hint="run it on an Ethos-U board (a future `hub ... --target ethos-u` would be the way; it is not "
-             "built yet), or give hub the model before Vela compiled it"),
+             hint="run it on an Ethos-U board (`hub check --target ethos-u` says what runs on the NPU), or give "
+             "hub the model before Vela compiled it (`hub convert --target ethos-u` verifies that one on TFLM)"),
     _signal("SignalDelay", "AddDelay", "delay.cc"),
     _signal("SignalEnergy", "AddEnergy", "energy.cc"),
     _signal("SignalFftAutoScale", "AddFftAutoScale", "fft_auto_scale_kernel.cc"),

@@ -202,7 +202,9 @@ _ROWS = [
     _k("RESIZE_NEAREST_NEIGHBOR", _QUANT, "resize_nearest_neighbor.cc", rank=4, const_inputs=(1,)),
     _k("REVERSE_V2", ANY, "reverse.cc", max_rank=8),
     _k("ROUND", _FLOAT, "round.cc"),
-    _k("RSQRT", (F32, I8), "elementwise.cc"),
+    # int16: the elementwise.cc read for this table lists float32 and int8, but the pinned tflite-micro
+    # wheel (0.dev20261023) runs int16 RSQRT: measured in the int16x8 LayerNorm, RMSNorm and LRN rewrites.
+    _k("RSQRT", _QUANT, "elementwise.cc"),
     _k("SELECT_V2", _QUANT, "select.cc", broadcast_rank=5),
     _k("SHAPE", ANY, "shape.cc"),
     _k("SIN", _FLOAT, "elementwise.cc"),
@@ -237,7 +239,8 @@ KERNELS: dict[str, Kernel] = {row.op: row for row in _ROWS}
 # TFLite builtins TFLM has no kernel for, with the rewrite that avoids them (any builtin not in KERNELS
 # is missing; these are the ones models meet, with a concrete way out).
 MISSING_HINTS: dict[str, str] = {
-    "GELU": "approximate with x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
+    "GELU": "converting from PyTorch/ONNX, the gelu_tanh rewrite rule makes it MUL/ADD/TANH; in Keras write it as "
+            "x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
     "POW": "use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x)) in float32",
     "TILE": "use BROADCAST_TO via Expand, or concatenate copies",
     "TOPK_V2": "use ArgMax for k=1, or do top-k on the host",
@@ -250,15 +253,16 @@ MISSING_HINTS: dict[str, str] = {
     "SELECT": "use the broadcasting SELECT_V2 (opset-9+ Where with matching ranks)",
     "CONV_3D": "fold the depth axis into channels and use Conv2d",
     "CONV_3D_TRANSPOSE": "fold the depth axis into channels and use ConvTranspose2d",
-    "LOCAL_RESPONSE_NORMALIZATION": "replace LRN with BatchNorm, or drop it",
+    "LOCAL_RESPONSE_NORMALIZATION": "the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; "
+                                    "int8 needs beta a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it",
     "RELU_N1_TO_1": "use Clip(-1, 1) after an op with a fused activation, or MINIMUM/MAXIMUM",
     "RELU_0_TO_1": "use Clip(0, 1) as MINIMUM and MAXIMUM",
     "NON_MAX_SUPPRESSION_V4": "run NMS on the host, or use TFLite_Detection_PostProcess",
     "NON_MAX_SUPPRESSION_V5": "run NMS on the host, or use TFLite_Detection_PostProcess",
-    "LSTM": "export the LSTM as UNIDIRECTIONAL_SEQUENCE_LSTM, or unroll it",
+    "LSTM": "unroll it over its static length (hub's unroll_rnn rule does, for ONNX LSTM/GRU/RNN)",
     "BIDIRECTIONAL_SEQUENCE_LSTM": "run two unidirectional LSTMs and concatenate",
-    "UNIDIRECTIONAL_SEQUENCE_RNN": "unroll the RNN into FullyConnected and Tanh",
-    "RNN": "unroll the RNN into FullyConnected and Tanh",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "unroll the RNN into FullyConnected and Tanh (hub's unroll_rnn rule does)",
+    "RNN": "unroll the RNN into FullyConnected and Tanh (hub's unroll_rnn rule does)",
     "SIGN_BIT": "use comparisons and SELECT_V2",
     "REDUCE_ANY": "cast to float and use REDUCE_MAX",
     "GATHER_ELEMENTS": "use Gather on a flattened tensor",

@@ -34,6 +34,16 @@ PASSES: list[str] = [
 ]
 
 REWRITES: list[str] = [
+    "decompose_layernorm",
+    "decompose_rmsnorm",
+    "gelu_tanh",
+    "erf_approx",  # after gelu_tanh, which takes the Erf of each GELU whole
+    "split_qkv_heads",
+    "unroll_rnn",
+    "rewrite_hardsigmoid",
+    "chain_concat",
+    "topk_to_argmax",
+    "decompose_lrn",
 ]
 
 

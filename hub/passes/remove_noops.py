@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from hub.passes.rewrite import (add_initializer, attr, bypass_node, constant, graph_output_names,
+from hub.passes.rewrite import (add_initializer, attr, bypass_node, constant, elem_type, graph_output_names,
                                 set_attr, sole_consumer, static_shape)
 
 NAME = "remove_noops"
@@ -53,7 +53,7 @@ def _is_noop(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
         pads = constant(model, node.input[1]) if len(node.input) > 1 else None
         return pads is not None and not np.any(pads)
     if op == "Cast":
-        return _elem_type(model, src) is not None and _elem_type(model, src) == attr(node, "to")
+        return elem_type(model, src) is not None and elem_type(model, src) == attr(node, "to")
     if op == "Concat":
         return len([i for i in node.input if i]) == 1
     return False
@@ -116,10 +116,3 @@ def remove_dead_nodes(model: onnx.ModelProto) -> int:
                 changed = True
                 read = {name for n in model.graph.node for name in n.input}
     return removed
-
-
-def _elem_type(model: onnx.ModelProto, name: str) -> int | None:
-    for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
-        if value.name == name:
-            return value.type.tensor_type.elem_type
-    return None

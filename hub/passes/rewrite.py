@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from hub.artifacts import Rewrite
 
 
 def consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
@@ -135,6 +138,14 @@ def static_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...] | None:
     return None
 
 
+def elem_type(model: onnx.ModelProto, name: str) -> int | None:
+    """The TensorProto element type of a graph input, output or value_info, else None."""
+    for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        if value.name == name:
+            return value.type.tensor_type.elem_type
+    return None
+
+
 def attr(node: onnx.NodeProto, name: str, default=None):
     found = next((a for a in node.attribute if a.name == name), None)
     return default if found is None else helper.get_attribute_value(found)
@@ -243,3 +254,50 @@ def per_channel(value: np.ndarray, out_shape: tuple[int, ...], channel_axis: int
 def scale_weight(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Multiply each output channel (axis 0) of `weight` by `scale`."""
     return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+
+
+# --- emitting replacements (the rewrite rules) --------------------------------
+
+def rewrite_each(model: onnx.ModelProto, op: str, into: str,
+                 rewrite: Callable[[onnx.ModelProto, onnx.NodeProto], bool]) -> list[Rewrite]:
+    """Call `rewrite(model, node)` on every `op` node; a Rewrite record for each one it replaced (returned True)."""
+    return [Rewrite(node=node.name, op=op, into=into) for node in list(model.graph.node)
+            if node.op_type == op and rewrite(model, node)]
+
+
+def opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model imports (0 when none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def reduce_mean(model: onnx.ModelProto, x: str, y: str, axes: list[int], base: str) -> onnx.NodeProto:
+    """ReduceMean over `axes` with keepdims, in the model's opset form (axes an input from opset 18)."""
+    if opset(model) >= 18:
+        axes_name = add_initializer(model, np.array(axes, np.int64), f"{base}_axes")
+        return emit("ReduceMean", [x, axes_name], y, keepdims=1)
+    return emit("ReduceMean", [x], y, axes=axes, keepdims=1)
+
+
+def emit(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
+    """A new node named after its output, so names stay unique when outputs are fresh names."""
+    return helper.make_node(op, inputs, [output], name=f"{output}/{op}", **attrs)
+
+
+def replace_node(model: onnx.ModelProto, old: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+    """Put `nodes` (in order) where `old` was, keeping the graph topologically sorted."""
+    graph = model.graph
+    at = list(graph.node).index(old)
+    graph.node.remove(old)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
+
+
+def replace_nodes(model: onnx.ModelProto, old: list[onnx.NodeProto], nodes: list[onnx.NodeProto]) -> None:
+    """Put `nodes` where the earliest of `old` was and drop the others: a pattern's replacement reads
+    what its first node could read, and what the pattern wrote is read only after its last node."""
+    order = list(model.graph.node)
+    first = min(old, key=order.index)
+    for node in old:
+        if node is not first:
+            model.graph.node.remove(node)
+    replace_node(model, first, nodes)

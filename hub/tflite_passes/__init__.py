@@ -12,6 +12,7 @@ from hub.artifacts import PassResult
 
 PASSES: list[str] = [
     "raise_tiny_scales",
+    "argmax_int32",
 ]
 
 

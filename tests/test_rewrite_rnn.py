@@ -1,0 +1,194 @@
+"""unroll_rnn: GRU, LSTM and RNN unrolled into builtins compute what onnxruntime computes for the
+original node (tolerance 1e-5: the unrolled graph differs only by float rounding), cases it does not
+handle stay as they are, and the KWS fixtures convert and run on TFLM (int8, cosine >= 0.98)."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from hub.normalise import normalise
+from hub.passes import REWRITES, unroll_rnn
+from hub.passes.rewrite import remove_unused_initializers
+from hub.shapes import infer_shapes
+from tests.conftest import FIXTURES, run_hub
+
+ATOL = 1e-5
+SEQ, FEATURES, HIDDEN = 6, 5, 7
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _apply(model: onnx.ModelProto, reference: Callable[[dict], list[np.ndarray]] | None = None
+           ) -> tuple[onnx.ModelProto, list]:
+    """Unroll a copy of `model`; check it is valid ONNX and computes the same outputs within ATOL as
+    onnxruntime on `model` (or as `reference`, for what onnxruntime cannot run)."""
+    rng = np.random.default_rng(0)
+    feeds = {i.name: (rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]) * 2).astype(np.float32)
+             for i in model.graph.input}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    after, rewrites = unroll_rnn.run(copy)
+    remove_unused_initializers(after)
+    after = infer_shapes(after)
+    onnx.checker.check_model(after, full_check=True)
+    for expected, got in zip((reference or (lambda f: _run(model, f)))(feeds), _run(after, feeds)):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+    return after, rewrites
+
+
+class _Torch(nn.Module):
+    def __init__(self, cell: str, bidirectional: bool, batch_first: bool, use: str):
+        super().__init__()
+        self.use, self.batch_first = use, batch_first
+        self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell](FEATURES, HIDDEN, batch_first=batch_first,
+                                                                         bidirectional=bidirectional)
+
+    def forward(self, x: torch.Tensor):
+        y, state = self.rnn(x)
+        h = state[0] if isinstance(state, tuple) else state
+        if self.use == "last":  # y[:, -1]: the step the rule reads without building Y
+            return y[:, -1] if self.batch_first else y[-1]
+        if self.use == "state":
+            return h
+        return y.mean(1 if self.batch_first else 0), h  # the whole sequence output
+
+
+def _torch_onnx(cell: str, bidirectional: bool = False, batch_first: bool = True, use: str = "last",
+                batch: int = 1) -> onnx.ModelProto:
+    torch.manual_seed(0)
+    module = _Torch(cell, bidirectional, batch_first, use).eval()
+    shape = (batch, SEQ, FEATURES) if batch_first else (SEQ, batch, FEATURES)
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.zeros(shape),), buffer, dynamo=False, opset_version=17, input_names=["x"])
+    return normalise(onnx.load_from_string(buffer.getvalue()), {}).onnx_model
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def test_registered():
+    assert "unroll_rnn" in REWRITES and unroll_rnn.NAME == "unroll_rnn"
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("use", ["last", "state", "sequence"])
+def test_torch_exports_unroll_exactly(cell, bidirectional, batch_first, use):
+    model = _torch_onnx(cell, bidirectional, batch_first, use, batch=1 if use == "last" else 3)
+    node = next(n for n in model.graph.node if n.op_type == cell.upper())
+    after, rewrites = _apply(model)
+    assert [(r.node, r.op, r.into) for r in rewrites] == [(node.name, cell.upper(), f"unrolled over {SEQ} steps")]
+    assert not {"GRU", "LSTM", "RNN"} & set(_ops(after))
+    if use == "last" and not bidirectional:  # torch's y[:, -1] reads the last step's state: no Y, no Gather
+        assert not {"Concat", "Gather"} & set(_ops(after))
+
+
+def test_sequence_output_concat_takes_at_most_ten_inputs():
+    after, _ = _apply(_torch_onnx("gru", use="sequence"))
+    concats = [n for n in after.graph.node if n.op_type == "Concat"]
+    assert concats and all(len(n.input) <= unroll_rnn.CONCAT_MAX for n in concats)
+
+
+# --- ONNX forms torch does not write -------------------------------------------------------------
+
+def _onnx_rnn(op: str, direction: str = "forward", layout: int = 0, batch: int = 2, state_input: bool = False,
+              **attrs) -> onnx.ModelProto:
+    """One GRU/LSTM/RNN node with every output a graph output; initial state(s) as graph inputs if asked."""
+    rng = np.random.default_rng(1)
+    dirs, gates = (2 if direction == "bidirectional" else 1), unroll_rnn.GATES[op]
+    weights = {"W": (dirs, gates * HIDDEN, FEATURES), "R": (dirs, gates * HIDDEN, HIDDEN), "B": (dirs, 2 * gates * HIDDEN)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), n) for n, s in weights.items()]
+    x_shape = [SEQ, batch, FEATURES] if layout == 0 else [batch, SEQ, FEATURES]
+    state_shape = [dirs, batch, HIDDEN] if layout == 0 else [batch, dirs, HIDDEN]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    states = ["h0", "c0"] if op == "LSTM" else ["h0"]
+    if state_input:
+        inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states]
+    else:
+        values = [(rng.standard_normal((dirs, batch, HIDDEN)) * 0.5).astype(np.float32) for _ in states]
+        inits += [numpy_helper.from_array(v if layout == 0 else v.transpose(1, 0, 2), s) for v, s in zip(values, states)]
+    outputs = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
+    node = helper.make_node(op, ["x", "W", "R", "B", "", *states], outputs, name="rnn", hidden_size=HIDDEN,
+                            direction=direction, layout=layout, **attrs)
+    graph = helper.make_graph([node], "rnn", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                                      for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return infer_shapes(model)
+
+
+@pytest.mark.parametrize("op", ["GRU", "LSTM", "RNN"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("state_input", [False, True])
+def test_directions_layouts_and_initial_states(op, direction, layout, state_input):
+    model = _onnx_rnn(op, direction, layout, state_input=state_input)
+    _, rewrites = _apply(model, None if layout == 0 else _time_major_reference(op, direction, state_input))
+    assert [r.op for r in rewrites] == [op]
+
+
+def _time_major_reference(op: str, direction: str, state_input: bool) -> Callable[[dict], list[np.ndarray]]:
+    """onnxruntime has no layout=1 kernels: run the layout-0 node on transposed inputs and transpose back."""
+    time_major = _onnx_rnn(op, direction, 0, state_input=state_input)
+
+    def run(feeds: dict) -> list[np.ndarray]:
+        moved = {k: v.transpose(1, 0, 2) for k, v in feeds.items()}
+        y, *states = _run(time_major, moved)
+        return [y.transpose(2, 0, 1, 3), *(s.transpose(1, 0, 2) for s in states)]
+
+    return run
+
+
+@pytest.mark.parametrize("zero_state", [False, True])
+def test_gru_reset_after_the_recurrent_product(zero_state):
+    model = _onnx_rnn("GRU", linear_before_reset=0)
+    if zero_state:  # the first step then leaves the state's terms out
+        h0 = next(t for t in model.graph.initializer if t.name == "h0")
+        h0.CopyFrom(numpy_helper.from_array(np.zeros(tuple(h0.dims), np.float32), "h0"))
+    _, rewrites = _apply(model)
+    assert len(rewrites) == 1
+
+
+@pytest.mark.parametrize("attrs", [{"clip": 1.0}, {"activations": ["Tanh"] * 2}, {"input_forget": 1}])
+def test_unhandled_forms_stay(attrs):
+    model = _onnx_rnn("LSTM" if "input_forget" in attrs else "GRU", **attrs)
+    after, rewrites = unroll_rnn.run(model)
+    assert rewrites == [] and _ops(after) in (["GRU"], ["LSTM"])
+
+
+# --- end to end: the KWS fixtures through hub convert and TFLM ----------------------------------
+
+@pytest.fixture(scope="module", params=["gru", "lstm"])
+def converted_kws(request, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp(f"kws_{request.param}") / "out"
+    proc = run_hub("convert", FIXTURES / f"kws_{request.param}.onnx", "--target", "tflm", "--calibration",
+                   f"{FIXTURES / 'kws_mfcc.npz'}:mfcc", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"cell": request.param, **json.loads(proc.stdout)}
+
+
+@pytest.mark.slow
+def test_kws_converts_and_runs_on_tflm_int8(converted_kws):
+    report = converted_kws
+    assert report["tflm"]["invokes"]
+    assert report["fidelity"]["cosine"] >= 0.98 and report["fidelity"]["top1_agreement"] == 1.0
+    rule = next(p for p in report["passes"] if p["name"] == "unroll_rnn")
+    assert rule["rewrites"][0]["op"] == converted_kws["cell"].upper() and rule["max_abs_error"] < ATOL
+    assert {"FULLY_CONNECTED", "LOGISTIC", "TANH"} <= set(report["model"]["ops"])

@@ -88,7 +88,9 @@ def expected_output_check(path: Path) -> dict | None:
     return {"matches": close, "max_abs_error": float(np.max(np.abs(got - expected)))}
 
 
-def convert_one(name: str, path: Path, extra: list[str], mode: str, work: Path) -> dict:
+def run_convert(name: str, path: Path, extra: list[str], mode: str, work: Path) -> tuple[dict, dict | None]:
+    """`hub convert` as a user runs it: the row's exit code, seconds and error line, and report.json
+    (None when no output folder was written)."""
     out = work / f"{name}_{mode}"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hub.cli", "convert", str(path), "--target", "tflm",
@@ -98,8 +100,12 @@ def convert_one(name: str, path: Path, extra: list[str], mode: str, work: Path) 
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("hub: error:")]
     row["error"] = errors[-1].split(": ", 3)[-1] if errors else None
     report_file = out / "report.json"
-    if report_file.exists():
-        report = json.loads(report_file.read_text())
+    return row, json.loads(report_file.read_text()) if report_file.exists() else None
+
+
+def convert_one(name: str, path: Path, extra: list[str], mode: str, work: Path) -> dict:
+    row, report = run_convert(name, path, extra, mode, work)
+    if report is not None:
         row.update(tflite_bytes=report["model"]["tflite_bytes"], ops=report["model"]["op_count"],
                    runs=bool(report.get("tflm", {}).get("invokes")),
                    arena_bytes=(report.get("memory") or {}).get("arena_bytes"),

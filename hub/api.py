@@ -12,6 +12,8 @@ from hub.errors import IncompatibleError, InputError
 from hub.progress import Progress, warn
 from hub.targets import resolve
 
+SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.schedule's order, or the converter's
+
 
 def load_options(
     input_shapes: list[str] | dict | None = None,
@@ -70,6 +72,7 @@ def convert(
     passes: list[str] | None = None,
     rewrite: bool = True,
     npu: str | None = None,
+    schedule: str = "min-arena",
 ) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
     (`.to_dict()` is report.json).
@@ -81,6 +84,7 @@ def convert(
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
     `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
     `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.ethos_u).
+    `schedule="default"` keeps the converter's operator order (see hub.schedule; "min-arena" reorders).
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
@@ -94,6 +98,8 @@ def convert(
     path = Path(model)
     target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
     npu = _npu_option(target, npu)
+    if schedule not in SCHEDULES:
+        raise InputError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     value_range = calib.parse_input_range(input_range)
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out_dir, force)
@@ -126,9 +132,14 @@ def convert(
 
     verification = None
     if target_row.verified_on_tflm:
+        with progress.stage("schedule", "Ordering operators for the least arena"):
+            # Vela re-plans an ethos-u model itself (and renumbers tensors an offline plan would name)
+            converted, scheduled = _schedule(converted, schedule if target == "tflm" else "default")
+            tflite_passes.append(scheduled.pass_result())
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = _verify(converted.tflite_bytes, reference.onnx_model, calibration_set.held_out_samples(),
                                    min_cosine)
+            verification.memory.update(scheduled.memory_fields(verification.memory))
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
                                           verification):
@@ -215,6 +226,18 @@ def _tflite_passes(converted):
 
     tflite_bytes, results = run_passes(converted.tflite_bytes)
     return replace(converted, tflite_bytes=tflite_bytes), results
+
+
+def _schedule(converted, mode: str):
+    """The least-arena operator order and plan (hub.schedule), measured on TFLM; mode "default" only bounds it."""
+    from dataclasses import replace
+
+    from hub import schedule
+    from hub.verify import verify
+
+    measure = (lambda data: verify(data, None, None).memory) if mode == "min-arena" else None
+    tflite_bytes, result = schedule.run(converted.tflite_bytes, measure)
+    return replace(converted, tflite_bytes=tflite_bytes), result
 
 
 def _analyse(onnx_model, target: str, quantize: str, passes=()):

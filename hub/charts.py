@@ -116,22 +116,37 @@ def layer_bars(layers: list[dict[str, Any]]) -> str:
     return _svg(body, "Per-layer MACs and parameters", height)
 
 
+ARENA_BARS = (("arena_lower_bound_bytes", "lower bound", PALETTE[2]), ("arena_bytes", "measured arena", PALETTE[0]),
+              ("arena_default_order_bytes", "converter's order", PALETTE[1]))
+
+
+def arena_bars(memory: dict[str, Any]) -> str:
+    """Horizontal bars: the lower bound (hub.schedule), the measured arena, the arena in the converter's order."""
+    bars = [(label, memory[key], color, f"{memory[key]:,} bytes", _kb(memory[key]))
+            for key, label, color in ARENA_BARS if memory.get(key)]
+    return _bars(bars, "TFLM arena against its lower bound", row=24, value_room=110)
+
+
 def op_histogram(counts: dict[str, int]) -> str:
     """Horizontal bars: how many layers of each op."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    row = 20
-    height = TOP + row * max(len(items), 1) + 16
+    return _bars([(op, count, PALETTE[4], str(count), str(count)) for op, count in items], "Op histogram",
+                 row=20, value_room=60)
+
+
+def _bars(bars: list[tuple[str, float, str, str, str]], label: str, row: int, value_room: int) -> str:
+    """One labelled horizontal bar per (name, value, colour, tooltip value, value shown) from the same origin."""
     label_w = 170
-    c_max = max((c for _, c in items), default=1)
+    v_max = max((b[1] for b in bars), default=1)
     body = []
-    for i, (op, count) in enumerate(items):
-        y = TOP + i * row
-        w = (W - label_w - 60) * count / c_max
-        body.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" fill="#333">{escape(op)}</text>'
-                    f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{PALETTE[4]}">'
-                    f'<title>{escape(op)}: {count}</title></rect>'
-                    f'<text x="{label_w + w + 6:.1f}" y="{y + 14}" fill="#333">{count}</text>')
-    return _svg(body, "Op histogram", height)
+    for i, (name, value, color, tip, shown) in enumerate(bars):
+        y, w = TOP + i * row, (W - label_w - value_room) * value / v_max
+        base = y + row // 2 + 4
+        body.append(f'<text x="{label_w - 6}" y="{base}" text-anchor="end" fill="#333">{escape(name)}</text>'
+                    f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{color}">'
+                    f'<title>{escape(name)}: {escape(tip)}</title></rect>'
+                    f'<text x="{label_w + w + 6:.1f}" y="{base}" fill="#333">{escape(shown)}</text>')
+    return _svg(body, label, TOP + row * max(len(bars), 1) + 16)
 
 
 def size_arena_chart(points: list[dict[str, Any]]) -> str:

@@ -123,6 +123,9 @@ def convert(
     trust_code: bool = TrustCode,
     no_rewrite: bool = NoRewrite,
     npu: Optional[str] = Npu,
+    schedule: str = typer.Option("min-arena", "--schedule",
+                                 help="min-arena: reorder operators for the least TFLM arena (kept only when the "
+                                      "measured arena drops); default: keep the converter's order"),
     as_json: bool = JsonOut,
 ) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
@@ -138,7 +141,7 @@ def convert(
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
                              min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
-                             npu=npu,
+                             npu=npu, schedule=schedule,
                              progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0

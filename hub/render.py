@@ -60,6 +60,9 @@ def _print_verification(v: Verification) -> None:
     out.print(f"  TFLM         {state}")
     out.print(f"  arena        {_kb(v.memory.get('arena_bytes'))} measured, "
               f"{_kb(v.memory.get('arena_recommended_bytes'))} recommended")
+    if v.memory.get("arena_lower_bound_bytes"):  # hub.schedule's bound: no operator order needs less
+        out.print(f"               lower bound {_kb(v.memory['arena_lower_bound_bytes'])}; "
+                  f"{_kb(v.memory.get('arena_default_order_bytes'))} with --schedule default")
     if v.fidelity:
         out.print(f"  fidelity     vs ONNX on {v.fidelity.get('samples')} held-out samples: {_fidelity_parts(v.fidelity)}")
 

@@ -227,6 +227,10 @@ def _html_extras(report: dict) -> list[str]:
         if value in (None, {}, []) or key in ("target", "quantize"):
             continue
         out += [f"<h2>{escape(key.replace('_', ' '))}</h2>", _html_value(value)]
+        if key == "memory" and value.get("arena_lower_bound_bytes"):  # hub.schedule's bound beside the arena
+            from hub import charts
+
+            out.append(charts.arena_bars(value))
     return out
 
 

@@ -29,6 +29,7 @@ class TensorInfo:
     quantized_dimension: int = 0
     is_constant: bool = False  # has data in a buffer (weights)
     data_bytes: int = 0
+    is_variable: bool = False  # state TFLM keeps outside the planned arena
 
     @property
     def per_channel(self) -> bool:
@@ -175,6 +176,7 @@ def _tensor(model, t, index: int) -> TensorInfo:
         quantized_dimension=qdim,
         is_constant=nbytes > 0,
         data_bytes=nbytes,
+        is_variable=bool(t.IsVariable()),
     )
 
 

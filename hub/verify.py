@@ -70,6 +70,8 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     if tflm["invokes"] and arena is None and not child.timed_out and measure_arena:
         arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
     memory = memory_section(arena, len(tflite_bytes))
+    if result.get("arena_tail") is not None:  # the schedule stage's lower bound adds it
+        memory["arena_persistent_bytes"] = result["arena_tail"]
     if tflm["invokes"] and memory["arena_bytes"] is None and measure_arena:
         findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
                                 + (_child_failure(child) or "the arena search did not finish")))

@@ -93,12 +93,14 @@ def fits(model: bytes, arena: int, inputs: list[np.ndarray], outputs: int) -> bo
         return False
 
 
-def allocated_total(interp, log: str) -> int | None:
-    """'Arena allocation total N bytes' from print_allocations: a lower bound of the smallest arena."""
+def allocated_total(interp, log: str) -> tuple[int | None, int | None]:
+    """From print_allocations: 'Arena allocation total N bytes', a lower bound of the smallest arena, and the
+    tail (persistent data: TFLM's structs and kernels' per-op data; the order of the ops does not change it)."""
     with stderr_to(log):
         interp.print_allocations()
-    match = re.search(r"Arena allocation total (\d+) bytes", Path(log).read_text(errors="replace"))
-    return int(match.group(1)) if match else None
+    text = Path(log).read_text(errors="replace")
+    total, tail = (re.search(rf"Arena allocation {part} (\d+) bytes", text) for part in ("total", "tail"))
+    return (int(total.group(1)) if total else None), (int(tail.group(1)) if tail else None)
 
 
 def smallest_arena(model: bytes, inputs: list[np.ndarray], outputs: int, lower: int | None, cap: int) -> int | None:
@@ -147,7 +149,7 @@ def run_job(job: Job) -> None:
             return job.save()
     job.result["invokes"] = True
     job.save()
-    lower = allocated_total(interp, job.phase("allocations"))
+    lower, job.result["arena_tail"] = allocated_total(interp, job.phase("allocations"))
     if job.samples:
         with stderr_to(job.phase("samples")):
             results = []

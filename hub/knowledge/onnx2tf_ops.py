@@ -405,6 +405,17 @@ def maxpool_explicit_pads(hw: tuple[int, int], kernel: list[int], strides: list[
     return pads[:2] + [p + max(e, 0) for p, e in zip(pads[2:], extra)]
 
 
+def conv_writes_pad(in_hw: tuple[int, ...], out_hw: tuple[int, ...], pads: list[int], auto_pad: str = "NOTSET") -> bool:
+    """Does onnx2tf put a PAD op before this Conv? (onnx2tf/ops/Conv.py) With auto_pad NOTSET it takes
+    padding="SAME" only when the pads are symmetric and the output keeps the input's size (stride 1);
+    any other non-zero pads become a tf.pad and a VALID conv: TFLite PAD + CONV_2D. auto_pad SAME_UPPER
+    is TensorFlow's SAME (the odd pixel at the end), with no PAD."""
+    if auto_pad != "NOTSET" or not any(pads):
+        return False
+    half = len(pads) // 2
+    return not (pads[:half] == pads[half:] and tuple(in_hw) == tuple(out_hw))
+
+
 def _same_pads(hw: tuple[int, int], kernel: list[int], strides: list[int]) -> list[int]:
     """calc_tf_pooling_pads in onnx2tf/utils/common_functions.py (dilation 1)."""
     total = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(hw, kernel, strides)]

@@ -29,6 +29,7 @@ PASSES: list[str] = [
     "fuse_activations",
     "pad_maxpool",  # after fuse_activations: it recognises non-negative inputs by their Relu
     "canonical_pooling",
+    "fold_conv_pads",  # strided Conv padding that is SAME's: no PAD op in the .tflite
     "remove_unused_initializers",  # last: every fold above leaves old weights behind
 ]
 

@@ -10,7 +10,7 @@ Two parts, each the real CLI as a user runs it (`hub optimize MODEL ... --json`)
   them), then converted and run on TFLM: the figure is the int8 student's agreement with the float
   teacher (top-1; mean cosine for the autoencoder), over a held-out fifth of those samples.
 
-    .venv/bin/python bench/optimize.py [--parts digits,archs] [--epochs 20] [--arch-epochs 3]
+    .venv/bin/python bench/optimize.py [--parts digits,archs] [--epochs 20] [--arch-epochs 20]
 Writes bench/results/optimize.md and optimize.json; --render-only rewrites the .md.
 """
 from __future__ import annotations
@@ -45,9 +45,25 @@ ARCHS: dict[str, tuple[list[str], tuple[float, float]]] = {
     "keras_dense.h5": ([], (0, 1)),
     "keras_savedmodel": ([], (0, 1)),
 }
-SYNTHETIC_SAMPLES = 320
+SYNTHETIC_SAMPLES = 640
 TARGETS = {"macs": -0.40, "flash_bytes": -0.35, "arena_bytes": -0.25}
 MAX_ACCURACY_DROP = 0.01
+NOTES = [
+    "Digits: 359 validation samples, so one sample is 0.28 points: distilled and labels-only students differ by one "
+    "sample. On a set this small the benchmark does not show that distillation adds accuracy; it shows it costs none.",
+    "Synthetic data is a weak test of agreement: on uniform noise most teachers predict one class for every sample "
+    "(keras_cnn: 64 of 64 noise samples in one class, measured outside this table), so 1.0000 means the student "
+    "learned that class, and a student that misses it scores 0.",
+    "keras_cnn at 0.5 scores 0: its teacher's softmax saturates on noise (p = 1.0, the rest 0, whose log is clamped "
+    "to -27.6), so the distillation targets are extreme logits that 20 epochs at the default --lr 1e-3 do not reach; "
+    "with --lr 1e-2 a float student pruned the same way reached agreement 1.0 on other noise samples (measured "
+    "outside this table).",
+    "The nn.Module route (tiny_cnn_state.pth, groupnorm_cnn_state.pth) trains BatchNorm in train mode, so its running "
+    "statistics move towards the noise: the same TinyCNN through its ONNX graph (BatchNorm folded: tiny_cnn.onnx, "
+    ".pt2) keeps 0.75 agreement at 0.5 against 0.38.",
+    "Arena unchanged (keras_dense, MLPerf AD): the arena of a dense network is its input and output buffers plus the "
+    "widest hidden layer, and pruning keeps the input and output widths.",
+]
 
 
 def optimize_one(label: str, args: list[str], out: Path) -> dict:
@@ -121,6 +137,7 @@ def render(run: dict) -> str:
         lines += _render_digits(run)
     if run["rows"]["archs"]:
         lines += _render_archs(run)
+    lines += ["Notes:", ""] + [f"- {note}" for note in NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -153,8 +170,8 @@ def _verdict(label: str, o: dict) -> str:
     drop = o["teacher"]["float_accuracy"] - o["student"]["int8_accuracy_tflm"]
     if drop > MAX_ACCURACY_DROP:
         missed.append(f"accuracy {drop * 100:.2f} points below the float teacher (target <= 1.0)")
-    return f"- {label}: " + ("all targets met" if not missed else "NOT met: " + "; ".join(missed)) + \
-        f" (int8 student {drop * 100:+.2f} points from the float teacher)."
+    verdict = "all targets met" if not missed else "NOT met: " + "; ".join(missed)
+    return f"- {label}: {verdict} (int8 student on TFLM {-drop * 100 + 0.0:+.2f} points against the float teacher)."
 
 
 def _render_archs(run: dict) -> list[str]:
@@ -188,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="digits,archs")
     parser.add_argument("--epochs", type=int, default=20, help="digits training epochs")
-    parser.add_argument("--arch-epochs", type=int, default=3, help="epochs for the architecture sweep")
+    parser.add_argument("--arch-epochs", type=int, default=20, help="epochs for the architecture sweep")
     add_output_args(parser, ROOT / "bench" / "results" / "optimize.md")
     args = parser.parse_args()
     run = recorded_run(args, "bench/optimize.py", lambda: measure(args.parts.split(","), args.epochs, args.arch_epochs))

@@ -563,3 +563,28 @@ def _first_line(exc: BaseException) -> str:
     """The exception's first line, minus torch's pointers to warnings the CLI does not show."""
     line = re.sub(r"\s*Please check the warnings above\.?", "", first_line(exc)).strip()
     return line or type(exc).__name__
+
+
+def trainable_module(path: Path, options: LoadOptions) -> Any | None:
+    """The nn.Module itself, for training (hub.optimize): from a factory (with its state_dict) or a trusted
+    pickle. None for TorchScript and torch.export archives: their parameters are trainable, but their
+    layers are not nn.Conv2d/nn.Linear modules, which structured pruning needs to rewrite."""
+    import torch
+
+    path = Path(path)
+    factory_file = _factory_file(path)
+    if factory_file is not None:
+        return _build(f"{factory_file[0]}:{factory_file[1]}", path)
+    if _python_source(path):
+        return _build(_factory_in_file(path, options.factory), path)
+    if _kind(path) != "torch.save":
+        return None
+    obj = _torch_load(path, options)
+    if isinstance(obj, dict):
+        modules = [v for v in obj.values() if isinstance(v, torch.nn.Module)]
+        obj = modules[0] if len(modules) == 1 else obj
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    module = _build(options.factory, path)  # the adapter's load already refused a state_dict without --factory
+    _load_state(module, _state_dict_of(obj, path), options.factory, path)
+    return module

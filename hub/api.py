@@ -381,3 +381,68 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     jobs = sweep_stage.plan([Path(m) for m in models], modes, Path(out), timeout_s)
     return sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
                              progress=progress)
+
+
+def optimize(
+    model: str | Path,
+    *,
+    data: str | Path,
+    val: str | Path | None = None,
+    prune_ratio: float = 0.5,
+    distill: bool = True,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    round_to: int | None = None,
+    seed: int = 0,
+    target: str = "tflm",
+    input_range: str | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    force: bool = False,
+    options: LoadOptions | None = None,
+    progress: Progress | None = None,
+) -> tuple[ConvertReport, dict]:
+    """Prune `prune_ratio` of the channels (structured: a smaller dense network), distill the student from
+    the source model on `data` (.npz with x and optionally y, or a folder of class subfolders), convert
+    teacher and student to int8, and measure both on the TFLM interpreter (hub.optimize).
+
+    Returns (the student's ConvertReport, report.json's `optimize` section). Without labels training is
+    pure distillation and accuracy is agreement with the teacher; `val` (else a seeded fifth of `data`)
+    is held out for every figure. `distill=False` trains on the labels alone (the comparison run)."""
+    from hub import calibration as calib
+    from hub import optimize as stage
+
+    if target != "tflm":
+        raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
+    if epochs < 0 or lr <= 0 or temperature <= 0 or not 0.0 <= alpha <= 1.0:
+        raise InputError("--epochs must be >= 0, --lr and --temperature > 0, --alpha in [0, 1]")
+    if round_to is not None and round_to < 1:
+        raise InputError(f"--round-to must be a positive channel count, got {round_to}")
+    request = stage.OptimizeRequest(
+        model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
+        distill=distill, round_to=round_to,
+        training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
+        input_range=calib.parse_input_range(input_range), out=Path(out) if out else None, name=name, force=force,
+        options=options or LoadOptions())
+    return stage.run(request, progress or Progress(enabled=False))
+
+
+def prune(module, example_input, ratio: float, *, round_to: int | None = None):
+    """Structured pruning for your own training loop: removes `ratio` of the channels of every prunable
+    layer of the nn.Module (torch-pruning DepGraph, L2 magnitude); the output layer keeps its width."""
+    from hub.optimize import prune as prune_module
+
+    return prune_module(module, example_input, ratio, round_to=round_to)
+
+
+def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float = 1e-3, temperature: float = 4.0,
+            alpha: float = 0.9, seed: int = 0):
+    """Hinton distillation of `student` from `teacher` on samples `data` (numpy, the model's layout);
+    pure distillation without `labels`. Returns the trained student."""
+    from hub.optimize import DistillOptions
+    from hub.optimize import distill as distill_module
+
+    options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
+    return distill_module(teacher, student, data, labels, options)

@@ -294,6 +294,53 @@ def sweep(
     _run(action)
 
 
+@app.command()
+def optimize(
+    model: Path = ModelArg,
+    data: Path = typer.Option(..., "--data", help=".npz with x (and optionally integer labels y), or a folder of class subfolders"),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same format (default: a seeded fifth of --data)"),
+    prune_ratio: float = typer.Option(0.5, "--prune", help="Fraction of channels to remove, in [0, 1)"),
+    no_distill: bool = typer.Option(False, "--no-distill", help="Train the pruned model on the labels alone"),
+    epochs: int = typer.Option(10, "--epochs"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate"),
+    temperature: float = typer.Option(4.0, "--temperature", help="Distillation temperature"),
+    alpha: float = typer.Option(0.9, "--alpha", help="Weight of the teacher's soft targets (1 - alpha: labels)"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="Keep channel counts multiples of this"),
+    seed: int = typer.Option(0, "--seed"),
+    target: str = typer.Option("tflm", "--target", help="tflm"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of image pixels (image folders)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <stem>_optimized_tflm/ here)"),
+    name: Optional[str] = typer.Option(None, "--name", help="C identifier for the firmware files"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder"),
+    input_shape: Optional[List[str]] = InputShape,
+    factory: Optional[str] = Factory,
+    trust_pickle: bool = TrustPickle,
+    trust_code: bool = TrustCode,
+    as_json: bool = JsonOut,
+) -> None:
+    """Prune and distill MODEL, then convert it for TFLM; teacher and student measured on the interpreter.
+    Exit codes: 0 ok, 1 the model cannot be trained or pruned / TFLM cannot run the result, 2 input error."""
+
+    def action() -> int:
+        from hub import api
+        from hub.progress import Progress
+        from hub.render import print_optimize
+
+        report, section = api.optimize(
+            model, data=data, val=val, prune_ratio=prune_ratio, distill=not no_distill, epochs=epochs, lr=lr,
+            temperature=temperature, alpha=alpha, round_to=round_to, seed=seed, target=target,
+            input_range=input_range, out=out, name=name, force=force,
+            options=_options(input_shape, factory, trust_pickle, trust_code),
+            progress=Progress(enabled=None if not as_json else False))
+        if as_json:
+            _emit_json({**report.to_dict(), "optimize": section, "output": str(report.output)})
+        else:
+            print_optimize(report, section)
+        return 0
+
+    _run(action, model)
+
+
 def _print_or_write(text: str, output: Path | None) -> None:
     from hub.output import write_text_atomic
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -36,3 +36,19 @@ class Progress:
 def warn(text: str) -> None:
     """Warnings go to stderr whether or not it is a terminal."""
     print(f"hub: warning: {text}", file=sys.stderr)
+
+
+@contextmanager
+def bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar of `total` steps on a terminal (nothing when piped); yields `step(text)`, which
+    advances it by one and shows `text` (hub optimize: epoch, loss, validation accuracy)."""
+    if not enabled:
+        yield lambda text: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[text]}"), console=console, transient=False) as rich_bar:
+        task = rich_bar.add_task(label, total=total, text="")
+        yield lambda text: rich_bar.update(task, advance=1, text=text)

@@ -119,3 +119,30 @@ def _fidelity_parts(fidelity: dict[str, Any]) -> str:
     if fidelity.get("cosine") is None and fidelity.get("cosine_undefined"):
         parts.append(f"cosine undefined ({fidelity['cosine_undefined']})")
     return ", ".join(parts)
+
+
+def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
+    """`hub optimize`: the student's conversion, then teacher and student side by side (TFLM figures)."""
+    print_convert_summary(report)
+    how = "distilled" if section["distill"] else "trained on labels"
+    table = Table(title=f"pruned {section['prune_ratio']:.0%}, {how} for {section['epochs']} epochs "
+                        f"({section['validation']['samples']} validation samples)")
+    for head in ("", "teacher", "student", "change"):
+        table.add_column(head, justify="left" if not head else "right")
+    teacher, student, change = section["teacher"], section["student"], section["change"]
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash (TFLM)"),
+                       ("arena_bytes", "arena (TFLM)")):
+        table.add_row(label, _count(teacher[key]), _count(student[key]),
+                      "" if change[key] is None else f"{change[key]:+.1%}")
+    for key, label in (("float_accuracy", "float accuracy"), ("int8_accuracy_tflm", "int8 accuracy on TFLM"),
+                       ("int8_agreement_tflm", f"int8 agreement with the teacher ({section['agreement']})")):
+        table.add_row(label, _fraction(teacher[key]), _fraction(student[key]), "")
+    out.print(table)
+
+
+def _count(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,}"
+
+
+def _fraction(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

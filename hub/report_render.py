@@ -128,7 +128,8 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#17803d}.error{color:#b3261e}.warning{color:#a15c00}
 """
 
-SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output"}
+SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
+           "optimize"}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -142,7 +143,10 @@ def render_html(report: dict[str, Any]) -> str:
              f"({escape(str(src.get('framework', '?')))})"
              + (f"; converted for {escape(str(report['target']))} {escape(str(report.get('quantize', '')))}"
                 if isinstance(report.get("target"), str) else "") + "</p>",
-             _html_cards(report), "<h2>Where it runs</h2>", _html_matrix(report)]
+             _html_cards(report)]
+    if report.get("optimize"):
+        parts += ["<h2>Optimized: teacher and student</h2>", _html_optimize(report["optimize"])]
+    parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
         parts += ["<h2>Board fit</h2>", _html_board(report["board"])]
     names = [la["name"] for la in report["layers"]]
@@ -249,3 +253,25 @@ def _html_value(value: Any, depth: int = 0) -> str:
     if isinstance(value, float):
         return escape(f"{value:.6g}")
     return escape("" if value is None else str(value))
+
+
+OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash, measured on TFLM (B)"),
+                 ("arena_bytes", "arena, measured on TFLM (B)"), ("float_accuracy", "float accuracy"),
+                 ("int8_accuracy_tflm", "int8 accuracy on TFLM"), ("int8_agreement_tflm", "int8 agreement with the teacher")]
+
+
+def _html_optimize(section: dict) -> str:
+    """`hub optimize`: the teacher (source model) and the pruned student side by side, with the change."""
+    rows = []
+    for key, label in OPTIMIZE_ROWS:
+        before, after = section["teacher"].get(key), section["student"].get(key)
+        change = section["change"].get(key)
+        cells = [f"{v:,}" if isinstance(v, int) else "n/a" if v is None else f"{v:.4f}" for v in (before, after)]
+        rows.append(f"<tr><th>{escape(label)}</th><td class=\"num\">{cells[0]}</td><td class=\"num\">{cells[1]}</td>"
+                    f"<td class=\"num\">{'' if change is None else f'{change:+.1%}'}</td></tr>")
+    how = "distilled from the teacher" if section["distill"] else "trained on the labels alone"
+    note = (f"{section['prune_ratio']:.0%} of the channels pruned ({escape(section['route'])}), {how} for "
+            f"{section['epochs']} epochs; figures over {section['validation']['samples']} validation samples; "
+            f"agreement is {escape(section['agreement'])}.")
+    return (f"<p class=\"note\">{note}</p><table id=\"optimize\"><thead><tr><th></th><th>teacher</th><th>student</th>"
+            f"<th>change</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -36,7 +36,7 @@ import onnx
 from hub.analyse import abort_causes, custom_op_findings
 from hub.artifacts import Finding, Verification
 from hub.child import ChildResult, run_python_module
-from hub.errors import InputError
+from hub.errors import IncompatibleError, InputError
 from hub.layout import channels_last, moved_channels_last
 from hub.tflite_model import TFLiteModel, numpy_dtype, read_tflite
 
@@ -82,6 +82,21 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     if min_cosine is not None:
         ok = ok and _check_cosine(fidelity, min_cosine, findings)
     return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
+
+
+def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
+                 output_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The first output of the model on TFLM for each of `samples` (one input, ONNX layout), dequantised and
+    in the ONNX output's layout (`output_shape`): accuracy measured on the interpreter itself (hub optimize)."""
+    model = read_tflite(tflite_bytes)
+    inputs = [to_tflite_inputs(model, {input_name: sample[None]}) for sample in samples]
+    with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
+        child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
+    if not outputs or len(outputs) != len(samples):
+        raise IncompatibleError(f"TFLM did not run the {len(samples)} samples: "
+                                f"{_child_failure(child) or result.get('message') or 'no outputs'}")
+    spec = model.io_specs("outputs")[0]
+    return np.concatenate([_from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
 
 
 def memory_section(arena_bytes: int | None, flash_bytes: int) -> dict[str, Any]:

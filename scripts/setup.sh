@@ -12,6 +12,10 @@ command -v "$PY" >/dev/null || PY=python3
 # torch==2.13.0 resolves to the CPU build on disk here; the lock pins every other package
 # (ethos-u-vela 5.2.0 for --target ethos-u included: a wheel, it changes no other pin).
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+# onnx2torch (hub optimize: ONNX -> trainable nn.Module) requires torchvision only for its NMS and RoiAlign
+# converters; the torchvision wheel for torch 2.13 on the index is a CUDA build that cannot load beside the
+# CPU torch, so onnx2torch goes in without it (hub.optimize stands in for those two converters).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps onnx2torch==1.5.15
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/hub --version
 if [ "${1:-}" = "--test" ]; then

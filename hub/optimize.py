@@ -1,0 +1,549 @@
+"""Optimize stage (`hub optimize`): structured pruning and knowledge distillation, measured on TFLM.
+
+- One trainable representation for every source: a PyTorch nn.Module. A factory (with its state_dict)
+  or a trusted pickle is used as it is; TorchScript, torch.export, Keras and ONNX sources come in
+  through their normalised ONNX graph and onnx2torch (BatchNorm is then already folded into the
+  convolutions). TorchScript and torch.export parameters are trainable, but their layers are not
+  nn.Conv2d/nn.Linear modules, which DepGraph needs to cut. A converted module must reproduce the
+  ONNX graph (max error <= 1e-4 of the output's range) or it is refused.
+- Pruning: torch-pruning 1.6.1 (DepGraph) removes whole channels by L2 magnitude, following
+  residual adds, concats and depthwise groups, so the result is a smaller dense network: TFLM has no
+  sparse kernels, a masked zero saves nothing. The output layer keeps its width; grouped convs that
+  are not depthwise and single-output-channel convs (torch-pruning #126, #179, #328) are left whole.
+- Distillation (Hinton et al. 2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(y).
+  Without labels alpha is 1: pure distillation, and accuracy is top-1 agreement with the teacher.
+  A model whose output has the input's size (an autoencoder) is distilled with MSE to the teacher's
+  output, and agreement is the mean cosine between the two.
+- Seeded and deterministic on CPU (torch.use_deterministic_algorithms, one seed for shuffles).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from hub.artifacts import LoadOptions, NormalisedModel, TensorSpec
+from hub.errors import IncompatibleError, InputError, first_line
+
+ONNX_MATCH_TOLERANCE = 1e-4  # of the output's range: a converted module that misses this is refused
+BATCH = 64
+PROBABILITY_FLOOR = 1e-12  # log() of a softmax output as the teacher's logits
+
+
+@dataclass
+class TrainData:
+    """Samples in the normalised ONNX graph's layout (NCHW for images), labels if any."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+
+
+@dataclass
+class Trainable:
+    """The teacher as a trainable module, and how to read its output."""
+
+    module: Any  # torch.nn.Module
+    spec: TensorSpec  # the one input, ONNX layout
+    route: str  # "nn.Module" or "ONNX -> onnx2torch"
+    probabilities: bool  # the output is a softmax: its log is the logits
+    reconstruction: bool  # the output has the input's size (autoencoder): MSE, cosine agreement
+
+
+@dataclass
+class DistillOptions:
+    epochs: int = 10
+    lr: float = 1e-3
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the teacher's soft targets; 1.0 without labels, 0.0 with --no-distill
+    batch: int = BATCH
+    seed: int = 0
+    on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False)  # (epoch, mean loss)
+
+
+# --- the trainable teacher -------------------------------------------------------------------
+
+def trainable(path: Path, options: LoadOptions, normalised: NormalisedModel) -> Trainable:
+    """The source model as an nn.Module (see the module docstring for the two routes)."""
+    from adapters.pytorch import trainable_module
+
+    if len(normalised.inputs) != 1 or len(normalised.outputs) != 1:
+        raise IncompatibleError(f"hub optimize trains models with one input and one output; this one has "
+                                f"{len(normalised.inputs)} and {len(normalised.outputs)}", path)
+    spec = normalised.inputs[0]
+    if not np.issubdtype(np.dtype(spec.dtype), np.floating):
+        raise IncompatibleError(f"the input {spec.name!r} is {spec.dtype}: hub optimize trains float inputs only", path)
+    is_torch_module = any(p.key == "source_framework" and p.value == "pytorch"
+                          for p in normalised.onnx_model.metadata_props)
+    module = trainable_module(path, options) if is_torch_module else None
+    route = "nn.Module"
+    if module is None:
+        module, route = onnx_to_torch(normalised.onnx_model, path), "ONNX -> onnx2torch"
+    module.eval()
+    graph = normalised.onnx_model.graph
+    last = next((n for n in graph.node if graph.output[0].name in n.output), None)
+    out_elements = math.prod(normalised.outputs[0].shape[1:])
+    return Trainable(module, spec, route, probabilities=last is not None and last.op_type == "Softmax",
+                     reconstruction=out_elements == math.prod(spec.shape[1:]) and out_elements > 1)
+
+
+def onnx_to_torch(model: onnx.ModelProto, path: Path) -> Any:
+    """onnx2torch's nn.Module for a normalised graph, checked against onnxruntime."""
+    import torch
+
+    graph = _batch_free_reshapes(copy.deepcopy(model))
+    onnx2torch = _import_onnx2torch()
+    try:
+        module = onnx2torch.convert(graph)
+    except Exception as exc:  # onnx2torch raises NotImplementedError / KeyError for ops it lacks
+        raise IncompatibleError(f"cannot make this model trainable: onnx2torch fails on it ({type(exc).__name__}: "
+                                f"{first_line(exc, 160)})", path) from None
+    if not any(p.requires_grad for p in module.parameters()):
+        raise IncompatibleError("cannot make this model trainable: onnx2torch turned none of its weights into "
+                                "parameters", path)
+    _check_matches(module, graph, path)
+    return module.to(torch.float32)
+
+
+def _import_onnx2torch() -> types.ModuleType:
+    """onnx2torch imports torchvision for its NonMaxSuppression and RoiAlign converters only. torchvision
+    is not a hub dependency (the PyPI wheel for torch 2.13 is a CUDA build that cannot load on the CPU
+    torch): without it, those two converters raise instead, and no TFLM model has those ops."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        stub, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+
+        def unavailable(*_args: Any, **_kwargs: Any) -> None:
+            raise NotImplementedError("torchvision is not installed")
+
+        ops.nms = ops.roi_align = unavailable
+        stub.ops = ops
+        sys.modules["torchvision"], sys.modules["torchvision.ops"] = stub, ops
+    import onnx2torch
+
+    return onnx2torch
+
+
+def _batch_free_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Normalised graphs have batch 1 baked into Reshape targets; training needs batches and pruning
+    changes widths: a flattening Reshape to (1, K) or (-1, K) becomes (0, -1) (0 = keep the batch size),
+    any other leading 1 becomes 0."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
+        if shape.size == 2 and shape[0] in (1, -1):
+            new = np.array([0, -1], np.int64)
+        elif shape.size > 2 and shape[0] == 1:
+            new = np.concatenate([[0], shape[1:]]).astype(np.int64)
+        else:
+            continue
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(new, node.input[1]))
+    return model
+
+
+def _check_matches(module: Any, model: onnx.ModelProto, path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    x = np.random.default_rng(0).random([d if isinstance(d, int) else 1 for d in feed.shape], dtype=np.float32)
+    expected = session.run(None, {feed.name: x})[0]
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    scale = max(float(np.ptp(expected)), 1e-6)
+    if got.shape != expected.shape or float(np.max(np.abs(got - expected))) > ONNX_MATCH_TOLERANCE * scale:
+        raise IncompatibleError("cannot make this model trainable: onnx2torch's module does not reproduce the "
+                                "ONNX graph's outputs", path)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def load_data(path: str | Path, spec: TensorSpec, layout: str | None, input_range: tuple[float, float]) -> TrainData:
+    """A .npz with x (and optionally y: integer class labels), or a folder with one subfolder of images
+    per class (labels are the sorted subfolder indices). Samples are read by hub.calibration."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        return _image_classes(path, spec, input_range)
+    if path.suffix != ".npz":
+        raise InputError("training data must be a .npz (x, optionally y) or a folder of class subfolders", path)
+    x = _samples(path, spec, layout, input_range)
+    with np.load(path, allow_pickle=False) as npz:
+        y = npz["y"] if "y" in npz.files else None
+    if y is not None:
+        if y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != len(x) or y.min() < 0:
+            raise InputError(f"y must hold one non-negative integer class label per sample ({len(x)}); it is "
+                             f"{y.dtype} {tuple(y.shape)}", path)
+        y = y.astype(np.int64)
+    return TrainData(x, y, str(path))
+
+
+def _samples(path: Path, spec: TensorSpec, layout: str | None, input_range: tuple[float, float]) -> np.ndarray:
+    from hub.calibration import build_calibration
+
+    target = f"{path}:x" if path.suffix == ".npz" else path
+    data = build_calibration([spec], target, input_range, {spec.name: layout})
+    return np.concatenate([data.samples[spec.name], data.held_out[spec.name]])  # its split is undone: ours is seeded
+
+
+def _image_classes(folder: Path, spec: TensorSpec, input_range: tuple[float, float]) -> TrainData:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise InputError("an image folder for training needs one subfolder per class (at least 2)", folder)
+    xs = [_samples(c, spec, None, input_range) for c in classes]
+    y = np.concatenate([np.full(len(x), i, np.int64) for i, x in enumerate(xs)])
+    return TrainData(np.concatenate(xs), y, str(folder))
+
+
+def split(data: TrainData, val: TrainData | None, seed: int) -> tuple[TrainData, TrainData]:
+    """(train, validation): --val if given, else a seeded fifth of --data held out."""
+    if val is not None:
+        if (val.y is None) != (data.y is None):
+            raise InputError("--data and --val must both have labels (y) or both have none", val.source)
+        return data, val
+    order = np.random.default_rng(seed).permutation(len(data.x))
+    hold = max(1, len(order) // 5)
+
+    def pick(idx: np.ndarray) -> TrainData:
+        return TrainData(data.x[idx], None if data.y is None else data.y[idx], data.source)
+
+    return pick(order[hold:]), pick(order[:hold])
+
+
+# --- pruning ---------------------------------------------------------------------------------
+
+def prune(module: Any, example_input: Any, ratio: float, *, round_to: int | None = None) -> Any:
+    """Remove the fraction `ratio` of channels of every prunable layer (L2 magnitude, DepGraph);
+    returns `module`, pruned in place. The output layer keeps its width."""
+    import torch
+    import torch_pruning as tp
+
+    if not 0.0 <= ratio < 1.0:
+        raise InputError(f"--prune must be in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return module
+    module.eval()
+    with torch.no_grad():
+        before = module(example_input).shape
+    pruner = tp.pruner.BasePruner(module, example_input, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, ignored_layers=_kept_whole(module, example_input),
+                                  round_to=round_to)
+    pruner.step()
+    with torch.no_grad():
+        after = module(example_input).shape
+    if after != before:  # DepGraph missed a dependency: a wrong network must not go further
+        raise IncompatibleError(f"pruning changed the output shape from {tuple(before)} to {tuple(after)}")
+    return module
+
+
+def _kept_whole(module: Any, example_input: Any) -> list[Any]:
+    """Layers pruning must not cut: the last conv/linear to run (the classifier or decoder output),
+    single-output-channel convs and grouped convs that are not depthwise (torch-pruning mishandles them)."""
+    import torch
+    from torch import nn
+
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, *_: order.append(m)) for m in module.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        module(example_input)
+    for hook in hooks:
+        hook.remove()
+    kept = order[-1:]
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            depthwise = m.groups == m.in_channels and m.groups > 1
+            if m.out_channels == 1 or (m.groups > 1 and not depthwise):
+                kept.append(m)
+    return kept
+
+
+def count(module: Any, example_input: Any) -> dict[str, int]:
+    """Parameters and MACs of one forward pass (torch-pruning's counter)."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(module, example_input)
+    return {"params": int(params), "macs": int(macs)}
+
+
+# --- distillation ----------------------------------------------------------------------------
+
+def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray | None = None, options: DistillOptions | None = None,
+            *, probabilities: bool = False, reconstruction: bool = False) -> Any:
+    """Train `student` towards `teacher` on samples `x` (and labels `y`): Hinton's loss, MSE to the
+    teacher's output for a reconstruction model. alpha=0 trains on the labels alone. Returns `student`."""
+    import torch
+
+    options = options or DistillOptions()
+    if options.alpha == 0.0 and y is None:
+        raise InputError("training without distillation needs labels (y)")
+    alpha = 1.0 if y is None else options.alpha
+    torch.manual_seed(options.seed)
+    with _deterministic():
+        xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        ys = None if y is None else torch.from_numpy(y)
+        with torch.no_grad():
+            teacher.eval()
+            targets = torch.cat([teacher(xs[i:i + 256]) for i in range(0, len(xs), 256)])
+        if probabilities:
+            targets = targets.clamp_min(PROBABILITY_FLOOR).log()
+        optimiser = torch.optim.Adam(student.parameters(), lr=options.lr)
+        generator = torch.Generator().manual_seed(options.seed)
+        for epoch in range(options.epochs):
+            student.train()
+            total = 0.0
+            for idx in torch.randperm(len(xs), generator=generator).split(options.batch):
+                out = student(xs[idx])
+                loss = _loss(out, targets[idx], None if ys is None else ys[idx], alpha, options.temperature,
+                             probabilities, reconstruction)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(idx)
+            if options.on_epoch is not None:
+                options.on_epoch(epoch + 1, total / len(xs))
+    student.eval()
+    return student
+
+
+def _loss(out: Any, teacher_logits: Any, y: Any, alpha: float, temperature: float, probabilities: bool,
+          reconstruction: bool) -> Any:
+    import torch.nn.functional as F
+
+    if reconstruction:
+        return F.mse_loss(out, teacher_logits)
+    logits = out.clamp_min(PROBABILITY_FLOOR).log() if probabilities else out
+    loss = 0.0
+    if alpha > 0:
+        soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
+                        reduction="batchmean", log_target=True)
+        loss = alpha * temperature**2 * soft
+    if alpha < 1:
+        loss = loss + (1 - alpha) * F.cross_entropy(logits, y)
+    return loss
+
+
+class _deterministic:
+    """torch's deterministic algorithms for the duration (restored after): same seed, same student."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.was = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.use_deterministic_algorithms(self.was)
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+def predict(module: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return torch.cat([module(xs[i:i + 256]) for i in range(0, len(xs), 256)]).numpy()
+
+
+def scores(outputs: np.ndarray, teacher: np.ndarray, y: np.ndarray | None, reconstruction: bool) -> dict[str, float | None]:
+    """accuracy (top-1 vs labels, None without) and agreement with the teacher's outputs (top-1, or mean
+    cosine for a reconstruction model)."""
+    a, b = outputs.reshape(len(outputs), -1), teacher.reshape(len(teacher), -1)
+    if reconstruction:
+        cos = np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        return {"accuracy": None, "agreement": round(float(np.mean(cos)), 6)}
+    top = a.argmax(1)
+    return {"accuracy": None if y is None else round(float(np.mean(top == y)), 6),
+            "agreement": round(float(np.mean(top == b.argmax(1))), 6)}
+
+
+def export_onnx(module: Any, spec: TensorSpec, output_name: str, path: Path) -> None:
+    """The student as an ONNX file for `hub convert`'s path (same input and output names as the teacher)."""
+    import warnings
+
+    import torch
+
+    from hub.quiet import silenced_fds
+
+    module.eval()
+    with silenced_fds(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(spec.shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=[spec.name], output_names=[output_name], do_constant_folding=True)
+
+
+# --- the whole command -----------------------------------------------------------------------
+
+@dataclass
+class OptimizeRequest:
+    """What `hub optimize` was asked (see hub.api.optimize for the meaning of each field)."""
+
+    model: Path
+    data: Path
+    val: Path | None = None
+    prune_ratio: float = 0.5
+    distill: bool = True
+    round_to: int | None = None
+    training: DistillOptions = field(default_factory=DistillOptions)
+    input_range: tuple[float, float] = (0.0, 1.0)
+    out: Path | None = None
+    name: str | None = None
+    force: bool = False
+    options: LoadOptions = field(default_factory=LoadOptions)
+
+
+def run(request: OptimizeRequest, progress: Any) -> tuple[Any, dict[str, Any]]:
+    """Prune and distill the model, convert teacher and student to int8 for TFLM, measure both there;
+    writes the student's output folder (report.json with `optimize`) and returns (student ConvertReport,
+    the `optimize` section)."""
+    import tempfile
+    import time
+
+    import torch
+
+    from hub import api
+    from hub.export import identifier_from_file
+    from hub.output import check_destination
+
+    start = time.perf_counter()
+    path = request.model
+    ident = api._firmware_name(request.name, path)
+    out_dir = request.out or Path.cwd() / f"{identifier_from_file(path)}_optimized_tflm"
+    check_destination(out_dir, request.force)
+    with progress.stage("load", f"Loading {path.name} as a trainable module"):
+        source = api.load_source(path, request.options)
+        if source.framework == "tflite":
+            raise InputError("a .tflite model cannot be trained: give the source model (PyTorch, Keras or ONNX)", path)
+        normalised = api._normalise(source, request.options)
+        teacher = trainable(path, request.options, normalised)
+    layout = source.source_layouts.get(teacher.spec.name)
+    train, val = split(load_data(request.data, teacher.spec, layout, request.input_range),
+                       load_data(request.val, teacher.spec, layout, request.input_range) if request.val else None,
+                       request.training.seed)
+    if not request.distill and train.y is None:
+        raise InputError("--no-distill trains on labels alone, and --data has none (no y array)", request.data)
+    example = torch.from_numpy(train.x[:1])
+    with progress.stage("prune", f"Pruning {request.prune_ratio:.0%} of the channels"):
+        before = count(teacher.module, example)
+        student = prune(copy.deepcopy(teacher.module), example, request.prune_ratio, round_to=request.round_to)
+        after = count(student, example)
+    teacher_val = predict(teacher.module, val.x)
+    student = _train(teacher, student, train, val, teacher_val, request, progress)
+    with tempfile.TemporaryDirectory(prefix="hub-optimize-") as tmp:
+        work = Path(tmp)
+        calibration = work / "calibration.npz"
+        np.savez(calibration, **{teacher.spec.name: train.x})
+        with progress.stage("teacher", "Converting the teacher to int8 and measuring it on TFLM"):
+            teacher_report = api.convert(path, calibration=_in_source_layout(train.x, teacher.spec, layout, work),
+                                         out=work / "teacher", options=request.options, force=True)
+        student_onnx = work / f"{ident}.onnx"
+        export_onnx(student, teacher.spec, normalised.outputs[0].name, student_onnx)
+        with progress.stage("student", "Converting the student to int8 and measuring it on TFLM"):
+            report = api.convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force)
+        teacher_tflite = (work / "teacher" / "model.tflite").read_bytes()
+    with progress.stage("measure", f"Scoring both int8 models on TFLM over {len(val.x)} validation samples"):
+        section = _section(request, teacher, train, val, teacher_val, student, (before, after),
+                           (teacher_report, teacher_tflite), report)
+    section["seconds"] = round(time.perf_counter() - start, 1)
+    report.source = {"path": str(path), "framework": source.framework,
+                     "converted": "the pruned student, exported to ONNX by hub optimize"}
+    _add_to_report(report, section)
+    return report, section
+
+
+def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+           request: OptimizeRequest, progress: Any) -> Any:
+    import time
+    from dataclasses import replace
+
+    from hub.progress import bar
+
+    what = "Distilling" if request.distill else "Training on labels"
+    t0 = time.perf_counter()
+    with bar(what, request.training.epochs, progress.enabled) as step:  # a bar, not a stage: one live display
+        def on_epoch(epoch: int, loss: float) -> None:
+            s = scores(predict(student, val.x), teacher_val, val.y, teacher.reconstruction)
+            shown = f"val accuracy {s['accuracy']:.3f}" if s["accuracy"] is not None else f"agreement {s['agreement']:.3f}"
+            step(f"epoch {epoch}  loss {loss:.4f}  {shown}")
+
+        options = replace(request.training, alpha=request.training.alpha if request.distill else 0.0, on_epoch=on_epoch)
+        student = distill(teacher.module, student, train.x, train.y, options,
+                          probabilities=teacher.probabilities, reconstruction=teacher.reconstruction)
+    progress.timings["train"] = round(time.perf_counter() - t0, 3)
+    return student
+
+
+def _in_source_layout(x: np.ndarray, spec: TensorSpec, layout: str | None, work: Path) -> Path:
+    """The teacher's calibration file in the layout its source framework reads (Keras: NHWC), so that
+    hub.calibration takes an ambiguous shape (C == H == W) the right way round."""
+    from hub.layout import channels_last
+
+    path = work / "teacher_calibration.npz"
+    np.savez(path, **{spec.name: np.transpose(x, channels_last(x.ndim)) if layout == "NHWC" else x})
+    return path
+
+
+def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+             student: Any, counts: tuple[dict, dict], teacher_converted: tuple[Any, bytes], report: Any) -> dict[str, Any]:
+    """report.json's `optimize`: before (teacher) and after (student), every memory figure from TFLM."""
+    from hub.verify import tflm_outputs
+
+    teacher_report, teacher_tflite = teacher_converted
+    out_shape = tuple(report.model.outputs[0]["shape"]) if report.model.outputs else None
+    student_tflite = (report.output / "model.tflite").read_bytes()
+    name = teacher.spec.name
+    on_tflm = {"teacher": tflm_outputs(teacher_tflite, val.x, name, out_shape),
+               "student": tflm_outputs(student_tflite, val.x, name, out_shape)}
+    floats = {"teacher": teacher_val, "student": predict(student, val.x)}
+    sides = {}
+    for side, counted, converted in (("teacher", counts[0], teacher_report), ("student", counts[1], report)):
+        memory = converted.verification.memory if converted.verification else {}
+        fl = scores(floats[side], teacher_val, val.y, teacher.reconstruction)
+        q = scores(on_tflm[side], teacher_val, val.y, teacher.reconstruction)
+        sides[side] = {**counted, "flash_bytes": converted.model.tflite_bytes, "arena_bytes": memory.get("arena_bytes"),
+                       "float_accuracy": fl["accuracy"], "int8_accuracy_tflm": q["accuracy"],
+                       "float_agreement": fl["agreement"], "int8_agreement_tflm": q["agreement"]}
+    change = {k: _relative(sides["teacher"][k], sides["student"][k]) for k in ("params", "macs", "flash_bytes", "arena_bytes")}
+    t = request.training
+    return {"prune_ratio": request.prune_ratio, "round_to": request.round_to, "distill": request.distill,
+            "route": teacher.route, "task": "reconstruction" if teacher.reconstruction else "classification",
+            "labels": train.y is not None, "agreement": "mean cosine" if teacher.reconstruction else "top-1",
+            "epochs": t.epochs, "lr": t.lr, "temperature": t.temperature,
+            "alpha": (1.0 if train.y is None else t.alpha) if request.distill else 0.0, "seed": t.seed,
+            "train_samples": len(train.x), "validation": {"source": str(request.val or request.data),
+                                                          "samples": len(val.x), "held_out": request.val is None},
+            "teacher": sides["teacher"], "student": sides["student"], "change": change}
+
+
+def _relative(before: int | None, after: int | None) -> float | None:
+    """after / before - 1 (-0.4 = 40 % smaller)."""
+    return None if not before or after is None else round(after / before - 1, 4)
+
+
+def _add_to_report(report: Any, section: dict[str, Any]) -> None:
+    """report.json and report.html of the student's folder, rewritten with `optimize` (and the teacher's file
+    as the source)."""
+    from hub.output import to_json, write_text_atomic
+    from hub.report_render import write_html
+
+    document = {**report.to_dict(), "optimize": section}
+    write_text_atomic(report.output / "report.json", to_json(document))
+    write_html(document, report.output / "report.html")

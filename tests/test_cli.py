@@ -33,7 +33,7 @@ def test_unknown_option_is_a_usage_error():
 @pytest.mark.parametrize("args,message", [
     (["--quantize", "float16"], "no float16 kernels"),
     (["--quantize", "dynamic"], "hybrid"),
-    (["--target", "esp32"], "unknown --target 'esp32' for hub convert: choose one of tflm, tflite"),
+    (["--target", "esp32"], "unknown --target 'esp32' for hub convert: choose one of tflm, ethos-u, tflite"),
     (["--input-range", "5,1"], "--input-range"),
     (["--input-shape", "1,x,3"], "--input-shape"),
 ])

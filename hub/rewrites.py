@@ -76,20 +76,12 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _max_abs_error(before: onnx.ModelProto, after: onnx.ModelProto, samples: dict[str, np.ndarray]) -> float:
+    from hub.verify import reference_outputs
+
     feeds = [{k: v[i:i + 1] for k, v in samples.items()}
              for i in range(min(MAX_ERROR_SAMPLES, len(next(iter(samples.values())))))]
     worst = 0.0
-    for a, b in zip(_run(before, feeds), _run(after, feeds)):
+    for a, b in zip(reference_outputs(before, feeds)[1], reference_outputs(after, feeds)[1]):
         for x, y in zip(a, b):
             worst = max(worst, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
     return worst
-
-
-def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # measure the graph as written
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in feeds]

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hub.passes.rewrite import add_initializer, attr, constant, fresh_name, per_channel, sole_consumer, static_shape
+from hub.passes.rewrite import add_initializer, attr, constant, fresh_name, opset, per_channel, sole_consumer, static_shape
 
 NAME = "decompose_groupnorm"
 
@@ -42,9 +42,6 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
     return model, rewritten, f"decomposed {rewritten} group normalisations" if rewritten else ""
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
 
 def _from_groupnorm(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     shape = static_shape(model, node.input[0])
@@ -53,7 +50,7 @@ def _from_groupnorm(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     if shape is None or len(shape) < 3 or scale is None or bias is None or groups <= 0 or shape[1] % groups:
         return False
     channels = shape[1]
-    if _opset(model) < 21 and scale.size == groups:  # opset 18: one scale and bias per group
+    if opset(model) < 21 and scale.size == groups:  # opset 18: one scale and bias per group
         scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
     if scale.size != channels or bias.size != channels:
         return False
@@ -121,7 +118,7 @@ def _emit(model: onnx.ModelProto, old: list[onnx.NodeProto], x: str, y: str, sha
     t = {key: fresh_name(model, f"{base}_{key}") for key in ("mean_c", "mean", "d", "d2", "var_c", "var", "var_eps", "std", "inv",
                                           "factor", "scaled")}
     axes = list(range(2, len(shape)))
-    if _opset(model) >= 18:  # ReduceMean's axes became an input
+    if opset(model) >= 18:  # ReduceMean's axes became an input
         axes_input, reduce = [add_initializer(model, np.array(axes, np.int64), f"{base}_axes")], {"keepdims": 1}
     else:
         axes_input, reduce = [], {"axes": axes, "keepdims": 1}

@@ -19,7 +19,7 @@ import onnx
 from onnx import helper
 
 from hub.artifacts import Rewrite
-from hub.passes.rewrite import add_initializer, as_linear, attr, fresh_name, producer, sole_consumer
+from hub.passes.rewrite import add_initializer, as_linear, attr, fresh_name, opset, producer, sole_consumer
 
 NAME = "rewrite_hardsigmoid"
 HARDSWISH = (1 / 6, 0.5)
@@ -37,15 +37,12 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     return model, rewrites
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
 
 def _as_hardswish(model: onnx.ModelProto, node: onnx.NodeProto, alpha: float, beta: float) -> bool:
     """x * HardSigmoid(x) with torch's constants -> HardSwish(x) (an ONNX op from opset 14)."""
     mul = sole_consumer(model, node.output[0])
     x = node.input[0]
-    if not np.allclose((alpha, beta), HARDSWISH, rtol=1e-6) or _opset(model) < 14 or mul is None \
+    if not np.allclose((alpha, beta), HARDSWISH, rtol=1e-6) or opset(model) < 14 or mul is None \
             or mul.op_type != "Mul" or sorted(mul.input) != sorted((x, node.output[0])):
         return False
     graph = model.graph

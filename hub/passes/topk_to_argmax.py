@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from hub.artifacts import Rewrite
-from hub.passes.rewrite import add_initializer, attr, constant
+from hub.passes.rewrite import add_initializer, attr, constant, opset, replace_node
 
 NAME = "topk_to_argmax"
 
@@ -30,9 +30,6 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     return model, rewrites
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
 
 def _k(model: onnx.ModelProto, node: onnx.NodeProto) -> int | None:
     if len(node.input) < 2:  # opset 1-9: k is an attribute
@@ -44,7 +41,7 @@ def _k(model: onnx.ModelProto, node: onnx.NodeProto) -> int | None:
 def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
     axis, largest = int(attr(node, "axis", -1)), bool(attr(node, "largest", 1))
     reduce_op, arg_op = ("ReduceMax", "ArgMax") if largest else ("ReduceMin", "ArgMin")
-    if _opset(model) >= 18:  # ReduceMax/ReduceMin's axes became an input
+    if opset(model) >= 18:  # ReduceMax/ReduceMin's axes became an input
         axes_input, axes_attr = [add_initializer(model, np.array([axis], np.int64), f"{node.name}_axes")], {}
     else:
         axes_input, axes_attr = [], {"axes": [axis]}
@@ -55,8 +52,4 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
                                     keepdims=1, **axes_attr))
     if indices:
         new.append(helper.make_node(arg_op, [node.input[0]], [indices], name=f"{node.name}/{arg_op}", axis=axis, keepdims=1))
-    graph = model.graph
-    at = list(graph.node).index(node)
-    graph.node.remove(node)
-    for offset, n in enumerate(new):
-        graph.node.insert(at + offset, n)
+    replace_node(model, node, new)

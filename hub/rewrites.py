@@ -43,10 +43,6 @@ def rewrite(normalised: NormalisedModel, samples: dict[str, np.ndarray] | None =
     return replace(normalised, onnx_model=model, passes=normalised.passes + results)
 
 
-def rewrites_of(passes: list[PassResult]) -> list[tuple[PassResult, Rewrite]]:
-    return [(p, r) for p in passes for r in p.rewrites]
-
-
 def describe(rewrites: list[Rewrite]) -> str:
     """"4 Gelu -> tanh form, 1 LayerNormalization -> builtins"."""
     counts = Counter((r.op, r.into) for r in rewrites)
@@ -58,12 +54,12 @@ def summary_line(passes: list[PassResult]) -> str | None:
     rules = [p for p in passes if p.rewrites]
     if not rules:
         return None
-    parts = [p.detail + (f" (max err {short_float(p.max_abs_error)})" if p.max_abs_error else "") for p in rules]
+    parts = [p.detail + (f" (max err {_short_float(p.max_abs_error)})" if p.max_abs_error else "") for p in rules]
     total = sum(len(p.rewrites) for p in rules)
     return f"rewrote {total} node{'s' * (total != 1)}: {', '.join(parts)}"
 
 
-def short_float(x: float) -> str:
+def _short_float(x: float) -> str:
     """3.1e-4 -> "3e-4": one significant digit, as an error bound reads."""
     mantissa, exponent = f"{x:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"

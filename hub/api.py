@@ -413,6 +413,8 @@ def optimize(
     is held out for every figure. `distill=False` trains on the labels alone (the comparison run)."""
     from hub import calibration as calib
     from hub import optimize as stage
+    from hub.export import identifier_from_file
+    from hub.output import check_destination
 
     if target != "tflm":
         raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
@@ -424,9 +426,17 @@ def optimize(
         model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
         distill=distill, round_to=round_to,
         training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
-        input_range=calib.parse_input_range(input_range), out=Path(out) if out else None, name=name, force=force,
-        options=options or LoadOptions())
-    return stage.run(request, progress or Progress(enabled=False))
+        input_range=calib.parse_input_range(input_range), force=force, options=options or LoadOptions())
+    path, progress = request.model, progress or Progress(enabled=False)
+    ident = _firmware_name(name, path)
+    out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_optimized_tflm"
+    check_destination(out_dir, force)
+    with progress.stage("load", f"Loading {path.name}"):
+        source = load_source(path, request.options)
+        if source.framework == "tflite":
+            raise InputError("a .tflite model cannot be trained: give the source model (PyTorch, Keras or ONNX)", path)
+        normalised = _normalise(source, request.options)
+    return stage.run(request, progress, source, normalised, ident, out_dir, convert)
 
 
 def prune(module, example_input, ratio: float, *, round_to: int | None = None):

@@ -404,35 +404,24 @@ class OptimizeRequest:
     round_to: int | None = None
     training: DistillOptions = field(default_factory=DistillOptions)
     input_range: tuple[float, float] = (0.0, 1.0)
-    out: Path | None = None
-    name: str | None = None
     force: bool = False
     options: LoadOptions = field(default_factory=LoadOptions)
 
 
-def run(request: OptimizeRequest, progress: Any) -> tuple[Any, dict[str, Any]]:
-    """Prune and distill the model, convert teacher and student to int8 for TFLM, measure both there;
-    writes the student's output folder (report.json with `optimize`) and returns (student ConvertReport,
-    the `optimize` section)."""
+def run(request: OptimizeRequest, progress: Any, source: Any, normalised: NormalisedModel, ident: str, out_dir: Path,
+        convert: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
+    """Prune and distill the loaded model, convert teacher and student to int8 for TFLM with `convert`
+    (hub.api.convert, handed in so this stage does not import the api above it), measure both there;
+    writes the student's output folder `out_dir` (report.json with `optimize`) and returns (student
+    ConvertReport, the `optimize` section)."""
     import tempfile
     import time
 
     import torch
 
-    from hub import api
-    from hub.export import identifier_from_file
-    from hub.output import check_destination
-
     start = time.perf_counter()
     path = request.model
-    ident = api._firmware_name(request.name, path)
-    out_dir = request.out or Path.cwd() / f"{identifier_from_file(path)}_optimized_tflm"
-    check_destination(out_dir, request.force)
-    with progress.stage("load", f"Loading {path.name} as a trainable module"):
-        source = api.load_source(path, request.options)
-        if source.framework == "tflite":
-            raise InputError("a .tflite model cannot be trained: give the source model (PyTorch, Keras or ONNX)", path)
-        normalised = api._normalise(source, request.options)
+    with progress.stage("trainable", f"Making {path.name} a trainable module"):
         teacher = trainable(path, request.options, normalised)
     layout = source.source_layouts.get(teacher.spec.name)
     train, val = split(load_data(request.data, teacher.spec, layout, request.input_range),
@@ -452,12 +441,12 @@ def run(request: OptimizeRequest, progress: Any) -> tuple[Any, dict[str, Any]]:
         calibration = work / "calibration.npz"
         np.savez(calibration, **{teacher.spec.name: train.x})
         with progress.stage("teacher", "Converting the teacher to int8 and measuring it on TFLM"):
-            teacher_report = api.convert(path, calibration=_in_source_layout(train.x, teacher.spec, layout, work),
+            teacher_report = convert(path, calibration=_in_source_layout(train.x, teacher.spec, layout, work),
                                          out=work / "teacher", options=request.options, force=True)
         student_onnx = work / f"{ident}.onnx"
         export_onnx(student, teacher.spec, normalised.outputs[0].name, student_onnx)
         with progress.stage("student", "Converting the student to int8 and measuring it on TFLM"):
-            report = api.convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force)
+            report = convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force)
         teacher_tflite = (work / "teacher" / "model.tflite").read_bytes()
     with progress.stage("measure", f"Scoring both int8 models on TFLM over {len(val.x)} validation samples"):
         section = _section(request, teacher, train, val, teacher_val, student, (before, after),

@@ -73,6 +73,7 @@ def convert(
     rewrite: bool = True,
     npu: str | None = None,
     schedule: str = "min-arena",
+    compress: bool = False,
 ) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
     (`.to_dict()` is report.json).
@@ -85,6 +86,8 @@ def convert(
     `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
     `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.ethos_u).
     `schedule="default"` keeps the converter's operator order (see hub.schedule; "min-arena" reorders).
+    `compress=True` stores clustered filters as TFLM look-up tables (hub.compress; --target tflm only), checked
+    bit for bit against the uncompressed model on TFLM, with both models' arena and invoke time measured.
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
@@ -98,6 +101,8 @@ def convert(
     path = Path(model)
     target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
     npu = _npu_option(target, npu)
+    if compress and target != "tflm":
+        raise InputError(f"--compress is for --target tflm (TFLM's DECODE op), not --target {target}")
     if schedule not in SCHEDULES:
         raise InputError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     value_range = calib.parse_input_range(input_range)
@@ -130,7 +135,11 @@ def convert(
             raise _conversion_failure(exc, check, path) from None
         converted, tflite_passes = _tflite_passes(converted)
 
-    verification = None
+    verification = compression = None
+    if compress:
+        with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
+            converted, compression = _compress(converted, reference.onnx_model, calibration_set.held_out_samples(),
+                                               schedule)
     if target_row.verified_on_tflm:
         with progress.stage("schedule", "Ordering operators for the least arena"):
             # Vela re-plans an ethos-u model itself (and renumbers tensors an offline plan would name)
@@ -140,6 +149,8 @@ def convert(
             verification = _verify(converted.tflite_bytes, reference.onnx_model, calibration_set.held_out_samples(),
                                    min_cosine)
             verification.memory.update(scheduled.memory_fields(verification.memory))
+            if compression is not None:
+                compression.measured.update(_measured(verification, "after"))
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
                                           verification):
@@ -147,7 +158,7 @@ def convert(
     report = ConvertReport(target=target, quantize=quantize, source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
                            passes=normalised.passes + tflite_passes, check=check, verification=verification,
-                           output=out_dir)
+                           output=out_dir, compression=compression)
     if npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
         from hub.ethos_u import compile_model
 
@@ -181,11 +192,47 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
                 from hub.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
-                report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena)]
+                report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
+                                                                   constants=_decode_constants(report.compression))]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
         document = report.to_dict()
         write_html(document, tmp / "report.html")
         (tmp / "report.json").write_text(to_json(document))
+
+
+def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
+    """The converted model with its clustered filters compressed (hub.compress); the uncompressed model is
+    measured on TFLM first (same operator ordering) for the before/after figures."""
+    from dataclasses import replace
+
+    from hub.compress import check_lossless, compress
+    from hub.verify import tflm_raw_outputs
+
+    plain = converted.tflite_bytes
+    compressed, compression = compress(plain)
+    samples = held_out or None
+    if samples:
+        check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
+    scheduled_plain, _ = _schedule(converted, schedule_mode)
+    compression.measured.update(_measured(_verify(scheduled_plain.tflite_bytes, reference, held_out, None), "before"))
+    return replace(converted, tflite_bytes=compressed), compression
+
+
+def _measured(verification, when: str) -> dict:
+    return {f"arena_bytes_{when}": verification.memory.get("arena_bytes"),
+            f"invoke_us_host_{when}": verification.tflm.get("invoke_us_host")}
+
+
+def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
+    """The settings header's note on DECODE's arena (already inside kTensorArenaSize)."""
+    if compression is None:
+        return None
+    m = compression.measured
+    if m.get("arena_bytes_after") is None or m.get("arena_bytes_before") is None:
+        return None
+    extra = max(0, m["arena_bytes_after"] - m["arena_bytes_before"])
+    return {"kDecodeArenaBytes": (extra, "of kTensorArenaSize: the weights DECODE rebuilds (compressed model; "
+                                         "register AddDecode(), see _model_ops.h)")}
 
 
 def _npu_option(target: str, npu: str | None) -> str | None:
@@ -395,6 +442,7 @@ def optimize(
     temperature: float = 4.0,
     alpha: float = 0.9,
     round_to: int | None = None,
+    cluster: int | None = None,
     seed: int = 0,
     target: str = "tflm",
     input_range: str | None = None,
@@ -410,7 +458,9 @@ def optimize(
 
     Returns (the student's ConvertReport, report.json's `optimize` section). Without labels training is
     pure distillation and accuracy is agreement with the teacher; `val` (else a seeded fifth of `data`)
-    is held out for every figure. `distill=False` trains on the labels alone (the comparison run)."""
+    is held out for every figure. `distill=False` trains on the labels alone (the comparison run).
+    `cluster=N` then k-means every filter to N values, fine-tunes them (hub.cluster) and converts with
+    `compress=True`: TFLM look-up tables, flash before/after, arena and invoke time measured."""
     from hub import calibration as calib
     from hub import optimize as stage
     from hub.export import identifier_from_file
@@ -424,7 +474,7 @@ def optimize(
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
     request = stage.OptimizeRequest(
         model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
-        distill=distill, round_to=round_to,
+        distill=distill, round_to=round_to, cluster=cluster,
         training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
         input_range=calib.parse_input_range(input_range), force=force, options=options or LoadOptions())
     path, progress = request.model, progress or Progress(enabled=False)

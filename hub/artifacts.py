@@ -202,6 +202,7 @@ class ConvertReport:
     timings_s: dict[str, float] = field(default_factory=dict)
     portability: dict[str, Any] = field(default_factory=dict)  # hub.report's sections, measured figures in
     ethos_u: Any = None  # hub.ethos_u.EthosUResult of --target ethos-u
+    compression: Any = None  # hub.compress.Compression of --compress
 
     @property
     def measured(self) -> Measured:
@@ -223,6 +224,8 @@ class ConvertReport:
             doc["firmware"] = list(self.firmware)
         if self.ethos_u is not None:
             doc["ethos_u"] = self.ethos_u.to_dict()
+        if self.compression is not None:
+            doc["compression"] = self.compression.to_dict()
         doc["timings_s"] = dict(self.timings_s)
         doc.update(self.portability)
         return doc  # without `output`: report.json sits in that folder, wherever it is moved

@@ -126,6 +126,8 @@ def convert(
     schedule: str = typer.Option("min-arena", "--schedule",
                                  help="min-arena: reorder operators for the least TFLM arena (kept only when the "
                                       "measured arena drops); default: keep the converter's order"),
+    compress: bool = typer.Option(False, "--compress", help="Store clustered weights as TFLM look-up tables "
+                                  "(DECODE op): less flash, more arena; for models from hub optimize --cluster"),
     as_json: bool = JsonOut,
 ) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
@@ -141,7 +143,7 @@ def convert(
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
                              min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
-                             npu=npu, schedule=schedule,
+                             npu=npu, schedule=schedule, compress=compress,
                              progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
@@ -306,6 +308,8 @@ def optimize(
     temperature: float = typer.Option(4.0, "--temperature", help="Distillation temperature"),
     alpha: float = typer.Option(0.9, "--alpha", help="Weight of the teacher's soft targets (1 - alpha: labels)"),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Keep channel counts multiples of this"),
+    cluster: Optional[int] = typer.Option(None, "--cluster", help="Cluster each filter to N values (2-128), fine-tune, "
+                                          "and store them as TFLM look-up tables (--compress)"),
     seed: int = typer.Option(0, "--seed"),
     target: str = typer.Option("tflm", "--target", help="tflm"),
     input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of image pixels (image folders)"),
@@ -328,7 +332,7 @@ def optimize(
 
         report, section = api.optimize(
             model, data=data, val=val, prune_ratio=prune_ratio, distill=not no_distill, epochs=epochs, lr=lr,
-            temperature=temperature, alpha=alpha, round_to=round_to, seed=seed, target=target,
+            temperature=temperature, alpha=alpha, round_to=round_to, cluster=cluster, seed=seed, target=target,
             input_range=input_range, out=out, name=name, force=force,
             options=_options(input_shape, factory, trust_pickle, trust_code),
             progress=Progress(enabled=None if not as_json else False))

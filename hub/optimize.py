@@ -66,6 +66,7 @@ class DistillOptions:
     batch: int = BATCH
     seed: int = 0
     on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False)  # (epoch, mean loss)
+    after_step: Callable[[], None] | None = field(default=None, repr=False)  # e.g. hub.cluster.project
 
 
 # --- the trainable teacher -------------------------------------------------------------------
@@ -313,6 +314,8 @@ def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray | None = No
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                if options.after_step is not None:
+                    options.after_step()
                 total += float(loss.detach()) * len(idx)
             if options.on_epoch is not None:
                 options.on_epoch(epoch + 1, total / len(xs))
@@ -402,6 +405,7 @@ class OptimizeRequest:
     prune_ratio: float = 0.5
     distill: bool = True
     round_to: int | None = None
+    cluster: int | None = None  # values per filter (hub.cluster), then --compress
     training: DistillOptions = field(default_factory=DistillOptions)
     input_range: tuple[float, float] = (0.0, 1.0)
     force: bool = False
@@ -435,7 +439,10 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
         student = prune(copy.deepcopy(teacher.module), example, request.prune_ratio, round_to=request.round_to)
         after = count(student, example)
     teacher_val = predict(teacher.module, val.x)
-    student = _train(teacher, student, train, val, teacher_val, request, progress)
+    if request.prune_ratio > 0 or not request.cluster:
+        student = _train(teacher, student, train, val, teacher_val, request, progress)
+    if request.cluster:
+        student = _cluster(teacher, student, train, val, teacher_val, request, progress)
     with tempfile.TemporaryDirectory(prefix="hub-optimize-") as tmp:
         work = Path(tmp)
         calibration = work / "calibration.npz"
@@ -446,7 +453,8 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
         student_onnx = work / f"{ident}.onnx"
         export_onnx(student, teacher.spec, normalised.outputs[0].name, student_onnx)
         with progress.stage("student", "Converting the student to int8 and measuring it on TFLM"):
-            report = convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force)
+            report = convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force,
+                             compress=request.cluster is not None)
         teacher_tflite = (work / "teacher" / "model.tflite").read_bytes()
     with progress.stage("measure", f"Scoring both int8 models on TFLM over {len(val.x)} validation samples"):
         section = _section(request, teacher, train, val, teacher_val, student, (before, after),
@@ -458,14 +466,26 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
     return report, section
 
 
+def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+             request: OptimizeRequest, progress: Any) -> Any:
+    """k-means every filter to request.cluster values, then fine-tune the shared values (hub.cluster)."""
+    from hub.cluster import cluster, project
+
+    with progress.stage("cluster", f"Clustering each filter to {request.cluster} values"):
+        clustered = cluster(student, request.cluster)
+    return _train(teacher, student, train, val, teacher_val, request, progress, after_step=lambda: project(clustered),
+                  what="Fine-tuning the clusters")
+
+
 def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
-           request: OptimizeRequest, progress: Any) -> Any:
+           request: OptimizeRequest, progress: Any, after_step: Callable[[], None] | None = None,
+           what: str | None = None) -> Any:
     import time
     from dataclasses import replace
 
     from hub.progress import bar
 
-    what = "Distilling" if request.distill else "Training on labels"
+    what = what or ("Distilling" if request.distill else "Training on labels")
     t0 = time.perf_counter()
     with bar(what, request.training.epochs, progress.enabled) as step:  # a bar, not a stage: one live display
         def on_epoch(epoch: int, loss: float) -> None:
@@ -473,10 +493,11 @@ def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, t
             shown = f"val accuracy {s['accuracy']:.3f}" if s["accuracy"] is not None else f"agreement {s['agreement']:.3f}"
             step(f"epoch {epoch}  loss {loss:.4f}  {shown}")
 
-        options = replace(request.training, alpha=request.training.alpha if request.distill else 0.0, on_epoch=on_epoch)
+        options = replace(request.training, alpha=request.training.alpha if request.distill else 0.0, on_epoch=on_epoch,
+                          after_step=after_step)
         student = distill(teacher.module, student, train.x, train.y, options,
                           probabilities=teacher.probabilities, reconstruction=teacher.reconstruction)
-    progress.timings["train"] = round(time.perf_counter() - t0, 3)
+    progress.timings["train"] = round(progress.timings.get("train", 0.0) + time.perf_counter() - t0, 3)
     return student
 
 
@@ -493,26 +514,32 @@ def _in_source_layout(x: np.ndarray, spec: TensorSpec, layout: str | None, work:
 def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val: TrainData, teacher_val: np.ndarray,
              student: Any, counts: tuple[dict, dict], teacher_converted: tuple[Any, bytes], report: Any) -> dict[str, Any]:
     """report.json's `optimize`: before (teacher) and after (student), every memory figure from TFLM."""
+    from hub.compress import weight_bytes
+    from hub.tflite_model import read_tflite
     from hub.verify import tflm_outputs
 
     teacher_report, teacher_tflite = teacher_converted
     out_shape = tuple(report.model.outputs[0]["shape"]) if report.model.outputs else None
-    student_tflite = (report.output / "model.tflite").read_bytes()
+    tflite = {"teacher": teacher_tflite, "student": (report.output / "model.tflite").read_bytes()}
     name = teacher.spec.name
-    on_tflm = {"teacher": tflm_outputs(teacher_tflite, val.x, name, out_shape),
-               "student": tflm_outputs(student_tflite, val.x, name, out_shape)}
+    on_tflm = {side: tflm_outputs(data, val.x, name, out_shape) for side, data in tflite.items()}
     floats = {"teacher": teacher_val, "student": predict(student, val.x)}
     sides = {}
     for side, counted, converted in (("teacher", counts[0], teacher_report), ("student", counts[1], report)):
         memory = converted.verification.memory if converted.verification else {}
         fl = scores(floats[side], teacher_val, val.y, teacher.reconstruction)
         q = scores(on_tflm[side], teacher_val, val.y, teacher.reconstruction)
+        tflm = converted.verification.tflm if converted.verification else {}
         sides[side] = {**counted, "flash_bytes": converted.model.tflite_bytes, "arena_bytes": memory.get("arena_bytes"),
+                       "weight_bytes": weight_bytes(read_tflite(tflite[side])),
+                       "invoke_us_host": tflm.get("invoke_us_host"),
                        "float_accuracy": fl["accuracy"], "int8_accuracy_tflm": q["accuracy"],
                        "float_agreement": fl["agreement"], "int8_agreement_tflm": q["agreement"]}
-    change = {k: _relative(sides["teacher"][k], sides["student"][k]) for k in ("params", "macs", "flash_bytes", "arena_bytes")}
+    change = {k: _relative(sides["teacher"][k], sides["student"][k])
+              for k in ("params", "macs", "flash_bytes", "weight_bytes", "arena_bytes", "invoke_us_host")}
     t = request.training
-    return {"prune_ratio": request.prune_ratio, "round_to": request.round_to, "distill": request.distill,
+    return {"prune_ratio": request.prune_ratio, "round_to": request.round_to, "cluster": request.cluster,
+            "distill": request.distill,
             "route": teacher.route, "task": "reconstruction" if teacher.reconstruction else "classification",
             "labels": train.y is not None, "agreement": "mean cosine" if teacher.reconstruction else "top-1",
             "epochs": t.epochs, "lr": t.lr, "temperature": t.temperature,

@@ -36,6 +36,8 @@ def print_convert_summary(report: ConvertReport) -> None:
     _print_calibration(report.calibration)
     if report.verification is not None:
         _print_verification(report.verification)
+    if report.compression is not None:
+        _print_compression(report.compression)
     if report.firmware:
         out.print(f"  firmware     {', '.join(report.firmware)}")
     if report.ethos_u is not None:
@@ -65,6 +67,21 @@ def _print_verification(v: Verification) -> None:
                   f"{_kb(v.memory.get('arena_default_order_bytes'))} with --schedule default")
     if v.fidelity:
         out.print(f"  fidelity     vs ONNX on {v.fidelity.get('samples')} held-out samples: {_fidelity_parts(v.fidelity)}")
+
+
+def _print_compression(c) -> None:
+    bits = sorted({t.bits for t in c.tensors})
+    m = c.measured
+    out.print(f"  compressed   {len(c.tensors)} filters as {'/'.join(map(str, bits))}-bit look-up tables "
+              f"({len(c.skipped)} left as they are): weights {_kb(c.weight_bytes_before)} -> "
+              f"{_kb(c.weight_bytes_after)} ({c.weight_ratio:.2f}x smaller)")
+    out.print(f"               arena {_kb(m.get('arena_bytes_before'))} -> {_kb(m.get('arena_bytes_after'))} "
+              f"(DECODE rebuilds weights there); invoke {_us(m.get('invoke_us_host_before'))} -> "
+              f"{_us(m.get('invoke_us_host_after'))} on this host")
+
+
+def _us(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f} us"
 
 
 def print_check(result, model: Path) -> None:
@@ -125,14 +142,16 @@ def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
     """`hub optimize`: the student's conversion, then teacher and student side by side (TFLM figures)."""
     print_convert_summary(report)
     how = "distilled" if section["distill"] else "trained on labels"
-    table = Table(title=f"pruned {section['prune_ratio']:.0%}, {how} for {section['epochs']} epochs "
+    clustered = f"clustered to {section['cluster']} values, " if section.get("cluster") else ""
+    table = Table(title=f"pruned {section['prune_ratio']:.0%}, {clustered}{how} for {section['epochs']} epochs "
                         f"({section['validation']['samples']} validation samples)")
     for head in ("", "teacher", "student", "change"):
         table.add_column(head, justify="left" if not head else "right")
     teacher, student, change = section["teacher"], section["student"], section["change"]
     for key, label in (("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash (TFLM)"),
-                       ("arena_bytes", "arena (TFLM)")):
-        table.add_row(label, _count(teacher[key]), _count(student[key]),
+                       ("weight_bytes", "  of which weights"), ("arena_bytes", "arena (TFLM)"),
+                       ("invoke_us_host", "invoke, this host (us)")):
+        table.add_row(label, _count(teacher.get(key)), _count(student.get(key)),
                       "" if change[key] is None else f"{change[key]:+.1%}")
     for key, label in (("float_accuracy", "float accuracy"), ("int8_accuracy_tflm", "int8 accuracy on TFLM"),
                        ("int8_agreement_tflm", f"int8 agreement with the teacher ({section['agreement']})")):
@@ -140,8 +159,8 @@ def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
     out.print(table)
 
 
-def _count(n: int | None) -> str:
-    return "n/a" if n is None else f"{n:,}"
+def _count(n: float | None) -> str:
+    return "n/a" if n is None else f"{n:,.0f}"
 
 
 def _fraction(x: float | None) -> str:

@@ -256,7 +256,8 @@ def _html_value(value: Any, depth: int = 0) -> str:
 
 
 OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash, measured on TFLM (B)"),
-                 ("arena_bytes", "arena, measured on TFLM (B)"), ("float_accuracy", "float accuracy"),
+                 ("weight_bytes", "of which weights (B)"), ("arena_bytes", "arena, measured on TFLM (B)"),
+                 ("invoke_us_host", "invoke time on this host (us)"), ("float_accuracy", "float accuracy"),
                  ("int8_accuracy_tflm", "int8 accuracy on TFLM"), ("int8_agreement_tflm", "int8 agreement with the teacher")]
 
 
@@ -266,11 +267,14 @@ def _html_optimize(section: dict) -> str:
     for key, label in OPTIMIZE_ROWS:
         before, after = section["teacher"].get(key), section["student"].get(key)
         change = section["change"].get(key)
-        cells = [f"{v:,}" if isinstance(v, int) else "n/a" if v is None else f"{v:.4f}" for v in (before, after)]
+        cells = [f"{v:,}" if isinstance(v, int) or key == "invoke_us_host" and v is not None else "n/a" if v is None
+                 else f"{v:.4f}" for v in (before, after)]
         rows.append(f"<tr><th>{escape(label)}</th><td class=\"num\">{cells[0]}</td><td class=\"num\">{cells[1]}</td>"
                     f"<td class=\"num\">{'' if change is None else f'{change:+.1%}'}</td></tr>")
     how = "distilled from the teacher" if section["distill"] else "trained on the labels alone"
-    note = (f"{section['prune_ratio']:.0%} of the channels pruned ({escape(section['route'])}), {how} for "
+    clustered = (f"each filter clustered to {section['cluster']} values and stored as TFLM look-up tables, "
+                 if section.get("cluster") else "")
+    note = (f"{section['prune_ratio']:.0%} of the channels pruned ({escape(section['route'])}), {clustered}{how} for "
             f"{section['epochs']} epochs; figures over {section['validation']['samples']} validation samples; "
             f"agreement is {escape(section['agreement'])}.")
     return (f"<p class=\"note\">{note}</p><table id=\"optimize\"><thead><tr><th></th><th>teacher</th><th>student</th>"

@@ -66,6 +66,8 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
         findings = _tflm_findings(model, child, result, job)
     tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
             "message": findings[0].message if findings and not result.get("invokes") else None}
+    if result.get("invoke_us") is not None:  # host CPU time per invoke: relative costs, not an MCU's
+        tflm["invoke_us_host"] = result["invoke_us"]
     arena = result.get("arena_bytes")
     if tflm["invokes"] and arena is None and not child.timed_out and measure_arena:
         arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
@@ -97,6 +99,19 @@ def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
                                 f"{_child_failure(child) or result.get('message') or 'no outputs'}")
     spec = model.io_specs("outputs")[0]
     return np.concatenate([_from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
+
+
+def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """Every output of the model on TFLM for each sample ({input name: ONNX-layout array}), as the
+    interpreter wrote it (int8 stays int8): for comparing two flatbuffers bit for bit (hub.compress)."""
+    model = read_tflite(tflite_bytes)
+    inputs = [to_tflite_inputs(model, s) for s in samples]
+    with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
+        child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
+    if outputs is None or len(outputs) != len(samples):
+        raise IncompatibleError(f"TFLM did not run the {len(samples)} samples: "
+                                f"{_child_failure(child) or result.get('message') or 'no outputs'}")
+    return outputs
 
 
 def memory_section(arena_bytes: int | None, flash_bytes: int) -> dict[str, Any]:

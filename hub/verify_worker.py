@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -158,13 +159,16 @@ def run_job(job: Job) -> None:
     lower, job.result["arena_tail"] = allocated_total(interp, job.phase("allocations"))
     if job.samples:
         with stderr_to(job.phase("samples")):
-            results = []
+            results, invoking = [], 0.0
             for sample in job.samples:
                 interp.reset()  # stateful models (variables) start each sample afresh
+                start = time.perf_counter()
                 results.append(run_once(interp, sample, outputs))
+                invoking += time.perf_counter() - start
         np.savez(job.folder / "outputs.npz",
                  **{f"s{s}_o{o}": arr for s, outs in enumerate(results) for o, arr in enumerate(outs)})
         job.result["samples"] = len(results)
+        job.result["invoke_us"] = round(invoking / len(results) * 1e6, 1)  # host CPU, mean per sample
         job.save()
     del interp
     if job.spec.get("measure_arena", True):

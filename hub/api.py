@@ -443,6 +443,11 @@ def optimize(
     alpha: float = 0.9,
     round_to: int | None = None,
     cluster: int | None = None,
+    qat: bool = False,
+    board: str | None = None,
+    ram_kb: float | None = None,
+    flash_kb: float | None = None,
+    levels: str | list[float] | None = None,
     seed: int = 0,
     target: str = "tflm",
     input_range: str | None = None,
@@ -460,7 +465,12 @@ def optimize(
     pure distillation and accuracy is agreement with the teacher; `val` (else a seeded fifth of `data`)
     is held out for every figure. `distill=False` trains on the labels alone (the comparison run).
     `cluster=N` then k-means every filter to N values, fine-tunes them (hub.cluster) and converts with
-    `compress=True`: TFLM look-up tables, flash before/after, arena and invoke time measured."""
+    `compress=True`: TFLM look-up tables, flash before/after, arena and invoke time measured. `qat` fine-tunes
+    with TFLite's int8 scheme simulated (hub.qat) before conversion.
+    `board` (a key of hub.boards, or `ram_kb`/`flash_kb`) searches instead: pruning `levels` (default 0, 0.25,
+    0.5, 0.75) x int16x8 / int8 / int8+QAT / int8+cluster 16 / int8+cluster 4, every candidate measured on
+    TFLM, and writes the most accurate one that fits (hub.board_search); `prune_ratio` and `cluster` then
+    do not apply."""
     from hub import calibration as calib
     from hub import optimize as stage
     from hub.export import identifier_from_file
@@ -474,7 +484,8 @@ def optimize(
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
     request = stage.OptimizeRequest(
         model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
-        distill=distill, round_to=round_to, cluster=cluster,
+        distill=distill, round_to=round_to, cluster=cluster, qat=qat, board=_search_board(board, ram_kb, flash_kb),
+        levels=_levels(levels),
         training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
         input_range=calib.parse_input_range(input_range), force=force, options=options or LoadOptions())
     path, progress = request.model, progress or Progress(enabled=False)
@@ -487,6 +498,30 @@ def optimize(
             raise InputError("a .tflite model cannot be trained: give the source model (PyTorch, Keras or ONNX)", path)
         normalised = _normalise(source, request.options)
     return stage.run(request, progress, source, normalised, ident, out_dir, convert)
+
+
+def _search_board(name: str | None, ram_kb: float | None, flash_kb: float | None):
+    from hub.boards import custom_board, find_board
+
+    if name is not None and (ram_kb is not None or flash_kb is not None):
+        raise InputError("give --board or --ram/--flash, not both")
+    if name is not None:
+        return find_board(name)
+    return custom_board(ram_kb, flash_kb) if ram_kb is not None or flash_kb is not None else None
+
+
+def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
+    from hub.board_search import PRUNE_LEVELS
+
+    if levels is None:
+        return PRUNE_LEVELS
+    try:
+        values = tuple(sorted({float(v) for v in (levels.split(",") if isinstance(levels, str) else levels)}))
+    except ValueError:
+        raise InputError(f"--prune-levels takes fractions separated by commas, e.g. 0,0.25,0.5; got {levels!r}") from None
+    if not values or not all(0.0 <= v < 1.0 for v in values):
+        raise InputError(f"--prune-levels must be fractions in [0, 1), got {levels!r}")
+    return values
 
 
 def prune(module, example_input, ratio: float, *, round_to: int | None = None):

@@ -158,11 +158,7 @@ def size_arena_chart(points: list[dict[str, Any]]) -> str:
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
     x = _Axis([p["tflite_bytes"] for p in marks], LEFT, LEFT + plot_w)
     y = _Axis([p["arena_bytes"] for p in marks], H - BOTTOM, H - BOTTOM - plot_h)
-    body = [f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}" stroke="#999"/>',
-            f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}" stroke="#999"/>',
-            f'<text x="{LEFT + plot_w / 2}" y="{H - 8}" text-anchor="middle" fill="#333">model size (flash)</text>',
-            f'<text x="12" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" '
-            'text-anchor="middle" fill="#333">arena (RAM)</text>']
+    body = _frame("model size (flash)", "arena (RAM)")
     for value, at in x.ticks:
         body.append(f'<text x="{at:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle" fill="#555">{_kb(value)}</text>')
     for value, at in y.ticks:
@@ -181,6 +177,16 @@ def size_arena_chart(points: list[dict[str, Any]]) -> str:
     return _svg(body, "Model size against arena, per model and quantize mode", height)
 
 
+def _frame(x_label: str, y_label: str) -> list[str]:
+    """The two axis lines of a scatter chart and their labels."""
+    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+    return [f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}" stroke="#999"/>',
+            f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}" stroke="#999"/>',
+            f'<text x="{LEFT + plot_w / 2}" y="{H - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>',
+            f'<text x="12" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" '
+            f'text-anchor="middle" fill="#333">{escape(y_label)}</text>']
+
+
 class _Axis:
     """value -> pixel, linear from 0 or logarithmic when the values span more than 20x; with tick values."""
 
@@ -197,3 +203,50 @@ class _Axis:
         v = math.log10(value) if self.log else value
         return self.start + (self.end - self.start) * (v - self.lo) / (self.hi - self.lo)
 
+
+
+def pareto_chart(points: list[dict[str, Any]], x_key: str, x_label: str, limit: int | None) -> str:
+    """Accuracy (y) against a memory need (x) for every measured candidate of hub optimize --board: the
+    Pareto front joined by a line, the board's budget as a dashed line, the chosen candidate ringed."""
+    marks = [p for p in points if p.get(x_key) and p.get("accuracy") is not None]
+    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+    x = _Axis([p[x_key] for p in marks] + ([limit] if limit else []), LEFT, LEFT + plot_w)
+    lo = min([p["accuracy"] for p in marks] + [1.0])
+    y_lo = max(0.0, math.floor(lo * 20) / 20 - 0.05)
+
+    def y(v: float) -> float:
+        return H - BOTTOM - plot_h * (v - y_lo) / max(1.0 - y_lo, 1e-9)
+
+    body = _frame(x_label, "accuracy on TFLM")
+    for value, at in x.ticks:
+        body.append(f'<text x="{at:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle" fill="#555">{_kb(value)}</text>')
+    for k in range(5):
+        v = y_lo + (1.0 - y_lo) * k / 4
+        body.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+                    f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#555">{v:.2f}</text>')
+    if limit:
+        body.append(f'<line class="budget" x1="{x(limit):.1f}" x2="{x(limit):.1f}" y1="{TOP}" y2="{H - BOTTOM}" '
+                    f'stroke="#b3261e" stroke-dasharray="5,4"/><text x="{x(limit) - 4:.1f}" y="{TOP + 10}" '
+                    f'text-anchor="end" fill="#b3261e">board: {_kb(limit)}</text>')
+    front = _front(marks, x_key)
+    if len(front) > 1:
+        path = " ".join(f"{x(p[x_key]):.1f},{y(p['accuracy']):.1f}" for p in front)
+        body.append(f'<polyline class="front" points="{path}" fill="none" stroke="#4e79a7" stroke-width="1.5"/>')
+    for p in marks:
+        color = "#17803d" if p.get("fits") else "#999"
+        cx, cy = x(p[x_key]), y(p["accuracy"])
+        ring = (f'<circle class="chosen" cx="{cx:.1f}" cy="{cy:.1f}" r="10" fill="none" stroke="#e15759" '
+                'stroke-width="2.5"/>') if p.get("chosen") else ""
+        body.append(f'{ring}<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"><title>{escape(p["label"])}: '
+                    f'{_kb(p[x_key])}, accuracy {p["accuracy"]:.4f}{", fits" if p.get("fits") else ""}</title></circle>')
+    return _svg(body, f"Accuracy against {x_label}, every candidate measured on TFLM")
+
+
+def _front(points: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]]:
+    """The candidates no other beats on both memory and accuracy, by memory."""
+    best, front = -1.0, []
+    for p in sorted(points, key=lambda p: (p[x_key], -p["accuracy"])):
+        if p["accuracy"] > best:
+            front.append(p)
+            best = p["accuracy"]
+    return front

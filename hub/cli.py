@@ -310,6 +310,13 @@ def optimize(
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Keep channel counts multiples of this"),
     cluster: Optional[int] = typer.Option(None, "--cluster", help="Cluster each filter to N values (2-128), fine-tune, "
                                           "and store them as TFLM look-up tables (--compress)"),
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning (TFLite's int8 scheme) before conversion"),
+    board: Optional[str] = typer.Option(None, "--board", help="Search for the most accurate model that fits this board "
+                                        "(hub report --board list), every candidate measured on TFLM"),
+    ram: Optional[float] = typer.Option(None, "--ram", help="Search for a RAM budget in KB (instead of --board)"),
+    flash: Optional[float] = typer.Option(None, "--flash", help="Search for a flash budget in KB (instead of --board)"),
+    prune_levels: Optional[str] = typer.Option(None, "--prune-levels", help="The search's pruning levels "
+                                               "(default 0,0.25,0.5,0.75)"),
     seed: int = typer.Option(0, "--seed"),
     target: str = typer.Option("tflm", "--target", help="tflm"),
     input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of image pixels (image folders)"),
@@ -332,7 +339,8 @@ def optimize(
 
         report, section = api.optimize(
             model, data=data, val=val, prune_ratio=prune_ratio, distill=not no_distill, epochs=epochs, lr=lr,
-            temperature=temperature, alpha=alpha, round_to=round_to, cluster=cluster, seed=seed, target=target,
+            temperature=temperature, alpha=alpha, round_to=round_to, cluster=cluster, qat=qat,
+            board=board, ram_kb=ram, flash_kb=flash, levels=prune_levels, seed=seed, target=target,
             input_range=input_range, out=out, name=name, force=force,
             options=_options(input_shape, factory, trust_pickle, trust_code),
             progress=Progress(enabled=None if not as_json else False))

@@ -99,7 +99,7 @@ def onnx_to_torch(model: onnx.ModelProto, path: Path) -> Any:
     """onnx2torch's nn.Module for a normalised graph, checked against onnxruntime."""
     import torch
 
-    graph = _batch_free_reshapes(copy.deepcopy(model))
+    graph = _explicit_pads(_batch_free_reshapes(copy.deepcopy(model)))
     onnx2torch = _import_onnx2torch()
     try:
         module = onnx2torch.convert(graph)
@@ -151,6 +151,31 @@ def _batch_free_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             continue
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(new, node.input[1]))
+    return model
+
+
+def _explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
+    """auto_pad SAME_UPPER/SAME_LOWER (Keras' padding="same", and hub's fold_conv_pads pass) as explicit pads,
+    which onnx2torch can build (it raises NotImplementedError on auto_pad); exact for the static shapes
+    normalised graphs have."""
+    from hub.passes.rewrite import attr, set_attr, static_shape
+
+    for node in model.graph.node:
+        mode = attr(node, "auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        shape = static_shape(model, node.input[0]) if mode.startswith("SAME") else None
+        if shape is None:
+            continue
+        spatial = shape[2:]
+        kernel = attr(node, "kernel_shape") or static_shape(model, node.input[1])[2:]
+        strides = attr(node, "strides") or [1] * len(spatial)
+        dilations = attr(node, "dilations") or [1] * len(spatial)
+        totals = [max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+                  for n, k, s, d in zip(spatial, kernel, strides, dilations)]
+        small = [t // 2 for t in totals]
+        begin = small if mode == "SAME_UPPER" else [t - h for t, h in zip(totals, small)]
+        set_attr(node, "pads", begin + [t - b for t, b in zip(totals, begin)])
+        set_attr(node, "auto_pad", "NOTSET")
     return model
 
 
@@ -406,6 +431,9 @@ class OptimizeRequest:
     distill: bool = True
     round_to: int | None = None
     cluster: int | None = None  # values per filter (hub.cluster), then --compress
+    qat: bool = False  # quantization-aware fine-tuning (hub.qat) before conversion
+    board: Any = None  # hub.boards.Board: search for the most accurate model that fits it (hub.board_search)
+    levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)  # the search's pruning levels
     training: DistillOptions = field(default_factory=DistillOptions)
     input_range: tuple[float, float] = (0.0, 1.0)
     force: bool = False
@@ -433,6 +461,9 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
                        request.training.seed)
     if not request.distill and train.y is None:
         raise InputError("--no-distill trains on labels alone, and --data has none (no y array)", request.data)
+    if request.board is not None:
+        return _board_search(request, progress, source, teacher, (train, val), ident, out_dir, convert,
+                             normalised.outputs[0].name, start)
     example = torch.from_numpy(train.x[:1])
     with progress.stage("prune", f"Pruning {request.prune_ratio:.0%} of the channels"):
         before = count(teacher.module, example)
@@ -443,6 +474,8 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
         student = _train(teacher, student, train, val, teacher_val, request, progress)
     if request.cluster:
         student = _cluster(teacher, student, train, val, teacher_val, request, progress)
+    if request.qat:
+        student = _qat(teacher, student, train, request, progress)
     with tempfile.TemporaryDirectory(prefix="hub-optimize-") as tmp:
         work = Path(tmp)
         calibration = work / "calibration.npz"
@@ -466,13 +499,57 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
     return report, section
 
 
+def _board_search(request: OptimizeRequest, progress: Any, source: Any, teacher: Trainable,
+                  data: tuple[TrainData, TrainData], ident: str, out_dir: Path, convert: Callable[..., Any],
+                  output_name: str, start: float) -> tuple[Any, dict[str, Any]]:
+    """--board: measure candidates (hub.board_search) and write the most accurate one that fits as the output."""
+    import shutil
+    import tempfile
+    import time
+
+    from hub import board_search
+    from hub.output import atomic_folder
+
+    train, val = data
+    teacher_val = predict(teacher.module, val.x)
+    ctx = board_search.SearchContext(
+        teacher, train, val, teacher_val, request, output_name, ident, convert,
+        distill=lambda s: _train(teacher, s, train, val, teacher_val, request, progress),
+        cluster=lambda s, n: _cluster(teacher, s, train, val, teacher_val, request, progress, n),
+        qat=lambda s: _qat(teacher, s, train, request, progress))
+    with tempfile.TemporaryDirectory(prefix="hub-board-search-") as tmp:
+        candidates, chosen = board_search.search(ctx, request.board, Path(tmp), progress, request.levels)
+        found = board_search.section(candidates, chosen, request.board, request.levels)
+        if chosen is None:
+            raise IncompatibleError(f"no candidate fits {request.board.name}: {board_search.closest(candidates)}")
+        with atomic_folder(out_dir, request.force) as folder:
+            shutil.copytree(chosen.folder, folder, dirs_exist_ok=True)
+    report = chosen.report
+    report.output = out_dir
+    report.source = {"path": str(request.model), "framework": source.framework,
+                     "converted": f"the candidate {chosen.label}, chosen by hub optimize --board"}
+    section = {"search": found, "seconds": round(time.perf_counter() - start, 1)}
+    _add_to_report(report, section)
+    return report, section
+
+
+def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRequest, progress: Any) -> Any:
+    from hub.qat import quantization_aware
+
+    with progress.stage("qat", "Quantization-aware fine-tuning"):
+        return quantization_aware(student, train.x, teacher.module, train.y, request.training,
+                                  probabilities=teacher.probabilities, reconstruction=teacher.reconstruction)
+
+
 def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
-             request: OptimizeRequest, progress: Any) -> Any:
-    """k-means every filter to request.cluster values, then fine-tune the shared values (hub.cluster)."""
+             request: OptimizeRequest, progress: Any, clusters: int | None = None) -> Any:
+    """k-means every filter to `clusters` (default request.cluster) values, then fine-tune the shared values
+    (hub.cluster)."""
     from hub.cluster import cluster, project
 
-    with progress.stage("cluster", f"Clustering each filter to {request.cluster} values"):
-        clustered = cluster(student, request.cluster)
+    clusters = clusters or request.cluster
+    with progress.stage("cluster", f"Clustering each filter to {clusters} values"):
+        clustered = cluster(student, clusters)
     return _train(teacher, student, train, val, teacher_val, request, progress, after_step=lambda: project(clustered),
                   what="Fine-tuning the clusters")
 

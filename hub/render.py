@@ -141,6 +141,8 @@ def _fidelity_parts(fidelity: dict[str, Any]) -> str:
 def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
     """`hub optimize`: the student's conversion, then teacher and student side by side (TFLM figures)."""
     print_convert_summary(report)
+    if "search" in section:
+        return _print_search(section["search"])
     how = "distilled" if section["distill"] else "trained on labels"
     clustered = f"clustered to {section['cluster']} values, " if section.get("cluster") else ""
     table = Table(title=f"pruned {section['prune_ratio']:.0%}, {clustered}{how} for {section['epochs']} epochs "
@@ -157,6 +159,21 @@ def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
                        ("int8_agreement_tflm", f"int8 agreement with the teacher ({section['agreement']})")):
         table.add_row(label, _fraction(teacher[key]), _fraction(student[key]), "")
     out.print(table)
+
+
+def _print_search(search: dict[str, Any]) -> None:
+    board = search["board"]
+    table = Table(title=f"{len(search['candidates'])} candidates measured on TFLM for {board['name']} "
+                        f"(RAM {_count(board['ram_bytes'])} B, flash {_count(board['flash_bytes'])} B)")
+    for head in ("candidate", "flash need", "RAM need", "accuracy", "board"):
+        table.add_column(head, justify="left" if head in ("candidate", "board") else "right")
+    for c in search["candidates"]:
+        fits = c.get("error") or ("fits" if c.get("fits") else "does not fit")
+        label = f"[bold]{c['label']}[/] (chosen)" if c["label"] == search["chosen"] else c["label"]
+        table.add_row(label, _count(c.get("flash_need")), _count(c.get("ram_need")), _fraction(c.get("accuracy")), fits)
+    out.print(table)
+    source = "fits" if search["unoptimised_fits"] else "does not fit"
+    out.print(f"chosen: {search['chosen']}; the source model (no pruning, int8) {source} {board['name']}")
 
 
 def _count(n: float | None) -> str:

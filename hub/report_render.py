@@ -125,7 +125,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:18px}.note{color:#555;font-size:12px}.fits{color:#17803d}.nofit{color:#b3261e}
 .layers{max-height:none}svg.chart{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
-.ok{color:#17803d}.error{color:#b3261e}.warning{color:#a15c00}
+.ok{color:#17803d}.error{color:#b3261e}.warning{color:#a15c00}tr.chosen td{background:#fdecea;font-weight:bold}
 """
 
 SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
@@ -144,7 +144,9 @@ def render_html(report: dict[str, Any]) -> str:
              + (f"; converted for {escape(str(report['target']))} {escape(str(report.get('quantize', '')))}"
                 if isinstance(report.get("target"), str) else "") + "</p>",
              _html_cards(report)]
-    if report.get("optimize"):
+    if report.get("optimize", {}).get("search"):
+        parts += ["<h2>Board-fit search</h2>", _html_search(report["optimize"]["search"])]
+    elif report.get("optimize"):
         parts += ["<h2>Optimized: teacher and student</h2>", _html_optimize(report["optimize"])]
     parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
@@ -259,6 +261,31 @@ OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "fl
                  ("weight_bytes", "of which weights (B)"), ("arena_bytes", "arena, measured on TFLM (B)"),
                  ("invoke_us_host", "invoke time on this host (us)"), ("float_accuracy", "float accuracy"),
                  ("int8_accuracy_tflm", "int8 accuracy on TFLM"), ("int8_agreement_tflm", "int8 agreement with the teacher")]
+
+
+def _html_search(search: dict) -> str:
+    """hub optimize --board: the Pareto charts (accuracy against flash and against RAM) and every candidate."""
+    from hub import charts
+
+    board = search["board"]
+    points = [{**c, "chosen": c["label"] == search["chosen"]} for c in search["candidates"]]
+    rows = []
+    for c in points:
+        cells = [escape(c["label"]), _bytes(c.get("flash_need")), _bytes(c.get("ram_need")),
+                 "n/a" if c.get("accuracy") is None else f"{c['accuracy']:.4f}",
+                 "fits" if c.get("fits") else "n/a" if c.get("fits") is None else "does not fit",
+                 escape(c.get("error") or ""), f"{c.get('seconds', 0):.0f}"]
+        mark = ' class="chosen"' if c["chosen"] else ""
+        rows.append(f"<tr{mark}>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+    note = (f"{len(points)} candidates measured on TFLM for {escape(board['name'])} ({_bytes(board['ram_bytes'])} RAM, "
+            f"{_bytes(board['flash_bytes'])} flash). Flash: the flatbuffer and the kernels it registers; RAM: the "
+            f"measured arena and the runtime's own. Chosen: {escape(search['chosen'] or 'none')}; the source "
+            f"model (no pruning, int8) {'fits' if search['unoptimised_fits'] else 'does not fit'}.")
+    return (f"<p class=\"note\">{note}</p>"
+            + charts.pareto_chart(points, "flash_need", "flash (model + kernels)", board.get("flash_bytes"))
+            + charts.pareto_chart(points, "ram_need", "RAM (arena + runtime)", board.get("ram_bytes"))
+            + "<table id=\"search\"><thead><tr><th>candidate</th><th>flash</th><th>RAM</th><th>accuracy</th>"
+              "<th>board</th><th>error</th><th>s</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _html_optimize(section: dict) -> str:

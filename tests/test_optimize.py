@@ -191,3 +191,25 @@ def test_hub_optimize_digits_end_to_end(tmp_path):
     assert 0.9 < student["int8_agreement_tflm"] <= 1.0
     assert 'id="optimize"' in (out / "report.html").read_text()
     assert (out / "digits_cnn_state_model_settings.h").exists()
+
+
+@pytest.mark.parametrize("mode, stride, size", [("SAME_UPPER", 2, 8), ("SAME_LOWER", 2, 8), ("SAME_UPPER", 1, 7)])
+def test_explicit_pads_compute_the_same(mode, stride, size):
+    """onnx2torch cannot build auto_pad SAME_*: the route writes the same padding out (Keras' resnet8 has it)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=mode, strides=[stride, stride])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    x = np.random.default_rng(1).normal(size=(1, 3, size, size)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    expected = run(model)
+    explicit = stage._explicit_pads(copy.deepcopy(model))
+    assert not any(a.name == "auto_pad" and a.s != b"NOTSET" for a in explicit.graph.node[0].attribute)
+    np.testing.assert_allclose(run(explicit), expected, rtol=1e-5, atol=1e-5)

@@ -68,6 +68,7 @@ def convert(
     options: LoadOptions | None = None,
     min_cosine: float | None = None,
     per_channel_dense: bool = False,
+    per_tensor_weights: bool = False,
     progress: Progress | None = None,
     passes: list[str] | None = None,
     rewrite: bool = True,
@@ -109,7 +110,10 @@ def convert(
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out_dir, force)
     ident = _firmware_name(name, path)
-    convert_options = ConvertOptions(target, quantize, per_channel_dense=per_channel_dense)
+    if per_channel_dense and per_tensor_weights:
+        raise InputError("--per-channel-dense and --per-tensor-weights contradict each other: give one")
+    convert_options = ConvertOptions(target, quantize, per_channel_dense=per_channel_dense,
+                                     per_tensor_weights=per_tensor_weights)
 
     with progress.stage("load", f"Loading {path.name}"):
         source = load_source(path, options)
@@ -443,6 +447,7 @@ def optimize(
     alpha: float = 0.9,
     round_to: int | None = None,
     cluster: int | None = None,
+    cluster_scope: str = "layer",
     qat: bool = False,
     board: str | None = None,
     ram_kb: float | None = None,
@@ -473,6 +478,7 @@ def optimize(
     do not apply."""
     from hub import calibration as calib
     from hub import optimize as stage
+    from hub.cluster import SCOPES
     from hub.export import identifier_from_file
     from hub.output import check_destination
 
@@ -480,11 +486,14 @@ def optimize(
         raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
     if epochs < 0 or lr <= 0 or temperature <= 0 or not 0.0 <= alpha <= 1.0:
         raise InputError("--epochs must be >= 0, --lr and --temperature > 0, --alpha in [0, 1]")
+    if cluster_scope not in SCOPES:
+        raise InputError(f"--cluster-scope {cluster_scope!r}: choose one of {', '.join(SCOPES)}")
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
     request = stage.OptimizeRequest(
         model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
-        distill=distill, round_to=round_to, cluster=cluster, qat=qat, board=_search_board(board, ram_kb, flash_kb),
+        distill=distill, round_to=round_to, cluster=cluster, cluster_scope=cluster_scope, qat=qat,
+        board=_search_board(board, ram_kb, flash_kb),
         levels=_levels(levels),
         training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
         input_range=calib.parse_input_range(input_range), force=force, options=options or LoadOptions())

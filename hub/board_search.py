@@ -125,7 +125,8 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
         export_onnx(model, ctx.teacher.spec, ctx.output_name, onnx_path)
         np.savez(calibration, **{ctx.teacher.spec.name: ctx.train.x})
         report = ctx.convert(onnx_path, quantize=variant.quantize, calibration=calibration, out=folder / "out",
-                             name=ctx.ident, compress=variant.cluster is not None)
+                             name=ctx.ident, compress=variant.cluster is not None,
+                             per_tensor_weights=variant.cluster is not None and ctx.request.cluster_scope == "layer")
         memory = report.verification.memory
         candidate.flash_bytes, candidate.arena_bytes = report.model.tflite_bytes, memory.get("arena_bytes")
         data = (folder / "out" / "model.tflite").read_bytes()

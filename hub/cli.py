@@ -117,6 +117,9 @@ def convert(
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) if int8-vs-float cosine is lower"),
     per_channel_dense: bool = typer.Option(False, "--per-channel-dense",
                                            help="Per-channel FULLY_CONNECTED weights (default per-tensor, as MLPerf Tiny's references)"),
+    per_tensor_weights: bool = typer.Option(False, "--per-tensor-weights",
+                                            help="Every weight per tensor, conv too (for models clustered per layer: "
+                                                 "one look-up table per filter with --compress)"),
     input_shape: Optional[List[str]] = InputShape,
     factory: Optional[str] = Factory,
     trust_pickle: bool = TrustPickle,
@@ -142,7 +145,8 @@ def convert(
         report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
                              input_range=input_range, out=out, name=name, force=force,
                              options=_options(input_shape, factory, trust_pickle, trust_code),
-                             min_cosine=min_cosine, per_channel_dense=per_channel_dense, rewrite=not no_rewrite,
+                             min_cosine=min_cosine, per_channel_dense=per_channel_dense,
+                             per_tensor_weights=per_tensor_weights, rewrite=not no_rewrite,
                              npu=npu, schedule=schedule, compress=compress,
                              progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
@@ -310,6 +314,9 @@ def optimize(
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Keep channel counts multiples of this"),
     cluster: Optional[int] = typer.Option(None, "--cluster", help="Cluster each filter to N values (2-128), fine-tune, "
                                           "and store them as TFLM look-up tables (--compress)"),
+    cluster_scope: str = typer.Option("layer", "--cluster-scope", help="layer: one set of values per filter, converted "
+                                      "with per-tensor weights (2x); channel: per output channel, as convs are "
+                                      "usually quantized"),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning (TFLite's int8 scheme) before conversion"),
     board: Optional[str] = typer.Option(None, "--board", help="Search for the most accurate model that fits this board "
                                         "(hub report --board list), every candidate measured on TFLM"),
@@ -339,7 +346,8 @@ def optimize(
 
         report, section = api.optimize(
             model, data=data, val=val, prune_ratio=prune_ratio, distill=not no_distill, epochs=epochs, lr=lr,
-            temperature=temperature, alpha=alpha, round_to=round_to, cluster=cluster, qat=qat,
+            temperature=temperature, alpha=alpha, round_to=round_to, cluster=cluster, cluster_scope=cluster_scope,
+            qat=qat,
             board=board, ram_kb=ram, flash_kb=flash, levels=prune_levels, seed=seed, target=target,
             input_range=input_range, out=out, name=name, force=force,
             options=_options(input_shape, factory, trust_pickle, trust_code),

@@ -2,9 +2,13 @@
 compression (hub.compress) can store each weight as a log2(N)-bit index.
 
 The clusters follow the int8 quantization the converter applies afterwards, because the distinct values
-must survive it: per output channel for convolutions (per-channel symmetric scales, which also absorb a
-BatchNorm folded into the conv: a per-channel factor keeps the count of distinct values), per tensor for
-Linear layers (FULLY_CONNECTED is quantized per tensor unless --per-channel-dense). Each group's weights
+must survive it. Scope "channel": per output channel for convolutions (per-channel symmetric scales, which
+also absorb a BatchNorm folded into the conv: a per-channel factor keeps the count of distinct values), per
+tensor for Linear layers (FULLY_CONNECTED is quantized per tensor unless --per-channel-dense); TFLM then
+needs one value table per channel, 2^bits values each, which caps the saving at 2 / (1 + 2^bits * 8 /
+(bits * fan-in)): 1.8x at 4 bits needs a fan-in of 288. Scope "layer": one set of values per layer, for
+models converted with every weight per tensor (--per-tensor-weights) and BatchNorm already folded (hub
+optimize goes through the student's ONNX graph): one table per filter, 2x at 4 bits. Each group's weights
 are split by 1-D k-means (Lloyd's algorithm from quantile seeds); fine-tuning then keeps the assignments
 and moves the shared values: after every optimiser step each cluster's weights are reset to their mean
 (projected gradient descent, as TF-MOT's weight clustering trains centroids with fixed assignments).
@@ -28,31 +32,34 @@ class Clustered:
     per_channel: bool
 
 
-def targets(module: Any, per_channel_dense: bool = False) -> list[tuple[Any, bool]]:
+SCOPES = ("channel", "layer")
+
+
+def targets(module: Any, scope: str = "channel") -> list[tuple[Any, bool]]:
     """(layer, per_channel) for every conv and linear layer of `module`."""
     from torch import nn
 
     found = []
     for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            found.append((m, True))
-        elif isinstance(m, nn.Linear):
-            found.append((m, per_channel_dense))
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            found.append((m, scope == "channel" and not isinstance(m, nn.Linear)))
     return found
 
 
-def cluster(module: Any, clusters: int, *, per_channel_dense: bool = False) -> list[Clustered]:
-    """Cluster every conv/linear weight of `module` in place to at most `clusters` values per group;
-    returns the assignments that `project` keeps during fine-tuning."""
+def cluster(module: Any, clusters: int, *, scope: str = "channel") -> list[Clustered]:
+    """Cluster every conv/linear weight of `module` in place to at most `clusters` values per group (see the
+    module docstring for `scope`); returns the assignments that `project` keeps during fine-tuning."""
     import torch
 
     from hub.errors import InputError
 
     if not 2 <= clusters <= 128:
         raise InputError(f"--cluster takes 2 to 128 values per filter (TFLM's indices are 1-7 bits), got {clusters}")
+    if scope not in SCOPES:
+        raise InputError(f"--cluster-scope {scope!r}: choose one of {', '.join(SCOPES)}")
     done = []
     with torch.no_grad():
-        for layer, per_channel in targets(module, per_channel_dense):
+        for layer, per_channel in targets(module, scope):
             weight = layer.weight
             groups = weight.reshape(weight.shape[0], -1) if per_channel else weight.reshape(1, -1)
             centroids, labels = kmeans(groups, clusters)

@@ -39,7 +39,8 @@ class ConvertOptions:
     timeout_s: float = 900.0
     memory_mb: int | None = None  # None: from the model's weights (memory_limit_mb)
     use_onnxsim: bool = False  # normalise already folds what onnxsim would
-    per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are always per-channel)
+    per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are per-channel)
+    per_tensor_weights: bool = False  # every weight per tensor, conv too (one look-up table per layer-clustered filter)
 
 
 def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions) -> ConvertedModel:
@@ -49,7 +50,8 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         onnx.save(model.onnx_model, str(job / "model.onnx"))
         np.savez(job / "calibration.npz", **calibration.samples)
         (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
-                                                   "per_channel_dense": options.per_channel_dense}))
+                                                   "per_channel_dense": options.per_channel_dense,
+                                                   "per_tensor_weights": options.per_tensor_weights}))
         t0 = time.perf_counter()
         memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert_worker", [str(job)], timeout_s=options.timeout_s,

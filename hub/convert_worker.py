@@ -90,7 +90,8 @@ def main(job_dir: str) -> int:
 
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], ordered, job.get("per_channel_dense", False))
+    _configure(converter, tf, job["quantize"], ordered, job.get("per_channel_dense", False),
+               job.get("per_tensor_weights", False))
     tflite_bytes = converter.convert()
     timings["tflite_converter"] = time.perf_counter() - t0
     (job_path / "model.tflite").write_bytes(tflite_bytes)
@@ -98,7 +99,8 @@ def main(job_dir: str) -> int:
     return 0
 
 
-def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False) -> None:
+def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,
+               per_tensor_weights: bool = False) -> None:
     """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float32":
@@ -118,6 +120,9 @@ def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: b
     # per-channel costs ~24 B of flash per output channel plus per-channel data in TFLM's arena
     # (MLPerf AD: +40 KB flash, arena 22.0 KB against 4.6 KB) for accuracy int8 dense layers rarely need.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
+    # Conv weights per tensor only when asked: a model clustered per layer keeps <= N int8 values per filter
+    # only under one scale per filter (hub.cluster), and TFLM then decodes it from one table (hub.compress).
+    converter._experimental_disable_per_channel = per_tensor_weights
     if quantize == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8

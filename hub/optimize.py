@@ -431,6 +431,7 @@ class OptimizeRequest:
     distill: bool = True
     round_to: int | None = None
     cluster: int | None = None  # values per filter (hub.cluster), then --compress
+    cluster_scope: str = "layer"  # one set of values per filter, converted with per-tensor weights; or "channel"
     qat: bool = False  # quantization-aware fine-tuning (hub.qat) before conversion
     board: Any = None  # hub.boards.Board: search for the most accurate model that fits it (hub.board_search)
     levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)  # the search's pruning levels
@@ -487,7 +488,8 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
         export_onnx(student, teacher.spec, normalised.outputs[0].name, student_onnx)
         with progress.stage("student", "Converting the student to int8 and measuring it on TFLM"):
             report = convert(student_onnx, calibration=calibration, out=out_dir, name=ident, force=request.force,
-                             compress=request.cluster is not None)
+                             compress=request.cluster is not None,
+                             per_tensor_weights=request.cluster is not None and request.cluster_scope == "layer")
         teacher_tflite = (work / "teacher" / "model.tflite").read_bytes()
     with progress.stage("measure", f"Scoring both int8 models on TFLM over {len(val.x)} validation samples"):
         section = _section(request, teacher, train, val, teacher_val, student, (before, after),
@@ -544,12 +546,20 @@ def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRe
 def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
              request: OptimizeRequest, progress: Any, clusters: int | None = None) -> Any:
     """k-means every filter to `clusters` (default request.cluster) values, then fine-tune the shared values
-    (hub.cluster)."""
+    (hub.cluster). Per layer, the student first goes through its ONNX graph, which folds BatchNorm into the
+    convolutions: a folded BatchNorm scales each channel apart, which one set of values per layer cannot take."""
+    import tempfile
+
     from hub.cluster import cluster, project
 
     clusters = clusters or request.cluster
+    if request.cluster_scope == "layer":
+        with tempfile.TemporaryDirectory(prefix="hub-fold-") as tmp:
+            path = Path(tmp) / "student.onnx"
+            export_onnx(student, teacher.spec, "output", path)
+            student = onnx_to_torch(onnx.load(str(path)), request.model)
     with progress.stage("cluster", f"Clustering each filter to {clusters} values"):
-        clustered = cluster(student, clusters)
+        clustered = cluster(student, clusters, scope=request.cluster_scope)
     return _train(teacher, student, train, val, teacher_val, request, progress, after_step=lambda: project(clustered),
                   what="Fine-tuning the clusters")
 

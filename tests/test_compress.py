@@ -109,19 +109,62 @@ def test_clustered_digits_compress_on_tflm(clustered):
     out, doc = clustered
     compression, section = doc["compression"], doc["optimize"]
     assert section["cluster"] == 16 and section["prune_ratio"] == 0
-    # 3 of 4 filters: the first conv (9 weights per channel) would grow with a 16-value table per channel
-    # per channel for the convs, one table for the per-tensor FULLY_CONNECTED filter: as each is quantized
+    # layer scope (the default): per-tensor weights, one 16-value table per filter, every filter compressed
     assert sorted((t["op"], t["bits"], t["tables"]) for t in compression["tensors"]) == [
-        ("CONV_2D", 4, 64), ("CONV_2D", 4, 64), ("FULLY_CONNECTED", 4, 1)]
-    assert [s["op"] for s in compression["skipped"]] == ["CONV_2D"]
-    assert compression["weight_ratio"] >= 1.8
-    assert section["change"]["weight_bytes"] <= -0.44
+        ("CONV_2D", 4, 1), ("CONV_2D", 4, 1), ("CONV_2D", 4, 1), ("FULLY_CONNECTED", 4, 1)]
+    assert compression["skipped"] == [] and compression["weight_ratio"] >= 1.9
+    assert section["change"]["weight_bytes"] <= -0.45
     m = compression["measured"]
     assert m["arena_bytes_after"] > m["arena_bytes_before"]  # DECODE rebuilds the weights in the arena
     assert m["arena_bytes_after"] == doc["memory"]["arena_bytes"]
     assert section["student"]["int8_accuracy_tflm"] >= section["teacher"]["int8_accuracy_tflm"] - 0.01
     ops = read_tflite((out / "model.tflite").read_bytes()).ops
-    assert sum(op.custom_code == "TFLM_DECODE" for op in ops) == 3
+    assert sum(op.custom_code == "TFLM_DECODE" for op in ops) == 4
+
+
+@pytest.fixture(scope="module")
+def per_channel_int8(tmp_path_factory):
+    """The digits CNN's plain int8 model (per-channel conv filters) with each conv filter's int8 values cut to
+    16 levels in the flatbuffer itself (clustering without training): <= 16 values per channel and per filter."""
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
+    out = tmp_path_factory.mktemp("plain") / "digits"
+    proc = run_hub("convert", *DIGITS, "--calibration", "fixtures/digits_val.npz", "--schedule", "default", "--out",
+                   out, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    data = (out / "model.tflite").read_bytes()
+    model, info = model_editor.read(data), read_tflite(data)
+    convs = [i for i, t in enumerate(info.tensors) if t.is_constant and t.per_channel and len(t.shape) == 4]
+    for index in convs:
+        tensor = model.subgraphs[0].tensors[index]
+        levels = np.unique(np.quantile(tensor.array, np.linspace(0, 1, 16)).round()).astype(np.int8)
+        tensor.array = levels[np.abs(tensor.array[..., None].astype(int) - levels.astype(int)).argmin(-1)]
+    x = np.load(FIXTURES / "digits_val.npz")["x"][:16]
+    return bytes(model.build()), convs, [{"image": x[i:i + 1]} for i in range(len(x))]
+
+
+def test_per_channel_tables_decode_exactly(per_channel_int8):
+    from hub.verify import tflm_raw_outputs
+
+    data, convs, samples = per_channel_int8
+    compressed, result = stage.compress(data)
+    assert sorted(t.tables for t in result.tensors if t.op == "CONV_2D") == [64, 64]  # the 32-channel stem stays
+    stage.check_lossless(tflm_raw_outputs(data, samples), tflm_raw_outputs(compressed, samples))
+
+
+def test_a_table_against_the_quantization_decodes_wrong(per_channel_int8):
+    """The fact hub.knowledge.compression records: one table for a per-channel filter is accepted by the
+    compressor and decoded wrongly by the pinned interpreter (if this starts failing, the wheel changed)."""
+    from tflite_micro import compression
+    from tflite_micro.tensorflow.lite.micro.compression import spec
+
+    from hub.verify import tflm_raw_outputs
+
+    data, convs, samples = per_channel_int8
+    wrong = compression.compress(data, compression.SpecBuilder().add_tensor(0, convs[-1]).with_lut(4, spec.PerTensor())
+                                 .build())
+    with pytest.raises(IncompatibleError, match="differs"):
+        stage.check_lossless(tflm_raw_outputs(data, samples), tflm_raw_outputs(bytes(wrong), samples))
 
 
 def test_firmware_registers_decode_and_states_its_arena(clustered):

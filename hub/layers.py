@@ -21,6 +21,7 @@ from onnx import helper
 
 from hub.knowledge.arena import (ALIGN, PLAN_TEMP_PER_BUFFER, PLAN_TEMP_PER_TENSOR, TAIL_FIXED, TAIL_PER_CHANNEL,
                                  TAIL_PER_OP, TAIL_PER_TENSOR)
+from hub.knowledge.compression import DECODE_CODE
 from hub.knowledge.tflm_kernels import BIAS, KERNELS, WEIGHTS, role
 from hub.shapes import with_shapes
 
@@ -258,12 +259,15 @@ def tflite_layers(model) -> LayerTable:
     """The layer table of a parsed .tflite (hub.tflite_model.TFLiteModel)."""
     tensors = model.tensors
     seen: set[int] = set()
+    # a compressed filter reaches its consumer through a DECODE op (hub.compress): it is still a weight
+    decoded = {i for op in model.ops if op.custom_code == DECODE_CODE for i in op.outputs}
     layers = []
     for op in model.ops:
         outs = [tensors[i] for i in op.outputs if i >= 0]
         params = bias = 0
         for pos, idx in enumerate(op.inputs):
-            if idx < 0 or idx in seen or not tensors[idx].is_constant or not _tflite_weight(op.name, pos):
+            weight = idx >= 0 and (tensors[idx].is_constant or idx in decoded)
+            if not weight or idx in seen or not _tflite_weight(op.name, pos):
                 continue
             seen.add(idx)
             count = prod(tensors[idx].shape) if tensors[idx].shape else 1

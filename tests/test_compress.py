@@ -194,3 +194,10 @@ def test_plan_follows_the_quantization():
     per_channel = TensorInfo(0, "w", (4, 10), (4, 10), "int8", scales=[0.1] * 4, zero_points=[0] * 4,
                              quantized_dimension=0, is_constant=True)
     assert "would not shrink" in stage._plan(per_channel, "CONV_2D", array)
+
+
+def test_report_counts_decoded_filters_as_parameters(clustered):
+    out, _ = clustered
+    proc = run_hub("report", out / "model.tflite", "--format", "json", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["totals"]["params"] == 56_394  # the digits CNN's 56,714 less BatchNorm's 320

@@ -19,8 +19,10 @@ The scheme (what the converter does; tests/test_qat.py checks the weights bit fo
   the min/max over a few calibration batches of the float network (what post-training calibration sees),
   then follow an exponential moving average of each training batch's min/max. Fake quantized are the
   tensors TFLite keeps in int8: the model input, and the output of every module that requantizes
-  (conv, linear, BatchNorm, activations, average pools, onnx2torch's elementwise ops), except a conv,
+  (conv, linear, BatchNorm, activations, onnx2torch's elementwise ops and ReduceMean), except a conv,
   linear or BatchNorm whose only consumer is a BatchNorm or a ReLU/ReLU6 (the converter fuses those).
+  Average and max pools keep their input's scale and zero point in TFLite: their output is rounded
+  onto the input's grid.
   Producers and consumers are found by tracing one forward pass with module hooks, so both user
   nn.Modules and onnx2torch's GraphModules are covered; tensors made by functional calls in a user's
   forward (torch.relu, +) are invisible to hooks and are not fake quantized.
@@ -46,10 +48,10 @@ EMA_DECAY = 0.99  # per training batch: a few hundred steps move a range, a sing
 CALIBRATION_BATCHES = 8
 
 _REQUANTIZING = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6,
-                 nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.SiLU, nn.ELU,
-                 nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
-_ONNX2TORCH_REQUANTIZING = {"OnnxBinaryMathOperation", "OnnxGlobalAveragePool",
-                            "OnnxGlobalAveragePoolWithKnownInputShape", "OnnxReduceStaticAxes"}
+                 nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.SiLU, nn.ELU)
+_ONNX2TORCH_REQUANTIZING = {"OnnxBinaryMathOperation", "OnnxReduceStaticAxes"}  # Add/Mul/..., ReduceMean (MEAN)
+_SAME_SCALE = (nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd)
+_ONNX2TORCH_SAME_SCALE = {"OnnxGlobalAveragePool", "OnnxGlobalAveragePoolWithKnownInputShape"}
 _FUSED_INTO_PRODUCER = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6)
 _FUSING_PRODUCERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
@@ -124,13 +126,28 @@ class _Range:
             self.hi = EMA_DECAY * self.hi + (1 - EMA_DECAY) * hi
         return self.fake_quantize(t)
 
-    def fake_quantize(self, t: torch.Tensor) -> torch.Tensor:
+    def grid(self) -> tuple[float, int]:
+        """(scale, zero point) of the range widened to include 0, as TFLite derives them."""
         lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
         scale = max(hi - lo, 1e-8) / (ACTIVATION_MAX - ACTIVATION_MIN)
-        zero = min(max(round(ACTIVATION_MIN - lo / scale), ACTIVATION_MIN), ACTIVATION_MAX)
+        return scale, min(max(round(ACTIVATION_MIN - lo / scale), ACTIVATION_MIN), ACTIVATION_MAX)
+
+    def fake_quantize(self, t: torch.Tensor) -> torch.Tensor:
+        scale, zero = self.grid()
         clipped = t.clamp((ACTIVATION_MIN - zero) * scale, (ACTIVATION_MAX - zero) * scale)
         q = (_round_half_away(clipped.detach() / scale) + zero).clamp(ACTIVATION_MIN, ACTIVATION_MAX)
         return (q - zero) * scale + (clipped - clipped.detach())
+
+
+@dataclass
+class _SameGrid:
+    """A pooled tensor: TFLite's AVERAGE_POOL_2D and MAX_POOL_2D keep their input's scale and zero point, so
+    the output is rounded onto the input's grid and observes nothing itself."""
+
+    source: _Range
+
+    def __call__(self, t: torch.Tensor, training: bool) -> torch.Tensor:
+        return t if self.source.calibrating else self.source.fake_quantize(t)
 
 
 @dataclass
@@ -146,11 +163,11 @@ class _Ranges:
     """The activation ranges of one fake-quantized module: the model input and each quantized module call."""
 
     input: _Range
-    outputs: dict[tuple[int, int], _Range]  # (id(module), call index) -> range
+    outputs: dict[tuple[int, int], _Range | _SameGrid] = field(default_factory=dict)  # (id(module), call index)
     calls: defaultdict = field(default_factory=lambda: defaultdict(int))
 
     def all(self) -> list[_Range]:
-        return [self.input, *self.outputs.values()]
+        return [self.input, *(r for r in self.outputs.values() if isinstance(r, _Range))]
 
 
 def _trace(module: nn.Module, example: torch.Tensor) -> list[_Call]:
@@ -174,26 +191,38 @@ def _trace(module: nn.Module, example: torch.Tensor) -> list[_Call]:
     return calls
 
 
-def _quantized_calls(calls: list[_Call]) -> list[_Call]:
-    """The module calls whose output TFLite keeps as an int8 tensor of its own."""
+def _plan(calls: list[_Call], example: torch.Tensor) -> _Ranges:
+    """A range for each module call whose output TFLite keeps as an int8 tensor of its own, the input's
+    grid for each pool; a traced call's output is told apart by id() (the trace keeps them alive)."""
     consumers: defaultdict = defaultdict(list)
     for call in calls:
         for i in call.inputs:
             consumers[i].append(call.module)
-    chosen = []
+    ranges = _Ranges(_Range())
+    grid = {id(example): ranges.input}  # tensor -> the range it is quantized with
     for call in calls:
-        if not isinstance(call.output, torch.Tensor) or not _requantizes(call.module):
+        key = (id(call.module), call.index)
+        if not isinstance(call.output, torch.Tensor):
+            continue
+        if _same_scale(call.module):
+            if call.inputs and call.inputs[0] in grid:
+                ranges.outputs[key] = _SameGrid(grid[call.inputs[0]])
+                grid[id(call.output)] = grid[call.inputs[0]]
             continue
         after = consumers[id(call.output)]
         fused = (isinstance(call.module, _FUSING_PRODUCERS) and len(after) == 1
                  and isinstance(after[0], _FUSED_INTO_PRODUCER))
-        if not fused:
-            chosen.append(call)
-    return chosen
+        if _requantizes(call.module) and not fused:
+            ranges.outputs[key] = grid[id(call.output)] = _Range()
+    return ranges
 
 
 def _requantizes(module: nn.Module) -> bool:
     return isinstance(module, _REQUANTIZING) or type(module).__name__ in _ONNX2TORCH_REQUANTIZING
+
+
+def _same_scale(module: nn.Module) -> bool:
+    return isinstance(module, _SAME_SCALE) or type(module).__name__ in _ONNX2TORCH_SAME_SCALE
 
 
 # --- installing and removing -----------------------------------------------------------------
@@ -202,11 +231,12 @@ def _requantizes(module: nn.Module) -> bool:
 def fake_quantized(module: nn.Module, example: torch.Tensor, *, per_channel_dense: bool = False) -> Iterator[_Ranges]:
     """`module` with weight parametrizations and activation hooks for the duration; afterwards it is the
     plain module again (the latent float weights, no hooks). Activation ranges start empty: calibrate them."""
-    calls = _quantized_calls(_trace(module, example))
-    ranges = _Ranges(_Range(), {(id(c.module), c.index): _Range() for c in calls})
+    calls = _trace(module, example)
+    ranges = _plan(calls, example)
     layers = [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     hooks = [module.register_forward_pre_hook(_input_hook(ranges))]
-    hooks += [m.register_forward_hook(_output_hook(ranges)) for m in {id(c.module): c.module for c in calls}.values()]
+    quantized = {id(c.module): c.module for c in calls if (id(c.module), c.index) in ranges.outputs}
+    hooks += [m.register_forward_hook(_output_hook(ranges)) for m in quantized.values()]
     orders = [list(layer._parameters) for layer in layers]
     try:
         for layer in layers:

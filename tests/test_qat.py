@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -56,22 +57,26 @@ def _samples(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, *SHAPE[1:]), dtype=np.float32)
 
 
+CALIBRATION = _samples(64)
+
+
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory) -> tuple[Path, Path]:
+def converted(tmp_path_factory) -> Callable[[bool], bytes]:
+    """_tiny() through the real int8 converter (calibrated on CALIBRATION), with or without
+    --per-channel-dense: model.tflite's bytes, each converted once."""
     folder = tmp_path_factory.mktemp("qat")
     onnx_path, calibration = folder / "tiny.onnx", folder / "calibration.npz"
     stage.export_onnx(_tiny(), TensorSpec("image", SHAPE, "float32"), "logits", onnx_path)
-    np.savez(calibration, image=_samples(64))
-    return onnx_path, calibration
+    np.savez(calibration, image=CALIBRATION)
+    done: dict[bool, bytes] = {}
 
-
-@pytest.fixture(scope="session", params=[False, True], ids=["per-tensor-dense", "per-channel-dense"])
-def converted(request, tiny_onnx) -> tuple[bool, bytes]:
-    """_tiny() through the real int8 converter, with and without --per-channel-dense: model.tflite's bytes."""
-    onnx_path, calibration = tiny_onnx
-    out = onnx_path.parent / f"out_{request.param}"
-    report = api.convert(onnx_path, calibration=calibration, out=out, per_channel_dense=request.param)
-    return request.param, (Path(report.output) / "model.tflite").read_bytes()
+    def tflite(per_channel_dense: bool) -> bytes:
+        if per_channel_dense not in done:
+            report = api.convert(onnx_path, calibration=calibration, out=folder / f"out_{per_channel_dense}",
+                                 per_channel_dense=per_channel_dense)
+            done[per_channel_dense] = (Path(report.output) / "model.tflite").read_bytes()
+        return done[per_channel_dense]
+    return tflite
 
 
 def _filters(tflite: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -98,9 +103,9 @@ def _fake_quantized_int8(layer: nn.Module, axis: int | None) -> tuple[np.ndarray
     return q.numpy(), scale.flatten().numpy()
 
 
-def test_fake_quantized_weights_are_the_converters_int8_weights(converted):
-    per_channel_dense, converted_bytes = converted
-    tflite = _filters(converted_bytes)
+@pytest.mark.parametrize("per_channel_dense", [False, True])
+def test_fake_quantized_weights_are_the_converters_int8_weights(converted, per_channel_dense):
+    tflite = _filters(converted(per_channel_dense))
     model = _tiny()
     with qat.fake_quantized(model, torch.zeros(SHAPE), per_channel_dense=per_channel_dense):
         conv = _fake_quantized_int8(model.conv, 0)
@@ -117,11 +122,23 @@ def test_fake_quantized_weights_are_the_converters_int8_weights(converted):
     assert len(tflite["FULLY_CONNECTED"][1]) == (4 if per_channel_dense else 1) and len(tflite["CONV_2D"][1]) == 8
 
 
-def test_activations_are_quantized_where_tflite_keeps_int8_tensors():
+def test_activation_ranges_are_the_converters(converted):
+    """One range per int8 tensor TFLite keeps, calibrated close to the converter's own (which calibrates on
+    part of the same samples and holds the rest out): input, conv+BN+ReLU, depthwise+ReLU (the shared
+    ReLU has one range per call), the pool on its input's grid, the dense output."""
     model = _tiny()
-    chosen = qat._quantized_calls(qat._trace(model, torch.zeros(SHAPE)))
-    # conv -> bn -> relu and depthwise -> relu are fused; the shared ReLU has a range per call
-    assert [(c.module, c.index) for c in chosen] == [(model.relu, 0), (model.relu, 1), (model.pool, 0), (model.fc, 0)]
+    with qat.fake_quantized(model, torch.zeros(SHAPE)) as ranges:
+        qat._calibrate(model, CALIBRATION, ranges, DistillOptions(batch=len(CALIBRATION)))
+    outputs = ranges.outputs
+    assert list(outputs) == [(id(m), i) for m, i in ((model.relu, 0), (model.relu, 1), (model.pool, 0), (model.fc, 0))]
+    assert outputs[(id(model.pool), 0)].source is outputs[(id(model.relu), 1)]
+    tflite = read_tflite(converted(False))
+    theirs = [tflite.tensors[tflite.inputs[0]]] + [tflite.tensors[op.outputs[0]] for op in tflite.ops]
+    assert [op.name for op in tflite.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED"]
+    ours = [ranges.input, *(r if isinstance(r, qat._Range) else r.source for r in outputs.values())]
+    for tensor, r in zip(theirs, ours):
+        scale, zero = r.grid()
+        assert tensor.scales[0] == pytest.approx(scale, rel=0.01) and abs(tensor.zero_points[0] - zero) <= 1
 
 
 def _train(model: nn.Module, teacher: nn.Module) -> nn.Module:

@@ -6,7 +6,8 @@ fake quantization is removed: the returned module is a plain float module with t
 state_dict keys, which hub exports to ONNX and converts with post-training calibration as before. The
 converter then lands on the grid the network was trained for.
 
-The scheme (what the converter does; tests/test_qat.py checks the weights bit for bit against its output):
+The scheme (what the converter does; tests/test_qat.py checks it against the converter's output: weights bit for
+bit, activation scales to 1 %):
 - Conv (and depthwise, transposed) weights: per output channel, symmetric, int8 in [-127, 127],
   scale_c = max|w_c| / 127, rounded half away from zero. A BatchNorm after a conv is folded into it by the
   converter, multiplying each output channel by gamma_c / sqrt(var_c + eps): per-channel symmetric

@@ -486,6 +486,9 @@ def optimize(
         raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
     if epochs < 0 or lr <= 0 or temperature <= 0 or not 0.0 <= alpha <= 1.0:
         raise InputError("--epochs must be >= 0, --lr and --temperature > 0, --alpha in [0, 1]")
+    if qat and cluster:
+        raise InputError("--qat and --cluster cannot be combined yet: QAT's rounding would move the clustered "
+                         "weights off their shared values")
     if cluster_scope not in SCOPES:
         raise InputError(f"--cluster-scope {cluster_scope!r}: choose one of {', '.join(SCOPES)}")
     if round_to is not None and round_to < 1:

@@ -471,12 +471,12 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
         student = prune(copy.deepcopy(teacher.module), example, request.prune_ratio, round_to=request.round_to)
         after = count(student, example)
     teacher_val = predict(teacher.module, val.x)
-    if request.prune_ratio > 0 or not request.cluster:
+    if request.qat:  # the same epochs of distillation, through TFLite's int8 rounding (PTQ's comparison run)
+        student = _qat(teacher, student, train, request, progress)
+    elif request.prune_ratio > 0 or not request.cluster:
         student = _train(teacher, student, train, val, teacher_val, request, progress)
     if request.cluster:
         student = _cluster(teacher, student, train, val, teacher_val, request, progress)
-    if request.qat:
-        student = _qat(teacher, student, train, request, progress)
     with tempfile.TemporaryDirectory(prefix="hub-optimize-") as tmp:
         work = Path(tmp)
         calibration = work / "calibration.npz"
@@ -536,10 +536,14 @@ def _board_search(request: OptimizeRequest, progress: Any, source: Any, teacher:
 
 
 def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRequest, progress: Any) -> Any:
+    """Distillation through TFLite's int8 rounding (hub.qat), with the options of a plain run."""
+    from dataclasses import replace
+
     from hub.qat import quantization_aware
 
-    with progress.stage("qat", "Quantization-aware fine-tuning"):
-        return quantization_aware(student, train.x, teacher.module, train.y, request.training,
+    options = replace(request.training, alpha=request.training.alpha if request.distill else 0.0)
+    with progress.stage("qat", f"Quantization-aware fine-tuning for {options.epochs} epochs"):
+        return quantization_aware(student, train.x, teacher.module, train.y, options,
                                   probabilities=teacher.probabilities, reconstruction=teacher.reconstruction)
 
 
@@ -626,6 +630,7 @@ def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val
               for k in ("params", "macs", "flash_bytes", "weight_bytes", "arena_bytes", "invoke_us_host")}
     t = request.training
     return {"prune_ratio": request.prune_ratio, "round_to": request.round_to, "cluster": request.cluster,
+            "cluster_scope": request.cluster_scope if request.cluster else None, "qat": request.qat,
             "distill": request.distill,
             "route": teacher.route, "task": "reconstruction" if teacher.reconstruction else "classification",
             "labels": train.y is not None, "agreement": "mean cosine" if teacher.reconstruction else "top-1",

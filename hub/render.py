@@ -145,6 +145,7 @@ def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
         return _print_search(section["search"])
     how = "distilled" if section["distill"] else "trained on labels"
     clustered = f"clustered to {section['cluster']} values, " if section.get("cluster") else ""
+    clustered += "quantization-aware, " if section.get("qat") else ""
     table = Table(title=f"pruned {section['prune_ratio']:.0%}, {clustered}{how} for {section['epochs']} epochs "
                         f"({section['validation']['samples']} validation samples)")
     for head in ("", "teacher", "student", "change"):

@@ -301,6 +301,7 @@ def _html_optimize(section: dict) -> str:
     how = "distilled from the teacher" if section["distill"] else "trained on the labels alone"
     clustered = (f"each filter clustered to {section['cluster']} values and stored as TFLM look-up tables, "
                  if section.get("cluster") else "")
+    clustered += "trained quantization-aware (TFLite's int8 rounding simulated), " if section.get("qat") else ""
     note = (f"{section['prune_ratio']:.0%} of the channels pruned ({escape(section['route'])}), {clustered}{how} for "
             f"{section['epochs']} epochs; figures over {section['validation']['samples']} validation samples; "
             f"agreement is {escape(section['agreement'])}.")

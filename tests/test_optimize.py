@@ -163,6 +163,12 @@ def test_two_input_model_is_refused(tmp_path):
     (["--target", "tflite"], 2, "--target must be tflm"),
     (["--no-distill", "--data", "{unlabelled}"], 2, "has none (no y array)"),
     (["--data", "{missing}"], 2, "no such file"),
+    (["--qat", "--cluster", "16"], 2, "cannot be combined"),
+    (["--cluster", "16", "--cluster-scope", "row"], 2, "--cluster-scope 'row'"),
+    (["--cluster", "300"], 2, "2 to 128 values"),
+    (["--board", "abacus"], 2, "unknown board"),
+    (["--board", "pico", "--ram", "64"], 2, "not both"),
+    (["--ram", "64", "--prune-levels", "0,1.5"], 2, "--prune-levels must be fractions"),
 ])
 def test_failures_are_one_line(tmp_path, args, code, words):
     unlabelled = tmp_path / "x_only.npz"

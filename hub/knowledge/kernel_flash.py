@@ -26,8 +26,10 @@ compiler cannot see through; a program registering no op is the baseline.
   (kernels and DebugLog's 256-byte buffer use it), and anything the application adds.
 
 Limits: figures are for Cortex-M4F with GCC -Os. Cortex-M0+ (Thumb-1) code is larger; cores without an FPU
-add libgcc's soft-float routines; CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn) differ in size; a
-release build (-DTF_LITE_STRIP_ERROR_STRINGS) drops the log strings and vsnprintf and is smaller.
+add libgcc's soft-float routines; CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn) differ in size. The
+tables are TFLM's default build, an upper bound for the smaller release build (`--build-type release`:
+-DTF_LITE_STRIP_ERROR_STRINGS drops the log strings and vsnprintf), which measured a 10,632-byte core,
+CONV_2D 9,648, FULLY_CONNECTED 7,792, SOFTMAX 8,924, and all kernels together 175,112 (default 238,616).
 """
 from __future__ import annotations
 

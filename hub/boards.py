@@ -3,16 +3,20 @@
 RAM is the on-chip SRAM the TFLM arena can live in; flash is the memory the model
 array (weights) is read from. External PSRAM/SDRAM/QSPI chips some boards carry
 are left out unless they are the only place the model can go (noted per row).
+Board.model_need adds what the TFLM runtime itself takes beside the model: its code in
+flash and its objects in RAM (measured: hub.knowledge.kernel_flash).
 KB = 1024 bytes.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from math import ceil
 from typing import Any
 
 from hub.errors import InputError
+from hub.knowledge import kernel_flash
 
 KB = 1024
 MB = 1024 * KB
@@ -34,9 +38,21 @@ class Board:
     flash_bytes: int
     source: str
     note: str = ""
+    # RAM the TFLM runtime takes beside the arena (interpreter and resolver objects, the C library's data)
+    runtime_ram_bytes: int = kernel_flash.RUNTIME_RAM_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def model_need(self, arena_bytes: int, model_bytes: int, ops: Iterable[str]) -> tuple[int, int]:
+        """(RAM, flash) bytes a firmware running the model needs: the arena plus the runtime's objects
+        (its resolver grows with each distinct op), and the model array plus the interpreter core and the
+        kernels of `ops` (op keys as hub.knowledge.kernel_flash.op_key spells them). The application's
+        own code, stack and data are not counted."""
+        distinct = {kernel_flash.op_key(op) for op in ops}
+        ram = arena_bytes + self.runtime_ram_bytes + kernel_flash.resolver_ram_bytes(len(distinct))
+        code, _ = kernel_flash.firmware_flash_bytes(distinct)
+        return ram, model_bytes + code
 
 
 BOARDS: tuple[Board, ...] = (
@@ -66,6 +82,9 @@ BOARDS: tuple[Board, ...] = (
     Board("corstone-300", "Arm Corstone-300 FVP", "Cortex-M55 (+ Ethos-U55), simulated", 2 * MB, 256 * MB,
           "https://developer.arm.com/documentation/100966/1126/Arm--Corstone-SSE-300-FVP/Memory-map-overview-for-Corstone-SSE-300",
           "RAM is the 2 MiB SSE-300 SRAM; there is no flash: the model sits in the 256 MiB DDR region"),
+    Board("bluepill", "STM32F103C8 \"Blue Pill\"", "STM32F103C8 (Cortex-M3, 72 MHz)", 20 * KB, 64 * KB,
+          "https://www.st.com/en/microcontrollers-microprocessors/stm32f103c8.html",
+          "the MCU's datasheet figures; the Blue Pill is a generic (non-ST) board around it"),
 )
 
 

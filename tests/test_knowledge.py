@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub.analyse import analyse_tflite
 from hub.export import export_firmware
-from hub.knowledge import tflm_kernels
+from hub.knowledge import kernel_flash, tflm_kernels
 from hub.knowledge.resolver import BUILTIN_ADDERS, CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, OPERAND_ROLES, WEIGHTS
 from hub.layers import tflite_layers
@@ -75,6 +75,42 @@ def test_every_kernel_row_cites_a_source_and_types():
         assert k.types, op
         assert all(i < len(OPERAND_ROLES.get(op, range(99))) for i in k.const_inputs), op
 
+
+
+def test_kernel_flash_keys_are_tflm_ops_the_resolver_knows():
+    table = set(kernel_flash.KERNEL_FLASH)
+    assert table <= set(BUILTIN_ADDERS) | set(CUSTOM_OPS)
+    assert set(BUILTIN_ADDERS) <= table  # every builtin was measured: none falls back to the estimate
+    assert "TFLM_DECODE" in table
+    assert all(n > 0 for n in kernel_flash.KERNEL_FLASH.values())
+    for n, ops in kernel_flash.SHARED_FLASH:
+        assert n > 0 and len(ops.split()) > 1 and set(ops.split()) <= table, ops
+    assert kernel_flash.RUNTIME_RAM_BYTES >= kernel_flash.INTERPRETER_OBJECT_BYTES + kernel_flash.RESOLVER_OBJECT_BYTES
+
+
+def test_firmware_flash_is_the_core_plus_each_distinct_kernel_once():
+    core, conv = kernel_flash.CORE_FLASH_BYTES, kernel_flash.KERNEL_FLASH["CONV_2D"]
+    assert kernel_flash.firmware_flash_bytes([]) == (core, [])
+    # One op: exactly what the single-op program measured; repeats count once.
+    assert kernel_flash.firmware_flash_bytes(["CONV_2D", "CONV_2D"]) == (core + conv, [])
+    # Shared code counts once: two kernels cost less than their two programs' deltas.
+    both, _ = kernel_flash.firmware_flash_bytes(["CONV_2D", "DEPTHWISE_CONV_2D"])
+    assert core + conv < both < core + conv + kernel_flash.KERNEL_FLASH["DEPTHWISE_CONV_2D"]
+    # Custom ops by code, as report.json/analyse spell them; an unknown one is estimated and flagged.
+    assert kernel_flash.op_key("CUSTOM", "TFLM_DECODE") == "TFLM_DECODE"
+    decode, estimated = kernel_flash.firmware_flash_bytes(["CUSTOM:TFLM_DECODE"])
+    assert decode == core + kernel_flash.KERNEL_FLASH["TFLM_DECODE"] and estimated == []
+    total, estimated = kernel_flash.firmware_flash_bytes(["CONV_2D", "CUSTOM", "MyOp"])
+    assert estimated == ["CUSTOM", "MyOp"] and total == core + conv + 2 * kernel_flash.FALLBACK_KERNEL_BYTES
+
+
+@pytest.mark.parametrize("name", sorted(kernel_flash.MEASURED_TOGETHER))
+def test_firmware_flash_estimate_matches_kernels_linked_together(name):
+    """Per-op programs plus shared code predict a program that links many kernels at once within 5%."""
+    ops, measured = kernel_flash.MEASURED_TOGETHER[name]
+    estimate, _ = kernel_flash.firmware_flash_bytes(ops.split())
+    actual = kernel_flash.CORE_FLASH_BYTES + measured
+    assert abs(estimate - actual) / actual < 0.05, (estimate, actual)
 
 # --- small models built with TFLite's flatbuffer object API --------------------------------------------
 

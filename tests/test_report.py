@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub import boards
 from hub.errors import InputError
+from hub.knowledge import kernel_flash
 from hub.layers import Buffer, onnx_layers, plan_arena, tflite_layers
 from hub.artifacts import Measured
 from hub.report import portability_sections
@@ -167,7 +169,7 @@ def test_arena_estimate_is_near_tflm_measured(name):
 def test_board_table_has_the_common_boards_with_sources():
     assert len(boards.BOARDS) >= 8
     for wanted in ("Arduino Nano 33 BLE Sense", "Raspberry Pi Pico", "ESP32-S3", "STM32F746", "STM32L4R5",
-                   "nRF52840 DK", "SparkFun Edge", "Corstone-300"):
+                   "nRF52840 DK", "SparkFun Edge", "Corstone-300", "Blue Pill"):
         assert any(wanted in b.name for b in boards.BOARDS), wanted
     for b in boards.BOARDS:
         assert b.ram_bytes > 0 and b.flash_bytes > 0 and b.source.startswith("https://"), b
@@ -187,6 +189,29 @@ def test_board_fit_margins_by_hand():
     assert fit["ram"]["margin_bytes"] == 62_144 and fit["ram"]["verdict"] == "fits (60 KB spare)"
     assert fit["flash"]["margin_bytes"] == 1_048_576 - 98_496 and fit["fits"] is True
 
+
+
+def test_model_need_adds_the_runtime_to_arena_and_model():
+    nano = boards.find_board("nano33ble")
+    ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "CUSTOM:TFLM_DECODE"]
+    code, estimated = kernel_flash.firmware_flash_bytes(ops)
+    ram, flash = nano.model_need(30_000, 64 * 1024, ops)
+    assert estimated == [] and flash == 64 * 1024 + code
+    # three distinct ops: the one-op resolver in RUNTIME_RAM_BYTES grows by two entries
+    assert ram == 30_000 + kernel_flash.RUNTIME_RAM_BYTES + 2 * kernel_flash.RESOLVER_BYTES_PER_OP
+    assert nano.runtime_ram_bytes == kernel_flash.RUNTIME_RAM_BYTES
+    assert replace(nano, runtime_ram_bytes=0).model_need(30_000, 0, [])[0] == 30_000
+
+
+def test_a_64_kb_model_fits_the_nano_33_ble_but_not_a_blue_pill():
+    ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "RESHAPE"]
+    verdicts = {}
+    for key in ("nano33ble", "Blue Pill"):
+        board = boards.find_board(key)
+        verdicts[key] = boards.board_fit(board, *board.model_need(12 * 1024, 64 * 1024, ops))
+    assert verdicts["nano33ble"]["fits"] is True
+    pill = verdicts["Blue Pill"]  # 20 KB SRAM holds the arena; 64 KB of weights alone fill its 64 KB flash
+    assert pill["ram"]["fits"] and pill["flash"]["fits"] is False and pill["fits"] is False
 
 def test_portability_sections_with_measured_numbers_and_board():
     measured = Measured("tflm", "int8", tflite_bytes=270_000, arena_bytes=9_000, invokes=True)

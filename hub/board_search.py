@@ -107,7 +107,6 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
 
 
 def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any, folder: Path) -> None:
-    from hub.boards import model_need
     from hub.errors import HubError
     from hub.optimize import export_onnx, scores
     from hub.verify import tflm_outputs
@@ -134,8 +133,8 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
         s = scores(outputs, ctx.teacher_val, ctx.val.y, ctx.teacher.reconstruction)
         candidate.accuracy = s["accuracy"] if s["accuracy"] is not None else s["agreement"]
         if candidate.arena_bytes is not None:
-            candidate.ram_need, candidate.flash_need = model_need(candidate.arena_bytes, candidate.flash_bytes,
-                                                                  _ops(data), board)
+            candidate.ram_need, candidate.flash_need = board.model_need(candidate.arena_bytes, candidate.flash_bytes,
+                                                                        _ops(data))
             candidate.fits = _fits(candidate, board)
         candidate.folder, candidate.report = folder / "out", report
     except HubError as exc:
@@ -144,9 +143,10 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
 
 
 def _ops(tflite_bytes: bytes) -> list[str]:
+    from hub.knowledge.kernel_flash import op_key
     from hub.tflite_model import read_tflite
 
-    return [op.custom_code if op.name == "CUSTOM" and op.custom_code else op.name for op in read_tflite(tflite_bytes).ops]
+    return [op_key(op.name, op.custom_code) for op in read_tflite(tflite_bytes).ops]
 
 
 def _fits(candidate: Candidate, board: Any) -> bool:

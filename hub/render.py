@@ -167,7 +167,7 @@ def _print_search(search: dict[str, Any]) -> None:
     table = Table(title=f"{len(search['candidates'])} candidates measured on TFLM for {board['name']} "
                         f"(RAM {_count(board['ram_bytes'])} B, flash {_count(board['flash_bytes'])} B)")
     for head in ("candidate", "flash need", "RAM need", "accuracy", "board"):
-        table.add_column(head, justify="left" if head in ("candidate", "board") else "right")
+        table.add_column(head, justify="left" if head in ("candidate", "board") else "right", no_wrap=head == "candidate")
     for c in search["candidates"]:
         fits = c.get("error") or ("fits" if c.get("fits") else "does not fit")
         label = f"[bold]{c['label']}[/] (chosen)" if c["label"] == search["chosen"] else c["label"]

@@ -280,7 +280,9 @@ def _html_search(search: dict) -> str:
     note = (f"{len(points)} candidates measured on TFLM for {escape(board['name'])} ({_bytes(board['ram_bytes'])} RAM, "
             f"{_bytes(board['flash_bytes'])} flash). Flash: the flatbuffer and the kernels it registers; RAM: the "
             f"measured arena and the runtime's own. Chosen: {escape(search['chosen'] or 'none')}; the source "
-            f"model (no pruning, int8) {'fits' if search['unoptimised_fits'] else 'does not fit'}.")
+            f"model (no pruning, int8) {'fits' if search['unoptimised_fits'] else 'does not fit'}. Green: fits the "
+            "board; grey: does not; ringed: chosen; the line joins the Pareto front (no other candidate is both "
+            "smaller and more accurate).")
     return (f"<p class=\"note\">{note}</p>"
             + charts.pareto_chart(points, "flash_need", "flash (model + kernels)", board.get("flash_bytes"))
             + charts.pareto_chart(points, "ram_need", "RAM (arena + runtime)", board.get("ram_bytes"))

@@ -89,6 +89,7 @@ def convert(
     `schedule="default"` keeps the converter's operator order (see hub.schedule; "min-arena" reorders).
     `compress=True` stores clustered filters as TFLM look-up tables (hub.compress; --target tflm only), checked
     bit for bit against the uncompressed model on TFLM, with both models' arena and invoke time measured.
+    `per_tensor_weights=True` quantizes every weight per tensor (a model clustered per layer needs it).
     """
     from hub import calibration as calib
     from hub import convert as convert_stage
@@ -154,7 +155,7 @@ def convert(
                                    min_cosine)
             verification.memory.update(scheduled.memory_fields(verification.memory))
             if compression is not None:
-                compression.measured.update(_measured(verification, "after"))
+                compression.after = _on_tflm(verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
                                           verification):
@@ -218,24 +219,21 @@ def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
     if samples:
         check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
-    compression.measured.update(_measured(_verify(scheduled_plain.tflite_bytes, reference, held_out, None), "before"))
+    compression.before = _on_tflm(_verify(scheduled_plain.tflite_bytes, reference, held_out, None))
     return replace(converted, tflite_bytes=compressed), compression
 
 
-def _measured(verification, when: str) -> dict:
-    return {f"arena_bytes_{when}": verification.memory.get("arena_bytes"),
-            f"invoke_us_host_{when}": verification.tflm.get("invoke_us_host")}
+def _on_tflm(verification):
+    from hub.compress import OnTFLM
+
+    return OnTFLM.of(verification)
 
 
 def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
     """The settings header's note on DECODE's arena (already inside kTensorArenaSize)."""
-    if compression is None:
+    if compression is None or compression.decode_arena_bytes is None:
         return None
-    m = compression.measured
-    if m.get("arena_bytes_after") is None or m.get("arena_bytes_before") is None:
-        return None
-    extra = max(0, m["arena_bytes_after"] - m["arena_bytes_before"])
-    return {"kDecodeArenaBytes": (extra, "of kTensorArenaSize: the weights DECODE rebuilds (compressed model; "
+    return {"kDecodeArenaBytes": (compression.decode_arena_bytes, "of kTensorArenaSize: the weights DECODE rebuilds (compressed model; "
                                          "register AddDecode(), see _model_ops.h)")}
 
 

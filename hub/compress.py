@@ -37,8 +37,20 @@ class CompressedTensor:
 
 
 @dataclass
+class OnTFLM:
+    """One model's figures on the TFLM interpreter: smallest arena, mean invoke time on this host."""
+
+    arena_bytes: int | None = None
+    invoke_us_host: float | None = None
+
+    @classmethod
+    def of(cls, verification: Any) -> OnTFLM:
+        return cls(verification.memory.get("arena_bytes"), verification.tflm.get("invoke_us_host"))
+
+
+@dataclass
 class Compression:
-    """What --compress did; the before/after measurements are filled in by hub.api once TFLM has run both."""
+    """What --compress did; `before`/`after` are filled in by hub.api once TFLM has run both models."""
 
     tensors: list[CompressedTensor]
     skipped: list[dict[str, str]]  # {"tensor", "op", "reason"}
@@ -46,14 +58,22 @@ class Compression:
     model_bytes_after: int
     weight_bytes_before: int  # every constant buffer: filters, biases, and after compression indices and tables
     weight_bytes_after: int
-    measured: dict[str, Any] = field(default_factory=dict)  # arena_bytes/invoke_us_host before and after
+    before: OnTFLM = field(default_factory=OnTFLM)  # the uncompressed model, same operator ordering
+    after: OnTFLM = field(default_factory=OnTFLM)
+
+    @property
+    def decode_arena_bytes(self) -> int | None:
+        """What DECODE's rebuilt filters add to the arena."""
+        if self.before.arena_bytes is None or self.after.arena_bytes is None:
+            return None
+        return max(0, self.after.arena_bytes - self.before.arena_bytes)
 
     @property
     def weight_ratio(self) -> float:
         return round(self.weight_bytes_before / max(self.weight_bytes_after, 1), 3)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "weight_ratio": self.weight_ratio}
+        return {**asdict(self), "weight_ratio": self.weight_ratio, "decode_arena_bytes": self.decode_arena_bytes}
 
 
 def compress(tflite_bytes: bytes) -> tuple[bytes, Compression]:

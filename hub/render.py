@@ -71,13 +71,12 @@ def _print_verification(v: Verification) -> None:
 
 def _print_compression(c) -> None:
     bits = sorted({t.bits for t in c.tensors})
-    m = c.measured
     out.print(f"  compressed   {len(c.tensors)} filters as {'/'.join(map(str, bits))}-bit look-up tables "
               f"({len(c.skipped)} left as they are): weights {_kb(c.weight_bytes_before)} -> "
               f"{_kb(c.weight_bytes_after)} ({c.weight_ratio:.2f}x smaller)")
-    out.print(f"               arena {_kb(m.get('arena_bytes_before'))} -> {_kb(m.get('arena_bytes_after'))} "
-              f"(DECODE rebuilds weights there); invoke {_us(m.get('invoke_us_host_before'))} -> "
-              f"{_us(m.get('invoke_us_host_after'))} on this host")
+    out.print(f"               arena {_kb(c.before.arena_bytes)} -> {_kb(c.after.arena_bytes)} "
+              f"(DECODE rebuilds weights there); invoke {_us(c.before.invoke_us_host)} -> "
+              f"{_us(c.after.invoke_us_host)} on this host")
 
 
 def _us(value: float | None) -> str:

@@ -437,7 +437,7 @@ def optimize(
     *,
     data: str | Path,
     val: str | Path | None = None,
-    prune_ratio: float = 0.5,
+    prune_ratio: float | None = None,
     distill: bool = True,
     epochs: int = 10,
     lr: float = 1e-3,
@@ -472,8 +472,8 @@ def optimize(
     with TFLite's int8 scheme simulated (hub.qat) before conversion.
     `board` (a key of hub.boards, or `ram_kb`/`flash_kb`) searches instead: pruning `levels` (default 0, 0.25,
     0.5, 0.75) x int16x8 / int8 / int8+QAT / int8+cluster 16 / int8+cluster 4, every candidate measured on
-    TFLM, and writes the most accurate one that fits (hub.board_search); `prune_ratio` and `cluster` then
-    do not apply."""
+    TFLM, and writes the most accurate one that fits (hub.board_search); `prune_ratio`, `cluster` and `qat`
+    are then the search's to choose. `prune_ratio` defaults to 0.5."""
     from hub import calibration as calib
     from hub import optimize as stage
     from hub.cluster import SCOPES
@@ -484,6 +484,12 @@ def optimize(
         raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
     if epochs < 0 or lr <= 0 or temperature <= 0 or not 0.0 <= alpha <= 1.0:
         raise InputError("--epochs must be >= 0, --lr and --temperature > 0, --alpha in [0, 1]")
+    searching = board is not None or ram_kb is not None or flash_kb is not None
+    if searching and (prune_ratio is not None or cluster is not None or qat):
+        raise InputError("--board (or --ram/--flash) searches pruning, clustering and QAT itself: drop --prune, "
+                         "--cluster and --qat")
+    if levels is not None and not searching:
+        raise InputError("--prune-levels is for the board search: give --board or --ram/--flash")
     if qat and cluster:
         raise InputError("--qat and --cluster cannot be combined yet: QAT's rounding would move the clustered "
                          "weights off their shared values")
@@ -492,7 +498,8 @@ def optimize(
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
     request = stage.OptimizeRequest(
-        model=Path(model), data=Path(data), val=Path(val) if val else None, prune_ratio=prune_ratio,
+        model=Path(model), data=Path(data), val=Path(val) if val else None,
+        prune_ratio=0.5 if prune_ratio is None else prune_ratio,
         distill=distill, round_to=round_to, cluster=cluster, cluster_scope=cluster_scope, qat=qat,
         board=_search_board(board, ram_kb, flash_kb),
         levels=_levels(levels),

@@ -305,7 +305,8 @@ def optimize(
     model: Path = ModelArg,
     data: Path = typer.Option(..., "--data", help=".npz with x (and optionally integer labels y), or a folder of class subfolders"),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same format (default: a seeded fifth of --data)"),
-    prune_ratio: float = typer.Option(0.5, "--prune", help="Fraction of channels to remove, in [0, 1)"),
+    prune_ratio: Optional[float] = typer.Option(None, "--prune", help="Fraction of channels to remove, in [0, 1) "
+                                                "(default 0.5)"),
     no_distill: bool = typer.Option(False, "--no-distill", help="Train the pruned model on the labels alone"),
     epochs: int = typer.Option(10, "--epochs"),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate"),

@@ -420,6 +420,12 @@ def export_onnx(module: Any, spec: TensorSpec, output_name: str, path: Path) -> 
 
 # --- the whole command -----------------------------------------------------------------------
 
+def _search_levels() -> tuple[float, ...]:
+    from hub.board_search import PRUNE_LEVELS
+
+    return PRUNE_LEVELS
+
+
 @dataclass
 class OptimizeRequest:
     """What `hub optimize` was asked (see hub.api.optimize for the meaning of each field)."""
@@ -434,7 +440,7 @@ class OptimizeRequest:
     cluster_scope: str = "layer"  # one set of values per filter, converted with per-tensor weights; or "channel"
     qat: bool = False  # quantization-aware fine-tuning (hub.qat) before conversion
     board: Any = None  # hub.boards.Board: search for the most accurate model that fits it (hub.board_search)
-    levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)  # the search's pruning levels
+    levels: tuple[float, ...] = field(default_factory=_search_levels)  # the search's pruning levels
     training: DistillOptions = field(default_factory=DistillOptions)
     input_range: tuple[float, float] = (0.0, 1.0)
     force: bool = False

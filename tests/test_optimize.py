@@ -168,6 +168,8 @@ def test_two_input_model_is_refused(tmp_path):
     (["--cluster", "300"], 2, "2 to 128 values"),
     (["--board", "abacus"], 2, "unknown board"),
     (["--board", "pico", "--ram", "64"], 2, "not both"),
+    (["--board", "pico", "--prune", "0.5"], 2, "drop --prune"),
+    (["--prune-levels", "0,0.5"], 2, "is for the board search"),
     (["--ram", "64", "--prune-levels", "0,1.5"], 2, "--prune-levels must be fractions"),
 ])
 def test_failures_are_one_line(tmp_path, args, code, words):

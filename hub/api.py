@@ -544,7 +544,7 @@ def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
 def prune(module, example_input, ratio: float, *, round_to: int | None = None):
     """Structured pruning for your own training loop: removes `ratio` of the channels of every prunable
     layer of the nn.Module (torch-pruning DepGraph, L2 magnitude); the output layer keeps its width."""
-    from hub.optimize import prune as prune_module
+    from hub.training import prune as prune_module
 
     return prune_module(module, example_input, ratio, round_to=round_to)
 
@@ -553,8 +553,8 @@ def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float 
             alpha: float = 0.9, seed: int = 0):
     """Hinton distillation of `student` from `teacher` on samples `data` (numpy, the model's layout);
     pure distillation without `labels`. Returns the trained student."""
-    from hub.optimize import DistillOptions
-    from hub.optimize import distill as distill_module
+    from hub.training import DistillOptions
+    from hub.training import distill as distill_module
 
     options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
     return distill_module(teacher, student, data, labels, options)

@@ -84,7 +84,7 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
     """Measure candidates level by level; (every candidate, the most accurate that fits or None)."""
     import torch
 
-    from hub.optimize import prune
+    from hub.training import prune
 
     candidates: list[Candidate] = []
     example = torch.from_numpy(ctx.train.x[:1])
@@ -108,7 +108,7 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
 
 def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any, folder: Path) -> None:
     from hub.errors import HubError
-    from hub.optimize import export_onnx, scores
+    from hub.training import export_onnx, scores
     from hub.verify import tflm_outputs
 
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning (QAT) for `hub optimize`: train with the int8 rounding TFLite will apply.
 
-The student is distilled from its teacher (hub.optimize.distill: Hinton's loss, seeded, deterministic) while
+The student is distilled from its teacher (hub.training.distill: Hinton's loss, seeded, deterministic) while
 its forward pass carries fake quantization that mimics TFLite's full-integer int8 converter. Afterwards the
 fake quantization is removed: the returned module is a plain float module with the same parameters and
 state_dict keys, which hub exports to ONNX and converts with post-training calibration as before. The
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from hub.optimize import DistillOptions, _deterministic, distill
+from hub.training import DistillOptions, _deterministic, distill
 
 WEIGHT_MAX = 127  # narrow range: int8 weights are symmetric, -128 is never used
 ACTIVATION_MIN, ACTIVATION_MAX = -128, 127

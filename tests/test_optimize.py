@@ -12,6 +12,7 @@ from torch import nn
 
 from hub import api
 from hub import optimize as stage
+from hub import training
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
 from tests.conftest import FIXTURES, run_hub
@@ -65,7 +66,7 @@ def test_prune_halves_channels_and_keeps_the_classifier():
 def test_prune_respects_residual_and_depthwise():
     torch.manual_seed(0)
     model, x = _Residual().eval(), torch.rand(1, 3, 12, 12)
-    pruned = stage.prune(model, x, 0.5, round_to=4)
+    pruned = training.prune(model, x, 0.5, round_to=4)
     assert pruned.stem.out_channels == pruned.pointwise.out_channels == 8  # tied by the add
     assert pruned.depthwise.groups == pruned.depthwise.in_channels == pruned.depthwise.out_channels == 8
     assert pruned.fc.in_features == 8 and pruned.fc.out_features == 5
@@ -77,7 +78,7 @@ def test_prune_leaves_a_single_channel_gate_whole():
     torch.manual_seed(0)
     model, x = _Residual(gate=True).eval(), torch.rand(2, 3, 12, 12)
     expected = model(x)
-    pruned = stage.prune(model, x[:1], 0.5)
+    pruned = training.prune(model, x[:1], 0.5)
     assert pruned.mask.out_channels == 1 and pruned.stem.out_channels == 16
     torch.testing.assert_close(pruned(x), expected)
 
@@ -92,7 +93,7 @@ def test_prune_removes_the_weakest_channels_first():
         model[2].weight[2:], model[2].bias[2:], model[4].weight[:, 32:] = 0, 0, 0
     x = torch.rand(5, 2, 8, 8)
     expected = model(x)
-    stage.prune(model, x[:1], 0.5)
+    training.prune(model, x[:1], 0.5)
     assert model[0].out_channels == 4 and model[2].out_channels == 2
     torch.testing.assert_close(model(x), expected)
 
@@ -100,7 +101,7 @@ def test_prune_removes_the_weakest_channels_first():
 def test_unpruned_pass_through_is_the_same_network():
     model, x = _digits_cnn(), torch.rand(4, 1, 8, 8)
     expected = model(x)
-    assert stage.prune(model, x[:1], 0.0) is model
+    assert training.prune(model, x[:1], 0.0) is model
     torch.testing.assert_close(model(x), expected)
 
 
@@ -111,9 +112,9 @@ def test_onnx_route_reproduces_the_graph_and_prunes_residuals():
     teacher = stage.trainable(FIXTURES / "resnet_tiny.pt", options, normalised)
     assert teacher.route == "ONNX -> onnx2torch" and not teacher.probabilities
     x = torch.rand(1, 3, 32, 32)
-    before = stage.count(teacher.module, x)
-    student = stage.prune(copy.deepcopy(teacher.module), x, 0.5)
-    after = stage.count(student, x)
+    before = training.count(teacher.module, x)
+    student = training.prune(copy.deepcopy(teacher.module), x, 0.5)
+    after = training.count(student, x)
     assert after["macs"] < 0.4 * before["macs"]
     assert student(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
@@ -126,10 +127,10 @@ def test_distill_without_labels_learns_the_teacher():
     student = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
     x = np.random.default_rng(0).normal(size=(512, 6)).astype(np.float32)
     losses: list[float] = []
-    options = stage.DistillOptions(epochs=30, lr=1e-2, on_epoch=lambda epoch, loss: losses.append(loss))
-    before = stage.scores(stage.predict(student, x), stage.predict(teacher, x), None, False)["agreement"]
-    stage.distill(teacher, student, x, None, options)
-    after = stage.scores(stage.predict(student, x), stage.predict(teacher, x), None, False)
+    options = training.DistillOptions(epochs=30, lr=1e-2, on_epoch=lambda epoch, loss: losses.append(loss))
+    before = training.scores(training.predict(student, x), training.predict(teacher, x), None, False)["agreement"]
+    training.distill(teacher, student, x, None, options)
+    after = training.scores(training.predict(student, x), training.predict(teacher, x), None, False)
     assert after["accuracy"] is None
     assert losses[-1] < 0.3 * losses[0]
     assert after["agreement"] > max(0.9, before)
@@ -140,15 +141,15 @@ def test_distill_is_deterministic():
     students = []
     for _ in range(2):
         torch.manual_seed(3)
-        student = stage.prune(_digits_cnn(), torch.from_numpy(x[:1]), 0.5)
-        students.append(stage.distill(_digits_cnn(), student, x, None, stage.DistillOptions(epochs=2, seed=5)))
+        student = training.prune(_digits_cnn(), torch.from_numpy(x[:1]), 0.5)
+        students.append(training.distill(_digits_cnn(), student, x, None, training.DistillOptions(epochs=2, seed=5)))
     torch.testing.assert_close(students[0](torch.from_numpy(x)), students[1](torch.from_numpy(x)), rtol=0, atol=0)
 
 
 def test_no_distill_needs_labels():
     with pytest.raises(InputError, match="needs labels"):
-        stage.distill(nn.Linear(2, 2), nn.Linear(2, 2), np.zeros((4, 2), np.float32), None,
-                      stage.DistillOptions(alpha=0.0))
+        training.distill(nn.Linear(2, 2), nn.Linear(2, 2), np.zeros((4, 2), np.float32), None,
+                      training.DistillOptions(alpha=0.0))
 
 
 def test_two_input_model_is_refused(tmp_path):

@@ -14,8 +14,9 @@ from torch import nn
 
 from hub import api, qat
 from hub import optimize as stage
+from hub import training
 from hub.artifacts import TensorSpec
-from hub.optimize import DistillOptions
+from hub.training import DistillOptions
 from hub.tflite_model import read_tflite
 from tests.conftest import small_cnn_onnx
 
@@ -66,7 +67,7 @@ def converted(tmp_path_factory) -> Callable[[bool], bytes]:
     --per-channel-dense: model.tflite's bytes, each converted once."""
     folder = tmp_path_factory.mktemp("qat")
     onnx_path, calibration = folder / "tiny.onnx", folder / "calibration.npz"
-    stage.export_onnx(_tiny(), TensorSpec("image", SHAPE, "float32"), "logits", onnx_path)
+    training.export_onnx(_tiny(), TensorSpec("image", SHAPE, "float32"), "logits", onnx_path)
     np.savez(calibration, image=CALIBRATION)
     done: dict[bool, bytes] = {}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,10 +127,19 @@ def measure(parts: list[str], epochs: int, models: list[str]) -> dict:
                                         "prune": float(ratio), "qat": qat})
                     _log(rows["qat"][-1])
         if "board" in parts:
-            out = ROOT / "bench" / "results" / "joint_board"
-            rows["board"].append(optimize(f"digits CNN --board {BOARD}", [*DIGITS, "--board", BOARD, *common], out))
+            rows["board"].append(optimize(f"digits CNN --board {BOARD}", [*DIGITS, "--board", BOARD, *common],
+                                          work / "board"))
             _log(rows["board"][-1])
+            _keep_report(work / "board", ROOT / "bench" / "results" / "joint_board")
     return {"rows": rows, "epochs": epochs}
+
+
+def _keep_report(folder: Path, keep: Path) -> None:
+    """The chosen model's report.json and report.html (with the Pareto charts), for the README to point at."""
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("report.json", "report.html"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, keep / name)
 
 
 def _log(row: dict) -> None:

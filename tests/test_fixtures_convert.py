@@ -40,7 +40,9 @@ def converted_fixtures(tmp_path_factory, converted_resnet) -> dict[str, tuple[by
 @pytest.mark.parametrize("name", list(CASES))
 def test_fixture_runs_on_tflm_with_good_fidelity(converted_fixtures, name):
     _, report = converted_fixtures[name]
-    assert report["tflm"] == {"loads": True, "invokes": True, "message": None}
+    tflm = {k: v for k, v in report["tflm"].items() if k != "invoke_us_host"}
+    assert tflm == {"loads": True, "invokes": True, "message": None}
+    assert report["tflm"]["invoke_us_host"] > 0  # mean over the held-out samples, on this host
     assert all(io["dtype"] == "int8" for io in report["model"]["inputs"] + report["model"]["outputs"])
     fidelity = report["fidelity"]
     assert fidelity["samples"] == 8 and fidelity["cosine"] >= 0.99, fidelity

@@ -184,7 +184,7 @@ def test_interrupt_during_conversion_leaves_nothing(tmp_path, small_cnn_path, si
             break
         time.sleep(0.1)
     assert workers, f"the conversion child never started: {proc.communicate()[1][-2000:]}"
-    time.sleep(1.0)  # let it get into TensorFlow
+    time.sleep(0.3)  # into TensorFlow's import, well before the small model's conversion ends
     family = [psutil.Process(proc.pid), *_descendants(proc.pid)]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

@@ -233,8 +233,8 @@ def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
     """The settings header's note on DECODE's arena (already inside kTensorArenaSize)."""
     if compression is None or compression.decode_arena_bytes is None:
         return None
-    return {"kDecodeArenaBytes": (compression.decode_arena_bytes, "of kTensorArenaSize: the weights DECODE rebuilds (compressed model; "
-                                         "register AddDecode(), see _model_ops.h)")}
+    note = "of kTensorArenaSize: the weights DECODE rebuilds (register AddDecode(), see _model_ops.h)"
+    return {"kDecodeArenaBytes": (compression.decode_arena_bytes, note)}
 
 
 def _npu_option(target: str, npu: str | None) -> str | None:
@@ -476,7 +476,7 @@ def optimize(
     are then the search's to choose. `prune_ratio` defaults to 0.5."""
     from hub import calibration as calib
     from hub import optimize as stage
-    from hub.cluster import SCOPES
+    from hub.cluster import check as check_clusters
     from hub.export import identifier_from_file
     from hub.output import check_destination
 
@@ -493,8 +493,7 @@ def optimize(
     if qat and cluster:
         raise InputError("--qat and --cluster cannot be combined yet: QAT's rounding would move the clustered "
                          "weights off their shared values")
-    if cluster_scope not in SCOPES:
-        raise InputError(f"--cluster-scope {cluster_scope!r}: choose one of {', '.join(SCOPES)}")
+    check_clusters(cluster or 16, cluster_scope)
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
     request = stage.OptimizeRequest(
@@ -535,7 +534,8 @@ def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
     try:
         values = tuple(sorted({float(v) for v in (levels.split(",") if isinstance(levels, str) else levels)}))
     except ValueError:
-        raise InputError(f"--prune-levels takes fractions separated by commas, e.g. 0,0.25,0.5; got {levels!r}") from None
+        raise InputError(f"--prune-levels takes fractions separated by commas, e.g. 0,0.25,0.5; got {levels!r}") \
+            from None
     if not values or not all(0.0 <= v < 1.0 for v in values):
         raise InputError(f"--prune-levels must be fractions in [0, 1), got {levels!r}")
     return values

@@ -155,7 +155,8 @@ def _fits(candidate: Candidate, board: Any) -> bool:
     return ram_ok and flash_ok
 
 
-def section(candidates: list[Candidate], chosen: Candidate | None, board: Any, levels: tuple[float, ...]) -> dict[str, Any]:
+def section(candidates: list[Candidate], chosen: Candidate | None, board: Any,
+            levels: tuple[float, ...]) -> dict[str, Any]:
     """report.json's `optimize.search`: every candidate, the chosen one, and whether the source model fits."""
     unoptimised = next((c for c in candidates if c.prune == 0 and c.variant == Variant("int8")), None)
     return {"board": board.to_dict(), "levels": list(levels), "variants": [v.label for v in VARIANTS],

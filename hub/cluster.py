@@ -46,17 +46,22 @@ def targets(module: Any, scope: str = "channel") -> list[tuple[Any, bool]]:
     return found
 
 
-def cluster(module: Any, clusters: int, *, scope: str = "channel") -> list[Clustered]:
-    """Cluster every conv/linear weight of `module` in place to at most `clusters` values per group (see the
-    module docstring for `scope`); returns the assignments that `project` keeps during fine-tuning."""
-    import torch
-
+def check(clusters: int, scope: str) -> None:
+    """InputError unless TFLM can index `clusters` values (1-7 bits) and `scope` is one of SCOPES."""
     from hub.errors import InputError
 
     if not 2 <= clusters <= 128:
         raise InputError(f"--cluster takes 2 to 128 values per filter (TFLM's indices are 1-7 bits), got {clusters}")
     if scope not in SCOPES:
         raise InputError(f"--cluster-scope {scope!r}: choose one of {', '.join(SCOPES)}")
+
+
+def cluster(module: Any, clusters: int, *, scope: str = "channel") -> list[Clustered]:
+    """Cluster every conv/linear weight of `module` in place to at most `clusters` values per group (see the
+    module docstring for `scope`); returns the assignments that `project` keeps during fine-tuning."""
+    import torch
+
+    check(clusters, scope)
     done = []
     with torch.no_grad():
         for layer, per_channel in targets(module, scope):

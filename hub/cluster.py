@@ -5,8 +5,8 @@ The clusters follow the int8 quantization the converter applies afterwards, beca
 must survive it. Scope "channel": per output channel for convolutions (per-channel symmetric scales, which
 also absorb a BatchNorm folded into the conv: a per-channel factor keeps the count of distinct values), per
 tensor for Linear layers (FULLY_CONNECTED is quantized per tensor unless --per-channel-dense); TFLM then
-needs one value table per channel, 2^bits values each, which caps the saving at 2 / (1 + 2^bits * 8 /
-(bits * fan-in)): 1.8x at 4 bits needs a fan-in of 288. Scope "layer": one set of values per layer, for
+needs one value table per channel, 2^bits int8 values each, which caps the saving at (8 / bits) / (1 +
+2^bits * 8 / (bits * fan-in)): 1.8x at 4 bits needs a fan-in of 288. Scope "layer": one set of values per layer, for
 models converted with every weight per tensor (--per-tensor-weights) and BatchNorm already folded (hub
 optimize goes through the student's ONNX graph): one table per filter, 2x at 4 bits. Each group's weights
 are split by 1-D k-means (Lloyd's algorithm from quantile seeds); fine-tuning then keeps the assignments

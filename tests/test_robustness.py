@@ -168,6 +168,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as a terminal's Ctrl-C finds it. A shell without job control starts background commands with
+    SIGINT ignored (`cmd &` in a script), children inherit that, and Python then never raises
+    KeyboardInterrupt: the test would depend on how its runner was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_during_conversion_leaves_nothing(tmp_path, small_cnn_path, sig):
     tmp = tmp_path / "tmp"
@@ -175,7 +182,7 @@ def test_interrupt_during_conversion_leaves_nothing(tmp_path, small_cnn_path, si
     out = tmp_path / "out"
     proc = subprocess.Popen([*HUB, "convert", str(small_cnn_path), "--out", str(out)], cwd=tmp_path,
                             env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 300
     workers: list[psutil.Process] = []
     while time.monotonic() < deadline and proc.poll() is None:  # until the onnx2tf child is at work
@@ -184,7 +191,7 @@ def test_interrupt_during_conversion_leaves_nothing(tmp_path, small_cnn_path, si
             break
         time.sleep(0.1)
     assert workers, f"the conversion child never started: {proc.communicate()[1][-2000:]}"
-    time.sleep(0.3)  # into TensorFlow's import, well before the small model's conversion ends
+    time.sleep(1.0)  # let it get into TensorFlow
     family = [psutil.Process(proc.pid), *_descendants(proc.pid)]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

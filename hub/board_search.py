@@ -107,6 +107,7 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
 
 
 def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any, folder: Path) -> None:
+    from hub.boards import board_fit
     from hub.errors import HubError
     from hub.training import export_onnx, scores
     from hub.verify import tflm_outputs
@@ -135,7 +136,7 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
         if candidate.arena_bytes is not None:
             candidate.ram_need, candidate.flash_need = board.model_need(candidate.arena_bytes, candidate.flash_bytes,
                                                                         _ops(data))
-            candidate.fits = _fits(candidate, board)
+            candidate.fits = board_fit(board, candidate.ram_need, candidate.flash_need)["fits"]
         candidate.folder, candidate.report = folder / "out", report
     except HubError as exc:
         candidate.error = str(exc).splitlines()[0]
@@ -147,12 +148,6 @@ def _ops(tflite_bytes: bytes) -> list[str]:
     from hub.tflite_model import read_tflite
 
     return [op_key(op.name, op.custom_code) for op in read_tflite(tflite_bytes).ops]
-
-
-def _fits(candidate: Candidate, board: Any) -> bool:
-    ram_ok = not board.ram_bytes or candidate.ram_need <= board.ram_bytes
-    flash_ok = not board.flash_bytes or candidate.flash_need <= board.flash_bytes
-    return ram_ok and flash_ok
 
 
 def section(candidates: list[Candidate], chosen: Candidate | None, board: Any,

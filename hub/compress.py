@@ -95,7 +95,7 @@ def compress(tflite_bytes: bytes) -> tuple[bytes, Compression]:
         reasons = "; ".join(f"{s['tensor']}: {s['reason']}" for s in skipped[:3]) or "the model has no filters"
         raise IncompatibleError(f"--compress found no weights a look-up table shrinks ({reasons}); cluster them "
                                 "first: hub optimize MODEL --data ... --cluster 16")
-    compressed = _run_compressor(tflite_bytes, chosen)
+    compressed = _run_compressor(tflite_bytes, model, chosen)
     return compressed, Compression(
         tensors=[c for _, c in chosen], skipped=skipped, model_bytes_before=len(tflite_bytes),
         model_bytes_after=len(compressed), weight_bytes_before=weight_bytes(model),
@@ -134,11 +134,10 @@ def _plan(tensor: TensorInfo, op: str, array: np.ndarray) -> CompressedTensor | 
     return CompressedTensor(tensor.name, op, list(array.shape), values, bits, len(slices), array.nbytes, after)
 
 
-def _run_compressor(tflite_bytes: bytes, chosen: list[tuple[int, CompressedTensor]]) -> bytes:
+def _run_compressor(tflite_bytes: bytes, model: TFLiteModel, chosen: list[tuple[int, CompressedTensor]]) -> bytes:
     from tflite_micro import compression
     from tflite_micro.tensorflow.lite.micro.compression import spec
 
-    model = read_tflite(tflite_bytes)
     builder = compression.SpecBuilder()
     for index, planned in chosen:
         tensor = model.tensors[index]

@@ -90,14 +90,8 @@ def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
                  output_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The first output of the model on TFLM for each of `samples` (one input, ONNX layout), dequantised and
     in the ONNX output's layout (`output_shape`): accuracy measured on the interpreter itself (hub optimize)."""
-    model = read_tflite(tflite_bytes)
-    inputs = [to_tflite_inputs(model, {input_name: sample[None]}) for sample in samples]
-    with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
-        child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
-    if not outputs or len(outputs) != len(samples):
-        raise IncompatibleError(f"TFLM did not run the {len(samples)} samples: "
-                                f"{_child_failure(child) or result.get('message') or 'no outputs'}")
-    spec = model.io_specs("outputs")[0]
+    outputs = tflm_raw_outputs(tflite_bytes, [{input_name: sample[None]} for sample in samples])
+    spec = read_tflite(tflite_bytes).io_specs("outputs")[0]
     return np.concatenate([_from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
 
 
@@ -108,7 +102,7 @@ def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) 
     inputs = [to_tflite_inputs(model, s) for s in samples]
     with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
         child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
-    if outputs is None or len(outputs) != len(samples):
+    if not outputs or len(outputs) != len(samples):
         raise IncompatibleError(f"TFLM did not run the {len(samples)} samples: "
                                 f"{_child_failure(child) or result.get('message') or 'no outputs'}")
     return outputs

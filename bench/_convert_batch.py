@@ -4,8 +4,8 @@
 JOBS.json: [{"dir": ..., "quantize": "int8"|"float32"}, ...]; each dir holds model.onnx and
 calibration.npz ({input name: (N, *onnx shape)} samples). Writes model.tflite or error.txt per job,
 and prints one "DONE <dir>" line per job so the parent can tell how far a crashed batch got.
-Uses hub.convert_worker's network block, layout logic and converter settings; onnx2tf's sample
-download is replaced as in hub.convert_worker.main.
+Uses hub.convert.worker's network block, layout logic and converter settings; onnx2tf's sample
+download is replaced as in hub.convert.worker.main.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hub.convert_worker import _block_network, _configure, _layout_permutation  # noqa: E402
-from hub.tflite_passes import run_passes  # noqa: E402
+from hub.convert.worker import _block_network, _configure, _layout_permutation  # noqa: E402
+from hub.tflite.passes import run_passes  # noqa: E402
 
 JOB_TIMEOUT_S = 90
 

@@ -1,4 +1,4 @@
-"""TFLM arena in the converter's operator order, after hub.schedule (order + offline plan), and the lower bound.
+"""TFLM arena in the converter's operator order, after hub.tflite.schedule (order + offline plan), and the lower bound.
 
 For each model, the real CLI as a user runs it (the schedule stage is on by default):
   hub convert MODEL --target tflm --quantize MODE --out DIR --json
@@ -7,7 +7,7 @@ and from its report.json: the smallest arena TFLM needs in the converter's order
 measured by bisection on the real interpreter; the lower bound (`memory.arena_lower_bound_bytes`:
 no order's live tensors need less, plus TFLM's persistent tail); and the schedule pass's line (peak
 live bytes before/after, exact or heuristic). MLPerf Tiny rows add the arena of the reference int8
-file, measured the same way (hub.verify.verify).
+file, measured the same way (hub.verify.tflm.verify).
 
 Models: the MLPerf Tiny four, the fixtures (tiny_unet.pt among them) and the branchy light-zoo
 models, in float32: their constant weights tie the 1,000 logits, on which TFLM's int8 SOFTMAX
@@ -51,7 +51,7 @@ def sources() -> dict[str, tuple[Path, list[str], str]]:
 
 
 def reference_arena(name: str) -> int | None:
-    from hub.verify import verify
+    from hub.verify.tflm import verify
 
     path = MLPERF / name / "reference_int8.tflite"
     return verify(path.read_bytes(), None, None).memory.get("arena_bytes") if path.exists() else None
@@ -85,7 +85,7 @@ def measure(models: list[str]) -> dict:
 
 
 def render(run: dict) -> str:
-    lines = ["# TFLM arena: the converter's operator order vs hub.schedule's order and offline plan, and the lower bound", "",
+    lines = ["# TFLM arena: the converter's operator order vs hub.tflite.schedule's order and offline plan, and the lower bound", "",
              f"`{run['command']}` on {run['date']} (2 shared cores; {run['seconds']:.0f} s in all). Arenas are "
              "the smallest `arena_size` the TFLM interpreter allocates and invokes with (bisection, host build); "
              "the lower bound is the least peak of live activation bytes over all operator orders (exact DP) plus "

@@ -1,7 +1,7 @@
 """How well `hub check` predicts TFLite Micro's verdict, measured on the onnx backend node tests.
 
 For each single-node model under onnx/backend/test/data/node (with its test_data_set_0):
-  prediction: hub.analyse.analyse_onnx on the normalised graph, per quantize mode;
+  prediction: hub.check.analyse.analyse_onnx on the normalised graph, per quantize mode;
   truth: the model converted (float32 and int8, hub's converter settings, calibrated on the
          test input) and run on the real TFLM interpreter (tflite_micro), outputs compared
          with the expected outputs.
@@ -37,11 +37,11 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hub.analyse import analyse_onnx, analyse_tflite  # noqa: E402
-from hub.convert_worker import _layout_permutation  # noqa: E402
+from hub.check.analyse import analyse_onnx, analyse_tflite  # noqa: E402
+from hub.convert.worker import _layout_permutation  # noqa: E402
 from hub.errors import HubError  # noqa: E402
-from hub.normalise import normalise  # noqa: E402
-from hub.tflite_model import read_tflite  # noqa: E402
+from hub.graph.normalise import normalise  # noqa: E402
+from hub.tflite.model import read_tflite  # noqa: E402
 
 NODE_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
 LIGHT_RESNET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
@@ -49,7 +49,7 @@ MODES = ("float32", "int8")
 CALIBRATION_SAMPLES = 8
 # Part of every cached conversion's key: bump when hub's converter settings change
 # (ad9338c: per-tensor FULLY_CONNECTED weights by default).
-CONVERTER_STAMP = "onnx2tf-1.29.24 tf-2.19 builtins-only per_channel_dense=False hub.tflite_passes"
+CONVERTER_STAMP = "onnx2tf-1.29.24 tf-2.19 builtins-only per_channel_dense=False hub.tflite.passes"
 
 
 def cache_key(model_bytes: bytes, mode: str) -> str:
@@ -455,7 +455,7 @@ def time_resnet(runs: int = 5) -> dict:
             f"Runs (wall s): {', '.join(f'{w:.2f}' for w in wall)}; (CPU s): {', '.join(f'{c:.2f}' for c in cpu)}. "
             f"CPU in one process: importing hub.api (onnx, numpy) {parts['import']:.2f} s, loading "
             f"{parts['load']:.3f} s, normalise {parts['normalise']:.2f} s, analyse_onnx {parts['analyse']:.3f} s, "
-            f"importing hub.cli and hub.render (typer, rich) {parts['cli']:.2f} s, and typer's argument parsing "
+            f"importing hub.cli and hub.report.terminal (typer, rich) {parts['cli']:.2f} s, and typer's argument parsing "
             f"imports typer._adapters, which imports pydantic: {parts['typer_parse']:.2f} s; the rest is the "
             f"interpreter's start and typer's parsing. Goal < 1 s wall: {'met' if statistics.median(wall) < 1 else 'not met'} "
             "at this load.")
@@ -467,7 +467,7 @@ def _resnet_parts() -> dict[str, float]:
     code = ("import json,time;t=time.process_time();from hub import api;from hub.artifacts import LoadOptions;"
             "a=time.process_time();s=api.load_source(api.Path(%r),LoadOptions());b=time.process_time();"
             "n=api._normalise(s,LoadOptions());c=time.process_time();api._analyse(n.onnx_model,'tflm','int8');"
-            "d=time.process_time();import hub.cli,hub.render;e=time.process_time();import typer._adapters;"
+            "d=time.process_time();import hub.cli,hub.report.terminal;e=time.process_time();import typer._adapters;"
             "f=time.process_time();print(json.dumps({'import':a-t,'load':b-a,'normalise':c-b,'analyse':d-c,"
             "'cli':e-d,'typer_parse':f-e}))"
             % str(LIGHT_RESNET))

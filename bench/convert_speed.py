@@ -1,7 +1,7 @@
 """hub convert vs the plain onnx2tf CLI, side by side in one run.
 
 For each model (fixtures/*.onnx as they are; the PyTorch/Keras fixtures and the four
-MLPerf Tiny models as the ONNX file hub's adapters make of them; the same ONNX file for
+MLPerf Tiny models as the ONNX file hub's hub.adapters make of them; the same ONNX file for
 both tools), alternately runs
   hub convert M.onnx --target tflm --input-range LO,HI   (int8, verified on TFLM, firmware files)
   onnx2tf -i M.onnx -oiqt -cind NAME calib.npy MEAN STD  (SavedModel and seven .tflite variants)
@@ -58,8 +58,8 @@ def offline_prefix() -> list[str]:
 
 
 def prepare(models: list[str], work: Path) -> dict[str, tuple[Path, tuple[float, float]]]:
-    """Write each model once as ONNX (through hub's adapters) for both tools to read."""
-    import adapters
+    """Write each model once as ONNX (through hub's hub.adapters) for both tools to read."""
+    import hub.adapters
     from hub.artifacts import LoadOptions
 
     out = {}
@@ -77,7 +77,7 @@ def prepare(models: list[str], work: Path) -> dict[str, tuple[Path, tuple[float,
             out[name] = (copy, value_range)
             continue
         path = work / f"{name.replace('.', '_')}.onnx"
-        onnx.save(adapters.load(src, LoadOptions()).onnx_model, str(path))
+        onnx.save(hub.adapters.load(src, LoadOptions()).onnx_model, str(path))
         out[name] = (path, value_range)
     return out
 
@@ -150,7 +150,7 @@ NOTES = [
     "while other jobs loaded the machine and onnx2tf's (9.4 s) just after the load dropped; every other "
     "model was 0.45-0.74. The committed table is the median of 3 alternating runs for that reason.",
     "- Fixed while measuring: the convert child now skips Python's interpreter teardown after writing its "
-    "results (`os._exit` in hub/convert_worker.py). With TensorFlow imported, that teardown took ~2 s per "
+    "results (`os._exit` in hub/convert/worker.py). With TensorFlow imported, that teardown took ~2 s per "
     "conversion: the first pass showed `convert` ~2 s above the sum of its own stages on every model "
     "(tiny_cnn.onnx 13.3 s vs 10.6 s); now that gap is 0.1-0.3 s (`convert child start/exit`).",
     "- Memory: the peak is the convert child with TensorFlow loaded (660 MB for tiny_cnn.onnx, sampled "

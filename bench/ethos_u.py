@@ -3,7 +3,7 @@
 For each model, the real CLI as a user runs it:
   hub convert MODEL --target ethos-u --npu ethos-u55-128 --input-range LO,HI --out DIR --json
 (the int8 model is verified on TFLM, then compiled by Vela), then the same int8 model.tflite compiled for
-every other --npus config through hub.ethos_u.compile_model (what convert calls). Beside each, Vela's
+every other --npus config through hub.firmware.ethos_u.compile_model (what convert calls). Beside each, Vela's
 command line run directly on the same int8 file:
   vela model.tflite --accelerator-config NPU --output-dir DIR
 whose printed summary (Total SRAM used, Total Off-chip Flash used, CPU/NPU operators) and summary CSV
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.convert_speed import MLPERF_SOURCES, add_output_args, recorded_run  # noqa: E402
-from hub import ethos_u  # noqa: E402
+from hub.firmware import ethos_u  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 FIXTURE_MODELS = {"resnet_tiny.pt": (0, 1), "tiny_cnn.onnx": (0, 1), "keras_cnn.keras": (0, 1),

@@ -77,7 +77,7 @@ def natural_crops(count: int, shape: tuple[int, ...], value_range: tuple[float, 
 def mlperf_data(key: str, work: Path) -> Path:
     from hub import api
     from hub.artifacts import LoadOptions
-    from hub.normalise import normalise_source
+    from hub.graph.normalise import normalise_source
 
     path, value_range = MLPERF_SOURCES[key]
     if key not in NATURAL:

@@ -3,8 +3,8 @@
 For each of ic, vww, kws, ad (../shared/mlperf_tiny):
   hub convert SOURCE --target tflm --input-range LO,HI      (synthetic calibration, range from the README)
 then, for hub's int8 file and the reference int8 file alike:
-- file size, op count and op histogram (hub.tflite_model.read_tflite);
-- smallest TFLM arena, measured the same way for both: hub.verify.verify, the call hub convert makes
+- file size, op count and op histogram (hub.tflite.model.read_tflite);
+- smallest TFLM arena, measured the same way for both: hub.verify.tflm.verify, the call hub convert makes
   (bisection on the real interpreter, one child per probe if TFLM crashes inside the search);
 - TFLM invoke time on this machine: both models loaded in one child process, invoked in
   alternating order, median over rounds of the per-invoke time;
@@ -33,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # Sources and input ranges (from ../shared/mlperf_tiny/README.md, read off the reference models'
 # input quantisation) are shared with the convert-speed benchmark.
-from bench.convert_speed import MLPERF, MLPERF_SOURCES as MODELS, add_output_args, recorded_run  # noqa: E402
+from bench.convert_speed import MLPERF
+from bench.convert_speed import MLPERF_SOURCES as MODELS  # noqa: E402
+from bench.convert_speed import add_output_args, recorded_run
 
 CLASSIFIERS = {"ic", "vww", "kws"}  # ad is an autoencoder: top-1 means nothing there
-HELD_OUT_SEED = 1234  # calibration uses seeds 0 and 1 (hub.calibration): these inputs are new to both files
+HELD_OUT_SEED = 1234  # calibration uses seeds 0 and 1 (hub.convert.calibration): these inputs are new to both files
 TIME_GOAL = 1.05  # hub's invoke time may be at most 5 % above the reference's
 
 
@@ -60,11 +62,11 @@ def hub_convert(name: str, work: Path) -> tuple[bytes, dict, float]:
 
 def float_source(name: str):
     """The float model as the adapter brings it in (no graph passes), batch fixed to 1."""
-    import adapters
+    import hub.adapters
     from hub.artifacts import LoadOptions
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
-    return normalise(adapters.load(MODELS[name][0], LoadOptions()).onnx_model, {}, passes=[]).onnx_model
+    return normalise(hub.adapters.load(MODELS[name][0], LoadOptions()).onnx_model, {}, passes=[]).onnx_model
 
 
 def held_out_samples(model, value_range: tuple[float, float], count: int) -> list[dict[str, np.ndarray]]:
@@ -74,10 +76,10 @@ def held_out_samples(model, value_range: tuple[float, float], count: int) -> lis
 
 
 def measure(tflite_bytes: bytes, reference, samples) -> dict:
-    """Size, ops, smallest arena and fidelity of one int8 file; arena and fidelity via hub.verify.verify,
+    """Size, ops, smallest arena and fidelity of one int8 file; arena and fidelity via hub.verify.tflm.verify,
     the call `hub convert` itself makes, so both files are measured exactly the same way."""
-    from hub.tflite_model import read_tflite
-    from hub.verify import verify
+    from hub.tflite.model import read_tflite
+    from hub.verify.tflm import verify
 
     model = read_tflite(tflite_bytes)
     check = verify(tflite_bytes, reference, samples)
@@ -244,7 +246,7 @@ def render(rows: list[dict], rounds: int, count: int, seconds: float, command: s
         "",
         "## How it is measured",
         "",
-        "- Arena: `hub.verify.verify`, the call `hub convert` makes for its report, on both files alike: the "
+        "- Arena: `hub.verify.tflm.verify`, the call `hub convert` makes for its report, on both files alike: the "
         "exact smallest `arena_size` with which the TFLM interpreter allocates and invokes, by bisection inside "
         "one child, falling back to one child per probe when TFLM crashes inside that search. "
         "hub's figure equals the `memory.arena_bytes` in its own report.json"

@@ -81,7 +81,7 @@ def optimize_one(label: str, args: list[str], out: Path) -> dict:
 def synthetic_data(model: str, args: list[str], value_range: tuple[float, float], work: Path) -> Path:
     """SYNTHETIC_SAMPLES uniform samples in the normalised graph's input shape, without labels."""
     from hub import api
-    from hub.normalise import normalise_source
+    from hub.graph.normalise import normalise_source
 
     options = api.load_options([a for i, a in enumerate(args) if i and args[i - 1] == "--input-shape"],
                                next((args[i + 1] for i, a in enumerate(args) if a == "--factory"), None))

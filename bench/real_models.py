@@ -70,7 +70,7 @@ def expected_output_check(path: Path) -> dict | None:
     from onnx import numpy_helper
 
     from hub.artifacts import LoadOptions
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
     original = onnx.load(str(path))
     normalised = normalise(original, LoadOptions().input_shapes).onnx_model

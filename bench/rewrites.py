@@ -1,4 +1,4 @@
-"""What the rewrite rules (hub.passes.REWRITES) buy: models TFLM cannot run as exported, converted
+"""What the rewrite rules (hub.graph.rules.RULES) buy: models TFLM cannot run as exported, converted
 with and without them, side by side in one run.
 
 For each model, the real CLI as a user runs it:

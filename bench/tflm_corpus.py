@@ -1,7 +1,7 @@
 """hub check against the real TFLM interpreter on every .tflite in tflite-micro's own repository.
 
-For each file: `hub.analyse.analyse_tflite` (what `hub check MODEL.tflite` runs) gives a verdict,
-"will run", "will not run" or "unknown"; `hub.verify.verify(bytes, None, None)` (what `hub verify`
+For each file: `hub.check.analyse.analyse_tflite` (what `hub check MODEL.tflite` runs) gives a verdict,
+"will run", "will not run" or "unknown"; `hub.verify.tflm.verify(bytes, None, None)` (what `hub verify`
 runs: TFLM in a child, inputs at their zero point) says whether TFLM allocates and invokes it.
 The table counts agreements, false "will run" (the check lets through what TFLM refuses: the one
 error the check must never make), false "will not run" and "unknown"; every disagreement is listed
@@ -67,9 +67,9 @@ def outcome(verdict: str | None, tflm_ok: bool | None) -> str:
 
 
 def measure_file(path: Path, root: Path) -> dict:
-    from hub.analyse import analyse_tflite
-    from hub.tflite_model import read_tflite
-    from hub.verify import verify
+    from hub.check.analyse import analyse_tflite
+    from hub.tflite.model import read_tflite
+    from hub.verify.tflm import verify
 
     data = path.read_bytes()
     row: dict = {"file": str(path.relative_to(root)), "bytes": len(data)}
@@ -131,7 +131,7 @@ def render(run: dict) -> str:
         f"Written by `{run['command']}` on {run['date']} ({run['seconds']:.0f} s) on {platform.machine()} "
         f"Python {platform.python_version()}. Corpus: every `*.tflite` in tflite-micro at the commit "
         f"`{TFLM_VERSION}` names ({len(rows)} files). TFLM: the pip interpreter (host reference kernels), "
-        "through `hub.verify.verify` with every input at its zero point.",
+        "through `hub.verify.tflm.verify` with every input at its zero point.",
         "",
         "| outcome | files |",
         "|---|---|",

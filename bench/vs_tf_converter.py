@@ -9,8 +9,8 @@ For each model (keras.applications, `weights=None`, 1000-class head without soft
                                                                             (in a child process)
 Both get the same 32 calibration samples (hub is handed 40 and holds the last 8 out for its own
 verification; TF's converter gets the first 32). Then, for each .tflite that exists:
-- file size, op count (hub.tflite_model.read_tflite);
-- smallest TFLM arena: hub.verify.verify, the call hub convert makes (bisection on the interpreter);
+- file size, op count (hub.tflite.model.read_tflite);
+- smallest TFLM arena: hub.verify.tflm.verify, the call hub convert makes (bisection on the interpreter);
 - fidelity vs the float Keras model on the same 32 held-out samples (new seed), both run on the
   TFLM interpreter: mean per-sample cosine of the dequantised logits, top-1 agreement.
 
@@ -188,8 +188,8 @@ def fidelity(expected: np.ndarray, got: np.ndarray) -> dict:
 
 
 def measure(tflite: Path, expected: np.ndarray, x: np.ndarray, work: Path) -> dict:
-    from hub.tflite_model import read_tflite
-    from hub.verify import verify
+    from hub.tflite.model import read_tflite
+    from hub.verify.tflm import verify
 
     data = tflite.read_bytes()
     model = read_tflite(data)

@@ -5,8 +5,8 @@ The operations are in `hub.api` (convert, check, verify, export, report):
     from hub import api
     report = api.convert("fixtures/resnet_tiny.pt", target="tflm")
 
-They cannot be `hub.convert(...)` itself: `hub.convert`, `hub.verify`, `hub.export` and
-`hub.report` are the pipeline-stage modules.
+They cannot be `hub.convert.converter(...)` itself: `hub.convert.converter`, `hub.verify.tflm`, `hub.firmware.export` and
+`hub.report.portability` are the pipeline-stage modules.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from hub.errors import IncompatibleError, InputError
 from hub.progress import Progress, warn
 from hub.targets import resolve
 
-SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.schedule's order, or the converter's
+SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.tflite.schedule's order, or the converter's
 
 
 def load_options(
@@ -50,9 +50,9 @@ def _elements(shape: tuple[int, ...]) -> int:
 
 
 def load_source(model: str | Path, options: LoadOptions) -> SourceModel:
-    import adapters
+    import hub.adapters
 
-    return adapters.load(model, options)
+    return hub.adapters.load(model, options)
 
 
 def convert(
@@ -80,23 +80,23 @@ def convert(
     (`.to_dict()` is report.json).
 
     Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
-    changed the model's meaning (see hub.fidelity), or when fidelity falls below
+    changed the model's meaning (see hub.verify.diagnose), or when fidelity falls below
     `min_cosine` (the output folder is then still written, with the reasons; a conversion that
     fails writes none). `passes` limits
     the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
-    `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.rewrites).
-    `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.ethos_u).
-    `schedule="default"` keeps the converter's operator order (see hub.schedule; "min-arena" reorders).
-    `compress=True` stores clustered filters as TFLM look-up tables (hub.compress; --target tflm only), checked
+    `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.graph.rewrite).
+    `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.firmware.ethos_u).
+    `schedule="default"` keeps the converter's operator order (see hub.tflite.schedule; "min-arena" reorders).
+    `compress=True` stores clustered filters as TFLM look-up tables (hub.tflite.compress; --target tflm only), checked
     bit for bit against the uncompressed model on TFLM, with both models' arena and invoke time measured.
     `per_tensor_weights=True` quantizes every weight per tensor (a model clustered per layer needs it).
     """
-    from hub import calibration as calib
-    from hub import convert as convert_stage
-    from hub.convert import ConvertOptions
-    from hub.export import identifier_from_file
-    from hub.fidelity import judge_fidelity
+    from hub.convert import calibration as calib
+    from hub.convert import converter as convert_stage
+    from hub.convert.converter import ConvertOptions
+    from hub.firmware.export import identifier_from_file
     from hub.output import check_destination
+    from hub.verify.diagnose import judge_fidelity
 
     progress = progress or Progress(enabled=False)
     options = options or LoadOptions()
@@ -165,7 +165,7 @@ def convert(
                            passes=normalised.passes + tflite_passes, check=check, verification=verification,
                            output=out_dir, compression=compression)
     if npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
-        from hub.ethos_u import compile_model
+        from hub.firmware.ethos_u import compile_model
 
         with progress.stage("vela", f"Compiling for {npu} with Vela"):
             report.ethos_u = compile_model(converted.tflite_bytes, npu)
@@ -180,8 +180,8 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
     import onnx
 
     from hub.output import atomic_folder, to_json
-    from hub.report import portability_sections
-    from hub.report_render import write_html
+    from hub.report.portability import portability_sections
+    from hub.report.render import write_html
 
     verification = report.verification
     with atomic_folder(report.output, force) as tmp:
@@ -189,12 +189,12 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
         report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
         if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
-            from hub.ethos_u import write_outputs
+            from hub.firmware.ethos_u import write_outputs
 
             report.firmware = write_outputs(report.ethos_u, ident, tmp, report.portability)
         elif verification is not None and verification.tflm.get("loads"):
             with progress.stage("export", "Writing firmware files"):
-                from hub.export import export_firmware
+                from hub.firmware.export import export_firmware
 
                 arena = verification.memory.get("arena_recommended_bytes")
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
@@ -206,12 +206,12 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
 
 
 def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
-    """The converted model with its clustered filters compressed (hub.compress); the uncompressed model is
+    """The converted model with its clustered filters compressed (hub.tflite.compress); the uncompressed model is
     measured on TFLM first (same operator ordering) for the before/after figures."""
     from dataclasses import replace
 
-    from hub.compress import check_lossless, compress
-    from hub.verify import tflm_raw_outputs
+    from hub.tflite.compress import check_lossless, compress
+    from hub.verify.tflm import tflm_raw_outputs
 
     plain = converted.tflite_bytes
     compressed, compression = compress(plain)
@@ -224,7 +224,7 @@ def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
 
 
 def _on_tflm(verification):
-    from hub.compress import OnTFLM
+    from hub.tflite.compress import OnTFLM
 
     return OnTFLM.of(verification)
 
@@ -239,7 +239,7 @@ def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
 
 def _npu_option(target: str, npu: str | None) -> str | None:
     """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
-    from hub.ethos_u import DEFAULT_NPU, check_npu
+    from hub.firmware.ethos_u import DEFAULT_NPU, check_npu
 
     if target != "ethos-u":
         if npu is not None:
@@ -249,40 +249,40 @@ def _npu_option(target: str, npu: str | None) -> str | None:
 
 
 def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
-    from hub.normalise import normalise_source
+    from hub.graph.normalise import normalise_source
 
     return normalise_source(source, options, passes)
 
 
 def _rewrite(normalised, samples=None):
-    from hub.rewrites import rewrite
+    from hub.graph.rewrite import rewrite
 
     return rewrite(normalised, samples)
 
 
 def _firmware_name(name: str | None, path: Path) -> str:
     """The C identifier of the firmware files: --name (refused when C cannot take it), else the file's name."""
-    from hub.export import identifier_from_file, sanitize_identifier
+    from hub.firmware.export import identifier_from_file, sanitize_identifier
 
     return sanitize_identifier(name) if name else identifier_from_file(path)
 
 
 def _tflite_passes(converted):
-    """The flatbuffer passes (hub.tflite_passes) on the converter's output."""
+    """The flatbuffer passes (hub.tflite.passes) on the converter's output."""
     from dataclasses import replace
 
-    from hub.tflite_passes import run_passes
+    from hub.tflite.passes import run_passes
 
     tflite_bytes, results = run_passes(converted.tflite_bytes)
     return replace(converted, tflite_bytes=tflite_bytes), results
 
 
 def _schedule(converted, mode: str):
-    """The least-arena operator order and plan (hub.schedule), measured on TFLM; mode "default" only bounds it."""
+    """The least-arena operator order and plan (hub.tflite.schedule), measured on TFLM; mode "default" only bounds it."""
     from dataclasses import replace
 
-    from hub import schedule
-    from hub.verify import verify
+    from hub.tflite import schedule
+    from hub.verify.tflm import verify
 
     measure = (lambda data: verify(data, None, None).memory) if mode == "min-arena" else None
     tflite_bytes, result = schedule.run(converted.tflite_bytes, measure)
@@ -290,19 +290,19 @@ def _schedule(converted, mode: str):
 
 
 def _analyse(onnx_model, target: str, quantize: str, passes=()):
-    from hub.analyse import analyse_onnx, with_rewrites
+    from hub.check.analyse import analyse_onnx, with_rewrites
 
     return with_rewrites(analyse_onnx(onnx_model, target=target, quantize=quantize), passes)
 
 
 def _verify(tflite_bytes: bytes, reference, held_out: list[dict], min_cosine):
-    from hub.verify import verify
+    from hub.verify.tflm import verify
 
     return verify(tflite_bytes, reference, held_out, min_cosine=min_cosine)
 
 
 def _model_summary(tflite_bytes: bytes) -> ModelSummary:
-    from hub.tflite_model import read_tflite
+    from hub.tflite.model import read_tflite
 
     model = read_tflite(tflite_bytes)
     return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
@@ -332,12 +332,12 @@ def _verification_failure(verification) -> str:
 
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
           rewrite: bool = True, npu: str | None = None):
-    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.analyse).
+    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.check.analyse).
 
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
     `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
-    per node whether Vela maps it to the NPU `npu` (hub.ethos_u.check)."""
-    from hub.analyse import analyse_tflite
+    per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
+    from hub.check.analyse import analyse_tflite
 
     path = Path(model)
     resolve(target, quantize, command="check")
@@ -352,7 +352,7 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
         result = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)
     if npu is None:
         return result
-    from hub.ethos_u import check as npu_check
+    from hub.firmware.ethos_u import check as npu_check
 
     return npu_check(result, npu, source.tflite_bytes)
 
@@ -360,8 +360,8 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,
            input_range: str | None = None):
     """Run a .tflite on the real TFLM interpreter; compare with an ONNX reference if given."""
-    from hub import calibration as calib
-    from hub.verify import verify as verify_stage
+    from hub.convert import calibration as calib
+    from hub.verify.tflm import verify as verify_stage
 
     path = Path(model)
     source = load_source(path, LoadOptions())
@@ -381,9 +381,9 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:
     """Firmware files for a .tflite: C array, op resolver, settings with the measured arena."""
-    from hub.export import export_firmware
+    from hub.firmware.export import export_firmware
     from hub.output import atomic_folder
-    from hub.verify import verify as verify_stage
+    from hub.verify.tflm import verify as verify_stage
 
     path = Path(model)
     source = load_source(path, LoadOptions())
@@ -401,9 +401,9 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
 
 def report(model: str | Path, *, targets: str | None = None, board: str | None = None,
            ram_kb: float | None = None, flash_kb: float | None = None, options: LoadOptions | None = None) -> dict:
-    """Portability report (hub.report): where the model can run, what blocks each target, board fit.
-    `hub.report.exit_code(result)` gives the CLI's exit code; hub.report_render renders it."""
-    from hub.report import ALL_TARGETS, build_report, parse_targets, resolve_board
+    """Portability report (hub.report.portability): where the model can run, what blocks each target, board fit.
+    `hub.report.portability.exit_code(result)` gives the CLI's exit code; hub.report.render renders it."""
+    from hub.report.portability import ALL_TARGETS, build_report, parse_targets, resolve_board
 
     wanted = parse_targets(targets or ALL_TARGETS)
     chosen = resolve_board(board, ram_kb, flash_kb)
@@ -416,9 +416,9 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     """Convert every model in every quantize mode for TFLM, one `hub convert` process per job, on a Dask
     LocalCluster of `workers` processes (default: from cores and memory) or the cluster at `scheduler`;
     judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
-    and returns the sweep.json document (see hub.sweep)."""
-    from hub import sweep as sweep_stage
-    from hub.boards import BOARDS, find_board
+    and returns the sweep.json document (see hub.sweep.run)."""
+    from hub.knowledge.boards import BOARDS, find_board
+    from hub.sweep import run as sweep_stage
 
     modes = [m.strip() for m in (quantize.split(",") if isinstance(quantize, str) else quantize) if m.strip()]
     names = boards.split(",") if isinstance(boards, str) else boards
@@ -462,22 +462,22 @@ def optimize(
 ) -> tuple[ConvertReport, dict]:
     """Prune `prune_ratio` of the channels (structured: a smaller dense network), distill the student from
     the source model on `data` (.npz with x and optionally y, or a folder of class subfolders), convert
-    teacher and student to int8, and measure both on the TFLM interpreter (hub.optimize).
+    teacher and student to int8, and measure both on the TFLM interpreter (hub.optimize.run).
 
     Returns (the student's ConvertReport, report.json's `optimize` section). Without labels training is
     pure distillation and accuracy is agreement with the teacher; `val` (else a seeded fifth of `data`)
     is held out for every figure. `distill=False` trains on the labels alone (the comparison run).
-    `cluster=N` then k-means every filter to N values, fine-tunes them (hub.cluster) and converts with
+    `cluster=N` then k-means every filter to N values, fine-tunes them (hub.optimize.cluster) and converts with
     `compress=True`: TFLM look-up tables, flash before/after, arena and invoke time measured. `qat` fine-tunes
-    with TFLite's int8 scheme simulated (hub.qat) before conversion.
-    `board` (a key of hub.boards, or `ram_kb`/`flash_kb`) searches instead: pruning `levels` (default 0, 0.25,
+    with TFLite's int8 scheme simulated (hub.optimize.qat) before conversion.
+    `board` (a key of hub.knowledge.boards, or `ram_kb`/`flash_kb`) searches instead: pruning `levels` (default 0, 0.25,
     0.5, 0.75) x int16x8 / int8 / int8+QAT / int8+cluster 16 / int8+cluster 4, every candidate measured on
-    TFLM, and writes the most accurate one that fits (hub.board_search); `prune_ratio`, `cluster` and `qat`
+    TFLM, and writes the most accurate one that fits (hub.optimize.board_search); `prune_ratio`, `cluster` and `qat`
     are then the search's to choose. `prune_ratio` defaults to 0.5."""
-    from hub import calibration as calib
-    from hub import optimize as stage
-    from hub.cluster import check as check_clusters
-    from hub.export import identifier_from_file
+    from hub.convert import calibration as calib
+    from hub.firmware.export import identifier_from_file
+    from hub.optimize import run as stage
+    from hub.optimize.cluster import check as check_clusters
     from hub.output import check_destination
 
     if target != "tflm":
@@ -517,7 +517,7 @@ def optimize(
 
 
 def _search_board(name: str | None, ram_kb: float | None, flash_kb: float | None):
-    from hub.boards import custom_board, find_board
+    from hub.knowledge.boards import custom_board, find_board
 
     if name is not None and (ram_kb is not None or flash_kb is not None):
         raise InputError("give --board or --ram/--flash, not both")
@@ -527,7 +527,7 @@ def _search_board(name: str | None, ram_kb: float | None, flash_kb: float | None
 
 
 def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
-    from hub.board_search import PRUNE_LEVELS
+    from hub.optimize.board_search import PRUNE_LEVELS
 
     if levels is None:
         return PRUNE_LEVELS
@@ -544,7 +544,7 @@ def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
 def prune(module, example_input, ratio: float, *, round_to: int | None = None):
     """Structured pruning for your own training loop: removes `ratio` of the channels of every prunable
     layer of the nn.Module (torch-pruning DepGraph, L2 magnitude); the output layer keeps its width."""
-    from hub.training import prune as prune_module
+    from hub.optimize.training import prune as prune_module
 
     return prune_module(module, example_input, ratio, round_to=round_to)
 
@@ -553,8 +553,8 @@ def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float 
             alpha: float = 0.9, seed: int = 0):
     """Hinton distillation of `student` from `teacher` on samples `data` (numpy, the model's layout);
     pure distillation without `labels`. Returns the trained student."""
-    from hub.training import DistillOptions
-    from hub.training import distill as distill_module
+    from hub.optimize.training import DistillOptions
+    from hub.optimize.training import distill as distill_module
 
     options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
     return distill_module(teacher, student, data, labels, options)

@@ -1,7 +1,7 @@
 """The artifacts that pipeline stages pass to each other.
 
 Each stage is a module in `hub/` with one public function that takes an
-artifact and returns the next: adapters -> SourceModel, normalise ->
+artifact and returns the next: hub.adapters -> SourceModel, normalise ->
 NormalisedModel, analyse -> CheckResult, convert -> ConvertedModel, verify ->
 Verification; `hub convert` gathers them in a ConvertReport (report.json).
 Keeping them plain dataclasses keeps stages independent and testable one by one.
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
 
 # The largest model input hub accepts, in elements (--input-shape, ONNX and TorchScript input shapes):
 # beyond it calibration alone would exhaust memory. Not a TFLM limit; one bound for every adapter.
@@ -55,7 +54,7 @@ class SourceModel:
 
 @dataclass
 class Rewrite:
-    """One node TFLM cannot run, replaced by builtins it can (a rewrite rule in hub.passes.REWRITES)."""
+    """One node TFLM cannot run, replaced by builtins it can (a rewrite rule in hub.graph.rules.RULES)."""
 
     node: str  # the node's name in the normalised graph
     op: str  # what was rewritten: an ONNX op ("LayerNormalization") or a pattern ("Gelu" for Erf's GELU form)
@@ -100,7 +99,7 @@ class Finding:
     op: str
     tflite_ops: list[str]
     # "error" (will not run) | "risk" (may not run: decided only by data the check does not see)
-    # | "warning" | "info" | "rewrite" (TFLM cannot run it as it is; a rule in hub.passes.REWRITES replaces it)
+    # | "warning" | "info" | "rewrite" (TFLM cannot run it as it is; a rule in hub.graph.rules.RULES replaces it)
     severity: str
     message: str
     hint: str = ""
@@ -200,9 +199,9 @@ class ConvertReport:
     output: Path
     firmware: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
-    portability: dict[str, Any] = field(default_factory=dict)  # hub.report's sections, measured figures in
-    ethos_u: Any = None  # hub.ethos_u.EthosUResult of --target ethos-u
-    compression: Any = None  # hub.compress.Compression of --compress
+    portability: dict[str, Any] = field(default_factory=dict)  # hub.report.portability's sections, measured figures in
+    ethos_u: Any = None  # hub.firmware.ethos_u.EthosUResult of --target ethos-u
+    compression: Any = None  # hub.tflite.compress.Compression of --compress
 
     @property
     def measured(self) -> Measured:

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from hub import __version__
 from hub.errors import EXIT_USAGE, HubError, InputError
-from hub.sweep import SWEEP_TOML_HELP
+from hub.sweep.run import SWEEP_TOML_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
@@ -41,7 +41,7 @@ def _listed_npus(npu: str | None) -> bool:
     """`--npu list`: print Vela's accelerator configs."""
     if npu is None or npu.strip().lower() != "list":
         return False
-    from hub.ethos_u import npu_configs
+    from hub.firmware.ethos_u import npu_configs
 
     print("\n".join(npu_configs()))
     return True
@@ -71,7 +71,7 @@ def _run(action: Callable[[], int], path: Path | None = None) -> None:
                 warnings.simplefilter("ignore")
             code = action()
     except HubError as exc:
-        if exc.path is None and path is not None:  # stages below the adapters do not know the file's name
+        if exc.path is None and path is not None:  # stages below the hub.adapters do not know the file's name
             exc.path = str(path)
         _fail(exc.one_line(), exc.exit_code, exc)
     except KeyboardInterrupt:
@@ -138,7 +138,7 @@ def convert(
     def action() -> int:
         from hub import api
         from hub.progress import Progress
-        from hub.render import print_convert_summary
+        from hub.report.terminal import print_convert_summary
 
         if _listed_npus(npu):
             return 0
@@ -172,7 +172,7 @@ def check(
 
     def action() -> int:
         from hub import api
-        from hub.render import print_check
+        from hub.report.terminal import print_check
 
         if _listed_npus(npu):
             return 0
@@ -197,7 +197,7 @@ def verify(
 
     def action() -> int:
         from hub import api
-        from hub.render import print_verification
+        from hub.report.terminal import print_verification
 
         result = api.verify(model, reference=reference, min_cosine=min_cosine, input_range=input_range)
         _emit_json(result.to_dict()) if as_json else print_verification(result, model)
@@ -246,9 +246,10 @@ def report(
     """Portability report: where MODEL can run, what blocks each target, whether it fits a board."""
 
     def action() -> int:
-        from hub import api, boards
-        from hub.report import exit_code
-        from hub.report_render import FORMATS, render
+        from hub import api
+        from hub.knowledge import boards
+        from hub.report.portability import exit_code
+        from hub.report.render import FORMATS, render
 
         if board is not None and board.strip().lower() == "list":
             print(boards.board_list())
@@ -281,9 +282,10 @@ def sweep(
     as_json: bool = JsonOut,
 ) -> None:
     def action() -> int:
-        from hub import api, boards
+        from hub import api
+        from hub.knowledge import boards
         from hub.progress import console
-        from hub.sweep_render import print_summary
+        from hub.report.sweep import print_summary
 
         if board is not None and board.strip().lower() == "list":
             print(boards.board_list())
@@ -343,7 +345,7 @@ def optimize(
     def action() -> int:
         from hub import api
         from hub.progress import Progress
-        from hub.render import print_optimize
+        from hub.report.terminal import print_optimize
 
         report, section = api.optimize(
             model, data=data, val=val, prune_ratio=prune_ratio, distill=not no_distill, epochs=epochs, lr=lr,

@@ -46,7 +46,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("tflm", (Quantize.INT8, Quantize.INT16X8, Quantize.FLOAT32), True,
            {"float16": "TFLite Micro has no float16 kernels: use int8 (default) or float32",
             "dynamic": "TFLite Micro rejects hybrid (dynamic-range) models: use int8 (default) or float32"}),
-    # Arm Ethos-U NPUs: the int8 model is verified on TFLM, then compiled by Vela (hub.ethos_u).
+    # Arm Ethos-U NPUs: the int8 model is verified on TFLM, then compiled by Vela (hub.firmware.ethos_u).
     Target("ethos-u", (Quantize.INT8,), True,
            {"int16x8": "hub compiles int8 models for Ethos-U (Vela maps int16 activations op by op): use int8",
             "float32": "the Ethos-U NPU runs integer models only: use int8 (default)",

@@ -14,7 +14,7 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 # onnx2torch (hub optimize: ONNX -> trainable nn.Module) requires torchvision only for its NMS and RoiAlign
 # converters; the torchvision wheel for torch 2.13 on the index is a CUDA build that cannot load beside the
-# CPU torch, so onnx2torch goes in without it (hub.optimize stands in for those two converters).
+# CPU torch, so onnx2torch goes in without it (hub.optimize.run stands in for those two converters).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps onnx2torch==1.5.15
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/hub --version

@@ -99,15 +99,15 @@ MLPERF_FLOAT = {
 
 @pytest.fixture(scope="session")
 def mlperf_source():
-    """name -> adapters.load(...) SourceModel of an MLPerf Tiny float model; each loaded once per session."""
+    """name -> hub.adapters.load(...) SourceModel of an MLPerf Tiny float model; each loaded once per session."""
     cache: dict = {}
 
     def get(name: str):
         if name not in cache:
-            import adapters
+            import hub.adapters
             from hub.artifacts import LoadOptions
 
-            cache[name] = adapters.load(MLPERF_FLOAT[name], LoadOptions())
+            cache[name] = hub.adapters.load(MLPERF_FLOAT[name], LoadOptions())
         return cache[name]
 
     return get
@@ -181,9 +181,9 @@ def converted_check_models() -> dict[tuple[str, str], bytes]:
 
 def convert_model(model: onnx.ModelProto, quantize: str = "int8"):
     """Run the real stages on `model` (synthetic calibration over 0..1); returns (.tflite bytes, NormalisedModel)."""
-    from hub.calibration import build_calibration
-    from hub.convert import ConvertOptions, convert
-    from hub.normalise import normalise
+    from hub.convert.calibration import build_calibration
+    from hub.convert.converter import ConvertOptions, convert
+    from hub.graph.normalise import normalise
 
     normalised = normalise(model, {})
     calibration = build_calibration(normalised.inputs, None, (0.0, 1.0), {})

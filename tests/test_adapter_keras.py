@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import adapters
-from adapters.keras import KerasAdapter, unsafe_parts
+import hub.adapters
+from hub.adapters.keras import KerasAdapter, unsafe_parts
 from hub.artifacts import LoadOptions
 from hub.errors import InputError
-from hub.normalise import normalise_source
+from hub.graph.normalise import normalise_source
 
 from .conftest import FIXTURES, MLPERF_FLOAT, ROOT, run_hub
 
@@ -80,7 +80,7 @@ def test_sniff_claims_keras_formats_only_and_never_imports_tensorflow(tmp_path, 
     code = f"""
 import json, sys
 from pathlib import Path
-from adapters.keras import KerasAdapter
+from hub.adapters.keras import KerasAdapter
 a = KerasAdapter()
 paths = {[str(p) for p in (CNN, DENSE, SAVEDMODEL, FIXTURES / "resnet_tiny.pt", FIXTURES / "tiny_cnn.pt2",
                            small_cnn_path, tmp_path / "noise.bin", tmp_path / "folder")]!r}
@@ -96,7 +96,7 @@ print(json.dumps({{"sniff": [a.sniff(Path(p)) for p in paths],
 
 @pytest.mark.parametrize("path", [CNN, DENSE, SAVEDMODEL])
 def test_registry_routes_keras_files_to_the_keras_adapter(path):
-    assert isinstance(adapters.find_adapter(path), KerasAdapter)
+    assert isinstance(hub.adapters.find_adapter(path), KerasAdapter)
 
 
 # --- the three fixtures, each against its own framework ---------------------------------------
@@ -104,7 +104,7 @@ def test_registry_routes_keras_files_to_the_keras_adapter(path):
 def test_keras3_archive_matches_keras():
     import keras
 
-    source = adapters.load(CNN, LoadOptions())
+    source = hub.adapters.load(CNN, LoadOptions())
     assert_keras_source(source, {"image"})
     assert onnx_input_shapes(source) == {"image": [1, 3, 16, 16]}
     assert [o.name for o in source.onnx_model.graph.output] == ["probs"]
@@ -116,7 +116,7 @@ def test_keras3_archive_matches_keras():
 def test_legacy_keras2_h5_matches_tf_keras():
     import tf_keras
 
-    source = adapters.load(DENSE, LoadOptions())
+    source = hub.adapters.load(DENSE, LoadOptions())
     assert_keras_source(source, set())
     assert onnx_input_shapes(source) == {"features": [1, 20]}
     feeds = nhwc_inputs(source, -3, 3)
@@ -127,7 +127,7 @@ def test_legacy_keras2_h5_matches_tf_keras():
 def test_savedmodel_folder_matches_its_serving_signature():
     import tensorflow as tf
 
-    source = adapters.load(SAVEDMODEL, LoadOptions())
+    source = hub.adapters.load(SAVEDMODEL, LoadOptions())
     assert_keras_source(source, {"spectrogram"})
     assert onnx_input_shapes(source) == {"spectrogram": [1, 1, 12, 12]}  # dynamic batch -> 1, NCHW
     feeds = nhwc_inputs(source, -1, 2)
@@ -146,7 +146,7 @@ def test_fixtures_are_trained_classifiers(path, task, name):
     finally:
         sys.path.remove(str(FIXTURES))
     x, y = getattr(make_keras_fixtures, task)(64, seed=123)
-    source = adapters.load(path, LoadOptions(batch=64))
+    source = hub.adapters.load(path, LoadOptions(batch=64))
     probs = run_onnx(source, {name: x})[0]
     assert (probs.argmax(1) == y).mean() > 0.9
 
@@ -154,18 +154,18 @@ def test_fixtures_are_trained_classifiers(path, task, name):
 def test_batch_option_and_nhwc_or_nchw_input_shape():
     import keras
 
-    batched = adapters.load(CNN, LoadOptions(batch=4))
+    batched = hub.adapters.load(CNN, LoadOptions(batch=4))
     assert onnx_input_shapes(batched) == {"image": [4, 3, 16, 16]}
     model = keras.saving.load_model(CNN, compile=False)
     feeds = nhwc_inputs(batched, seed=1)
     assert rel_err(run_onnx(batched, feeds)[0], keras_call(model, feeds["image"])) < TOLERANCE
     for given in ((2, 16, 16, 3), (2, 3, 16, 16)):  # the Keras layout, or the exported NCHW one
         options = LoadOptions(input_shapes={None: given})
-        source = adapters.load(CNN, options)
+        source = hub.adapters.load(CNN, options)
         assert onnx_input_shapes(source) == {"image": [2, 3, 16, 16]}
         # normalise must not reapply a Keras-layout shape onto the NCHW graph
         assert normalise_source(source, options).inputs[0].shape == (2, 3, 16, 16)
-    by_name = adapters.load(SAVEDMODEL, LoadOptions(input_shapes={"spectrogram": (3, 12, 12, 1)}))
+    by_name = hub.adapters.load(SAVEDMODEL, LoadOptions(input_shapes={"spectrogram": (3, 12, 12, 1)}))
     assert onnx_input_shapes(by_name) == {"spectrogram": [3, 1, 12, 12]}
 
 
@@ -175,7 +175,7 @@ def test_batch_option_and_nhwc_or_nchw_input_shape():
 ])
 def test_input_shape_that_does_not_fit_is_an_input_error(shapes, match):
     with pytest.raises(InputError, match=match):
-        adapters.load(CNN, LoadOptions(input_shapes=shapes))
+        hub.adapters.load(CNN, LoadOptions(input_shapes=shapes))
 
 
 # --- models built here: dynamic dims, several inputs, Lambda, custom objects ---------------------
@@ -198,8 +198,8 @@ def test_dynamic_spatial_dims_need_input_shape(dynamic_cnn):
     import keras
 
     with pytest.raises(InputError, match=r"dynamic dimensions \(1,\?,\?,3\).*--input-shape frame="):
-        adapters.load(dynamic_cnn, LoadOptions())
-    source = adapters.load(dynamic_cnn, LoadOptions(input_shapes={"frame": (1, 20, 24, 3)}))
+        hub.adapters.load(dynamic_cnn, LoadOptions())
+    source = hub.adapters.load(dynamic_cnn, LoadOptions(input_shapes={"frame": (1, 20, 24, 3)}))
     assert onnx_input_shapes(source) == {"frame": [1, 3, 20, 24]}
     feeds = nhwc_inputs(source)
     expected = keras_call(keras.saving.load_model(dynamic_cnn, compile=False), feeds["frame"])
@@ -218,8 +218,8 @@ def test_two_inputs_keep_their_names_and_layouts(tmp_path):
     model = keras.Model([image, meta], out)
     model.save(path)
     with pytest.raises(InputError, match="has 2 inputs"):
-        adapters.load(path, LoadOptions(input_shapes={None: (1, 8, 8, 2)}))
-    source = adapters.load(path, LoadOptions())
+        hub.adapters.load(path, LoadOptions(input_shapes={None: (1, 8, 8, 2)}))
+    source = hub.adapters.load(path, LoadOptions())
     assert_keras_source(source, {"image"})
     assert onnx_input_shapes(source) == {"image": [1, 2, 8, 8], "meta": [1, 5]}
     feeds = nhwc_inputs(source)
@@ -253,10 +253,10 @@ def test_lambda_layer_needs_trust_code(lambda_models, kind):
 
     path = lambda_models[kind]
     with pytest.raises(InputError) as info:
-        adapters.load(path, LoadOptions())
+        hub.adapters.load(path, LoadOptions())
     message = info.value.one_line()
     assert "Lambda layer" in message and "--trust-code" in message and "\n" not in message
-    source = adapters.load(path, LoadOptions(trust_code=True))
+    source = hub.adapters.load(path, LoadOptions(trust_code=True))
     x = np.random.default_rng(0).normal(size=(1, 6)).astype(np.float32)
     loader = keras.saving.load_model if kind == "keras" else tf_keras.models.load_model
     expected = keras_call(loader(path, compile=False, safe_mode=False), x)
@@ -290,8 +290,8 @@ def test_custom_object_needs_trust_code(custom_layer_model):
     import keras
 
     with pytest.raises(InputError, match=r"custom object 'hubtest>Doubler'.*--trust-code"):
-        adapters.load(custom_layer_model, LoadOptions())
-    source = adapters.load(custom_layer_model, LoadOptions(trust_code=True))
+        hub.adapters.load(custom_layer_model, LoadOptions())
+    source = hub.adapters.load(custom_layer_model, LoadOptions(trust_code=True))
     x = np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32)
     expected = keras_call(keras.saving.load_model(custom_layer_model, compile=False, safe_mode=False), x)
     assert rel_err(run_onnx(source, {"x": x})[0], expected) < TOLERANCE
@@ -304,7 +304,7 @@ def test_custom_object_whose_code_is_missing_is_a_clear_error(custom_layer_model
             data = src.read(item)
             dst.writestr(item, data.replace(b"hubtest>Doubler", b"hubtest>Missing") if item == "config.json" else data)
     with pytest.raises(InputError, match="custom class") as info:
-        adapters.load(path, LoadOptions(trust_code=True))
+        hub.adapters.load(path, LoadOptions(trust_code=True))
     assert "\n" not in info.value.one_line()
 
 
@@ -341,7 +341,7 @@ def test_truncated_and_corrupt_files_are_input_errors(tmp_path):
     cases["truncated weights"] = bad_weights
     for label, path in cases.items():
         with pytest.raises(InputError) as info:
-            adapters.load(path, LoadOptions())
+            hub.adapters.load(path, LoadOptions())
         assert "\n" not in info.value.one_line() and str(path) in info.value.one_line(), label
 
 
@@ -352,7 +352,7 @@ def test_weights_only_h5_says_so(tmp_path):
     path = tmp_path / "weights.h5"
     model.save_weights(path)
     with pytest.raises(InputError, match="weights only"):
-        adapters.load(path, LoadOptions())
+        hub.adapters.load(path, LoadOptions())
 
 
 def test_broken_savedmodel_folders(tmp_path):
@@ -362,11 +362,11 @@ def test_broken_savedmodel_folders(tmp_path):
     cut.mkdir()
     _truncated(SAVEDMODEL / "saved_model.pb", cut / "saved_model.pb")
     with pytest.raises(InputError, match="corrupt or incomplete"):
-        adapters.load(cut, LoadOptions())
+        hub.adapters.load(cut, LoadOptions())
     bare = tmp_path / "bare"
     tf.saved_model.save(tf.Module(), str(bare))  # no signatures at all
     with pytest.raises(InputError, match="no serving_default signature"):
-        adapters.load(bare, LoadOptions())
+        hub.adapters.load(bare, LoadOptions())
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, lambda_models):
@@ -404,8 +404,8 @@ def test_vww_needs_the_tf_keras_fallback():
 def test_load_writes_nothing_to_stdout_or_stderr(capfd):
     """`--json` owns stdout; TF's C++ chatter (CUDA factories, grappler) must not leak to either fd."""
     capfd.readouterr()
-    adapters.load(SAVEDMODEL, LoadOptions())
-    adapters.load(CNN, LoadOptions())
+    hub.adapters.load(SAVEDMODEL, LoadOptions())
+    hub.adapters.load(CNN, LoadOptions())
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
@@ -421,7 +421,7 @@ def test_normalization_constants_stay_in_the_model(tmp_path):
     x = keras.layers.Normalization(mean=[10.0, 20.0, 30.0], variance=[4.0, 9.0, 16.0])(inp)
     model = keras.Model(inp, keras.layers.Conv2D(4, 3)(x))
     model.save(tmp_path / "norm.keras")
-    source = adapters.load(tmp_path / "norm.keras", LoadOptions())
+    source = hub.adapters.load(tmp_path / "norm.keras", LoadOptions())
     assert [v.name for v in source.onnx_model.graph.input] == ["image"]
     x = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
     (got,) = run_onnx(source, {"image": x})
@@ -453,13 +453,13 @@ def test_nasnet_reduction_cell_converts(tmp_path):
     import keras
     import onnx.utils
 
-    from hub.verify import verify
+    from hub.verify.tflm import verify
     from tests.conftest import convert_model
 
     keras.utils.set_random_seed(0)
     keras.applications.NASNetMobile(weights=None, input_shape=(96, 96, 3)).save(tmp_path / "nasnet.keras")
     full = tmp_path / "nasnet.onnx"
-    onnx.save(adapters.load(tmp_path / "nasnet.keras", LoadOptions()).onnx_model, str(full))
+    onnx.save(hub.adapters.load(tmp_path / "nasnet.keras", LoadOptions()).onnx_model, str(full))
     model = onnx.load(str(full))
     conv = next(n for n in model.graph.node if n.name.endswith("adjust_conv_2_0_1/convolution"))
     onnx.utils.extract_model(str(full), str(tmp_path / "cell.onnx"), [model.graph.input[0].name], [conv.output[0]])

@@ -1,4 +1,4 @@
-"""ONNX and TFLite adapters: format sniffing, external data (and its refusals), old IR, dynamic dims."""
+"""ONNX and TFLite hub.adapters: format sniffing, external data (and its refusals), old IR, dynamic dims."""
 from __future__ import annotations
 
 import os
@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import adapters
+import hub.adapters
 from hub.artifacts import LoadOptions
 from hub.errors import InputError
-from hub.normalise import normalise
+from hub.graph.normalise import normalise
 from tests.conftest import FIXTURES, small_cnn_onnx
 
 
@@ -42,13 +42,13 @@ def _set_location(path: Path, location: str) -> None:
 def test_onnx_is_sniffed_by_content_not_extension(tmp_path):
     path = tmp_path / "model.bin"
     onnx.save(small_cnn_onnx(), str(path))
-    assert adapters.find_adapter(path).framework == "onnx"
-    source = adapters.load(path)
+    assert hub.adapters.find_adapter(path).framework == "onnx"
+    source = hub.adapters.load(path)
     assert source.framework == "onnx" and source.source_layouts == {"image": "NCHW"}
 
 
 def test_external_data_beside_the_model_loads_and_matches(tmp_path):
-    source = adapters.load(_external(tmp_path))
+    source = hub.adapters.load(_external(tmp_path))
     x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
     np.testing.assert_allclose(_run(source.onnx_model, {"image": x})[0], _run(small_cnn_onnx(), {"image": x})[0],
                                rtol=1e-6, atol=1e-6)
@@ -63,7 +63,7 @@ def test_external_data_locations_that_escape_or_are_missing_are_refused(tmp_path
     path = _external(tmp_path)
     _set_location(path, location)
     with pytest.raises(InputError, match=reason):
-        adapters.load(path)
+        hub.adapters.load(path)
 
 
 def test_external_data_through_a_symlink_is_refused(tmp_path):
@@ -73,7 +73,7 @@ def test_external_data_through_a_symlink_is_refused(tmp_path):
     os.symlink(outside, tmp_path / "link.data")
     _set_location(path, "link.data")
     with pytest.raises(InputError, match="symbolic link"):
-        adapters.load(path)
+        hub.adapters.load(path)
 
 
 def test_old_ir_with_initializers_listed_as_inputs(tmp_path):
@@ -83,7 +83,7 @@ def test_old_ir_with_initializers_listed_as_inputs(tmp_path):
     model.ir_version = 3
     path = tmp_path / "old.onnx"
     onnx.save(model, str(path))
-    normalised = normalise(adapters.load(path).onnx_model)
+    normalised = normalise(hub.adapters.load(path).onnx_model)
     assert [t.name for t in normalised.inputs] == ["image"]
 
 
@@ -114,13 +114,13 @@ def test_no_inputs_and_unsupported_dtype_are_input_errors(tmp_path):
     path = tmp_path / "noin.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     with pytest.raises(InputError, match="no inputs"):
-        adapters.load(path)
+        hub.adapters.load(path)
     ident = helper.make_node("Identity", ["s"], ["y"])
     graph = helper.make_graph([ident], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.STRING, [1])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     with pytest.raises(InputError, match="unsupported type STRING"):
-        adapters.load(path)
+        hub.adapters.load(path)
 
 
 @pytest.mark.parametrize("content,message", [
@@ -131,7 +131,7 @@ def test_broken_onnx_files(tmp_path, content, message):
     path = tmp_path / "broken.onnx"
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
-        adapters.load(path)
+        hub.adapters.load(path)
 
 
 def test_truncated_onnx_is_an_input_error(tmp_path):
@@ -139,16 +139,16 @@ def test_truncated_onnx_is_an_input_error(tmp_path):
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError):
-        adapters.load(path)
+        hub.adapters.load(path)
 
 
 def test_unknown_format_and_folder_are_refused(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     with pytest.raises(InputError, match="unknown model format"):
-        adapters.load(path)
+        hub.adapters.load(path)
     with pytest.raises(InputError, match="folder"):
-        adapters.load(tmp_path)
+        hub.adapters.load(tmp_path)
 
 
 def test_old_opset_is_lifted_and_newer_ones_are_kept():
@@ -178,13 +178,13 @@ def test_an_opset_the_converter_cannot_lift_is_kept_and_said():
 def test_tflite_wrong_extension_and_corrupt(tmp_path):
     fake = tmp_path / "model.tflite"
     fake.write_bytes(small_cnn_onnx().SerializeToString())
-    assert adapters.find_adapter(fake).framework == "tflite"
+    assert hub.adapters.find_adapter(fake).framework == "tflite"
     with pytest.raises(InputError, match="not a TFLite flatbuffer"):
-        adapters.load(fake)
+        hub.adapters.load(fake)
     corrupt = tmp_path / "c.tflite"
     corrupt.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40)
     with pytest.raises(InputError, match="corrupt TFLite"):
-        adapters.load(corrupt)
+        hub.adapters.load(corrupt)
 
 
 def test_identity_and_dropout_are_removed_numerics_unchanged():
@@ -207,7 +207,7 @@ def test_identity_and_dropout_are_removed_numerics_unchanged():
 @pytest.mark.parametrize("name", ["tiny_cnn.onnx", "tiny_cnn_external.onnx"])
 def test_onnx_fixtures_match_the_file_in_onnxruntime(name):
     path = FIXTURES / name
-    source = adapters.load(path)
+    source = hub.adapters.load(path)
     normalised = normalise(source.onnx_model)
     assert normalised.inputs[0].shape == (1, 3, 32, 32)  # dynamic "batch" fixed to 1
     x = np.random.default_rng(7).random((1, 3, 32, 32), dtype=np.float32)

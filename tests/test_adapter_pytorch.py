@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch.export import Dim
 
-import adapters
-from adapters.pytorch import PyTorchAdapter
-from hub.graph import module_path_from_name as _module_path
+import hub.adapters
 from fixtures.torch_models import TinyCNN, TwoInputNet
+from hub.adapters.pytorch import PyTorchAdapter
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
+from hub.graph.network import module_path_from_name as _module_path
 from tests.conftest import FIXTURES, ROOT, run_hub
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* in torch 2.13
@@ -120,7 +120,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["resnet_tiny.pt", "tiny_cnn.pt2", "tiny_cnn_state.pth", "tiny_cnn_pickled.pth",
                                   "torch_models.py"])
 def test_registry_picks_pytorch_for_each_fixture(name: str) -> None:
-    assert isinstance(adapters.find_adapter(FIXTURES / name), PyTorchAdapter)
+    assert isinstance(hub.adapters.find_adapter(FIXTURES / name), PyTorchAdapter)
 
 
 def test_sniff_decides_from_content_not_extension(made, tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_sniff_decides_from_content_not_extension(made, tmp_path: Path) -> None:
 
 
 def test_sniff_does_not_import_torch() -> None:
-    code = ("import sys\nfrom pathlib import Path\nfrom adapters.pytorch import PyTorchAdapter\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom hub.adapters.pytorch import PyTorchAdapter\n"
             "a = PyTorchAdapter()\n"
             "assert all(a.sniff(Path('fixtures') / n) for n in "
             "('resnet_tiny.pt', 'tiny_cnn.pt2', 'tiny_cnn_state.pth', 'torch_models.py'))\n"
@@ -154,14 +154,14 @@ def test_sniff_does_not_import_torch() -> None:
 # -- each format, equivalent in onnxruntime -------------------------------------------------
 
 def test_torchscript_resnet_uses_the_shape_stored_in_the_archive() -> None:
-    source = adapters.load(FIXTURES / "resnet_tiny.pt")
+    source = hub.adapters.load(FIXTURES / "resnet_tiny.pt")
     assert source.framework == "pytorch"
     assert source.source_layouts == {"image": "NCHW"}
     assert_equivalent(source, torch.jit.load(str(FIXTURES / "resnet_tiny.pt")), {"image": SHAPE})
 
 
 def test_torchscript_keeps_module_paths_static_shapes_and_opset() -> None:
-    model = adapters.load(FIXTURES / "resnet_tiny.pt").onnx_model
+    model = hub.adapters.load(FIXTURES / "resnet_tiny.pt").onnx_model
     onnx.checker.check_model(model)
     assert 13 <= {o.domain: o.version for o in model.opset_import}[""] <= 18
     paths = {p.value for n in model.graph.node for p in n.metadata_props if p.key == "pytorch.module"}
@@ -192,7 +192,7 @@ def test_torchscript_without_shape_with_flag(made) -> None:
 
 
 def test_export_archive_shapes_come_from_the_program() -> None:
-    source = adapters.load(FIXTURES / "tiny_cnn.pt2")
+    source = hub.adapters.load(FIXTURES / "tiny_cnn.pt2")
     assert_equivalent(source, torch.export.load(str(FIXTURES / "tiny_cnn.pt2")).module(), {"image": SHAPE})
     paths = {p.value for n in source.onnx_model.graph.node for p in n.metadata_props}
     assert {"features.0", "features.3", "classifier"} <= paths
@@ -213,7 +213,7 @@ def test_export_archive_dynamic_size_from_flag(made) -> None:
                                      str(MODELS_PY) + ":TinyCNN"])
 def test_state_dict_with_factory(factory: str, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
-    source = adapters.load(FIXTURES / "tiny_cnn_state.pth", LoadOptions(factory=factory, input_shapes={None: SHAPE}))
+    source = hub.adapters.load(FIXTURES / "tiny_cnn_state.pth", LoadOptions(factory=factory, input_shapes={None: SHAPE}))
     assert_equivalent(source, trained_tiny_cnn(), {"image": SHAPE})
 
 
@@ -225,7 +225,7 @@ def test_state_dict_in_legacy_format_or_checkpoint_dict(made, key: str) -> None:
 
 def test_pickled_module_with_trust(monkeypatch) -> None:
     monkeypatch.chdir(ROOT)  # the pickle names fixtures.torch_models.TinyCNN
-    source = adapters.load(FIXTURES / "tiny_cnn_pickled.pth", LoadOptions(trust_pickle=True, input_shapes={None: SHAPE}))
+    source = hub.adapters.load(FIXTURES / "tiny_cnn_pickled.pth", LoadOptions(trust_pickle=True, input_shapes={None: SHAPE}))
     ref = torch.load(FIXTURES / "tiny_cnn_pickled.pth", weights_only=False).eval()
     assert_equivalent(source, ref, {"image": SHAPE})
     assert {p.key: p.value for p in source.onnx_model.metadata_props}["source_format"] == "pickled module"
@@ -242,7 +242,7 @@ def test_trusted_checkpoint_dict_holding_a_module(tmp_path: Path) -> None:
 
 def test_python_factory_file_as_model() -> None:
     """`hub convert fixtures/torch_models.py --factory trained_tiny_cnn --input-shape 1,3,32,32`."""
-    source = adapters.load(MODELS_PY, LoadOptions(factory="trained_tiny_cnn", input_shapes={None: SHAPE}))
+    source = hub.adapters.load(MODELS_PY, LoadOptions(factory="trained_tiny_cnn", input_shapes={None: SHAPE}))
     assert_equivalent(source, trained_tiny_cnn(), {"image": SHAPE})
 
 
@@ -253,7 +253,7 @@ def test_python_factory_given_as_path_colon_name() -> None:
 
 def test_path_colon_name_through_the_registry() -> None:
     """`hub check fixtures/torch_models.py:trained_tiny_cnn`: the registry routes it to PyTorch."""
-    source = adapters.load(f"{MODELS_PY}:trained_tiny_cnn", LoadOptions(input_shapes={None: SHAPE}))
+    source = hub.adapters.load(f"{MODELS_PY}:trained_tiny_cnn", LoadOptions(input_shapes={None: SHAPE}))
     assert source.framework == "pytorch"
     assert_equivalent(source, trained_tiny_cnn(), {"image": SHAPE}, seeds=(0,))
 
@@ -361,7 +361,7 @@ def test_unexportable_model_is_incompatible_in_one_line(made) -> None:
 
 @pytest.mark.parametrize("key", ["truncated_resnet", "truncated_pt2", "truncated_state"])
 def test_truncated_archive_is_one_line(made, key: str) -> None:
-    one_line_input_error(lambda: adapters.load(made[key], LoadOptions(factory=f"{MODELS_PY}:TinyCNN")),
+    one_line_input_error(lambda: hub.adapters.load(made[key], LoadOptions(factory=f"{MODELS_PY}:TinyCNN")),
                          "truncated or corrupt")
 
 
@@ -371,7 +371,7 @@ def test_corrupt_member_inside_an_intact_zip(tmp_path: Path) -> None:
         for info in src.infolist():
             data = src.read(info)
             dst.writestr(info, b"\x00garbage" * 8 if info.filename.endswith("constants.pkl") else data)
-    one_line_input_error(lambda: adapters.load(path), "cannot read the TorchScript archive")
+    one_line_input_error(lambda: hub.adapters.load(path), "cannot read the TorchScript archive")
 
 
 # -- through the CLI: one line on stderr, exit 2, no traceback ------------------------------

@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import ROOT, sign_onnx, run_hub, small_cnn_onnx
-from hub.analyse import analyse_onnx, analyse_tflite, check_rescale_scales, check_softmax_scales
+from hub.check.analyse import analyse_onnx, analyse_tflite, check_rescale_scales, check_softmax_scales
 from hub.knowledge.onnx2tf_ops import LOWERINGS
 from hub.knowledge.tflm_kernels import KERNELS, MISSING_HINTS
-from hub.tflite_model import read_tflite
+from hub.tflite.model import read_tflite
+from tests.conftest import ROOT, run_hub, sign_onnx, small_cnn_onnx
 
 F = TensorProto.FLOAT
 
@@ -244,7 +244,7 @@ def padded_maxpool_onnx(relu: bool) -> onnx.ModelProto:
 
 
 def test_padded_maxpool_on_a_signed_input_is_an_int8_hazard():
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
     result = analyse_onnx(normalise(padded_maxpool_onnx(relu=False), {}).onnx_model)
     [f] = errors(result)
@@ -258,7 +258,7 @@ def test_padded_maxpool_on_a_signed_input_is_an_int8_hazard():
 def test_tflm_aborts_where_check_predicts_the_add_rescale(tmp_path):
     """The measurement behind the rule: the converted hazard has a PADV2 of -3.4e38, the ADD after the pool
     gets an input scale ~1e36, hub check on the .tflite flags that ADD, and TFLM aborts preparing it."""
-    from hub.verify import verify
+    from hub.verify.tflm import verify
     from tests.conftest import convert_model
 
     data, _ = convert_model(padded_maxpool_onnx(relu=False))
@@ -557,7 +557,7 @@ def test_int8_input_read_only_by_identity_converts():
 
 
 def test_build_graph_names_nodes_as_the_check_does():
-    from hub.graph import build_graph, op_nodes, ordered_nodes
+    from hub.graph.network import build_graph, op_nodes, ordered_nodes
 
     m = small_cnn_onnx()
     g = build_graph(m)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hub import board_search
-from hub.boards import find_board
+from hub.knowledge.boards import find_board
+from hub.optimize import board_search
 from tests.conftest import FIXTURES, run_hub
 from tests.test_report import _browse
 

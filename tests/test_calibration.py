@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hub.artifacts import TensorSpec
-from hub.calibration import build_calibration, parse_input_range
+from hub.convert.calibration import build_calibration, parse_input_range
 from hub.errors import InputError
 
 IMAGE = [TensorSpec("image", (1, 3, 16, 12), "float32")]

@@ -1,4 +1,4 @@
-"""Weight clustering (hub.cluster) and TFLM look-up-table compression (hub.compress, hub convert --compress):
+"""Weight clustering (hub.optimize.cluster) and TFLM look-up-table compression (hub.tflite.compress, hub convert --compress):
 the real compressor of the pinned tflite-micro wheel, the real interpreter running DECODE."""
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from hub import cluster as clustering
-from hub import compress as stage
 from hub.errors import IncompatibleError
 from hub.knowledge import compression as knowledge
 from hub.knowledge import resolver, tflm_kernels
-from hub.tflite_model import read_tflite
+from hub.optimize import cluster as clustering
+from hub.tflite import compress as stage
+from hub.tflite.model import read_tflite
 from tests.conftest import FIXTURES, run_hub
 
 ROOT = FIXTURES.parent
@@ -146,7 +146,7 @@ def per_channel_int8(tmp_path_factory):
 
 
 def test_per_channel_tables_decode_exactly(per_channel_int8):
-    from hub.verify import tflm_raw_outputs
+    from hub.verify.tflm import tflm_raw_outputs
 
     data, convs, samples = per_channel_int8
     compressed, result = stage.compress(data)
@@ -160,7 +160,7 @@ def test_a_table_against_the_quantization_decodes_wrong(per_channel_int8):
     from tflite_micro import compression
     from tflite_micro.tensorflow.lite.micro.compression import spec
 
-    from hub.verify import tflm_raw_outputs
+    from hub.verify.tflm import tflm_raw_outputs
 
     data, convs, samples = per_channel_int8
     wrong = compression.compress(data, compression.SpecBuilder().add_tensor(0, convs[-1]).with_lut(4, spec.PerTensor())
@@ -185,7 +185,7 @@ def test_hub_verify_runs_the_compressed_model(clustered):
 
 def test_plan_follows_the_quantization():
     """One table for a per-tensor quantized filter, one per channel otherwise; bits from the values."""
-    from hub.tflite_model import TensorInfo
+    from hub.tflite.model import TensorInfo
 
     per_tensor = TensorInfo(0, "w", (4, 10), (4, 10), "int8", scales=[0.1], zero_points=[0], is_constant=True)
     array = np.tile(np.array([-3, 0, 5, 9, 11], np.int8), 8).reshape(4, 10)

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from hub.output import current_umask
-from hub.tflite_model import read_tflite
+from hub.tflite.model import read_tflite
 from tests.conftest import run_hub, small_cnn_onnx
 
 REPORT_KEYS = {"target", "source", "model", "calibration", "timings_s", "memory", "fidelity", "tflm"}

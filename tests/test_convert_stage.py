@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from hub.artifacts import NormalisedModel, TensorSpec
-from hub.calibration import build_calibration
-from hub.convert import ConvertOptions, convert
-from hub.targets import resolve
+from hub.convert.calibration import build_calibration
+from hub.convert.converter import ConvertOptions, convert
 from hub.errors import InputError
-from hub.tflite_model import read_tflite
+from hub.targets import resolve
+from hub.tflite.model import read_tflite
 from tests.conftest import small_cnn_onnx
 
 INPUTS = [TensorSpec("image", (1, 3, 16, 16), "float32")]
@@ -123,7 +123,7 @@ ValueError: Exception encountered when calling layer "tf.nn.convolution_24" (typ
 
 
 def test_converter_failure_names_the_node_and_the_cause_not_the_keras_wrapper():
-    from hub.convert import converter_error
+    from hub.convert.converter import converter_error
 
     assert converter_error(NASNET_STDERR) == ("nasnet_mobile_1/adjust_conv_2_0_1/convolution",
                                               "Depth of input (25) is not a multiple of input depth of filter (44)")

@@ -1,4 +1,4 @@
-"""--target ethos-u: the verified int8 model compiled by Arm's Vela for Ethos-U NPUs (hub.ethos_u).
+"""--target ethos-u: the verified int8 model compiled by Arm's Vela for Ethos-U NPUs (hub.firmware.ethos_u).
 
 One conversion (a Conv -> DepthToSpace -> Conv pixel-shuffle model: Vela maps no DEPTH_TO_SPACE, so it
 stays on the CPU) is shared by the module; the other NPU config recompiles its int8 file (about a second).
@@ -13,8 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub import api, ethos_u
+from hub import api
 from hub.errors import InputError
+from hub.firmware import ethos_u
 from hub.targets import resolve
 from tests.conftest import run_hub
 

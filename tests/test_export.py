@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hub.errors import IncompatibleError, InputError
-from hub.export import export_firmware, sanitize_identifier
+from hub.firmware.export import export_firmware, sanitize_identifier
 from hub.knowledge.resolver import BUILTIN_ADDERS, CUSTOM_OPS
-from hub.tflite_model import read_tflite
+from hub.tflite.model import read_tflite
 from tests.conftest import MLPERF, run_hub
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("g++")), reason="needs gcc and g++")

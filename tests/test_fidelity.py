@@ -1,4 +1,4 @@
-"""The fidelity gate (hub.fidelity, hub.api._judge_fidelity): a conversion that changes the model's
+"""The fidelity gate (hub.verify.diagnose, hub.api._judge_fidelity): a conversion that changes the model's
 meaning fails naming where, poor quantization is told apart from it, and an all-zero reference
 leaves cosine undefined. Conversions are real (onnx2tf, TFLM, onnxruntime)."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub import api
 from hub.errors import IncompatibleError
-from hub.fidelity import FLOAT_MIN_COSINE, poor
-from hub.passes import PASSES
-from hub.verify import output_metrics
+from hub.graph.passes import PASSES, name_of
+from hub.verify.diagnose import FLOAT_MIN_COSINE, poor
+from hub.verify.tflm import output_metrics
 from tests.conftest import FIXTURES, run_hub
 
 GROUPNORM = FIXTURES / "groupnorm_cnn_state.pth"
@@ -48,7 +48,7 @@ def test_float32_thresholds_catch_a_small_relative_error_that_cosine_misses():
 
 @pytest.mark.slow
 def test_groupnorm_without_the_pass_fails_naming_where_outputs_diverge(tmp_path):
-    without = [p for p in PASSES if p != "decompose_groupnorm"]
+    without = [name_of(p) for p in PASSES if name_of(p) != "decompose_groupnorm"]
     with pytest.raises(IncompatibleError) as caught:
         api.convert(GROUPNORM, quantize="float32", out=tmp_path / "out", passes=without,
                     options=api.load_options(["1,3,32,32"], factory=GROUPNORM_ARGS[1]))
@@ -127,8 +127,8 @@ def test_top1_counts_only_references_with_a_top_class():
 
 
 def test_non_finite_outputs_are_poor_and_json_says_null():
-    from hub.fidelity import poor
     from hub.output import to_json
+    from hub.verify.diagnose import poor
 
     nan = {"cosine": float("nan"), "relative_error": float("nan"), "max_abs_error": float("nan"), "top1_agreement": None}
     assert poor(nan, "float32") == "the outputs are not finite (NaN or infinity)"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hub.verify import probe_arena
+from hub.verify.tflm import probe_arena
 from tests.conftest import FIXTURES, run_hub
 
 # fixture -> extra flags (the README's commands for each format)

@@ -15,14 +15,14 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.analyse import analyse_tflite
-from hub.export import export_firmware
+from hub.check.analyse import analyse_tflite
+from hub.check.layers import tflite_layers
+from hub.firmware.export import export_firmware
 from hub.knowledge import kernel_flash, tflm_kernels
 from hub.knowledge.resolver import BUILTIN_ADDERS, CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, OPERAND_ROLES, WEIGHTS
-from hub.layers import tflite_layers
-from hub.tflite_model import read_tflite
-from hub.verify import verify
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import verify
 from tests.conftest import convert_model
 
 # Kernels whose TFLM source reads a trained constant (kFilterTensor, kWeightsTensor, the LSTM/SVDF weight

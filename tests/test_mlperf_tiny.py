@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.tflite_model import read_tflite
+from hub.tflite.model import read_tflite
 from tests.conftest import MLPERF, run_hub
 
 # Input ranges from ../shared/mlperf_tiny/README.md.
@@ -33,7 +33,7 @@ def mlperf_converted(tmp_path_factory) -> dict[str, tuple[bytes, dict]]:
 @pytest.fixture(scope="session")
 def reference_arenas() -> dict[str, int]:
     """Smallest arena of each reference file, measured exactly as hub convert measures its own."""
-    from hub.verify import verify
+    from hub.verify.tflm import verify
 
     return {name: verify(_reference(name), None, None).memory["arena_bytes"] for name in CASES}
 
@@ -77,7 +77,7 @@ def test_int8_follows_the_float_model_and_passes_are_reported(mlperf_converted, 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_reported_arena_is_the_exact_minimum(mlperf_converted, name):
-    from hub.verify import probe_arena
+    from hub.verify.tflm import probe_arena
 
     data, report = mlperf_converted[name]
     arena = report["memory"]["arena_bytes"]

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from hub import api
-from hub import optimize as stage
-from hub import training
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
+from hub.optimize import run as stage
+from hub.optimize import training
 from tests.conftest import FIXTURES, run_hub
 
 DIGITS = ["fixtures/digits_cnn_state.pth", "--factory", "fixtures/torch_models.py:DigitsCNN", "--input-shape", "1,1,8,8"]

@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning (hub/qat.py): the fake-quantized weights are the converter's int8 weights,
+"""Quantization-aware fine-tuning (hub/optimize/qat.py): the fake-quantized weights are the converter's int8 weights,
 and the returned module is the plain float module again, trained deterministically."""
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import torch
 from ai_edge_litert import schema_py_generated as schema
 from torch import nn
 
-from hub import api, qat
-from hub import optimize as stage
-from hub import training
+from hub import api
 from hub.artifacts import TensorSpec
-from hub.training import DistillOptions
-from hub.tflite_model import read_tflite
+from hub.optimize import qat
+from hub.optimize import run as stage
+from hub.optimize import training
+from hub.optimize.training import DistillOptions
+from hub.tflite.model import read_tflite
 from tests.conftest import small_cnn_onnx
 
 SHAPE = (1, 1, 8, 8)

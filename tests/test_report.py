@@ -13,14 +13,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub import boards
-from hub.errors import InputError
-from hub.knowledge import kernel_flash
-from hub.layers import Buffer, onnx_layers, plan_arena, tflite_layers
 from hub.artifacts import Measured
-from hub.report import portability_sections
-from hub.report_render import write_html
-from hub.tflite_model import read_tflite
+from hub.check.layers import Buffer, onnx_layers, plan_arena, tflite_layers
+from hub.errors import InputError
+from hub.knowledge import boards, kernel_flash
+from hub.report.portability import portability_sections
+from hub.report.render import write_html
+from hub.tflite.model import read_tflite
 
 from .conftest import MLPERF, run_hub, small_cnn_onnx
 
@@ -122,8 +121,8 @@ def test_small_cnn_totals_and_storage_bytes():
 
 @pytest.fixture(scope="session")
 def ic_onnx(mlperf_source):
-    """MLPerf Tiny IC ResNet-8 (Keras .h5) through the adapters and normalise, as `hub report` sees it."""
-    from hub.normalise import normalise
+    """MLPerf Tiny IC ResNet-8 (Keras .h5) through the hub.adapters and normalise, as `hub report` sees it."""
+    from hub.graph.normalise import normalise
 
     return normalise(mlperf_source("ic").onnx_model, {}).onnx_model
 
@@ -242,7 +241,7 @@ def test_cli_json_against_a_custom_budget(small_cnn_path):
     assert board["flash"]["margin_bytes"] == 64 * 1024 - 400 and board["flash"]["fits"]
     runtime = next(t for t in report["targets"] if t["name"] == "onnxruntime")
     # onnxruntime would run the normalised graph (hub convert's model.onnx), not the file as given
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
     normalised = normalise(onnx.load(str(small_cnn_path))).onnx_model
     assert runtime["compatible"] is True and runtime["flash_bytes"] == len(normalised.SerializeToString())

@@ -3,7 +3,6 @@ graphs and real torch exports, onnxruntime before vs after within the rule's sta
 below), and the trained tiny ViT end to end through onnx2tf and TFLM."""
 from __future__ import annotations
 
-import importlib
 import json
 import math
 
@@ -13,6 +12,7 @@ import pytest
 from onnx import helper
 
 from hub.artifacts import Rewrite
+from hub.graph import rules
 from tests.conftest import FIXTURES, run_hub
 from tests.test_passes import make, ops
 from tests.test_rewrite_norms import rewrite
@@ -73,7 +73,7 @@ def test_gelu_tanh_on_torchscript_exports(tmp_path, approximate, expected):
     form it writes for approximate="tanh" already converts to MUL/ADD/TANH and is left alone."""
     import torch
 
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
     path = tmp_path / "gelu.onnx"
     module = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(approximate=approximate)).eval()
@@ -93,7 +93,7 @@ def test_gelu_tanh_leaves_an_erf_that_is_no_gelu_to_erf_approx():
 
 def test_erf_approx_error_bound_holds_over_the_real_line():
     x = np.linspace(-10, 10, 200001)
-    from hub.passes.erf_approx import A, B
+    from hub.graph.rules.erf_approx import A, B
 
     approx = np.tanh(x * (A + B * x * x))
     assert np.max(np.abs(approx - np.vectorize(math.erf)(x))) < 2.82e-4
@@ -132,7 +132,7 @@ def test_split_qkv_heads_leaves_a_5d_transpose_that_does_not_put_the_parts_first
     nodes = [helper.make_node("Reshape", ["qkv", "shape5"], ["r"], name="reshape"),
              helper.make_node("Transpose", ["r"], ["y"], name="transpose", perm=[0, 2, 3, 1, 4])]
     model = make(nodes, {"qkv": [1, 16, 96]}, {"y": [1, 3, 4, 16, 8]}, {"shape5": np.array([1, 16, 3, 4, 8], np.int64)})
-    assert importlib.import_module("hub.passes.split_qkv_heads").run(model)[1] == []
+    assert rules.split_qkv_heads.run(model)[1] == []
 
 
 # --- end to end: the trained tiny ViT --------------------------------------------------------

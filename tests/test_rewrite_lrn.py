@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from hub.passes import decompose_lrn
-from hub.shapes import infer_shapes
+from hub.graph.rules import decompose_lrn
+from hub.graph.shapes import infer_shapes
 from tests.conftest import run_hub, small_cnn_onnx
 from tests.test_light_zoo import LIGHT
 
@@ -150,7 +150,7 @@ def convert(model: onnx.ModelProto, folder: Path, quantize: str) -> dict:
 
 
 def assert_lrn_rewritten(report: dict, count: int) -> None:
-    [rule] = [p for p in report["passes"] if p["name"] == decompose_lrn.NAME]
+    [rule] = [p for p in report["passes"] if p["name"] == "decompose_lrn"]
     assert [r["op"] for r in rule["rewrites"]] == ["LRN"] * count and rule["max_abs_error"] < 1e-3
     assert "LOCAL_RESPONSE_NORMALIZATION" not in report["model"]["ops"]
     assert report["tflm"]["invokes"]

@@ -3,7 +3,6 @@ onnx.helper graphs, onnxruntime before vs after within float rounding (the rewri
 atol 1e-5 on unit-scale outputs), and end to end through onnx2tf and TFLM on trained fixtures."""
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from onnx import helper
 
 from hub.artifacts import Rewrite
+from hub.graph import rules
 from tests.conftest import FIXTURES, run_hub
 from tests.test_passes import make, ops, rand, run_ort
 
@@ -24,7 +24,7 @@ def rewrite(model: onnx.ModelProto, rule: str, atol: float = ATOL) -> tuple[onnx
     feeds = {i.name: rand(*[d.dim_value for d in i.type.tensor_type.shape.dim], scale=2.0) for i in model.graph.input}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    after, rewrites = importlib.import_module(f"hub.passes.{rule}").run(copy)
+    after, rewrites = getattr(rules, rule).run(copy)
     onnx.checker.check_model(after, full_check=True)
     for b, a in zip(run_ort(model, feeds), run_ort(after, feeds)):
         np.testing.assert_allclose(a, b, rtol=0, atol=atol)
@@ -98,11 +98,11 @@ def test_nn_rmsnorm_exports_as_builtin_maths(tmp_path):
     """torch 2.13's TorchScript exporter refuses aten::rms_norm; the adapter's symbolic writes it out
     (with Pow(v, -0.5), which converts to RSQRT)."""
     torch = pytest.importorskip("torch")
-    import adapters
+    import hub.adapters
     from hub import api
 
     (tmp_path / "rms_mlp.py").write_text(RMSNORM_MODULE)
-    source = adapters.load(tmp_path / "rms_mlp.py", api.load_options(["1,10,16"], factory="RMSNormMLP"))
+    source = hub.adapters.load(tmp_path / "rms_mlp.py", api.load_options(["1,10,16"], factory="RMSNormMLP"))
     assert "RMSNormalization" not in ops(source.onnx_model) and ops(source.onnx_model).count("Pow") == 2
     namespace: dict = {}
     exec(RMSNORM_MODULE, namespace)

@@ -15,10 +15,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from hub.normalise import normalise
-from hub.passes import REWRITES, unroll_rnn
-from hub.passes.rewrite import remove_unused_initializers
-from hub.shapes import infer_shapes
+from hub.graph.edit import remove_unused_initializers
+from hub.graph.normalise import normalise
+from hub.graph.rules import unroll_rnn
+from hub.graph.shapes import infer_shapes
 from tests.conftest import FIXTURES, run_hub
 
 ATOL = 1e-5
@@ -80,10 +80,6 @@ def _torch_onnx(cell: str, bidirectional: bool = False, batch_first: bool = True
 
 def _ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
-
-
-def test_registered():
-    assert "unroll_rnn" in REWRITES and unroll_rnn.NAME == "unroll_rnn"
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])

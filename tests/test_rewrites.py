@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from hub.artifacts import PassResult, Rewrite
-from hub.rewrites import describe, summary_line
+from hub.graph.rewrite import describe, summary_line
 from tests.conftest import run_hub
 
 

@@ -186,7 +186,7 @@ def test_interrupt_during_conversion_leaves_nothing(tmp_path, small_cnn_path, si
     deadline = time.monotonic() + 300
     workers: list[psutil.Process] = []
     while time.monotonic() < deadline and proc.poll() is None:  # until the onnx2tf child is at work
-        workers = [p for p in _descendants(proc.pid) if "hub.convert_worker" in " ".join(p.cmdline())]
+        workers = [p for p in _descendants(proc.pid) if "hub.convert.worker" in " ".join(p.cmdline())]
         if workers and list(tmp.glob("hub-convert-*")):
             break
         time.sleep(0.1)
@@ -243,10 +243,10 @@ def test_child_over_its_memory_limit_fails_cleanly(child_modules):
     ({"memory_mb": 300}, "conver"),  # the child fails importing TensorFlow: an error or a signal
 ])
 def test_conversion_over_its_limits_is_one_line_incompatible_error(limits, message):
-    from hub.calibration import build_calibration
-    from hub.convert import ConvertOptions, convert
+    from hub.convert.calibration import build_calibration
+    from hub.convert.converter import ConvertOptions, convert
     from hub.errors import IncompatibleError
-    from hub.normalise import normalise
+    from hub.graph.normalise import normalise
 
     normalised = normalise(small_cnn_onnx())
     calibration = build_calibration(normalised.inputs, None, (0.0, 1.0))
@@ -259,7 +259,7 @@ def test_conversion_over_its_limits_is_one_line_incompatible_error(limits, messa
 def test_hdf5_that_hangs_its_reader_is_a_one_line_error(tmp_path, monkeypatch):
     """Fuzz case h5 seed 2042 (a spliced keras_dense.h5): the HDF5 C library loops forever reading
     its attributes, where no Python timeout reaches; the adapter's bounded child turns that into an error."""
-    import adapters.keras as keras_adapter
+    import hub.adapters.keras as keras_adapter
     from hub.errors import InputError
     from tests.mutations import fixture_bytes, make_case
 

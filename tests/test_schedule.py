@@ -1,4 +1,4 @@
-"""The arena scheduler (hub.schedule): exact optimum on small graphs, bit-identical invoke after
+"""The arena scheduler (hub.tflite.schedule): exact optimum on small graphs, bit-identical invoke after
 reordering, never a larger arena on a converted fixture."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from hub import schedule
-from hub.tflite_model import read_tflite
+from hub.tflite import schedule
+from hub.tflite.model import read_tflite
 
 
 def synthetic(ops: list[tuple[list[str], list[str]]], sizes: dict[str, int], inputs=(), outputs=()) -> nx.DiGraph:
@@ -136,7 +136,7 @@ def test_reordered_model_invokes_bit_identically(unet_tflite, late_unet):
 
 
 def measure(data: bytes) -> dict:
-    from hub.verify import verify
+    from hub.verify.tflm import verify
 
     return verify(data, None, None).memory
 

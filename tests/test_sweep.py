@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hub import sweep as sweep_stage
 from hub.errors import InputError
+from hub.sweep import run as sweep_stage
 from tests.conftest import FIXTURES, HUB, ROOT, run_hub
 
 MODELS = ("tiny_cnn.onnx", "keras_dense.h5", "resnet_tiny.pt")

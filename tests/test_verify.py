@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.analyse import scale_hazards
-from hub.tflite_model import read_tflite
-from hub.verify import (compare, dequantise, is_classifier_shaped, probe_arena, quantise, recommended_arena,
-                        to_tflite_inputs, verify)
+from hub.check.analyse import scale_hazards
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import (compare, dequantise, is_classifier_shaped, probe_arena, quantise, recommended_arena,
+                             to_tflite_inputs, verify)
 from tests.conftest import MLPERF, convert_through_pipeline, run_hub
 
 # Smallest arenas listed in /work/shared/mlperf_tiny/README.md (measured elsewhere, by bisection).
@@ -222,7 +222,7 @@ def test_a_reference_that_does_not_fit_is_an_input_error(small_cnn_int8_tflite):
 
 def test_arena_by_child_probes_matches_the_in_child_search():
     # The fallback used when the in-child search crashes must find the same exact minimum.
-    from hub.verify import arena_by_probes
+    from hub.verify.tflm import arena_by_probes
     from tests.conftest import MLPERF
 
     data = (MLPERF / "ad" / "reference_int8.tflite").read_bytes()
@@ -234,7 +234,7 @@ def test_arena_by_child_probes_matches_the_in_child_search():
 def test_tiny_softmax_scale_is_raised_so_tflm_runs_it(tiny_softmax_int8_tflite):
     """hub convert's flatbuffer pass turns the abort above into a model that runs and still computes
     the softmax of logits that barely vary (uniform within 4e-6)."""
-    from hub.tflite_passes import run_passes
+    from hub.tflite.passes import run_passes
 
     raw = tiny_softmax_int8_tflite.read_bytes()
     fixed, results = run_passes(raw)

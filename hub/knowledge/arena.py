@@ -1,4 +1,4 @@
-"""How TFLM lays out its tensor arena, as numbers the arena estimate uses (hub.layers).
+"""How TFLM lays out its tensor arena, as numbers the arena estimate uses (hub.check.layers).
 
 Alignment from tensorflow/lite/micro/micro_arena_constants.h at the commit
 hub.knowledge.tflm_kernels.TFLM_VERSION names: MicroArenaBufferAlignment() is 16, and

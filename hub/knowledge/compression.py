@@ -1,4 +1,4 @@
-"""What TFLM's look-up-table weight compression accepts, as data (hub.compress reads it).
+"""What TFLM's look-up-table weight compression accepts, as data (hub.tflite.compress reads it).
 
 TFLM stores a compressed constant tensor as 1-7-bit indices into a value table and inserts a DECODE
 custom op (resolver.CUSTOM_OPS["TFLM_DECODE"]) before its consumers; DECODE writes the decoded tensor into
@@ -25,7 +25,7 @@ WEIGHT_INPUT: dict[str, int] = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CON
 # compressor accepts either mode, but the pinned interpreter decodes the other pairing wrongly. Measured on the
 # digits CNN (fixtures/digits_cnn_state.pth, int8) with its weights clustered to 16 values: one table on a
 # per-channel CONV_2D filter changed the int8 outputs by up to 218; per-channel tables on the per-tensor
-# FULLY_CONNECTED filter, by up to 29; the matching pairing gave bit-identical outputs. hub.compress follows
+# FULLY_CONNECTED filter, by up to 29; the matching pairing gave bit-identical outputs. hub.tflite.compress follows
 # the quantization, and hub.api checks every compressed model bit for bit against the uncompressed one.
 
 

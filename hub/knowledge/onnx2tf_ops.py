@@ -5,7 +5,7 @@ in the installed package: the tf.* calls it makes) and checked against the
 ops found in real conversions of the onnx backend node tests
 (bench/check_accuracy.py). `variants` lists attribute/shape conditions that
 change the result; the first whose condition holds wins. Conditions are names
-of small predicates in hub.analyse (CONDITIONS).
+of small predicates in hub.check.analyse (CONDITIONS).
 
 `fails` is set when the conversion itself cannot produce a builtin-only
 TFLite model (the TF op has no TFLite builtin, so TFLite would need a Flex

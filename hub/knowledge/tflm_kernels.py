@@ -11,7 +11,7 @@ of the weighted ops is (OPERAND_ROLES); the TfLiteType enum; the int8 scale limi
 Beside it: resolver.py (MicroMutableOpResolver's Add* methods, custom ops and what
 they need) and arena.py (arena alignment and the persistent-data model).
 
-Type names are those hub.tflite_model uses ("float32", "int8", ...).
+Type names are those hub.tflite.model uses ("float32", "int8", ...).
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Convert stage: the normalised ONNX -> one TFLite variant through onnx2tf, in a child process."""

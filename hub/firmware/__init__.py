@@ -1,0 +1,1 @@
+"""Firmware outputs: the C array, op resolver and settings; the Ethos-U (Vela) build."""

@@ -1,0 +1,1 @@
+"""Graph stage: any adapter's ONNX normalised (static shapes, exact passes), then rewritten for TFLM."""

@@ -1,0 +1,1 @@
+"""Presentation: portability report sections and every renderer (terminal, text, Markdown, HTML, charts)."""

@@ -1,0 +1,311 @@
+"""The portability report (hub.report.portability's sections, or a converted model's report.json) as text,
+Markdown, self-contained HTML or JSON."""
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from hub.output import to_json, write_text_atomic
+
+FORMATS = ("text", "json", "md", "html")
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return to_json(report)
+    if fmt == "md":
+        return render_markdown(report)
+    if fmt == "html":
+        return render_html(report)
+    return render_text(report)
+
+
+def write_html(report: dict[str, Any], path: Path) -> None:
+    """The whole report (hub report's or report.json's, fidelity included) as one self-contained page."""
+    write_text_atomic(Path(path), render_html(report))
+
+
+def _bytes(n: int | None, basis: str | None = None) -> str:
+    if n is None:
+        return "n/a"
+    text = f"{n / 1024:,.1f} KB" if n >= 1024 else f"{n} B"
+    return f"{text} ({basis})" if basis else text
+
+
+def _verdict(row: dict) -> str:
+    if row["compatible"] and row["blocking"]:  # only risks the check cannot decide stand in the way
+        return "may not run"
+    return {True: "runs", False: "blocked", None: "n/a"}[row["compatible"]]
+
+
+def _reasons(row: dict, limit: int = 3) -> str:
+    parts = [f"{b['node']} ({b['op']}): {b['message']}" if b.get("node") else b["message"] for b in row["blocking"]]
+    more = f"; +{len(parts) - limit} more" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more if parts else "-"
+
+
+def _matrix_rows(report: dict) -> list[list[str]]:
+    return [[r["name"], _verdict(r), _reasons(r), _bytes(r["flash_bytes"], r.get("flash_basis")),
+             _bytes(r["arena_bytes"], r.get("arena_basis"))] for r in report["targets"]]
+
+
+MATRIX_HEAD = ["target", "verdict", "blocking ops and reasons", "model size (flash)", "arena (RAM)"]
+LAYER_HEAD = ["#", "name", "op", "output shape", "params", "MACs", "activation bytes"]
+
+
+def _layer_cells(layer: dict) -> list[str]:
+    shape = "x".join(map(str, layer["output_shape"])) if layer.get("output_shape") is not None else "?"
+    return [str(layer["index"]), layer["name"], layer["op"], shape, f"{layer['params']:,}", f"{layer['macs']:,}",
+            f"{layer['activation_bytes']:,}"]
+
+
+def _totals_lines(report: dict) -> list[str]:
+    t = report["totals"]
+    lines = [f"parameters {t['params']:,}", f"MACs {t['macs']:,}",
+             f"flash {_bytes(t['flash_bytes'])} and arena {_bytes(t['arena_bytes'])} for {t['target']}",
+             f"activation peak {_bytes(t['activation_peak_bytes'])}"]
+    fidelity = report.get("fidelity") or {}
+    nums = [f"{k} {v:.4g}" for k, v in fidelity.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if nums:
+        lines.append("fidelity (int8 vs float): " + ", ".join(nums))
+    return lines
+
+
+def _board_lines(report: dict) -> list[str]:
+    b = report.get("board")
+    if not b:
+        return []
+    return [f"{b['name']}: RAM {_bytes(b['ram_bytes'])}, flash {_bytes(b['flash_bytes'])} ({b['source']})",
+            f"{b['target']}: RAM {b['ram']['verdict']}; flash {b['flash']['verdict']}",
+            f"assumes {b['assumption']}"]
+
+
+def _table_text(head: list[str], rows: list[list[str]]) -> str:
+    widths = [min(max(len(c) for c in col), 70) for col in zip(head, *rows)]
+    fmt = lambda cells: "  ".join(c[:w].ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def render_text(report: dict[str, Any]) -> str:
+    src = report.get("source", {})
+    out = [f"Portability report: {src.get('path', 'model')} ({src.get('framework', '?')})", "",
+           _table_text(MATRIX_HEAD, _matrix_rows(report)), "", "Totals: " + "; ".join(_totals_lines(report))]
+    if report.get("board"):
+        out += ["", "Board: " + "\n       ".join(_board_lines(report))]
+    out += ["", _table_text(LAYER_HEAD, [_layer_cells(la) for la in report["layers"]]), ""]
+    out += [f"Note: {n}" for n in report.get("notes", [])]
+    return "\n".join(out) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                      *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)])
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    src = report.get("source", {})
+    out = [f"# Portability report: `{src.get('path', 'model')}` ({src.get('framework', '?')})", "",
+           "## Targets", "", _md_table(MATRIX_HEAD, _matrix_rows(report)), "", "## Totals", "",
+           *(f"- {line}" for line in _totals_lines(report))]
+    if report.get("board"):
+        out += ["", "## Board", "", *(f"- {line}" for line in _board_lines(report))]
+    out += ["", "## Layers", "", _md_table(LAYER_HEAD, [_layer_cells(la) for la in report["layers"]]), ""]
+    out += [f"> {n}" for n in report.get("notes", [])]
+    return "\n".join(out) + "\n"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.runs{color:#17803d;font-weight:bold}.blocked{color:#b3261e;font-weight:bold}.na{color:#777}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:18px}.note{color:#555;font-size:12px}.fits{color:#17803d}.nofit{color:#b3261e}
+.layers{max-height:none}svg.chart{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
+.ok{color:#17803d}.error{color:#b3261e}.warning{color:#a15c00}tr.chosen td{background:#fdecea;font-weight:bold}
+"""
+
+SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
+           "optimize"}
+
+
+def render_html(report: dict[str, Any]) -> str:
+    from hub.report import charts
+
+    src = report.get("source", {})
+    title = f"Portability report: {Path(str(src.get('path', 'model'))).name}"
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{escape(title)}</h1><p class=\"note\">{escape(str(src.get('path', '')))} "
+             f"({escape(str(src.get('framework', '?')))})"
+             + (f"; converted for {escape(str(report['target']))} {escape(str(report.get('quantize', '')))}"
+                if isinstance(report.get("target"), str) else "") + "</p>",
+             _html_cards(report)]
+    if report.get("optimize", {}).get("search"):
+        parts += ["<h2>Board-fit search</h2>", _html_search(report["optimize"]["search"])]
+    elif report.get("optimize"):
+        parts += ["<h2>Optimized: teacher and student</h2>", _html_optimize(report["optimize"])]
+    parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
+    if report.get("board"):
+        parts += ["<h2>Board fit</h2>", _html_board(report["board"])]
+    names = [la["name"] for la in report["layers"]]
+    mem = report.get("activation_memory") or {}
+    parts += ["<h2>Activation memory</h2>",
+              f"<p class=\"note\">Tensors alive at each step for {escape(str(mem.get('target', '')))}: boxes are "
+              "buffers at their planned arena offsets, the black line the bytes alive, the dashed line the planned "
+              "activation area.</p>", charts.memory_chart(mem, names),
+              "<h2>MACs and parameters per layer</h2>", charts.layer_bars(report["layers"]),
+              "<h2>Op histogram</h2>", charts.op_histogram(report.get("op_histogram") or {})]
+    parts += _html_extras(report)
+    parts += ["<h2>Layers</h2>", _html_layers(report)]
+    parts += [f"<p class=\"note\">{escape(n)}</p>" for n in report.get("notes", [])]
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _html_cards(report: dict) -> str:
+    t = report["totals"]
+    cards = [("parameters", f"{t['params']:,}"), ("MACs", f"{t['macs']:,}"),
+             (f"flash ({t['target']})", _bytes(t["flash_bytes"])), (f"arena ({t['target']})", _bytes(t["arena_bytes"]))]
+    fidelity = report.get("fidelity") or {}
+    for key in ("cosine", "cosine_min", "top1_agreement", "max_abs_error"):
+        if isinstance(fidelity.get(key), (int, float)):
+            cards.append((f"fidelity {key}", f"{fidelity[key]:.4g}"))
+    return "<div class=\"cards\">" + "".join(
+        f"<div class=\"card\">{escape(k)}<b>{escape(v)}</b></div>" for k, v in cards) + "</div>"
+
+
+def _html_matrix(report: dict) -> str:
+    rows = []
+    for r in report["targets"]:
+        verdict = _verdict(r)
+        css = {"runs": "runs", "blocked": "blocked"}.get(verdict, "na")
+        reasons = "".join(f"<li><b>{escape(b['node'])}</b> {escape(b['op'])}: {escape(b['message'])}"
+                          + (f" <i>({escape(b['hint'])})</i>" if b.get("hint") else "") + "</li>"
+                          for b in r["blocking"])
+        rows.append(f"<tr><td>{escape(r['name'])}</td><td class=\"{css}\">{verdict}</td>"
+                    f"<td>{'<ul>' + reasons + '</ul>' if reasons else '-'}</td>"
+                    f"<td class=\"num\">{escape(_bytes(r['flash_bytes'], r.get('flash_basis')))}</td>"
+                    f"<td class=\"num\">{escape(_bytes(r['arena_bytes'], r.get('arena_basis')))}</td></tr>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in MATRIX_HEAD)
+    return f"<table id=\"matrix\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _html_board(b: dict) -> str:
+    rows = []
+    for name, fit in (b.get("per_target") or {b["target"]: b}).items():
+        for what in ("ram", "flash"):
+            f = fit[what]
+            css = "fits" if f["fits"] else "nofit" if f["fits"] is False else "na"
+            rows.append(f"<tr><td>{escape(name)}</td><td>{what.upper()}</td><td class=\"num\">{_bytes(f['need_bytes'])}</td>"
+                        f"<td class=\"num\">{_bytes(f['budget_bytes'])}</td><td class=\"{css}\">{escape(f['verdict'])}</td></tr>")
+    source = escape(b["source"])
+    link = f"<a href=\"{source}\">{source}</a>" if b["source"].startswith("http") else source
+    return (f"<p><b>{escape(b['name'])}</b> {escape(b.get('mcu') or '')}: RAM {_bytes(b['ram_bytes'])}, "
+            f"flash {_bytes(b['flash_bytes'])}. Source: {link}. {escape(b.get('note') or '')}</p>"
+            "<table id=\"board\"><thead><tr><th>target</th><th>memory</th><th>needs</th><th>budget</th><th>verdict</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table><p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
+
+
+def _html_layers(report: dict) -> str:
+    targets = list(report["layers"][0]["support"]) if report["layers"] else []
+    head = "".join(f"<th>{escape(h)}</th>" for h in LAYER_HEAD + targets)
+    rows = []
+    for layer in report["layers"]:
+        cells = _layer_cells(layer)
+        tds = "".join(f"<td class=\"num\">{escape(c)}</td>" if i in (0, 4, 5, 6) else f"<td>{escape(c)}</td>"
+                      for i, c in enumerate(cells))
+        tds += "".join(f"<td class=\"{escape(layer['support'][t])}\">{escape(layer['support'][t])}</td>" for t in targets)
+        rows.append(f"<tr title=\"{escape(layer.get('note') or '')}\">{tds}</tr>")
+    return f"<table id=\"layers\" class=\"layers\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _html_extras(report: dict) -> list[str]:
+    """Sections `hub convert` adds to report.json (fidelity, memory, calibration, ...), rendered generically."""
+    order = ["fidelity", "memory", "tflm", "model", "calibration", "passes", "findings", "check", "firmware", "timings_s"]
+    keys = [k for k in order if k in report] + [k for k in report if k not in order and k not in SPECIAL]
+    out = []
+    for key in keys:
+        value = report[key]
+        if value in (None, {}, []) or key in ("target", "quantize"):
+            continue
+        out += [f"<h2>{escape(key.replace('_', ' '))}</h2>", _html_value(value)]
+        if key == "memory" and value.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound beside the arena
+            from hub.report import charts
+
+            out.append(charts.arena_bars(value))
+    return out
+
+
+def _html_value(value: Any, depth: int = 0) -> str:
+    if isinstance(value, dict):
+        rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{_html_value(v, depth + 1)}</td></tr>" for k, v in value.items())
+        return f"<table>{rows}</table>"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        keys = list(dict.fromkeys(k for v in value for k in v))
+        head = "".join(f"<th>{escape(str(k))}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{_html_value(v.get(k), depth + 1)}</td>" for k in keys) + "</tr>"
+                       for v in value[:500])
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(value, list):
+        return escape(", ".join(map(str, value)))
+    if isinstance(value, float):
+        return escape(f"{value:.6g}")
+    return escape("" if value is None else str(value))
+
+
+OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash, measured on TFLM (B)"),
+                 ("weight_bytes", "of which weights (B)"), ("arena_bytes", "arena, measured on TFLM (B)"),
+                 ("invoke_us_host", "invoke time on this host (us)"), ("float_accuracy", "float accuracy"),
+                 ("int8_accuracy_tflm", "int8 accuracy on TFLM"), ("int8_agreement_tflm", "int8 agreement with the teacher")]
+
+
+def _html_search(search: dict) -> str:
+    """hub optimize --board: the Pareto charts (accuracy against flash and against RAM) and every candidate."""
+    from hub.report import charts
+
+    board = search["board"]
+    points = [{**c, "chosen": c["label"] == search["chosen"]} for c in search["candidates"]]
+    rows = []
+    for c in points:
+        cells = [escape(c["label"]), _bytes(c.get("flash_need")), _bytes(c.get("ram_need")),
+                 "n/a" if c.get("accuracy") is None else f"{c['accuracy']:.4f}",
+                 "fits" if c.get("fits") else "n/a" if c.get("fits") is None else "does not fit",
+                 escape(c.get("error") or ""), f"{c.get('seconds', 0):.0f}"]
+        mark = ' class="chosen"' if c["chosen"] else ""
+        rows.append(f"<tr{mark}>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+    note = (f"{len(points)} candidates measured on TFLM for {escape(board['name'])} ({_bytes(board['ram_bytes'])} RAM, "
+            f"{_bytes(board['flash_bytes'])} flash). Flash: the flatbuffer and the kernels it registers; RAM: the "
+            f"measured arena and the runtime's own. Chosen: {escape(search['chosen'] or 'none')}; the source "
+            f"model (no pruning, int8) {'fits' if search['unoptimised_fits'] else 'does not fit'}. Green: fits the "
+            "board; grey: does not; ringed: chosen; the line joins the Pareto front (no other candidate is both "
+            "smaller and more accurate).")
+    return (f"<p class=\"note\">{note}</p>"
+            + charts.pareto_chart(points, "flash_need", "flash (model + kernels)", board.get("flash_bytes"))
+            + charts.pareto_chart(points, "ram_need", "RAM (arena + runtime)", board.get("ram_bytes"))
+            + "<table id=\"search\"><thead><tr><th>candidate</th><th>flash</th><th>RAM</th><th>accuracy</th>"
+              "<th>board</th><th>error</th><th>s</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _html_optimize(section: dict) -> str:
+    """`hub optimize`: the teacher (source model) and the pruned student side by side, with the change."""
+    rows = []
+    for key, label in OPTIMIZE_ROWS:
+        before, after = section["teacher"].get(key), section["student"].get(key)
+        change = section["change"].get(key)
+        cells = [f"{v:,}" if isinstance(v, int) or key == "invoke_us_host" and v is not None else "n/a" if v is None
+                 else f"{v:.4f}" for v in (before, after)]
+        rows.append(f"<tr><th>{escape(label)}</th><td class=\"num\">{cells[0]}</td><td class=\"num\">{cells[1]}</td>"
+                    f"<td class=\"num\">{'' if change is None else f'{change:+.1%}'}</td></tr>")
+    how = "distilled from the teacher" if section["distill"] else "trained on the labels alone"
+    clustered = (f"each filter clustered to {section['cluster']} values and stored as TFLM look-up tables, "
+                 if section.get("cluster") else "")
+    clustered += "trained quantization-aware (TFLite's int8 rounding simulated), " if section.get("qat") else ""
+    note = (f"{section['prune_ratio']:.0%} of the channels pruned ({escape(section['route'])}), {clustered}{how} for "
+            f"{section['epochs']} epochs; figures over {section['validation']['samples']} validation samples; "
+            f"agreement is {escape(section['agreement'])}.")
+    return (f"<p class=\"note\">{note}</p><table id=\"optimize\"><thead><tr><th></th><th>teacher</th><th>student</th>"
+            f"<th>change</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -1,0 +1,184 @@
+"""Terminal output for humans (stderr is for logs; these print to stdout)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hub.artifacts import ConvertReport, Verification
+from hub.graph.network import module_path_from_name
+from hub.graph.rewrite import summary_line
+
+# soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
+# a file, which cut "CONV_2D x9" in two); tables still fit the width.
+out = Console(soft_wrap=True)
+
+
+def _kb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,} B ({n / 1024:.1f} KB)"
+
+
+def print_convert_summary(report: ConvertReport) -> None:
+    model = report.model
+    out.print(f"[bold]{report.source['path']}[/] ({report.source['framework']}) -> "
+              f"{report.target} {report.quantize}: [bold]{report.output}[/]")
+    ops = ", ".join(f"{k} x{v}" for k, v in model.ops.items())
+    out.print(f"  model.tflite  {_kb(model.tflite_bytes)}, {sum(model.ops.values())} ops: {ops}")
+    for io, tensors in (("input", model.inputs), ("output", model.outputs)):
+        for t in tensors:
+            q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if isinstance(t.get("scale"), float) else ""
+            out.print(f"  {io:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
+    rewrote = summary_line(report.passes)
+    if rewrote:
+        out.print(f"  rewrites     {rewrote}")
+    _print_calibration(report.calibration)
+    if report.verification is not None:
+        _print_verification(report.verification)
+    if report.compression is not None:
+        _print_compression(report.compression)
+    if report.firmware:
+        out.print(f"  firmware     {', '.join(report.firmware)}")
+    if report.ethos_u is not None:
+        from hub.firmware.ethos_u import summary_lines
+
+        for line in summary_lines(report.ethos_u):
+            out.print(f"  {line}", markup=False)
+
+
+def _print_calibration(cal: dict[str, Any]) -> None:
+    if cal.get("synthetic"):
+        out.print(f"  calibration  {cal.get('samples')} synthetic samples "
+                  "[yellow](not real data: pass --calibration for production accuracy)[/]")
+        return
+    out.print(f"  calibration  {cal.get('samples')} samples from {cal.get('source')}")
+    for note in cal.get("notes", []):
+        out.print(f"               {note}")
+
+
+def _print_verification(v: Verification) -> None:
+    state = "[green]loads and invokes[/]" if v.tflm.get("invokes") else f"[red]fails[/]: {v.tflm.get('message')}"
+    out.print(f"  TFLM         {state}")
+    out.print(f"  arena        {_kb(v.memory.get('arena_bytes'))} measured, "
+              f"{_kb(v.memory.get('arena_recommended_bytes'))} recommended")
+    if v.memory.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound: no operator order needs less
+        out.print(f"               lower bound {_kb(v.memory['arena_lower_bound_bytes'])}; "
+                  f"{_kb(v.memory.get('arena_default_order_bytes'))} with --schedule default")
+    if v.fidelity:
+        out.print(f"  fidelity     vs ONNX on {v.fidelity.get('samples')} held-out samples: {_fidelity_parts(v.fidelity)}")
+
+
+def _print_compression(c) -> None:
+    bits = sorted({t.bits for t in c.tensors})
+    out.print(f"  compressed   {len(c.tensors)} filters as {'/'.join(map(str, bits))}-bit look-up tables "
+              f"({len(c.skipped)} left as they are): weights {_kb(c.weight_bytes_before)} -> "
+              f"{_kb(c.weight_bytes_after)} ({c.weight_ratio:.2f}x smaller)")
+    out.print(f"               arena {_kb(c.before.arena_bytes)} -> {_kb(c.after.arena_bytes)} "
+              f"(DECODE rebuilds weights there); invoke {_us(c.before.invoke_us_host)} -> "
+              f"{_us(c.after.invoke_us_host)} on this host")
+
+
+def _us(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f} us"
+
+
+def print_check(result, model: Path) -> None:
+    verdict = {"will run": "[green]will run[/]", "will not run": "[red]will not run[/]",
+               "unknown": "[yellow]may not run[/]"}[result.verdict]
+    shown = list(result.findings)
+    risks = sum(f.severity == "risk" for f in shown)
+    rewrites = sum(f.severity == "rewrite" for f in shown)
+    out.print(f"[bold]{model}[/]: {verdict} on {result.target} ({result.quantize}); "
+              f"{len(result.nodes)} nodes, {sum(f.severity == 'error' for f in shown)} blocking, "
+              + (f"{rewrites} rewritten for TFLM, " if rewrites else "")
+              + (f"{risks} risk{'s' * (risks != 1)} the check cannot decide, " if risks else "")
+              + f"{sum(f.severity == 'warning' for f in shown)} warnings")
+    if not shown:
+        return
+    modules = {n["name"]: n.get("module") for n in result.nodes}
+    table = Table(show_lines=False)
+    for col in ("node", "ONNX op", "TFLite ops", "verdict", "reason", "hint"):
+        table.add_column(col, overflow="fold")
+    for f in shown:
+        module = modules.get(f.node) or module_path_from_name(f.node)  # a rewritten node is gone from the graph
+        node = f.node + (f"\n[dim]{module}[/]" if module else "")
+        style = {"error": "red", "info": "cyan", "rewrite": "green"}.get(f.severity, "yellow")
+        table.add_row(node, f.op, ", ".join(f.tflite_ops) or "-", f"[{style}]{f.severity}[/]", f.message, f.hint)
+    out.print(table)
+
+
+def print_verification(result, model: Path) -> None:
+    print_convert_like = {"tflm": result.tflm, "memory": result.memory, "fidelity": result.fidelity}
+    state = "[green]loads and invokes[/]" if result.tflm.get("invokes") else f"[red]fails[/]: {result.tflm.get('message')}"
+    out.print(f"[bold]{model}[/] on TFLM: {state}")
+    memory = print_convert_like["memory"] or {}
+    if memory.get("arena_bytes"):
+        out.print(f"  arena {_kb(memory['arena_bytes'])} measured, {_kb(memory.get('arena_recommended_bytes'))} recommended")
+    if result.fidelity:
+        out.print(f"  fidelity {_fidelity_parts(result.fidelity)}")
+    for f in result.findings:
+        style = "red" if f.severity == "error" else "yellow"
+        if f.message != result.tflm.get("message"):  # the headline already shows TFLM's message
+            out.print(f"  [{style}]{f.severity}[/] {f.node}: {f.message}")
+        if f.hint:
+            out.print(f"  [dim]hint: {f.hint}[/]")
+
+
+FIDELITY_SHOWN = ("max_abs_error", "rmse", "cosine", "top1_agreement")  # report.json has more
+
+
+def _fidelity_parts(fidelity: dict[str, Any]) -> str:
+    """Cosine needs six decimals: 0.99998 is not 1. An undefined cosine says why."""
+    parts = [f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in fidelity.items()
+             if k in FIDELITY_SHOWN and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if fidelity.get("cosine") is None and fidelity.get("cosine_undefined"):
+        parts.append(f"cosine undefined ({fidelity['cosine_undefined']})")
+    return ", ".join(parts)
+
+
+def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:
+    """`hub optimize`: the student's conversion, then teacher and student side by side (TFLM figures)."""
+    print_convert_summary(report)
+    if "search" in section:
+        return _print_search(section["search"])
+    how = "distilled" if section["distill"] else "trained on labels"
+    clustered = f"clustered to {section['cluster']} values, " if section.get("cluster") else ""
+    clustered += "quantization-aware, " if section.get("qat") else ""
+    table = Table(title=f"pruned {section['prune_ratio']:.0%}, {clustered}{how} for {section['epochs']} epochs "
+                        f"({section['validation']['samples']} validation samples)")
+    for head in ("", "teacher", "student", "change"):
+        table.add_column(head, justify="left" if not head else "right")
+    teacher, student, change = section["teacher"], section["student"], section["change"]
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "flash (TFLM)"),
+                       ("weight_bytes", "  of which weights"), ("arena_bytes", "arena (TFLM)"),
+                       ("invoke_us_host", "invoke, this host (us)")):
+        table.add_row(label, _count(teacher.get(key)), _count(student.get(key)),
+                      "" if change[key] is None else f"{change[key]:+.1%}")
+    for key, label in (("float_accuracy", "float accuracy"), ("int8_accuracy_tflm", "int8 accuracy on TFLM"),
+                       ("int8_agreement_tflm", f"int8 agreement with the teacher ({section['agreement']})")):
+        table.add_row(label, _fraction(teacher[key]), _fraction(student[key]), "")
+    out.print(table)
+
+
+def _print_search(search: dict[str, Any]) -> None:
+    board = search["board"]
+    table = Table(title=f"{len(search['candidates'])} candidates measured on TFLM for {board['name']} "
+                        f"(RAM {_count(board['ram_bytes'])} B, flash {_count(board['flash_bytes'])} B)")
+    for head in ("candidate", "flash need", "RAM need", "accuracy", "board"):
+        table.add_column(head, justify="left" if head in ("candidate", "board") else "right", no_wrap=head == "candidate")
+    for c in search["candidates"]:
+        fits = c.get("error") or ("fits" if c.get("fits") else "does not fit")
+        label = f"[bold]{c['label']}[/] (chosen)" if c["label"] == search["chosen"] else c["label"]
+        table.add_row(label, _count(c.get("flash_need")), _count(c.get("ram_need")), _fraction(c.get("accuracy")), fits)
+    out.print(table)
+    source = "fits" if search["unoptimised_fits"] else "does not fit"
+    out.print(f"chosen: {search['chosen']}; the source model (no pruning, int8) {source} {board['name']}")
+
+
+def _count(n: float | None) -> str:
+    return "n/a" if n is None else f"{n:,.0f}"
+
+
+def _fraction(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

@@ -1,0 +1,1 @@
+"""hub sweep: every (model, quantize mode) through hub convert on a Dask cluster."""

@@ -1,0 +1,1 @@
+"""Verify stage: the .tflite run on the real TFLM interpreter, measured, and judged against its source."""

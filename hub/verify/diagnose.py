@@ -1,0 +1,180 @@
+"""When is a converted model's fidelity poor, and is it the converter's fault or quantization's?
+
+The thresholds live here, in one place:
+- FLOAT_MIN_COSINE, FLOAT_MAX_RELATIVE_ERROR: a float32 TFLite model computes what its ONNX
+  source computes up to the order of float sums (relative error ~1e-6 measured on the
+  fixtures). Below 0.999 cosine, or a worst error above 1 % of the largest reference output,
+  the converter changed the model's meaning (a wrong layout gives cosine ~0.3): a failed
+  conversion, never a quantization matter.
+- QUANT_MIN_COSINE, QUANT_MIN_TOP1: int8 models of trained nets land at 0.99+ cosine and
+  agree on the top class (README, MLPerf Tiny: 0.9968-1.0000). Below 0.95 cosine, or
+  agreement under 0.9, something is wrong: a float32 conversion then says whose fault it is.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hub.artifacts import Finding, NormalisedModel, Verification
+from hub.child import run_python_module
+from hub.convert.calibration import CalibrationSet
+from hub.convert.converter import ConvertOptions, convert
+from hub.errors import HubError
+from hub.tflite.model import TFLiteModel, read_tflite
+from hub.verify.tflm import synthetic_samples, to_tflite_inputs, verify
+
+FLOAT_MIN_COSINE = 0.999
+FLOAT_MAX_RELATIVE_ERROR = 0.01
+QUANT_MIN_COSINE = 0.95
+QUANT_MIN_TOP1 = 0.9
+WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
+MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
+MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
+DIVERGE_TIMEOUT_S = 300.0
+DIVERGE_MEMORY_MB = 4096
+
+
+def poor(fidelity: dict | None, quantize: str) -> str | None:
+    """Why `fidelity` falls short of what `quantize` should reach (None when it does not)."""
+    if not fidelity:
+        return None
+    cosine, top1, rel = fidelity.get("cosine"), fidelity.get("top1_agreement"), fidelity.get("relative_error")
+    if any(v is not None and not math.isfinite(v) for v in (cosine, rel, fidelity.get("max_abs_error"))):
+        return "the outputs are not finite (NaN or infinity)"
+    if quantize == "float32":
+        if cosine is not None and cosine < FLOAT_MIN_COSINE:
+            return f"cosine {cosine:.4f} < {FLOAT_MIN_COSINE}"
+        if rel is not None and rel > FLOAT_MAX_RELATIVE_ERROR:
+            return f"relative error {rel:.3g} > {FLOAT_MAX_RELATIVE_ERROR}"
+        return None
+    if cosine is not None and cosine < QUANT_MIN_COSINE:
+        return f"cosine {cosine:.4f} < {QUANT_MIN_COSINE}"
+    if top1 is not None and top1 < QUANT_MIN_TOP1:
+        return f"top-1 agreement {top1:.3g} < {QUANT_MIN_TOP1}"
+    return None
+
+
+def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool) -> list[str]:
+    """The likely reasons a quantized model is poor while its float32 conversion is exact."""
+    causes = []
+    out = model.tensors[model.outputs[0]] if model.outputs else None
+    out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
+    steps = fidelity.get("output_steps")
+    if steps is not None and steps < MIN_OUTPUT_STEPS:
+        causes.append(f"output scale: the reference outputs span only {steps:.1f} steps of the output's "
+                      f"scale {out_scale:.3g}" if out_scale else f"output scale: {steps:.1f} steps")
+    last = model.ops[-1] if model.ops else None
+    if last is not None and last.name == "SOFTMAX" and out is not None and out.shape[-1] >= MANY_CLASSES:
+        causes.append(f"softmax over {out.shape[-1]} classes: quantized probabilities step by 1/256, so most are 0")
+    wide = _widest_activation(model, out_scale)
+    if wide is not None:
+        causes.append(wide)
+    if synthetic:
+        causes.append("synthetic calibration: the int ranges were fitted to random inputs, not your data")
+    return causes
+
+
+def remedies(synthetic: bool, quantize: str) -> str:
+    tries = (["--calibration with real samples"] if synthetic else []) + (["--quantize int16x8"] if quantize == "int8" else [])
+    tries.append("--quantize float32")
+    return "try " + ", ".join(tries)
+
+
+def _widest_activation(model: TFLiteModel, out_scale: float | None) -> str | None:
+    """The quantized activation whose range most exceeds the output's, when it dwarfs it."""
+    if not out_scale:
+        return None
+    worst = None
+    for op in model.ops:
+        for index in op.outputs:
+            t = model.tensors[index]
+            if t.is_constant or len(t.scales) != 1 or t.dtype not in ("int8", "int16"):
+                continue
+            if worst is None or t.scales[0] > worst[0]:
+                worst = (t.scales[0], op)
+    if worst is None or worst[0] < WIDE_RANGE_RATIO * out_scale:
+        return None
+    scale, op = worst
+    return (f"a wide dynamic range: op #{op.index} {op.name}'s output scale {scale:.3g} is "
+            f"{scale / out_scale:.0f}x the output's, so small values there round to zero")
+
+
+def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_sample: dict[str, np.ndarray],
+                      tflite_inputs: list[np.ndarray]) -> dict[str, Any] | None:
+    """The first ONNX node whose output the float32 TFLite model no longer computes (in a child:
+    it runs a native interpreter). None when the search fails; {"node": None, ...} when no node is found."""
+    with tempfile.TemporaryDirectory(prefix="hub-diverge-") as tmp:
+        job = Path(tmp)
+        onnx.save(reference, str(job / "model.onnx"))
+        (job / "model.tflite").write_bytes(tflite_bytes)
+        np.savez(job / "onnx_inputs.npz", **{k: np.asarray(v, np.float32) for k, v in onnx_sample.items()})
+        np.savez(job / "tflite_inputs.npz", **{f"i{i}": a for i, a in enumerate(tflite_inputs)})
+        child = run_python_module("hub.verify.diverge_worker", [str(job)], timeout_s=DIVERGE_TIMEOUT_S,
+                                  memory_mb=DIVERGE_MEMORY_MB, cwd=tmp)
+        result = job / "result.json"
+        return json.loads(result.read_text()) if child.returncode == 0 and result.exists() else None
+
+
+def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
+                   tflite_bytes: bytes, verification: Verification) -> list[str]:
+    """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
+    naming the node where outputs diverge, and verification fails. Otherwise it is quantization's:
+    a warning naming the likely cause. Costs one float32 conversion, only when a quantized model is
+    poor. Returns the warnings to show the user (they are findings too)."""
+    why = poor(verification.fidelity, options.quantize)
+    if why is None:
+        return []
+    float_bytes, float_fidelity = tflite_bytes, verification.fidelity
+    if options.quantize != "float32":
+        reason = "the float32 model that would tell why did not run on TFLM"
+        try:
+            float_bytes = convert(normalised, calibration, replace(options, quantize="float32")).tflite_bytes
+            float_fidelity = verify(float_bytes, normalised.onnx_model, calibration.held_out_samples(),
+                                    measure_arena=False).fidelity
+        except HubError as exc:
+            float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
+        if float_fidelity is None:
+            return [_add_finding(verification, "warning", f"{options.quantize} fidelity is poor ({why}); {reason}")]
+    float_why = poor(float_fidelity, "float32")
+    if float_why is not None:
+        _conversion_error(verification, normalised.onnx_model, calibration, float_bytes, float_fidelity, float_why,
+                          options.quantize, why)
+        return []
+    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic)
+    verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
+                                          "causes": causes}
+    message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
+               f"{float_fidelity.get('cosine'):.6f}): a quantization error; likely cause: "
+               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
+    hint = remedies(calibration.synthetic, options.quantize)
+    return [f"{_add_finding(verification, 'warning', message, hint)} ({hint})"]
+
+
+def _conversion_error(verification: Verification, reference: onnx.ModelProto, calibration: CalibrationSet,
+                      float_bytes: bytes, float_fidelity: dict, float_why: str, quantize: str, why: str) -> None:
+    sample = (calibration.held_out_samples() or synthetic_samples(reference))[0]
+    where = locate_divergence(float_bytes, reference, sample, to_tflite_inputs(read_tflite(float_bytes), sample))
+    verification.fidelity["diagnosis"] = {"kind": "conversion", "float32_cosine": float_fidelity.get("cosine"),
+                                          "diverges_at": where}
+    place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
+             else "the node where outputs first diverge was not found")
+    if where and where.get("channels_first_from"):
+        place += (f", whose input is computed right but left in channels-first order from node "
+                  f"{where['channels_first_from']} on (a layout error in onnx2tf's lowering there)")
+    not_quant = "" if quantize == "float32" else f"; the poor {quantize} fidelity ({why}) is not quantization's doing"
+    _add_finding(verification, "error", f"the converter changed the model's meaning: the float32 TFLite model's "
+                 f"outputs differ from the source's ({float_why}){not_quant}; {place}",
+                 "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
+    verification.ok = False
+
+
+def _add_finding(verification: Verification, severity: str, message: str, hint: str = "") -> str:
+    verification.findings.append(Finding("model", "", [], severity, message, hint=hint))
+    return message

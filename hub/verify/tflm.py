@@ -1,0 +1,431 @@
+"""Verify stage: prove a .tflite on the real TFLite Micro interpreter and measure it.
+
+- TFLM runs only in a child process (hub.verify.worker through hub.child): it can
+  abort() the process (an int8 SOFTMAX with a tiny input scale fails a CHECK in
+  QuantizeMultiplierGreaterThanOne). A crash, a missing op or a prepare failure
+  becomes a Finding carrying TFLM's own message and the op involved.
+- Arena: the exact smallest `arena_size` (1-byte granularity) with which the
+  interpreter allocates and invokes, found by bisection inside one child (a too-small
+  arena raises RuntimeError, it does not abort). Measured with the host build of
+  TFLM's reference kernels.
+- Recommended arena = measured x 1.10, rounded up to a multiple of 1,024 bytes.
+  Why: optimised kernels (CMSIS-NN, ESP-NN, ...) request scratch buffers the
+  reference kernels do not (im2col-style buffers for convolutions), and a firmware
+  build may use another TFLM version; 10 % covers the scratch of typical small
+  conv nets, and whole KB keep linker maps readable. On 32-bit MCUs TFLM's own
+  structs are smaller than on this 64-bit host, which adds margin.
+- Fidelity: held-out samples (ONNX layout, e.g. NCHW float32) are mapped to TFLite
+  inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names),
+  transposed to channels-last when the shapes say so, quantised with the input's
+  scale/zero point; outputs are dequantised, transposed back, and compared with
+  onnxruntime on the reference. For several outputs, the top-level figures are the
+  worst over outputs (max error, min cosine, min agreement) and `outputs` lists each.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hub.artifacts import Finding, Verification
+from hub.check.analyse import abort_causes, custom_op_findings
+from hub.child import ChildResult, run_python_module
+from hub.convert.layout import channels_last, moved_channels_last
+from hub.errors import IncompatibleError, InputError
+from hub.tflite.model import TFLiteModel, numpy_dtype, read_tflite
+
+ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
+HEADROOM = 0.10
+ROUND_TO = 1024
+CHILD_TIMEOUT_S = 600.0
+CHILD_MEMORY_MB = 4096
+CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
+
+
+def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
+           *, min_cosine: float | None = None, measure_arena: bool = True) -> Verification:
+    """Run `tflite_bytes` on TFLM in a child; measure its arena (unless told not to); compare with
+    `reference` on `samples`."""
+    model = read_tflite(tflite_bytes)
+    if reference is not None and not samples:
+        samples = synthetic_samples(reference)
+    use_samples = samples if reference is not None else None
+    try:
+        inputs = [to_tflite_inputs(model, s) for s in use_samples] if use_samples else []
+    except ValueError as exc:
+        raise InputError(f"the reference's inputs do not fit the TFLite model: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="hub-verify-") as tmp:
+        job = Path(tmp)
+        child, result, outputs = _run_worker(job, tflite_bytes, model, inputs, measure_arena)
+        findings = _tflm_findings(model, child, result, job)
+    tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
+            "message": findings[0].message if findings and not result.get("invokes") else None}
+    if result.get("invoke_us") is not None:  # host CPU time per invoke: relative costs, not an MCU's
+        tflm["invoke_us_host"] = result["invoke_us"]
+    arena = result.get("arena_bytes")
+    if tflm["invokes"] and arena is None and not child.timed_out and measure_arena:
+        arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
+    memory = memory_section(arena, len(tflite_bytes))
+    if result.get("arena_tail") is not None:  # the schedule stage's lower bound adds it
+        memory["arena_persistent_bytes"] = result["arena_tail"]
+    if tflm["invokes"] and memory["arena_bytes"] is None and measure_arena:
+        findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
+                                + (_child_failure(child) or "the arena search did not finish")))
+    fidelity = None
+    if tflm["invokes"] and use_samples and outputs is not None:
+        fidelity = compare(model, reference, use_samples, outputs)
+    ok = tflm["loads"] and tflm["invokes"]
+    if min_cosine is not None:
+        ok = ok and _check_cosine(fidelity, min_cosine, findings)
+    return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
+
+
+def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
+                 output_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The first output of the model on TFLM for each of `samples` (one input, ONNX layout), dequantised and
+    in the ONNX output's layout (`output_shape`): accuracy measured on the interpreter itself (hub optimize)."""
+    outputs = tflm_raw_outputs(tflite_bytes, [{input_name: sample[None]} for sample in samples])
+    spec = read_tflite(tflite_bytes).io_specs("outputs")[0]
+    return np.concatenate([_from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
+
+
+def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """Every output of the model on TFLM for each sample ({input name: ONNX-layout array}), as the
+    interpreter wrote it (int8 stays int8): for comparing two flatbuffers bit for bit (hub.tflite.compress)."""
+    model = read_tflite(tflite_bytes)
+    inputs = [to_tflite_inputs(model, s) for s in samples]
+    with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
+        child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
+    if not outputs or len(outputs) != len(samples):
+        raise IncompatibleError(f"TFLM did not run the {len(samples)} samples: "
+                                f"{_child_failure(child) or result.get('message') or 'no outputs'}")
+    return outputs
+
+
+def memory_section(arena_bytes: int | None, flash_bytes: int) -> dict[str, Any]:
+    return {"arena_bytes": arena_bytes, "arena_recommended_bytes": recommended_arena(arena_bytes),
+            "flash_bytes": flash_bytes}
+
+
+def recommended_arena(arena_bytes: int | None) -> int | None:
+    """Measured + 10 % headroom, rounded up to whole KB (see the module docstring for why)."""
+    if not arena_bytes:
+        return None
+    return int(math.ceil(arena_bytes * (1 + HEADROOM) / ROUND_TO) * ROUND_TO)
+
+
+def probe_arena(tflite_bytes: bytes, arena_size: int) -> bool:
+    """Does the model allocate and invoke (zero inputs) with exactly `arena_size` bytes? (in a child)"""
+    with tempfile.TemporaryDirectory(prefix="hub-probe-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(tflite_bytes)
+        child = run_python_module("hub.verify.worker", ["probe", str(path), str(arena_size)],
+                                  timeout_s=CHILD_TIMEOUT_S, memory_mb=CHILD_MEMORY_MB, cwd=tmp)
+        return child.returncode == 0
+
+
+def arena_by_probes(tflite_bytes: bytes, lower: int | None) -> int | None:
+    """Smallest arena by the worker's bisection, but with one child per probe.
+
+    The fallback when the in-child search dies: at some too-small sizes TFLM
+    crashes instead of failing cleanly (seen on MLPerf AD with per-channel dense
+    weights), and a crashed probe only costs its own child.
+    """
+    from hub.verify.worker import bisect_arena
+
+    return bisect_arena(lambda size: probe_arena(tflite_bytes, size), lower, ARENA_CAP)
+
+
+# --- child process ---------------------------------------------------------------------------
+
+def _run_worker(job: Path, tflite_bytes: bytes, model: TFLiteModel, inputs: list[list[np.ndarray]],
+                measure_arena: bool = True):
+    (job / "model.tflite").write_bytes(tflite_bytes)
+    spec = {"arena_cap": ARENA_CAP, "inputs": len(model.inputs), "outputs": len(model.outputs), "samples": len(inputs),
+            "measure_arena": measure_arena}
+    (job / "job.json").write_text(json.dumps(spec))
+    if inputs:
+        np.savez(job / "inputs.npz", **{f"s{s}_i{i}": a for s, arrays in enumerate(inputs) for i, a in enumerate(arrays)})
+    child = run_python_module("hub.verify.worker", [str(job)], timeout_s=CHILD_TIMEOUT_S,
+                              memory_mb=CHILD_MEMORY_MB, cwd=str(job))
+    result_path = job / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    outputs = None
+    if (job / "outputs.npz").exists():
+        with np.load(job / "outputs.npz") as npz:
+            outputs = [[npz[f"s{s}_o{o}"] for o in range(len(model.outputs))] for s in range(result.get("samples", 0))]
+    return child, result, outputs
+
+
+def _child_failure(child: ChildResult) -> str | None:
+    if child.timed_out:
+        return f"TFLM did not finish within {CHILD_TIMEOUT_S:.0f} s"
+    if child.signal_name:
+        return f"TFLM crashed the process ({child.signal_name})"
+    if child.returncode != 0:
+        return f"the TFLM worker failed: {child.last_error_line()}"
+    return None
+
+
+def _tflm_findings(model: TFLiteModel, child: ChildResult, result: dict, job: Path) -> list[Finding]:
+    """Findings from what the child reported, with TFLM's messages and the op they name."""
+    phase = (job / "phase").read_text().strip() if (job / "phase").exists() else "start"
+    crash = _child_failure(child)
+    if crash and phase in ("start", "load", "invoke", "samples"):
+        return [_crash_finding(model, crash, phase, _read_log(job, phase))]
+    if result.get("loads") and result.get("invokes"):
+        return []
+    phase = "invoke" if result.get("loads") else "load"
+    return [_message_finding(model, _read_log(job, phase), result.get("message") or "TFLM failed", phase)]
+
+
+def _read_log(job: Path, phase: str) -> list[str]:
+    path = job / f"{phase}.log"
+    if not path.exists():
+        return []
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("[RecordingMicroAllocator]")]
+
+
+_MISSING_OP = re.compile(r"Didn't find op for (?:builtin|custom) opcode '([^']+)'")
+_NODE_FAILED = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke)")
+_NO_CUSTOM_REGISTRATION = "Failed to get registration from op code CUSTOM"  # micro_interpreter.cc:131: no code
+
+
+def _unregistered_custom_op(model: TFLiteModel) -> tuple[str, Finding] | None:
+    """(code, the check's finding) of the first custom op the host interpreter lacks: unknown to TFLM, or
+    needing a special build (hub.check.analyse.custom_op_findings decides, from the custom-op table)."""
+    for op in model.ops:
+        if op.name == "CUSTOM":
+            code = op.custom_code or "?"
+            found = custom_op_findings(op.name, code)
+            if found:
+                return code, found[0]
+    return None
+
+
+def _message_finding(model: TFLiteModel, log: list[str], fallback: str, phase: str) -> Finding:
+    text = "; ".join(log[-6:]) or fallback
+    for line in log:
+        if m := _MISSING_OP.search(line):
+            op = m.group(1)
+            return Finding(node=_first_node(model, op), op=op, tflite_ops=[op], severity="error",
+                           message=f"TFLite Micro has no kernel for {op}: {line}",
+                           hint="replace the layer with ops TFLM supports (hub check lists them)")
+    if any(_NO_CUSTOM_REGISTRATION in line for line in log) and (custom := _unregistered_custom_op(model)):
+        code, why = custom
+        return Finding(node=_first_node(model, code), op="CUSTOM", tflite_ops=["CUSTOM"], severity="error",
+                       message=f"this TFLite Micro build has no kernel for custom op {code}: {_NO_CUSTOM_REGISTRATION} "
+                               f"({why.message})", hint=why.hint)
+    for line in log:
+        if m := _NODE_FAILED.search(line):
+            index = int(m.group(2))
+            op = model.ops[index].name if index < len(model.ops) else m.group(1)
+            return Finding(node=f"op #{index} {op}", op=op, tflite_ops=[op], severity="error",
+                           message=f"TFLM: {text}",
+                           hint=f"the {op} kernel refused its tensors or options (during {m.group(3)})")
+    where = "allocating" if phase == "load" else "invoking"
+    return Finding(node="model", op="", tflite_ops=[], severity="error", message=f"TFLM failed while {where}: {text}")
+
+
+def _crash_finding(model: TFLiteModel, crash: str, phase: str, log: list[str]) -> Finding:
+    """An abort names no node; name the op when a known hazard explains it."""
+    where = {"load": "preparing the model", "invoke": "invoking it", "samples": "invoking it on the samples"}
+    message = f"{crash} while {where.get(phase, 'starting')}" + (f": {'; '.join(log[-4:])}" if log else "")
+    known = abort_causes(model, at_invoke=phase in ("invoke", "samples"))
+    if known:
+        f = known[0]
+        return Finding(node=f.node, op=f.op, tflite_ops=f.tflite_ops, severity="error",
+                       message=f"{message} ({f.message})", hint=f.hint)
+    return Finding(node="model", op="", tflite_ops=[], severity="error", message=message,
+                   hint="TFLM gives no node for an abort; hub check may name the cause")
+
+
+def _first_node(model: TFLiteModel, op_name: str) -> str:
+    for op in model.ops:
+        if op.name == op_name or op.custom_code == op_name:
+            return f"op #{op.index} {op.name}"
+    return "model"
+
+
+def _check_cosine(fidelity: dict | None, min_cosine: float, findings: list[Finding]) -> bool:
+    if fidelity is None or fidelity.get("cosine") is None:
+        why = (fidelity or {}).get("cosine_undefined") or "no ONNX reference to compare with"
+        findings.append(Finding("model", "", [], "warning", f"--min-cosine {min_cosine} was not checked: {why}"))
+        return True
+    if fidelity["cosine"] >= min_cosine:
+        return True
+    findings.append(Finding("model", "", [], "error",
+                            f"cosine similarity to the ONNX reference is {fidelity['cosine']:.4f}, below "
+                            f"--min-cosine {min_cosine}", hint="calibrate with real samples (--calibration)"))
+    return False
+
+
+# --- layouts and quantisation ----------------------------------------------------------------
+
+def _to_tflite_layout(array: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+    """NCHW-like array -> the TFLite tensor's shape (channels-last when that is what matches)."""
+    if moved_channels_last(array.shape, target):
+        return np.transpose(array, channels_last(array.ndim))
+    if tuple(array.shape) == tuple(target):
+        return array
+    if array.size == int(np.prod(target)):
+        return array.reshape(target)
+    raise ValueError(f"sample shape {array.shape} does not fit the TFLite input {tuple(target)}")
+
+
+def _from_tflite_layout(array: np.ndarray, onnx_shape: tuple[int, ...] | None) -> np.ndarray:
+    """TFLite output -> the ONNX output's layout (undo channels-last) for comparison."""
+    if not onnx_shape or any(not isinstance(d, int) or d <= 0 for d in onnx_shape):
+        return array
+    onnx_shape = tuple(onnx_shape)
+    if moved_channels_last(onnx_shape, array.shape):
+        return np.transpose(array, np.argsort(channels_last(array.ndim)))
+    if array.size == int(np.prod(onnx_shape)):
+        return array.reshape(onnx_shape)
+    return array
+
+
+def quantise(array: np.ndarray, spec: dict) -> np.ndarray:
+    dtype = numpy_dtype(spec["dtype"])
+    if not np.issubdtype(dtype, np.integer) or not isinstance(spec.get("scale"), float):
+        return array.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(array.astype(np.float64) / spec["scale"]) + spec["zero_point"]
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantise(array: np.ndarray, spec: dict) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer) and isinstance(spec.get("scale"), float):
+        return (array.astype(np.float64) - spec["zero_point"]) * spec["scale"]
+    return array.astype(np.float64)
+
+
+def to_tflite_inputs(model: TFLiteModel, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """One sample {onnx_input_name: array} -> arrays in TFLite input order, layout and dtype."""
+    specs = model.io_specs("inputs")
+    names = list(sample)
+    arrays = []
+    for i, spec in enumerate(specs):
+        key = spec["name"] if spec["name"] in sample else (names[i] if len(names) == len(specs) else None)
+        if key is None:
+            raise ValueError(f"no sample for TFLite input {spec['name']!r} (sample has {names})")
+        data = _to_tflite_layout(np.asarray(sample[key], dtype=np.float32), tuple(spec["shape"]))
+        arrays.append(quantise(data, spec))
+    return arrays
+
+
+def synthetic_samples(reference: onnx.ModelProto, count: int = 8, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """Uniform [0, 1) inputs for the reference's static shapes, when the caller gave none."""
+    rng = np.random.default_rng(seed)
+    initializers = {t.name for t in reference.graph.initializer}
+    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
+              for i in reference.graph.input if i.name not in initializers}
+    return [{n: rng.random(s, dtype=np.float32) for n, s in shapes.items()} for _ in range(count)]
+
+
+# --- fidelity --------------------------------------------------------------------------------
+
+def reference_outputs(reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feeds = [{k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for s in samples]
+    return names, [session.run(names, f) for f in feeds]
+
+
+def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
+            tflite_outputs: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Fidelity figures: per output, then the worst over outputs at the top level."""
+    names, ref = reference_outputs(reference, samples)
+    specs = model.io_specs("outputs")
+    per_output = []
+    for o, spec in enumerate(specs):
+        r = names.index(spec["name"]) if spec["name"] in names else (o if len(names) == len(specs) else None)
+        if r is None:
+            continue
+        expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
+        got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
+        step = spec["scale"] if isinstance(spec.get("scale"), float) else 0.0
+        metrics = output_metrics(expected, got, step)
+        if isinstance(spec.get("scale"), float) and spec["scale"] > 0:  # quantized: how finely can it show the reference?
+            span = max(float(np.max(e)) for e in expected) - min(float(np.min(e)) for e in expected)
+            metrics["output_steps"] = span / spec["scale"]
+        per_output.append({"name": spec["name"], **metrics})
+    if not per_output:
+        return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None,
+                "cosine_undefined": "no TFLite output matches a reference output"}
+    summary = {"samples": len(samples), **_worst(per_output)}
+    if len(per_output) > 1:
+        summary["outputs"] = per_output
+    return summary
+
+
+def output_metrics(expected: list[np.ndarray], got: list[np.ndarray], step: float = 0.0) -> dict[str, Any]:
+    """Errors over all samples; cosine is the mean over samples whose reference is not all zero
+    (None, with the reason, when every one is: no direction to compare with). Top-1 agreement
+    counts the samples whose reference has a top class: its lead over the runner-up exceeds the
+    output's quantization `step` (a tie, as from flat logits, has no top class to agree on)."""
+    exp = np.concatenate([e.ravel() for e in expected])
+    act = np.concatenate([g.ravel() for g in got])
+    diff = act - exp
+    cosines = [c for c in (_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)) if c is not None]
+    top1 = None
+    if is_classifier_shaped(expected[0].shape):
+        decided = [(e, g) for e, g in zip(expected, got) if _lead(e) > max(step, 1e-6 * float(np.max(np.abs(e))))]
+        top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in decided])) if decided else None
+    peak = float(np.max(np.abs(exp))) if exp.size else 0.0
+    max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
+    metrics = {"max_abs_error": max_abs, "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
+               "cosine": float(np.mean(cosines)) if cosines else None, "top1_agreement": top1,
+               "relative_error": max_abs / peak if peak > 0 else None}
+    if not cosines:
+        metrics["cosine_undefined"] = "the reference output is all zero on every sample"
+    return metrics
+
+
+def _lead(scores: np.ndarray) -> float:
+    """How far the top score stands above the runner-up."""
+    top2 = np.sort(scores.ravel())[-2:]
+    return float(top2[1] - top2[0])
+
+
+def is_classifier_shaped(shape: tuple[int, ...]) -> bool:
+    """(batch, K) with 2 <= K <= 1000: scores over classes, where top-1 means something."""
+    return len(shape) == 2 and 2 <= shape[1] <= CLASSIFIER_MAX_CLASSES
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cosine similarity; None when the reference `a` is all zero (undefined), 0.0 when only `b` is."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0:
+        return None
+    if nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _worst(per_output: list[dict]) -> dict[str, Any]:
+    tops = [p["top1_agreement"] for p in per_output if p["top1_agreement"] is not None]
+    cosines = [p["cosine"] for p in per_output if p["cosine"] is not None]
+    rels = [p["relative_error"] for p in per_output if p["relative_error"] is not None]
+    steps = [p["output_steps"] for p in per_output if "output_steps" in p]
+    worst = {"max_abs_error": max(p["max_abs_error"] for p in per_output),
+             "rmse": max(p["rmse"] for p in per_output),
+             "cosine": min(cosines) if cosines else None,
+             "top1_agreement": min(tops) if tops else None,
+             "relative_error": max(rels) if rels else None}
+    if steps:
+        worst["output_steps"] = min(steps)
+    if not cosines:
+        worst["cosine_undefined"] = per_output[0]["cosine_undefined"]
+    return worst

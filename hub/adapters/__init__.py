@@ -1,32 +1,30 @@
 """Adapter registry: finds the adapter for a file from its content.
 
 Adding a framework means adding one module with a class that follows
-`hub.adapters.base.Adapter` and listing it in `_REGISTRY`. Modules are imported
-lazily so that sniffing an ONNX file never imports torch or tensorflow.
+`hub.adapters.base.Adapter` and listing it in `REGISTRY`. The adapters import their
+framework (torch, tensorflow) only inside `load`, so sniffing an ONNX file never does.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import InputError
 
-from .base import Adapter
+from hub.adapters.base import Adapter
+from hub.adapters.keras import KerasAdapter
+from hub.adapters.onnx import OnnxAdapter
+from hub.adapters.pytorch import PyTorchAdapter
+from hub.adapters.tflite import TFLiteAdapter
 
-# (module, class) in sniffing order: cheap, unambiguous formats first.
-_REGISTRY: list[tuple[str, str]] = [
-    ("hub.adapters.tflite", "TFLiteAdapter"),
-    ("hub.adapters.onnx", "OnnxAdapter"),
-    ("hub.adapters.keras", "KerasAdapter"),
-    ("hub.adapters.pytorch", "PyTorchAdapter"),
-]
+# In sniffing order: cheap, unambiguous formats first.
+REGISTRY: tuple[type[Adapter], ...] = (TFLiteAdapter, OnnxAdapter, KerasAdapter, PyTorchAdapter)
 
 
 def find_adapter(path: Path, options: LoadOptions | None = None) -> Adapter:
     """The adapter whose sniff accepts `path`; InputError (exit 2) if none does."""
-    for module, cls in _REGISTRY:
-        adapter = getattr(importlib.import_module(module), cls)()
+    for adapter_class in REGISTRY:
+        adapter = adapter_class()
         if adapter.sniff(path):
             return adapter
     raise InputError(
@@ -39,9 +37,7 @@ def load(path: str | Path, options: LoadOptions | None = None) -> SourceModel:
     path = Path(path)
     options = options or LoadOptions()
     file, sep, name = str(path).rpartition(":")
-    if sep and file.endswith(".py") and name.isidentifier() and Path(file).is_file():
-        from .pytorch import PyTorchAdapter  # `net.py:TinyNet`: a PyTorch factory named as the model
-
+    if sep and file.endswith(".py") and name.isidentifier() and Path(file).is_file():  # `net.py:TinyNet`: a factory
         return PyTorchAdapter().load(path, options)
     if not path.exists():
         raise InputError("no such file or folder", path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hub.artifacts import LoadOptions, SourceModel
+from hub.child import run_python_module
 from hub.errors import IncompatibleError, InputError
 from hub.quiet import silenced_fds
 
@@ -99,8 +100,6 @@ def _probe_hdf5(path: Path, kind: str) -> None:
     (fuzz: a spliced .h5 hung `hub check` in attrs.get("model_config")). Read everything Keras will
     read in a child with a time bound first; ordinary read errors are left to the precise messages
     of _read_config and Keras."""
-    from hub.child import run_python_module
-
     result = run_python_module("hub.adapters.keras", [str(path.resolve()), kind], timeout_s=HDF5_PROBE_TIMEOUT_S,
                                memory_mb=4096)
     if result.timed_out:

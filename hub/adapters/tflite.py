@@ -5,6 +5,7 @@ from pathlib import Path
 
 from hub.artifacts import LoadOptions, SourceModel
 from hub.errors import InputError
+from hub.tflite.model import read_tflite
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 
@@ -20,8 +21,6 @@ class TFLiteAdapter:
         return head[4:8] == TFLITE_IDENTIFIER or path.suffix.lower() == ".tflite"
 
     def load(self, path: Path, options: LoadOptions) -> SourceModel:
-        from hub.tflite.model import read_tflite
-
         data = path.read_bytes()
         if data[4:8] != TFLITE_IDENTIFIER:
             raise InputError("not a TFLite flatbuffer (no TFL3 identifier): wrong format for the extension?", path)

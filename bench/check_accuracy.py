@@ -1,7 +1,7 @@
 """How well `hub check` predicts TFLite Micro's verdict, measured on the onnx backend node tests.
 
 For each single-node model under onnx/backend/test/data/node (with its test_data_set_0):
-  prediction: hub.check.analyse.analyse_onnx on the normalised graph, per quantize mode;
+  prediction: hub.check.onnx.analyse_onnx on the normalised graph, per quantize mode;
   truth: the model converted (float32 and int8, hub's converter settings, calibrated on the
          test input) and run on the real TFLM interpreter (tflite_micro), outputs compared
          with the expected outputs.
@@ -37,7 +37,8 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hub.check.analyse import analyse_onnx, analyse_tflite  # noqa: E402
+from hub.check.onnx import analyse_onnx  # noqa: E402
+from hub.check.tflite import analyse_tflite  # noqa: E402
 from hub.convert.worker import _layout_permutation  # noqa: E402
 from hub.errors import HubError  # noqa: E402
 from hub.graph.normalise import normalise  # noqa: E402

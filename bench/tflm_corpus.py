@@ -1,6 +1,6 @@
 """hub check against the real TFLM interpreter on every .tflite in tflite-micro's own repository.
 
-For each file: `hub.check.analyse.analyse_tflite` (what `hub check MODEL.tflite` runs) gives a verdict,
+For each file: `hub.check.tflite.analyse_tflite` (what `hub check MODEL.tflite` runs) gives a verdict,
 "will run", "will not run" or "unknown"; `hub.verify.tflm.verify(bytes, None, None)` (what `hub verify`
 runs: TFLM in a child, inputs at their zero point) says whether TFLM allocates and invokes it.
 The table counts agreements, false "will run" (the check lets through what TFLM refuses: the one
@@ -67,7 +67,7 @@ def outcome(verdict: str | None, tflm_ok: bool | None) -> str:
 
 
 def measure_file(path: Path, root: Path) -> dict:
-    from hub.check.analyse import analyse_tflite
+    from hub.check.tflite import analyse_tflite
     from hub.tflite.model import read_tflite
     from hub.verify.tflm import verify
 

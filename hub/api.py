@@ -290,7 +290,7 @@ def _schedule(converted, mode: str):
 
 
 def _analyse(onnx_model, target: str, quantize: str, passes=()):
-    from hub.check.analyse import analyse_onnx, with_rewrites
+    from hub.check.onnx import analyse_onnx, with_rewrites
 
     return with_rewrites(analyse_onnx(onnx_model, target=target, quantize=quantize), passes)
 
@@ -332,12 +332,12 @@ def _verification_failure(verification) -> str:
 
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
           rewrite: bool = True, npu: str | None = None):
-    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.check.analyse).
+    """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.check.onnx, hub.check.tflite).
 
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
     `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
     per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
-    from hub.check.analyse import analyse_tflite
+    from hub.check.tflite import analyse_tflite
 
     path = Path(model)
     resolve(target, quantize, command="check")

@@ -12,9 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.check.analyse import analyse_onnx, analyse_tflite, check_rescale_scales, check_softmax_scales
+from hub.check.constraints import rule_hint
+from hub.check.onnx import analyse_onnx
+from hub.check.tflite import analyse_tflite, check_rescale_scales, check_softmax_scales
 from hub.knowledge.onnx2tf_ops import LOWERINGS
-from hub.knowledge.tflm_kernels import KERNELS, MISSING_HINTS
+from hub.graph.rules import RULES
+from hub.knowledge.tflm_kernels import KERNELS, MISSING_HINTS, ONNX_LAYER
 from hub.tflite.model import read_tflite
 from tests.conftest import ROOT, run_hub, sign_onnx, small_cnn_onnx
 
@@ -53,6 +56,20 @@ def test_tables_cite_sources_and_agree():
         assert low.source == f"onnx2tf/ops/{low.onnx_op}.py"
         for op in low.tflite_ops:  # every TFLite op named is either a TFLM kernel or explains its absence
             assert op in KERNELS or op in MISSING_HINTS or op.startswith("FlexOp:") or low.hint or low.fails, (low.onnx_op, op)
+
+
+def test_every_op_a_rewrite_rule_unblocks_is_one_the_check_knows_and_names_the_rule_for():
+    """A rule's UNBLOCKS are ONNX ops in the onnx2tf lowering table, and the check's hint for each names the
+    rule with its DOES; the knowledge tables name no rule themselves (the rules are the one place)."""
+    names = [rule.__name__.rsplit(".", 1)[-1] for rule in RULES]
+    for name, rule in zip(names, RULES):
+        assert isinstance(rule.DOES, str) and rule.DOES, name
+        for op in rule.UNBLOCKS:
+            assert op in LOWERINGS, (name, op)
+            assert f"the {name} rule {rule.DOES}" in rule_hint(op), (name, op)
+    table_hints = [low.hint for low in LOWERINGS.values()] + list(MISSING_HINTS.values())
+    assert not [(name, h) for name in names for h in table_hints if name in h]
+    assert all(op in LOWERINGS for op in ONNX_LAYER.values())
 
 
 # --- per-node rules ----------------------------------------------------------------------------------
@@ -115,7 +132,7 @@ def test_int64_arithmetic():
 def test_float_only_kernel_under_int8():
     int8 = analyse_onnx(unary("Exp"), quantize="int8")
     [f] = errors(int8)
-    assert "float32-only" in f.message and "--quantize float32" in f.hint
+    assert f.message == "EXP gets int8 tensors; TFLM's EXP kernel takes float32." and "--quantize float32" in f.hint
     assert analyse_onnx(unary("Exp"), quantize="float32").compatible
 
 

@@ -94,6 +94,20 @@ def test_check_maps_nodes_of_onnx_and_int8_tflite(onnx_path: Path, converted) ->
     assert finding.op == "DEPTH_TO_SPACE" and finding.message == "stays on the CPU: Vela: Unsupported opType"
 
 
+def test_check_returns_a_new_result_and_leaves_the_tflm_one_as_it_was() -> None:
+    """`hub check --target ethos-u` adds "npu" to copies of the nodes: the TFLM check it starts from is unchanged."""
+    from hub.check.onnx import analyse_onnx
+
+    tflm = analyse_onnx(pixel_shuffle_onnx())
+    nodes_before = [dict(n) for n in tflm.nodes]
+    findings_before = list(tflm.findings)
+    npu = ethos_u.check(tflm, "ethos-u55-128", None)
+    assert tflm.nodes == nodes_before and tflm.findings == findings_before and tflm.target == "tflm"
+    assert npu is not tflm and npu.target == "ethos-u55-128"
+    assert {n["name"]: n["npu"] for n in npu.nodes}["pixel_shuffle"] == "cpu"
+    assert [{k: v for k, v in n.items() if k != "npu"} for n in npu.nodes] == nodes_before
+
+
 def test_refusals() -> None:
     for mode in ("int16x8", "float32", "float16"):
         with pytest.raises(InputError, match="--target ethos-u"):

@@ -15,7 +15,7 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.check.analyse import analyse_tflite
+from hub.check.tflite import analyse_tflite
 from hub.check.layers import tflite_layers
 from hub.firmware.export import export_firmware
 from hub.knowledge import kernel_flash, tflm_kernels

@@ -139,7 +139,7 @@ def test_topk_of_two_is_left_alone():
 @pytest.mark.parametrize("after, blocked", [("Reshape", False), ("Cast", True)])
 def test_check_passes_argmax_indices_that_only_reach_the_output(after, blocked):
     """The argmax_int32 pass retypes ARG_MAX's output when reshapes alone carry it to the outputs."""
-    from hub.check.analyse import analyse_onnx
+    from hub.check.onnx import analyse_onnx
 
     extra = {"Reshape": (["i", "shape"], {}), "Cast": (["i"], {"to": TensorProto.INT32})}[after]
     nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, name="am"),

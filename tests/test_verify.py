@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.check.analyse import scale_hazards
+from hub.check.tflite import scale_hazards
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import (compare, dequantise, is_classifier_shaped, probe_arena, quantise, recommended_arena,
                              to_tflite_inputs, verify)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import csv
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from math import prod
 from pathlib import Path
 from typing import Any
 
+from hub.artifacts import CheckResult, Finding
 from hub.errors import IncompatibleError, InputError
+from hub.knowledge.resolver import CUSTOM_OPS
+from hub.tflite.model import read_tflite
 
 DEFAULT_NPU = "ethos-u55-128"
 VELA_TIMEOUT_S = 600
@@ -144,7 +147,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _result(npu: str, int8_tflite: bytes, optimised: bytes, summary: dict[str, str], layers: list[dict[str, str]],
             reasons: dict[str, list[str]]) -> EthosUResult:
     from hub.check.layers import tflite_layers
-    from hub.tflite.model import read_tflite
 
     source, compiled = read_tflite(int8_tflite), read_tflite(optimised)
     macs = {layer.name: layer.macs for layer in tflite_layers(source).layers}
@@ -198,42 +200,34 @@ def write_outputs(result: EthosUResult, ident: str, folder: Path, portability: d
 CPU_HINT = "TFLM runs it on the Cortex-M: the resolver registers its kernel beside AddEthosU"
 
 
-def check(result, npu: str, tflite_bytes: bytes | None):
-    """The TFLM check `result` with, per node, whether Vela maps it to the NPU ("npu" / "cpu" in each node,
-    an info finding with Vela's reason for each CPU node).
+def check(result: CheckResult, npu: str, tflite_bytes: bytes | None) -> CheckResult:
+    """A new CheckResult: the TFLM check `result` with, per node, whether Vela maps it to the NPU ("npu" /
+    "cpu" in each node, an info finding with Vela's reason for each CPU node); `result` is left as it is.
 
     A .tflite is compiled by Vela itself (exact); an ONNX graph is judged by the TFLite ops hub check
     predicts for each node against Vela's own table of the ops it maps (regor.tflite_operator_constraints),
     whose constraints decide only at compile time. A Vela-compiled .tflite is read as it is: its ethos-u
     ops run on the NPU through Arm's driver, the rest on TFLM."""
-    from dataclasses import replace
-
-    from hub.tflite.model import read_tflite
-
+    nodes = [dict(node) for node in result.nodes]
     if tflite_bytes is not None and any(op.custom_code == "ethos-u" for op in read_tflite(tflite_bytes).ops):
         findings = [_driver_note(f) if f.op == "CUSTOM" and "ethos-u" in f.message else f for f in result.findings]
-        for node in result.nodes:
+        for node in nodes:
             node["npu"] = "npu" if node["op"] == "CUSTOM:ethos-u" else "cpu"
     elif tflite_bytes is not None:
-        findings = result.findings + _compiled_findings(result.nodes, tflite_bytes, npu)
+        findings = result.findings + _compiled_findings(nodes, tflite_bytes, npu)
     else:
-        findings = result.findings + _table_findings(result.nodes, npu)
-    return replace(result, target=npu, findings=findings,
+        findings = result.findings + _table_findings(nodes, npu)
+    return replace(result, target=npu, findings=findings, nodes=nodes,
                    compatible=not any(f.severity == "error" for f in findings))
 
 
-def _driver_note(finding):
-    from dataclasses import replace
-
-    from hub.knowledge.resolver import CUSTOM_OPS
-
+def _driver_note(finding: Finding) -> Finding:
     return replace(finding, severity="info", hint="",
                    message=f"runs on the Ethos-U NPU; needs {CUSTOM_OPS['ethos-u'].needs}")
 
 
-def _compiled_findings(nodes: list[dict], tflite_bytes: bytes, npu: str) -> list:
-    from hub.artifacts import Finding
-
+def _compiled_findings(nodes: list[dict], tflite_bytes: bytes, npu: str) -> list[Finding]:
+    """Info findings for the nodes Vela leaves on the CPU; marks each node of `nodes` (check's own copies)."""
     cpu = {op.output: op for op in compile_model(tflite_bytes, npu).cpu_ops}
     findings = []
     for node in nodes:
@@ -245,9 +239,8 @@ def _compiled_findings(nodes: list[dict], tflite_bytes: bytes, npu: str) -> list
     return findings
 
 
-def _table_findings(nodes: list[dict], npu: str) -> list:
-    from hub.artifacts import Finding
-
+def _table_findings(nodes: list[dict], npu: str) -> list[Finding]:
+    """Info findings for the nodes with a TFLite op Vela does not map; marks each node of `nodes` (check's copies)."""
     mapped = vela_op_table(npu)
     findings = []
     for node in nodes:

@@ -438,7 +438,7 @@ _OWN: dict[str, int] = {op: n - sum(s for s, users in _SHARED if op in users) fo
 
 def op_key(name: str, custom_code: str | None = None) -> str:
     """How a model op is looked up: its builtin name, or for "CUSTOM" its custom code ("TFLM_DECODE").
-    "CUSTOM:<code>" (hub.check.analyse's spelling) means the same."""
+    "CUSTOM:<code>" (hub.check.tflite's spelling) means the same."""
     if name.startswith("CUSTOM:"):
         return name.split(":", 1)[1]
     return (custom_code or name) if name == "CUSTOM" else name

@@ -5,11 +5,13 @@ in the installed package: the tf.* calls it makes) and checked against the
 ops found in real conversions of the onnx backend node tests
 (bench/check_accuracy.py). `variants` lists attribute/shape conditions that
 change the result; the first whose condition holds wins. Conditions are names
-of small predicates in hub.check.analyse (CONDITIONS).
+of small predicates in hub.check.onnx (CONDITIONS).
 
 `fails` is set when the conversion itself cannot produce a builtin-only
 TFLite model (the TF op has no TFLite builtin, so TFLite would need a Flex
 op, which TFLM does not have; or onnx2tf has no converter).
+`hint` says what to do when the op blocks; the rewrite rules that unblock an op are not named here:
+hub check names them from the rules themselves (hub.graph.rules: UNBLOCKS, DOES) before the hint.
 `const_operands` maps ONNX input index -> the TFLite input index it feeds in
 the emitted ops, checked where that op's kernel needs a constant (see tflm_kernels.Kernel.const_inputs).
 """
@@ -136,10 +138,10 @@ _ROWS = [
     # softsign and softsign_example both stop the TFLite converter (tf.nn.softsign does not legalise to builtins).
     _l("Softsign", ("ABS", "ADD", "DIV"), fails="the TFLite converter cannot legalise onnx2tf's tf.nn.softsign to "
        "builtins", hint="write it as x / (1 + abs(x)) (ABS, ADD, DIV)"),
-    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1"), hint="the rewrite_hardsigmoid rule turns it into RELU6 (or HardSwish); keep rewrites on"),
+    _l("HardSigmoid", ("MUL", "ADD", "RELU_0_TO_1")),
     _l("HardSwish", "HARD_SWISH"),
     _l("Mish", ("EXP", "LOG", "ADD", "TANH", "MUL")),
-    _l("Gelu", "GELU", hint="the gelu_tanh rewrite rule replaces it by its tanh form (on unless --no-rewrite)"),
+    _l("Gelu", "GELU"),
     _l("ThresholdedRelu", ("SUB", "RELU", "SIGN", "MUL"), hint="use Where(x > alpha, x, 0) with a broadcast shape"),
     _l("Clip", ("MAXIMUM", "MINIMUM"), fails_when=(("empty_optional_input", _EMPTY_OPTIONAL),), variants=(("clip_relu6", ("RELU6",)), ("clip_relu", ("RELU",)),
                                                 ("clip_min_only", ("MAXIMUM",)), ("clip_max_only", ("MINIMUM",)),
@@ -178,20 +180,16 @@ _ROWS = [
     # RMSNormalization.py: x * rsqrt(mean(x^2) + eps) * scale; int8 keeps SQUARE in float32 (seen).
     _l("RMSNormalization", ("SQUARE", "MEAN", "ADD", "RSQRT", "MUL"),
        fails_when=(("scale_lower_rank", "onnx2tf 1.29.24 multiplies the channels-last input by a lower-rank scale "
-                                        "without re-laying it out, and stops (rms_normalization node tests)"),),
-       hint="the decompose_rmsnorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
+                                        "without re-laying it out, and stops (rms_normalization node tests)"),)),
     _l("LayerNormalization", ("MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB"),
-       fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops",
-       hint="the decompose_layernorm rewrite rule replaces it by builtins (on unless --no-rewrite)"),
+       fails="onnx2tf 1.29.24 calls a TF function on symbolic Keras tensors here and stops"),
     _l("GroupNormalization", ("RESHAPE", "MEAN", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL", "SUB")),
     _l("MeanVarianceNormalization", ("MEAN", "SQUARED_DIFFERENCE", "SQRT", "SUB", "DIV")),
     # LpNormalization.py p=2: x * rsqrt(sum(x^2)) (MUL, SUM, RSQRT seen); int8 over axis 0 crashes the converter.
     _l("LpNormalization", ("MUL", "SUM", "RSQRT", "MUL"), variants=(("lp_norm_l1", ("ABS", "SUM", "DIV")),),
        fails_quantized=(("l2_axis_0", "the TFLite converter crashed (segfault) quantizing L2 LpNormalization over axis 0 "
                                    "(l2normalization_axis_0)"),)),
-    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION",
-       hint="the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; int8 needs beta "
-            "a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it"),
+    _l("LRN", "LOCAL_RESPONSE_NORMALIZATION", hint="else replace LRN with BatchNorm, or drop it"),
     # Reductions
     _l("ReduceMean", "MEAN"),
     _l("ReduceSum", "SUM"),
@@ -210,7 +208,7 @@ _ROWS = [
     _l("ArgMin", "ARG_MIN", fails_when=(("select_last_index", _LAST_INDEX),), output_dtype="int64",
        hint="return the indices as a model output (hub has ARG_MIN write int32 then), or take the argmin on the host"),
     _l("CumSum", "CUMSUM"),
-    _l("TopK", "TOPK_V2", hint="the topk_to_argmax rule rewrites k=1 (keep rewrites on); do other k on the host"),
+    _l("TopK", "TOPK_V2", hint="do other k on the host"),
     # Shape and data movement
     _l("Reshape", "RESHAPE", shape_operands=(1,),
        fails_quantized=(("reshape_nd_input_keeps_leading_dim", _RESHAPE_INT8),)),
@@ -277,8 +275,7 @@ _ROWS = [
     _flex("Cosh", "tf.math.cosh", "use 0.5*(exp(x)+exp(-x))"),
     _flex("Sinh", "tf.math.sinh", "use 0.5*(exp(x)-exp(-x))"),
     _flex("Tan", "tf.math.tan", "use sin(x)/cos(x)"),
-    _flex("Erf", "tf.math.erf", "the gelu_tanh (a GELU's Erf) and erf_approx rewrite rules replace it by "
-          "MUL/ADD/TANH (on unless --no-rewrite)"),
+    _flex("Erf", "tf.math.erf", ""),
     _flex("CumProd", "tf.math.cumprod", "use exp(cumsum(log(x)))"),
     _flex("Det", "tf.linalg.det", "compute the determinant on the host"),
     # The converter lowers tf.math.is_inf/is_nan to ABS+EQUAL / NOT_EQUAL (isinf, isnan and their float16

@@ -237,10 +237,10 @@ _ROWS = [
 KERNELS: dict[str, Kernel] = {row.op: row for row in _ROWS}
 
 # TFLite builtins TFLM has no kernel for, with the rewrite that avoids them (any builtin not in KERNELS
-# is missing; these are the ones models meet, with a concrete way out).
+# is missing; these are the ones models meet, with a concrete way out). hub's own rewrite rules are not
+# named here: hub check adds them for the ONNX layer the op stands for (ONNX_LAYER).
 MISSING_HINTS: dict[str, str] = {
-    "GELU": "converting from PyTorch/ONNX, the gelu_tanh rewrite rule makes it MUL/ADD/TANH; in Keras write it as "
-            "x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
+    "GELU": "in Keras write it as x*sigmoid(1.702x) (LOGISTIC and MUL run on TFLM)",
     "POW": "use a constant exponent of 2 or 3 (becomes MUL), or exp(y*log(x)) in float32",
     "TILE": "use BROADCAST_TO via Expand, or concatenate copies",
     "TOPK_V2": "use ArgMax for k=1, or do top-k on the host",
@@ -253,16 +253,15 @@ MISSING_HINTS: dict[str, str] = {
     "SELECT": "use the broadcasting SELECT_V2 (opset-9+ Where with matching ranks)",
     "CONV_3D": "fold the depth axis into channels and use Conv2d",
     "CONV_3D_TRANSPOSE": "fold the depth axis into channels and use ConvTranspose2d",
-    "LOCAL_RESPONSE_NORMALIZATION": "the decompose_lrn rule rewrites a 3-D or 4-D LRN into builtins (unless --no-rewrite; "
-                                    "int8 needs beta a multiple of 1/8 below 2.5); else replace LRN with BatchNorm, or drop it",
+    "LOCAL_RESPONSE_NORMALIZATION": "replace LRN with BatchNorm, or drop it",
     "RELU_N1_TO_1": "use Clip(-1, 1) after an op with a fused activation, or MINIMUM/MAXIMUM",
     "RELU_0_TO_1": "use Clip(0, 1) as MINIMUM and MAXIMUM",
     "NON_MAX_SUPPRESSION_V4": "run NMS on the host, or use TFLite_Detection_PostProcess",
     "NON_MAX_SUPPRESSION_V5": "run NMS on the host, or use TFLite_Detection_PostProcess",
-    "LSTM": "unroll it over its static length (hub's unroll_rnn rule does, for ONNX LSTM/GRU/RNN)",
+    "LSTM": "unroll it over its static length",
     "BIDIRECTIONAL_SEQUENCE_LSTM": "run two unidirectional LSTMs and concatenate",
-    "UNIDIRECTIONAL_SEQUENCE_RNN": "unroll the RNN into FullyConnected and Tanh (hub's unroll_rnn rule does)",
-    "RNN": "unroll the RNN into FullyConnected and Tanh (hub's unroll_rnn rule does)",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "unroll the RNN into FullyConnected and Tanh",
+    "RNN": "unroll the RNN into FullyConnected and Tanh",
     "SIGN_BIT": "use comparisons and SELECT_V2",
     "REDUCE_ANY": "cast to float and use REDUCE_MAX",
     "GATHER_ELEMENTS": "use Gather on a flattened tensor",
@@ -282,6 +281,11 @@ MISSING_HINTS: dict[str, str] = {
     "FAKE_QUANT": "remove fake-quant nodes before export",
     "HASHTABLE_LOOKUP": "do lookups on the host",
 }
+
+# The ONNX op of the same layer, for builtins above a model converted from ONNX may avoid (hub check names
+# the rewrite rules that unblock that ONNX op, hub.graph.rules UNBLOCKS, after the hint).
+ONNX_LAYER: dict[str, str] = {"GELU": "Gelu", "LOCAL_RESPONSE_NORMALIZATION": "LRN", "LSTM": "LSTM",
+                              "UNIDIRECTIONAL_SEQUENCE_RNN": "RNN", "RNN": "RNN"}
 
 
 def missing_hint(op: str) -> str:

@@ -1,7 +1,7 @@
 """Portability report: where a model can run, what blocks each target, whether it fits a board.
 
 `hub report` analyses without converting (fast): per-target verdicts come from the
-check pass (hub.check.analyse), parameter/MAC/activation figures from hub.check.layers, and the
+check pass (hub.check.onnx, hub.check.tflite), parameter/MAC/activation figures from hub.check.layers, and the
 flash and arena figures are *estimated* (weights as each target stores them; a
 TFLM-style greedy plan of the activations plus modelled persistent data). When
 `hub convert` calls `portability_sections` it passes its measured numbers, which
@@ -199,7 +199,7 @@ def _litert_row(data: bytes) -> dict[str, Any]:
 
 
 def _check_onnx(onnx_model: onnx.ModelProto, target: str, quantize: str):
-    from hub.check.analyse import analyse_onnx
+    from hub.check.onnx import analyse_onnx
 
     try:
         return analyse_onnx(onnx_model, target=target, quantize=quantize)
@@ -230,7 +230,7 @@ def _litert_view(check):
 
 
 def _check_tflite(data: bytes):
-    from hub.check.analyse import analyse_tflite
+    from hub.check.tflite import analyse_tflite
 
     try:
         return analyse_tflite(data, target="tflm")

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Finding, Verification
-from hub.check.analyse import abort_causes, custom_op_findings
+from hub.check.tflite import abort_causes, custom_op_findings
 from hub.child import ChildResult, run_python_module
 from hub.convert.layout import channels_last, moved_channels_last
 from hub.errors import IncompatibleError, InputError
@@ -200,7 +200,7 @@ _NO_CUSTOM_REGISTRATION = "Failed to get registration from op code CUSTOM"  # mi
 
 def _unregistered_custom_op(model: TFLiteModel) -> tuple[str, Finding] | None:
     """(code, the check's finding) of the first custom op the host interpreter lacks: unknown to TFLM, or
-    needing a special build (hub.check.analyse.custom_op_findings decides, from the custom-op table)."""
+    needing a special build (hub.check.tflite.custom_op_findings decides, from the custom-op table)."""
     for op in model.ops:
         if op.name == "CUSTOM":
             code = op.custom_code or "?"

@@ -2,8 +2,9 @@
 
 Each rule is a module whose `run` follows `Rule`, listed by reference in RULES in the order they run
 (for TFLM targets unless --no-rewrite, after hub.graph.passes); hub.graph.rewrite measures the error
-each one adds. A rule declares `UNBLOCKS`: the ONNX ops it makes runnable, so `hub check` names the
-rule from that one place. Adding a rule is adding a module, a line here and its test.
+each one adds. A rule declares `UNBLOCKS`: the ONNX ops it makes runnable, and `DOES`: what it does to
+them, so `hub check` names the rule ("the <rule> rule <DOES>") from that one place. Adding a rule is
+adding a module, a line here and its test.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, d
 
 
 class Rule(Protocol):
-    """A rule module: `run(model) -> (model, one Rewrite per node replaced)`; `UNBLOCKS` the ops it rewrites."""
+    """A rule module: `run(model) -> (model, one Rewrite per node replaced)`; `UNBLOCKS` the ops it rewrites,
+    `DOES` what it does to them (a phrase hub check puts after "the <rule> rule")."""
 
     UNBLOCKS: tuple[str, ...]
+    DOES: str
 
     @staticmethod
     def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]: ...

@@ -14,6 +14,7 @@ from hub.artifacts import Rewrite
 from hub.graph.edit import attr, fresh_name
 
 UNBLOCKS = ("Concat",)  # the ops hub check names this rule for
+DOES = "concatenates it in steps of at most 10 inputs"  # hub check says "the <rule> rule <DOES>"
 MAX_INPUTS = 10
 
 

@@ -36,6 +36,7 @@ from hub.artifacts import Rewrite
 from hub.graph.edit import add_initializer, attr, elem_type, fresh_name, static_shape
 
 UNBLOCKS = ("LRN",)  # the ops hub check names this rule for
+DOES = "rewrites a 3-D or 4-D LRN into builtins, in int8 when beta is a multiple of 1/8 below 2.5"
 
 MAX_DEPTH = 3  # beta a multiple of 2^-3: at most three nested reciprocal square roots
 MAX_G1_POWER = 4  # beta < 2.5: at most four factors of s^-1/2

@@ -34,6 +34,7 @@ from hub.graph.edit import add_initializer, attr, constant, fresh_name, producer
 from hub.graph.rules.erf_approx import node, tanh_of_odd_cubic
 
 UNBLOCKS = ("Gelu", "Erf")  # the ops hub check names this rule for
+DOES = "replaces a GELU (its Erf included) by its tanh form, MUL/ADD/TANH"  # hub check says "the <rule> rule <DOES>"
 C1 = math.sqrt(2.0 / math.pi)
 C2 = 0.044715 * C1
 INTO = "tanh form"

@@ -22,6 +22,7 @@ from hub.artifacts import Rewrite
 from hub.graph.edit import add_initializer, as_linear, attr, fresh_name, opset, producer, sole_consumer
 
 UNBLOCKS = ("HardSigmoid",)  # the ops hub check names this rule for
+DOES = "turns it into RELU6, or HardSwish"  # hub check says "the <rule> rule <DOES>"
 HARDSWISH = (1 / 6, 0.5)
 
 

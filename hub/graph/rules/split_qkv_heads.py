@@ -28,6 +28,7 @@ from hub.graph.edit import (add_initializer, attr, constant, consumers, fresh_na
                             sole_consumer, static_shape)
 
 UNBLOCKS = ()  # a pattern (a 5-D head split TFLM's STRIDED_SLICE refuses), not an op
+DOES = "splits a 5-D attention head split into 4-D slices"  # hub check says "the <rule> rule <DOES>"
 PART_AXIS = 2  # the K (q/k/v) axis of the 5-D reshape
 
 

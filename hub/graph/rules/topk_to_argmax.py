@@ -19,6 +19,7 @@ from hub.artifacts import Rewrite
 from hub.graph.edit import add_initializer, attr, constant, opset, replace_node
 
 UNBLOCKS = ("TopK",)  # the ops hub check names this rule for
+DOES = "rewrites k=1 as ArgMax"  # hub check says "the <rule> rule <DOES>"
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:

@@ -42,6 +42,7 @@ from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, producer, static_shape
 
 UNBLOCKS = ("LSTM", "GRU", "RNN")  # the ops hub check names this rule for
+DOES = "unrolls it over its static length into builtins"
 
 GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}
 DEFAULT_ACTIVATIONS = {"GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"], "RNN": ["Tanh"]}

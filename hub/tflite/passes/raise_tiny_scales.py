@@ -19,7 +19,7 @@ import struct
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.check.analyse import scale_hazards
+from hub.check.tflite import scale_hazards
 from hub.tflite.model import read_tflite
 
 SCALE_FIELD = 8  # vtable offset of QuantizationParameters.scale in the TFLite schema

@@ -1,16 +1,14 @@
-"""`hub check`: predict, node by node and before any conversion, what TFLite Micro will refuse.
+"""`hub check` on an ONNX graph: predict, node by node and before any conversion, what TFLite Micro will
+refuse in the model onnx2tf makes of it.
 
-For an ONNX graph each node goes through two tables: what onnx2tf turns it into
-(hub.knowledge.onnx2tf_ops) and what TFLM's kernels accept
-(hub.knowledge.tflm_kernels). For a .tflite file the ops are read from the
-flatbuffer and checked against the same TFLM table. Whole-model rules (dynamic
-shapes, hybrid models, float16, custom and Flex ops, the int8 softmax abort)
-run on both. Nothing here imports tensorflow or torch.
+Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
+conditions its variants name in CONDITIONS here) and what TFLM's kernels accept (hub.knowledge.tflm_kernels,
+judged by hub.check.constraints, as for a .tflite file). Whole-model rules (dynamic shapes, input types,
+float16, the int8 softmax abort) run beside them. Nothing here imports tensorflow or torch.
 """
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,12 +18,14 @@ import numpy as np
 import onnx
 
 from hub.artifacts import CheckResult, Finding, PassResult
+from hub.check.constraints import (SOFTMAX_ABORT_HINT, OpFacts, breaches, check_result, check_target, hybrid,
+                                   input_count, not_in_tflm, output_type, reason, softmax_abort_message,
+                                   softmax_aborts, verdict, with_rule)
 from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.graph.shapes import with_shapes
 from hub.knowledge import onnx2tf_ops, tflm_kernels
-from hub.knowledge.resolver import CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
-from hub.targets import Quantize, resolve
+from hub.targets import Quantize
 
 FLOAT_TYPES = {"float32", "float64", "float16", "bfloat16"}
 ONNX_STD_DOMAINS = {"", "ai.onnx"}
@@ -35,19 +35,6 @@ ONNX_STD_DOMAINS = {"", "ai.onnx"}
 CONVERTER_REFUSED_INPUT_TYPES = {"int8", "uint8", "int16", "uint16", "uint32", "uint64"}
 DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 ACTIVATION_OPS = {"Relu": "RELU"}  # ONNX activations onnx2tf/TFLite fuse into the producing op
-
-
-def _result(target: str, quantize: str, findings: list[Finding], nodes: list[dict]) -> CheckResult:
-    return CheckResult(not any(f.severity == "error" for f in findings), target, quantize, findings, nodes)
-
-
-def _check_target(target: str, quantize: str = "int8") -> Quantize:
-    return resolve(target, quantize, command="check")[1]
-
-
-# --------------------------------------------------------------------------------------------------
-# ONNX graphs
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -278,18 +265,6 @@ def _runtime_dtype(dtype: str, quantize: str) -> str:
     return dtype
 
 
-def _type_finding(view: NodeView, ops: list[str], op: str, k: Kernel, dtype: str, quantize: str) -> Finding:
-    accepted = ", ".join(sorted(k.types))
-    if dtype == "int64":
-        return _finding(view, ops, "error", f"{op} gets int64 tensors; TFLM's {op} kernel takes {accepted}.",
-                        "no int64 arithmetic on TFLM: cast to int32 (or float) before this op")
-    if quantize != "float32" and "float32" in k.types and dtype in ("int8", "int16"):
-        return _finding(view, ops, "error", f"TFLM's {op} kernel is float32-only here ({accepted}); an {quantize} "
-                        f"model gives it {dtype}.", f"replace this op, or convert with --quantize float32")
-    return _finding(view, ops, "error", f"{op} would get {dtype} tensors; TFLM's {op} kernel takes {accepted}.",
-                    f"cast the input to one of {accepted} first")
-
-
 def _broadcasts(view: NodeView) -> bool:
     shapes = {m.shape for m in view.inputs() if m.shape is not None}
     return len(shapes) > 1
@@ -297,60 +272,46 @@ def _broadcasts(view: NodeView) -> bool:
 
 def _kernel_findings(view: NodeView, ops: list[str], op: str, k: Kernel, quantize: str,
                      low: onnx2tf_ops.Lowering, fixed: str | None = None) -> list[Finding]:
-    """Types, ranks, constant operands and input counts of one TFLite op against its TFLM kernel."""
-    out: list[Finding] = []
+    """One TFLite op the node becomes against its TFLM kernel (hub.check.constraints), with what the graph
+    predicts of its tensors."""
     data = view.data_input()
-    dtype = fixed or (_runtime_dtype(data.dtype, quantize) if data is not None else "unknown")
-    if dtype not in k.types and dtype != "unknown" and not (op == "CAST" and dtype in k.types):
-        out.append(_type_finding(view, ops, op, k, dtype, quantize))
     index = view.input(1)
-    if k.index_types and len(set(ops)) == 1 and index is not None and not index.const \
-            and index.dtype not in k.index_types:  # input 1 is the index only when the node is this one op
-        out.append(_finding(view, ops, "error", f"{op} gets {index.dtype} indices at run time; TFLM's {op} takes "
-                            f"{', '.join(sorted(k.index_types))} indices only.", "cast the indices to int32 first"))
-    if op == "CAST" and view.output() is not None:
-        to = _runtime_dtype(view.output().dtype, quantize)
-        if to not in k.types and to != "unknown":
-            out.append(_type_finding(view, ops, op, k, to, quantize))
-    if k.output_types and op == ops[0].split("@")[0] and low.output_dtype and low.output_dtype not in k.output_types \
-            and view.node.output[0] not in view.int32_indices:
-        out.append(_finding(view, ops, "error", f"{op} would write {low.output_dtype} (onnx2tf keeps {view.op}'s "
-                            f"{low.output_dtype} output); TFLM's {op} writes {', '.join(sorted(k.output_types))} "
-                            "only and fails at invoke.", low.hint or "do this step on the host"))
-    rank = max((m.rank for m in view.inputs() if m.rank is not None), default=None)
-    limit = k.max_rank or k.rank
-    if rank is not None and limit is not None and rank > limit:
-        out.append(_finding(view, ops, "error", f"{op} gets a {rank}-D tensor; TFLM's {op} takes at most {limit}-D.",
-                            f"reshape to {limit}-D or fewer around this op"))
-    if k.broadcast_rank and rank is not None and rank > k.broadcast_rank and _broadcasts(view):
-        out.append(_finding(view, ops, "error", f"{op} broadcasts {rank}-D shapes; TFLM's {op} broadcasts at most "
-                            f"{k.broadcast_rank}-D.", f"expand the smaller operand to the full shape, or reshape "
-                            f"to {k.broadcast_rank}-D"))
+    runtime = []
     for onnx_index, tfl_index in low.const_operands.items():
         meta = view.input(onnx_index)
         from_output = onnx_index in low.shape_operands and view.output() is not None and view.output().static
-        if tfl_index in k.const_inputs and meta is not None and not meta.const and not from_output:
-            out.append(_finding(view, ops, "error", f"input {onnx_index} ({meta.name}) of {view.op} is computed at "
-                                f"run time; TFLM's {op} needs it constant.", "make it a constant (export with fixed "
-                                "sizes, or let hub normalise fold it)"))
-    count = len(view.inputs())
-    if k.max_inputs is not None and count > k.max_inputs:
-        out.append(_finding(view, ops, "error", f"{view.op} has {count} inputs; TFLM's {op} allows {k.max_inputs}.",
-                            f"{view.op.lower()} in steps of at most {k.max_inputs} inputs (the chain_concat rule "
-                            "does this for Concat unless --no-rewrite)"))
+        if meta is not None and not meta.const and not from_output:
+            runtime.append((tfl_index, f"input {onnx_index} ({meta.name}) of {view.op}"))
+    writes = low.output_dtype if op == ops[0].split("@")[0] and view.node.output[0] not in view.int32_indices else ""
+    facts = OpFacts(
+        op, view.op, quantize,
+        dtype=fixed or (_runtime_dtype(data.dtype, quantize) if data is not None else "unknown"),
+        cast_to=_runtime_dtype(view.output().dtype, quantize) if op == "CAST" and view.output() is not None else None,
+        # input 1 is the index only when the node is this one op
+        index_dtype=index.dtype if len(set(ops)) == 1 and index is not None and not index.const else None,
+        output_dtype=writes or None, output_why=f" (onnx2tf keeps {view.op}'s {writes} output)",
+        rank=max((m.rank for m in view.inputs() if m.rank is not None), default=None),
+        broadcasts=_broadcasts(view), runtime_inputs=tuple(runtime), inputs=len(view.inputs()))
+    out = []
+    for constraint, message, hint in breaches(facts, k):
+        if constraint is output_type:
+            hint = with_rule(low.hint, view.op) or "do this step on the host"
+        elif constraint is input_count:  # a rule that rewrites the op (chain_concat) does this
+            hint = with_rule(hint, view.op, before=False)
+        out.append(_finding(view, ops, "error", message, hint))
     return out
 
 
 def _op_findings(view: NodeView, ops: list[str], op: str, quantize: str, low: onnx2tf_ops.Lowering) -> list[Finding]:
     if op.startswith("FlexOp:"):
         return [_finding(view, ops, "error", f"{view.op} becomes {op[7:]}, which needs a Flex op; TFLM has none.",
-                         low.hint or "rewrite the layer with builtin ops")]
+                         with_rule(low.hint, view.op) or "rewrite the layer with builtin ops")]
     op, _, fixed = op.partition("@")
     ops = [o.split("@")[0] for o in ops]
     k = KERNELS.get(op)
     if k is None:
-        hint = low.hint or tflm_kernels.missing_hint(op)
-        return [_finding(view, ops, "error", f"{view.op} becomes TFLite {op}, which is not in TFLM.", hint)]
+        hint = with_rule(low.hint, view.op) or tflm_kernels.missing_hint(op)
+        return [_finding(view, ops, "error", not_in_tflm(op, view.op), hint)]
     data = view.data_input()
     if not fixed and quantize != "float32" and op in onnx2tf_ops.FLOAT_FALLBACK \
             and (data is None or data.dtype in FLOAT_TYPES - {"float64"}):
@@ -372,10 +333,10 @@ def check_node(view: NodeView, quantize: str) -> tuple[list[str], list[Finding]]
                              "replace it with standard ONNX ops onnx2tf converts")]
     ops = _tflite_ops(view, low)
     if low.fails:
-        return ops, [_finding(view, ops, "error", f"{view.op}: {low.fails}.", low.hint)]
-    for condition, reason in low.fails_when + (low.fails_quantized if quantize != "float32" else ()):
+        return ops, [_finding(view, ops, "error", f"{view.op}: {low.fails}.", with_rule(low.hint, view.op))]
+    for condition, why in low.fails_when + (low.fails_quantized if quantize != "float32" else ()):
         if CONDITIONS[condition](view):
-            return ops, [_finding(view, ops, "error", f"{reason}.", low.hint)]
+            return ops, [_finding(view, ops, "error", f"{why}.", with_rule(low.hint, view.op))]
     for i in low.static_operands:
         meta = view.input(i)
         if meta is not None and not meta.const and i in low.shape_operands and view.output() is not None \
@@ -454,8 +415,8 @@ def _whole_model_findings(model: onnx.ModelProto, tensors: dict[str, TensorMeta]
 def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Finding]:
     out: list[Finding] = []
     if view.op in DYNAMIC_QUANT_OPS:
-        out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; TFLM "
-                            "rejects hybrid models.", "export in float32 and let hub quantize to int8"))
+        out.append(_finding(view, ops, "error", f"{view.op} makes a dynamically quantized (hybrid) model; "
+                            f"{reason(hybrid, view.op)}.", "export in float32 and let hub quantize to int8"))
     rhs = view.input(1)
     if Quantize(quantize).quantized and view.op in ("MatMul", "Gemm") and rhs is not None and not rhs.const \
             and view.node.input[1] in view.unweighted:
@@ -471,18 +432,9 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
         out.append(_finding(view, ops, "error", f"{view.op}'s output shape depends on the data; TFLM needs "
                             "static shapes.", "give the output a fixed size (pad or mask instead)"))
     classes = _softmax_classes(view) if "SOFTMAX" in ops else None
-    if quantize == "int8" and classes is not None and classes >= tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES:
+    if quantize == "int8" and softmax_aborts(classes):
         out.append(_finding(view, ops, "risk", softmax_abort_message(classes), SOFTMAX_ABORT_HINT))
     return out
-
-
-SOFTMAX_ABORT_HINT = "end the int8 model before the softmax (argmax needs none), or convert with --quantize int16x8"
-
-
-def softmax_abort_message(classes: int) -> str:
-    return (f"int8 SOFTMAX over {classes:,} classes: TFLM aborts the program at invoke whenever "
-            f"{tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES} or more of them score level with the top one "
-            "(reference/softmax.h exponent check); flat logits, as from placeholder weights, hit it.")
 
 
 def _softmax_classes(view: NodeView) -> int | None:
@@ -563,7 +515,7 @@ def _softmax_patterns(model: onnx.ModelProto, tensors: dict[str, TensorMeta]) ->
 
 def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
-    quantize = _check_target(target, quantize)
+    quantize = check_target(target, quantize)
     model = with_shapes(model)
     tensors = tensor_table(model)  # what hub.graph.network.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
@@ -587,33 +539,33 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
                         reshaped_inputs, frozenset(graph_outputs), unweighted=unweighted, int32_indices=int32_indices)
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
-            ops, node_findings, verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
+            ops, node_findings, node_verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
         elif out0 in softmax_parts:
-            ops, node_findings, verdict = [], [], "fused"
+            ops, node_findings, node_verdict = [], [], "fused"
         elif out0 in softmax_ends:
             op = softmax_ends[out0]
             ops = [op]
             node_findings = _op_findings(view, ops, op, quantize, onnx2tf_ops.LOWERINGS[SOFTMAX_ONNX[op]])
             node_findings += _node_level_rules(view, ops, quantize)
-            verdict = _verdict(node_findings)
+            node_verdict = verdict(node_findings)
         else:
             ops, node_findings = check_node(view, quantize)
             fused = _fused_into(view, producer_ops, producer_of) if not node_findings else None
             if fused and readers.get(node.input[0], 0) == 1:
-                ops, verdict = [], "fused"
+                ops, node_verdict = [], "fused"
             else:
                 node_findings += _node_level_rules(view, ops, quantize)
-                verdict = _verdict(node_findings)
+                node_verdict = verdict(node_findings)
         for out in node.output:
             producer_of[out] = nid
         producer_ops[nid] = ops
         findings += node_findings
-        nodes.append({"name": nid, "op": node.op_type, "tflite_ops": ops, "verdict": verdict,
+        nodes.append({"name": nid, "op": node.op_type, "tflite_ops": ops, "verdict": node_verdict,
                       "module": module_path(node)})
     blocked = {n["name"] for n in nodes if n["verdict"] == "error"}
     if blocked and not any(f.severity == "error" and f.node not in blocked for f in findings):
         findings += _host_split_finding(model, blocked)
-    return _result(target, quantize, findings, nodes)
+    return check_result(target, quantize, findings, nodes)
 
 
 def _unweighted_tensors(model: onnx.ModelProto, model_inputs: frozenset[str],
@@ -665,228 +617,4 @@ def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Findi
                     f"export the model up to {', '.join(split.cut)} (e.g. return that tensor from forward())")]
 
 
-def _verdict(findings: list[Finding]) -> str:
-    severities = {f.severity for f in findings}
-    return next((s for s in ("error", "risk", "warning") if s in severities), "ok")
-
-
-# --------------------------------------------------------------------------------------------------
-# TFLite flatbuffers
-# --------------------------------------------------------------------------------------------------
-
-def _op_label(model, op) -> str:
-    outs = [model.tensors[i].name for i in op.outputs if i >= 0]
-    return f"#{op.index} {outs[0]}" if outs else f"#{op.index}"
-
-
-def scale_hazards(model) -> list[tuple]:
-    """(op, input tensor, limit) for each int8 op whose input scale TFLM's Prepare cannot take
-    (tflm_kernels.MIN_INT8_INPUT_SCALE); `model` is a TFLiteModel from read_tflite."""
-    hazards = []
-    for op in model.ops:
-        limit = tflm_kernels.MIN_INT8_INPUT_SCALE.get(op.name)
-        if limit is None or not op.inputs or op.inputs[0] < 0:
-            continue
-        t = model.tensors[op.inputs[0]]
-        if t.dtype == "int8" and t.scales and t.scales[0] <= limit:
-            hazards.append((op, t, limit))
-    return hazards
-
-
-def check_softmax_scales(model) -> list[Finding]:
-    """int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC whose input scale makes TFLM abort (TFLiteModel from read_tflite)."""
-    return [Finding(_op_label(model, op), op.name, [op.name], "error",
-                    f"int8 {op.name} input scale {t.scales[0]:.3g} is below {limit:.3g}; TFLM "
-                    "aborts the whole program in Prepare (QuantizeMultiplierGreaterThanOne).",
-                    "convert it with hub convert (which raises the scale to the limit), or calibrate with real "
-                    "data: the logits barely vary")
-            for op, t, limit in scale_hazards(model)]
-
-
-def check_rescale_scales(model) -> list[Finding]:
-    """int8 ADD/SUB whose larger input scale is 2^19 or more times its output scale: TFLM aborts in Prepare
-    (tflm_kernels.Kernel.int8_rescale_shift). Seen when a MaxPool input was padded with -3.4e38 (issue 12)."""
-    findings = []
-    for op in model.ops:
-        k = KERNELS.get(op.name)
-        if k is None or not k.int8_rescale_shift or len(op.inputs) < 2 or not op.outputs:
-            continue
-        tensors = [model.tensors[i] for i in (*op.inputs[:2], op.outputs[0]) if i >= 0]
-        if len(tensors) != 3 or any(t.dtype != "int8" or not t.scales for t in tensors):
-            continue
-        top, out = max(tensors[0].scales[0], tensors[1].scales[0]), tensors[2].scales[0]
-        multiplier = 2 * top / (2 ** k.int8_rescale_shift * out) if out > 0 else math.inf
-        if multiplier >= 1:
-            findings.append(Finding(_op_label(model, op), op.name, [op.name], "error",
-                                    f"int8 {op.name} input scale {top:.3g} is {top / out if out else math.inf:.3g} "
-                                    f"times its output scale {out:.3g}; TFLM aborts the whole program in {op.name}'s Prepare "
-                                    "(QuantizeMultiplierSmallerThanOneExp).",
-                                    "find what widened that input's range (a -3.4e38 PADV2 before a MaxPool, "
-                                    "for one) and convert again with hub convert"))
-    return findings
-
-
-def abort_causes(model, at_invoke: bool) -> list[Finding]:
-    """The check's findings that explain TFLM aborting the process: in Prepare (scales its kernels
-    cannot take), and at invoke also the risks data can trigger (a flat int8 SOFTMAX)."""
-    causes = check_softmax_scales(model) + check_rescale_scales(model)
-    if at_invoke:
-        causes += [Finding(_op_label(model, op), op.name, [op.name], "risk", softmax_abort_message(classes),
-                           SOFTMAX_ABORT_HINT)
-                   for op in model.ops if (classes := softmax_abort_classes(model, op))]
-    return causes
-
-
-def custom_op_findings(label: str, code: str) -> list[Finding]:
-    """Flex ops and custom codes TFLM's resolver does not know block; so do known ones that need a build
-    (and hardware) the host interpreter does not have: the check cannot vouch for them."""
-    def err(message: str, hint: str) -> Finding:
-        return Finding(label, "CUSTOM", ["CUSTOM"], "error", message, hint)
-
-    if code.startswith("Flex"):
-        return [err(f"Flex op {code[4:]} needs TensorFlow's kernels; TFLM has no Flex ops.",
-                    "convert with builtin ops only (hub convert does)")]
-    custom = CUSTOM_OPS.get(code)
-    if custom is None:
-        return [err(f"custom op {code} is not one TFLM registers.", "register your own kernel for it "
-                    "(MicroMutableOpResolver::AddCustom), or rewrite the layer with builtin ops")]
-    if custom.needs:
-        return [err(f"custom op {code} needs {custom.needs}.", custom.hint)]
-    return []
-
-
-def _data_tensor(model, op):
-    """The tensor whose type picks the kernel: by the operand-role table (TRANSPOSE_CONV's is input 2),
-    else the first computed, non-bool input, else input 0."""
-    typed = tflm_kernels.typed_inputs(op.name)
-    if typed is not None:
-        picked = [op.inputs[i] for i in typed if i < len(op.inputs) and op.inputs[i] >= 0]
-        return model.tensors[picked[0]] if picked else None
-    ins = [model.tensors[i] for i in op.inputs if i >= 0]
-    return next((t for t in ins if not t.is_constant and t.dtype != "bool"), ins[0] if ins else None)
-
-
-def _tflite_op_findings(model, op) -> list[Finding]:
-    label, ops = _op_label(model, op), [op.name]
-
-    def err(message: str, hint: str) -> Finding:
-        return Finding(label, op.name, ops, "error", message, hint)
-
-    if op.name == "CUSTOM":
-        return custom_op_findings(label, op.custom_code or "?")
-    k = KERNELS.get(op.name)
-    if k is None:
-        return [err(f"TFLite {op.name} is not in TFLM.", tflm_kernels.missing_hint(op.name))]
-    ins = [model.tensors[i] for i in op.inputs if i >= 0]
-    data = _data_tensor(model, op)
-    out: list[Finding] = []
-    outs = [model.tensors[i] for i in op.outputs if i >= 0]
-    if k.output_types and outs and outs[0].dtype not in k.output_types:
-        out.append(err(f"{op.name} writes {outs[0].dtype}; TFLM's kernel writes {', '.join(sorted(k.output_types))} "
-                       "only and fails at invoke.", "make the op output int32 (or do this step on the host)"))
-    if data is not None and data.dtype not in k.types:
-        if data.dtype == "int64":
-            out.append(err(f"{op.name} gets int64 tensors; TFLM's kernel takes {', '.join(sorted(k.types))}.",
-                           "no int64 arithmetic on TFLM: cast to int32 before this op"))
-        else:
-            out.append(err(f"{op.name} gets {data.dtype} tensors; TFLM's kernel takes "
-                           f"{', '.join(sorted(k.types))}.", "convert this op's inputs to an accepted type"))
-    limit = k.max_rank or k.rank
-    if data is not None and limit and len(data.shape) > limit:
-        out.append(err(f"{op.name} gets a {len(data.shape)}-D tensor; TFLM takes at most {limit}-D.",
-                       f"reshape to {limit}-D or fewer"))
-    for i in k.const_inputs:
-        if i < len(op.inputs) and op.inputs[i] >= 0 and not model.tensors[op.inputs[i]].is_constant:
-            out.append(err(f"{op.name} input {i} is computed at run time; TFLM needs it constant.",
-                           "make it a constant in the source model"))
-    if k.max_inputs and len(ins) > k.max_inputs:
-        out.append(err(f"{op.name} has {len(ins)} inputs; TFLM allows {k.max_inputs}.",
-                       f"split it into steps of at most {k.max_inputs} inputs"))
-    if not k.per_channel and any(t.per_channel for t in ins):
-        per_channel = sorted(name for name, kernel in KERNELS.items() if kernel.per_channel)
-        out.append(err(f"{op.name} has a per-channel quantized input; TFLM takes per-channel scales only in "
-                       f"{', '.join(per_channel[:-1])} and {per_channel[-1]}.",
-                       "requantize that tensor per-tensor"))
-    weights = [model.tensors[i] for pos, i in enumerate(op.inputs)
-               if i >= 0 and tflm_kernels.role(op.name, pos) == tflm_kernels.WEIGHTS]
-    if data is not None and data.dtype == "float32" and \
-            any(t.is_constant and t.dtype in ("int8", "uint8") for t in weights):
-        out.append(err(f"{op.name} takes float32 activations with int8 weights (a hybrid, dynamic-range "
-                       "model); TFLM rejects hybrid models.", "convert with full-integer int8 (hub convert "
-                       "--quantize int8) or float32"))
-    classes = softmax_abort_classes(model, op)
-    if classes:
-        out.append(Finding(label, op.name, ops, "risk", softmax_abort_message(classes), SOFTMAX_ABORT_HINT))
-    return out
-
-
-def softmax_abort_classes(model, op) -> int | None:
-    """The class count of an int8-to-int8 SOFTMAX that TFLM aborts on when its logits are flat, else None."""
-    if op.name != "SOFTMAX" or not op.inputs or not op.outputs or op.inputs[0] < 0:
-        return None
-    x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
-    classes = x.shape[-1] if x.shape else 0
-    if x.dtype == y.dtype == "int8" and classes >= tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES:
-        return classes
-    return None
-
-
-def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
-    """Check a .tflite flatbuffer against TFLM's kernels: op codes, tensor types, quantization, shapes."""
-    from hub.tflite.model import read_tflite
-
-    _check_target(target)
-    model = read_tflite(tflite_bytes)
-    findings = _tflite_model_findings(model)
-    nodes = []
-    for op in model.ops:
-        op_findings = _tflite_op_findings(model, op)
-        findings += op_findings
-        nodes.append({"name": _op_label(model, op), "op": op.name if op.name != "CUSTOM" else f"CUSTOM:{op.custom_code}",
-                      "tflite_ops": [op.name], "verdict": _verdict(op_findings), "module": None})
-    scale_findings = check_softmax_scales(model) + check_rescale_scales(model)
-    findings += scale_findings
-    for f in scale_findings:
-        for n in nodes:
-            if n["name"] == f.node:
-                n["verdict"] = "error"
-    quantize = _tflite_quantize(model)
-    return _result(target, quantize, findings, nodes)
-
-
-def _tflite_model_findings(model) -> list[Finding]:
-    findings = []
-    # TFLM reads only `shape`, never `shape_signature`: a -1 there (typically the batch of
-    # TensorFlow's own converter output) runs with the stored size, so it is a warning, not a block.
-    dynamic = [t for t in model.tensors if any(d < 0 for d in t.shape_signature)]
-    if dynamic:
-        t = dynamic[0]
-        batch_only = all(d >= 0 for x in dynamic for d in x.shape_signature[1:])
-        findings.append(Finding(t.name, "Tensor", [], "warning",
-                                f"{len(dynamic)} tensor(s) have {'a dynamic batch' if batch_only else 'dynamic dimensions'}"
-                                f" (e.g. {t.name} {list(t.shape_signature)}); TFLM ignores that and runs the stored "
-                                f"shape {list(t.shape)}.",
-                                "" if batch_only else "convert with fixed input shapes (hub convert --input-shape)"))
-    f16 = [t for t in model.tensors if t.dtype == "float16"]
-    if f16:
-        findings.append(Finding(f16[0].name, "Tensor", [], "error",
-                                f"{len(f16)} float16 tensor(s) (e.g. {f16[0].name}); TFLM has no float16 kernels.",
-                                "convert to int8 or float32"))
-    return findings
-
-
-def _tflite_quantize(model) -> str:
-    """int8 / int16x8 / float32, from the model's input/output and activation types."""
-    kinds = {model.tensors[i].dtype for i in (*model.inputs, *model.outputs)}
-    activations = {t.dtype for t in model.tensors if not t.is_constant}
-    if "int16" in activations and "int8" not in kinds:
-        return "int16x8"
-    if "int8" in kinds or ("int8" in activations and "float32" not in activations):
-        return "int8"
-    if "float16" in activations or any(t.dtype == "float16" for t in model.tensors):
-        return "float16"
-    return "float32" if "float32" in activations else "int8"
-
-
-__all__ = ["CheckResult", "analyse_onnx", "analyse_tflite", "check_rescale_scales", "check_softmax_scales",
-           "scale_hazards", "abort_causes", "custom_op_findings", "softmax_abort_classes", "check_node", "NodeView"]
+__all__ = ["CheckResult", "analyse_onnx", "with_rewrites", "check_node", "NodeView", "CONDITIONS"]

@@ -245,3 +245,26 @@ def test_tiny_softmax_scale_is_raised_so_tflm_runs_it(tiny_softmax_int8_tflite):
     verified = verify(fixed, reference, held_out(reference))
     assert verified.ok and verified.fidelity.max_abs_error < 1e-3
     assert run_passes(fixed)[1][0].changed == 0  # nothing left to raise
+
+
+def test_verification_documents_keep_report_json_keys():
+    """to_dict() is report.json: optional keys appear only when measured, in report.json's order."""
+    from hub.artifacts import Diagnosis, Fidelity, Memory, OutputFidelity, ScheduleArena, TFLMRun
+
+    assert list(TFLMRun(True, True).to_dict()) == ["loads", "invokes", "message"]
+    assert list(TFLMRun(True, True, None, 1.5).to_dict())[-1] == "invoke_us_host"
+    assert list(Memory(100, 1024, 50).to_dict()) == ["arena_bytes", "arena_recommended_bytes", "flash_bytes"]
+    assert list(Memory(100, 1024, 50, 20, ScheduleArena(None, 120)).to_dict()) == [
+        "arena_bytes", "arena_recommended_bytes", "flash_bytes", "arena_persistent_bytes", "arena_lower_bound_bytes",
+        "arena_default_order_bytes"]
+    unmatched = Fidelity(8, None, None, None, None, cosine_undefined="no TFLite output matches").to_dict()
+    assert list(unmatched) == ["samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "cosine_undefined"]
+    out = OutputFidelity(0.1, 0.05, None, None, None, cosine_undefined="all zero", output_steps=3.0, name="y")
+    assert list(out.to_dict()) == ["name", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error",
+                                   "cosine_undefined", "output_steps"]
+    doc = Fidelity(8, 0.1, 0.05, None, None, 0.2, output_steps=3.0, cosine_undefined="all zero", outputs=[out, out],
+                   diagnosis=Diagnosis("conversion", 0.3)).to_dict()
+    assert list(doc)[5:] == ["relative_error", "output_steps", "cosine_undefined", "outputs", "diagnosis"]
+    assert doc["diagnosis"] == {"kind": "conversion", "float32_cosine": 0.3, "diverges_at": None}
+    assert Diagnosis("quantization", 0.99, causes=["x"]).to_dict() == {"kind": "quantization", "float32_cosine": 0.99,
+                                                                       "causes": ["x"]}

@@ -54,7 +54,7 @@ def reference_arena(name: str) -> int | None:
     from hub.verify.tflm import verify
 
     path = MLPERF / name / "reference_int8.tflite"
-    return verify(path.read_bytes(), None, None).memory.get("arena_bytes") if path.exists() else None
+    return verify(path.read_bytes(), None, None).memory.arena_bytes if path.exists() else None
 
 
 def convert_one(name: str, path: Path, extra: list[str], mode: str, work: Path) -> dict:

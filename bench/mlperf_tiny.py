@@ -83,10 +83,10 @@ def measure(tflite_bytes: bytes, reference, samples) -> dict:
 
     model = read_tflite(tflite_bytes)
     check = verify(tflite_bytes, reference, samples)
-    if not check.tflm.get("invokes"):
-        raise RuntimeError(f"TFLM did not run the file: {check.tflm.get('message')}")
+    if not check.tflm.invokes:
+        raise RuntimeError(f"TFLM did not run the file: {check.tflm.message}")
     return {"size": len(tflite_bytes), "ops": len(model.ops), "histogram": model.op_histogram(),
-            "arena": check.memory.get("arena_bytes"), "fidelity": check.fidelity or {}}
+            "arena": check.memory.arena_bytes, "fidelity": check.fidelity.to_dict() if check.fidelity else {}}
 
 
 # --- invoke timing (child process) ---------------------------------------------------------

@@ -91,8 +91,8 @@ def measure_file(path: Path, root: Path) -> dict:
     try:
         result = verify(data, None, None)
         row["tflm_ok"] = bool(result.ok)
-        row["tflm"] = {"loads": result.tflm.get("loads"), "invokes": result.tflm.get("invokes"),
-                       "arena_bytes": result.memory.get("arena_bytes")}
+        row["tflm"] = {"loads": result.tflm.loads, "invokes": result.tflm.invokes,
+                       "arena_bytes": result.memory.arena_bytes}
         row["tflm_message"] = next((f.message for f in result.findings if f.severity == "error"), None)
     except Exception as exc:
         row["tflm_ok"], row["tflm_message"] = None, f"{type(exc).__name__}: {exc}"

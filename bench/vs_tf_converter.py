@@ -193,7 +193,7 @@ def measure(tflite: Path, expected: np.ndarray, x: np.ndarray, work: Path) -> di
 
     data = tflite.read_bytes()
     model = read_tflite(data)
-    arena = verify(data, None, None).memory.get("arena_bytes")
+    arena = verify(data, None, None).memory.arena_bytes
     return {"size": len(data), "ops": len(model.ops), "histogram": model.op_histogram(), "arena": arena,
             **fidelity(expected, tflm_outputs(tflite, x, work))}
 

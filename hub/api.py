@@ -151,14 +151,14 @@ def convert(
             converted, scheduled = _schedule(converted, schedule if target == "tflm" else "default")
             tflite_passes.append(scheduled.pass_result())
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
-            verification = _verify(converted.tflite_bytes, reference.onnx_model, calibration_set.held_out_samples(),
-                                   min_cosine)
-            verification.memory.update(scheduled.memory_fields(verification.memory))
+            verification = scheduled.joined(_verify(converted.tflite_bytes, reference.onnx_model,
+                                                    calibration_set.held_out_samples(), min_cosine))
             if compression is not None:
-                compression.after = _on_tflm(verification)
+                compression = compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
-            for message in judge_fidelity(convert_options, normalised, calibration_set, converted.tflite_bytes,
-                                          verification):
+            verification, messages = judge_fidelity(convert_options, normalised, calibration_set,
+                                                    converted.tflite_bytes, verification)
+            for message in messages:
                 warn(f"{path.name}: {message}")
     report = ConvertReport(target=target, quantize=quantize, source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
@@ -192,11 +192,11 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
             from hub.firmware.ethos_u import write_outputs
 
             report.firmware = write_outputs(report.ethos_u, ident, tmp, report.portability)
-        elif verification is not None and verification.tflm.get("loads"):
+        elif verification is not None and verification.tflm.loads:
             with progress.stage("export", "Writing firmware files"):
                 from hub.firmware.export import export_firmware
 
-                arena = verification.memory.get("arena_recommended_bytes")
+                arena = verification.memory.arena_recommended_bytes
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
                                                                    constants=_decode_constants(report.compression))]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
@@ -219,14 +219,8 @@ def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
     if samples:
         check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
-    compression.before = _on_tflm(_verify(scheduled_plain.tflite_bytes, reference, held_out, None))
+    compression = compression.measured(before=_verify(scheduled_plain.tflite_bytes, reference, held_out, None))
     return replace(converted, tflite_bytes=compressed), compression
-
-
-def _on_tflm(verification):
-    from hub.tflite.compress import OnTFLM
-
-    return OnTFLM.of(verification)
 
 
 def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
@@ -327,7 +321,7 @@ def _verification_failure(verification) -> str:
     errors = [f for f in verification.findings if f.severity == "error"]
     if errors:
         return f"fails verification: {errors[0].message}"
-    return f"fails verification: {verification.tflm.get('message') or 'see report.json'}"
+    return f"fails verification: {verification.tflm.message or 'see report.json'}"
 
 
 def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", options: LoadOptions | None = None,
@@ -395,7 +389,7 @@ def export(model: str | Path, *, name: str | None = None, out: str | Path | None
     if not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
     with atomic_folder(out_dir, force) as tmp:
-        files = export_firmware(source.tflite_bytes, ident, tmp, verification.memory.get("arena_recommended_bytes"))
+        files = export_firmware(source.tflite_bytes, ident, tmp, verification.memory.arena_recommended_bytes)
     return {"output": str(out_dir), "files": [f.name for f in files], **verification.to_dict()}
 
 

@@ -141,16 +141,141 @@ class CheckResult:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
+class TFLMRun:
+    """What the TFLM interpreter did with the model (hub.verify.tflm): report.json `tflm`."""
+
+    loads: bool
+    invokes: bool
+    message: str | None = None  # TFLM's failure, when it did not invoke
+    invoke_us_host: float | None = None  # host CPU time per invoke: relative costs, not an MCU's
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"loads": self.loads, "invokes": self.invokes, "message": self.message}
+        if self.invoke_us_host is not None:
+            doc["invoke_us_host"] = self.invoke_us_host
+        return doc
+
+
+@dataclass(frozen=True)
+class ScheduleArena:
+    """hub.tflite.schedule's figures beside the measured arena."""
+
+    arena_lower_bound_bytes: int | None  # no operator order needs less (None: TFLM's persistent tail not measured)
+    arena_default_order_bytes: int | None  # the converter's own order
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The model's memory on TFLM, measured (hub.verify.tflm), with the schedule's figures once that stage
+    joins them (`schedule`): report.json `memory`."""
+
+    arena_bytes: int | None  # the smallest arena TFLM allocates and invokes with (None: not measured)
+    arena_recommended_bytes: int | None
+    flash_bytes: int
+    arena_persistent_bytes: int | None = None  # TFLM's persistent tail, when the child recorded it
+    schedule: ScheduleArena | None = None  # only `hub convert` orders operators
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"arena_bytes": self.arena_bytes, "arena_recommended_bytes": self.arena_recommended_bytes,
+                               "flash_bytes": self.flash_bytes}
+        if self.arena_persistent_bytes is not None:
+            doc["arena_persistent_bytes"] = self.arena_persistent_bytes
+        if self.schedule is not None:
+            doc["arena_lower_bound_bytes"] = self.schedule.arena_lower_bound_bytes
+            doc["arena_default_order_bytes"] = self.schedule.arena_default_order_bytes
+        return doc
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """One output's agreement with the reference over the samples (hub.verify.metrics.output_metrics)."""
+
+    max_abs_error: float
+    rmse: float
+    cosine: float | None  # None: the reference is all zero on every sample (`cosine_undefined` says so)
+    top1_agreement: float | None  # None: not classifier-shaped, or no sample has a top class
+    relative_error: float | None  # max_abs_error / the reference's peak (None: the reference is all zero)
+    cosine_undefined: str | None = None
+    output_steps: float | None = None  # quantized outputs: the reference's span in steps of the output's scale
+    name: str | None = None  # the TFLite output's name, once matched to one
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {} if self.name is None else {"name": self.name}
+        doc.update(max_abs_error=self.max_abs_error, rmse=self.rmse, cosine=self.cosine,
+                   top1_agreement=self.top1_agreement, relative_error=self.relative_error)
+        if self.cosine_undefined is not None:
+            doc["cosine_undefined"] = self.cosine_undefined
+        if self.output_steps is not None:
+            doc["output_steps"] = self.output_steps
+        return doc
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why fidelity is poor (hub.verify.diagnose): "conversion" (float32 is poor too: `diverges_at`, the
+    divergence search's document) or "quantization" (float32 matches: the likely `causes`)."""
+
+    kind: str  # "conversion" | "quantization"
+    float32_cosine: float | None
+    causes: list[str] = field(default_factory=list)  # quantization
+    diverges_at: dict[str, Any] | None = None  # conversion; None when the search failed
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"kind": self.kind, "float32_cosine": self.float32_cosine}
+        if self.kind == "conversion":
+            doc["diverges_at"] = self.diverges_at
+        else:
+            doc["causes"] = list(self.causes)
+        return doc
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The TFLite model against its ONNX reference on held-out samples (hub.verify.metrics.compare): the worst
+    figure over outputs at the top level, each output in `outputs` when there are several. report.json `fidelity`."""
+
+    samples: int
+    max_abs_error: float | None  # None (as rmse): no TFLite output matched a reference output
+    rmse: float | None
+    cosine: float | None
+    top1_agreement: float | None
+    relative_error: float | None = None
+    output_steps: float | None = None
+    cosine_undefined: str | None = None
+    outputs: list[OutputFidelity] | None = None  # several outputs only
+    diagnosis: Diagnosis | None = None  # hub.verify.diagnose's, when fidelity is poor
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"samples": self.samples, "max_abs_error": self.max_abs_error, "rmse": self.rmse,
+                               "cosine": self.cosine, "top1_agreement": self.top1_agreement}
+        if self.max_abs_error is not None:  # outputs were compared (no relative error when none matched)
+            doc["relative_error"] = self.relative_error
+        if self.output_steps is not None:
+            doc["output_steps"] = self.output_steps
+        if self.cosine_undefined is not None:
+            doc["cosine_undefined"] = self.cosine_undefined
+        if self.outputs is not None:
+            doc["outputs"] = [o.to_dict() for o in self.outputs]
+        if self.diagnosis is not None:
+            doc["diagnosis"] = self.diagnosis.to_dict()
+        return doc
+
+
+@dataclass(frozen=True)
 class Verification:
-    tflm: dict[str, Any]
-    memory: dict[str, Any]
-    fidelity: dict[str, Any] | None
+    """The verify stage's result; later stages (schedule figures, diagnosis) join theirs with
+    dataclasses.replace, never by changing this one."""
+
+    tflm: TFLMRun
+    memory: Memory
+    fidelity: Fidelity | None
     findings: list[Finding] = field(default_factory=list)
     ok: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tflm": self.tflm, "memory": self.memory, "fidelity": self.fidelity}
+        return {"tflm": self.tflm.to_dict(), "memory": self.memory.to_dict(),
+                "fidelity": self.fidelity.to_dict() if self.fidelity is not None else None}
 
 
 @dataclass
@@ -207,8 +332,8 @@ class ConvertReport:
     def measured(self) -> Measured:
         v = self.verification
         return Measured(self.target, self.quantize, self.model.tflite_bytes,
-                        v.memory.get("arena_bytes") if v else None, v.tflm.get("invokes") if v else None,
-                        v.tflm.get("message") if v else None)
+                        v.memory.arena_bytes if v else None, v.tflm.invokes if v else None,
+                        v.tflm.message if v else None)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

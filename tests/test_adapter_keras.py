@@ -465,7 +465,7 @@ def test_nasnet_reduction_cell_converts(tmp_path):
     onnx.utils.extract_model(str(full), str(tmp_path / "cell.onnx"), [model.graph.input[0].name], [conv.output[0]])
     tflite_bytes, normalised = convert_model(onnx.load(str(tmp_path / "cell.onnx")), quantize="float32")
     check = verify(tflite_bytes, normalised.onnx_model, None)
-    assert check.tflm["invokes"] and check.fidelity["cosine"] > 0.9999, check.to_dict()
+    assert check.tflm.invokes and check.fidelity.cosine > 0.9999, check.to_dict()
 
 
 def test_efficientnet_style_se_block_converts_with_its_squeeze_as_mean(tmp_path):
@@ -490,4 +490,4 @@ def test_efficientnet_style_se_block_converts_with_its_squeeze_as_mean(tmp_path)
     keras.Model(inp, out).save(tmp_path / "se.keras")
     report = api.convert(tmp_path / "se.keras", input_range="0,255", out=tmp_path / "out")
     assert report.model.ops.get("MEAN") == 1 and report.model.ops.get("AVERAGE_POOL_2D") == 1
-    assert report.verification.fidelity["cosine"] >= 0.99, report.verification.fidelity
+    assert report.verification.fidelity.cosine >= 0.99, report.verification.fidelity

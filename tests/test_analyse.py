@@ -285,7 +285,7 @@ def test_tflm_aborts_where_check_predicts_the_add_rescale(tmp_path):
     assert f.op == "ADD" and "aborts" in f.message
     assert not analyse_tflite(data).compatible
     outcome = verify(data, None, None)
-    assert not outcome.tflm["loads"] and "SIGABRT" in outcome.tflm["message"], outcome.tflm
+    assert not outcome.tflm.loads and "SIGABRT" in outcome.tflm.message, outcome.tflm
 
 
 # --- .tflite files made by the real converter ------------------------------------------------------

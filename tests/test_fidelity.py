@@ -1,4 +1,4 @@
-"""The fidelity gate (hub.verify.diagnose, hub.api._judge_fidelity): a conversion that changes the model's
+"""The fidelity gate (hub.verify.diagnose.judge_fidelity): a conversion that changes the model's
 meaning fails naming where, poor quantization is told apart from it, and an all-zero reference
 leaves cosine undefined. Conversions are real (onnx2tf, TFLM, onnxruntime)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hub import api
 from hub.errors import IncompatibleError
 from hub.graph.passes import PASSES, name_of
 from hub.verify.diagnose import FLOAT_MIN_COSINE, poor
-from hub.verify.tflm import output_metrics
+from hub.verify.metrics import output_metrics
 from tests.conftest import FIXTURES, run_hub
 
 GROUPNORM = FIXTURES / "groupnorm_cnn_state.pth"
@@ -26,21 +26,21 @@ GROUPNORM_ARGS = ["--factory", str(FIXTURES / "torch_models.py") + ":GroupNormCN
 def test_all_zero_reference_leaves_cosine_undefined_with_the_reason():
     zeros = [np.zeros((1, 4))] * 2
     metrics = output_metrics(zeros, [np.ones((1, 4))] * 2)
-    assert metrics["cosine"] is None and "all zero" in metrics["cosine_undefined"]
+    assert metrics.cosine is None and "all zero" in metrics.cosine_undefined
     assert poor(metrics, "int8") is None  # undefined is not poor: top-1 of an all-zero reference means nothing
 
 
 def test_all_zero_model_output_against_a_real_reference_is_cosine_zero():
     reference = [np.array([[1.0, -2.0, 3.0, 0.5]])] * 2
     metrics = output_metrics(reference, [np.zeros((1, 4))] * 2)
-    assert metrics["cosine"] == 0.0 and "cosine_undefined" not in metrics
+    assert metrics.cosine == 0.0 and metrics.cosine_undefined is None
     assert poor(metrics, "int8").startswith("cosine 0.0000")
 
 
 def test_float32_thresholds_catch_a_small_relative_error_that_cosine_misses():
     reference = [np.array([[10.0, 1.0, 1.0, 1.0]])]
     metrics = output_metrics(reference, [np.array([[10.0, 1.0, 1.0, 1.2]])])
-    assert metrics["cosine"] > FLOAT_MIN_COSINE
+    assert metrics.cosine > FLOAT_MIN_COSINE
     assert poor(metrics, "float32").startswith("relative error")
 
 
@@ -120,17 +120,18 @@ def test_quantization_error_fails_with_min_cosine(wide_range_path, tmp_path):
 def test_top1_counts_only_references_with_a_top_class():
     """Flat logits (all classes tied, as a softmax of equal logits gives) have no top class to agree on."""
     tied = [np.full((1, 4), 0.25)] * 3
-    assert output_metrics(tied, [np.array([[0.2, 0.3, 0.25, 0.25]])] * 3)["top1_agreement"] is None
+    assert output_metrics(tied, [np.array([[0.2, 0.3, 0.25, 0.25]])] * 3).top1_agreement is None
     close = [np.array([[0.5, 0.49, 0.0, 0.01]])]  # the lead (0.01) is under one output step (0.02): a tie
-    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])], step=0.02)["top1_agreement"] is None
-    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])])["top1_agreement"] == 0.0
+    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])], step=0.02).top1_agreement is None
+    assert output_metrics(close, [np.array([[0.48, 0.5, 0.0, 0.02]])]).top1_agreement == 0.0
 
 
 def test_non_finite_outputs_are_poor_and_json_says_null():
+    from hub.artifacts import Fidelity
     from hub.output import to_json
-    from hub.verify.diagnose import poor
 
-    nan = {"cosine": float("nan"), "relative_error": float("nan"), "max_abs_error": float("nan"), "top1_agreement": None}
+    nan = Fidelity(samples=1, max_abs_error=float("nan"), rmse=float("nan"), cosine=float("nan"), top1_agreement=None,
+                   relative_error=float("nan"))
     assert poor(nan, "float32") == "the outputs are not finite (NaN or infinity)"
     assert poor(nan, "int8") is not None
-    assert json.loads(to_json({"fidelity": nan}))["fidelity"]["cosine"] is None
+    assert json.loads(to_json({"fidelity": nan.to_dict()}))["fidelity"]["cosine"] is None

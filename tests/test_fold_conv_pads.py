@@ -110,7 +110,7 @@ def test_even_depthwise_loses_its_pad_bit_identically(tmp_path):
     int8 outputs stay the same to the bit. (On odd sizes TensorFlow's converter folds the PADs itself.)"""
     folded, plain = _convert(tmp_path, strided_block(32), True), _convert(tmp_path, strided_block(32), False)
     assert plain.model.ops.get("PAD") == 2 and folded.model.ops.get("PAD") == 1 and folded.verification.ok
-    assert folded.verification.memory["arena_bytes"] < plain.verification.memory["arena_bytes"]
+    assert folded.verification.memory.arena_bytes < plain.verification.memory.arena_bytes
     x = np.random.default_rng(2).integers(-128, 128, (1, 32, 32, 3), dtype=np.int8)
     [a, b] = [_invoke((r.output / "model.tflite").read_bytes(), x) for r in (folded, plain)]
     assert np.array_equal(a, b)

@@ -35,7 +35,7 @@ def reference_arenas() -> dict[str, int]:
     """Smallest arena of each reference file, measured exactly as hub convert measures its own."""
     from hub.verify.tflm import verify
 
-    return {name: verify(_reference(name), None, None).memory["arena_bytes"] for name in CASES}
+    return {name: verify(_reference(name), None, None).memory.arena_bytes for name in CASES}
 
 
 def _reference(name: str) -> bytes:

@@ -240,13 +240,13 @@ def test_mobilenetv3_gate_runs_on_tflm_after_the_hardsigmoid_rewrite(converted):
     report = converted["se"]
     assert len(_rule(report, "rewrite_hardsigmoid").rewrites) == 2
     assert "RELU_0_TO_1" not in report.model.ops and "HARD_SWISH" in report.model.ops
-    assert report.verification.tflm["invokes"] and report.verification.fidelity["cosine"] >= 0.98
+    assert report.verification.tflm.invokes and report.verification.fidelity.cosine >= 0.98
 
 
 def test_densenet_concatenations_run_on_tflm_after_chaining(converted):
     report = converted["dense"]
     assert len(_rule(report, "chain_concat").rewrites) == 2  # the 11-input and the final 12-input Concat
-    assert report.verification.tflm["invokes"] and report.verification.fidelity["cosine"] >= 0.98
+    assert report.verification.tflm.invokes and report.verification.fidelity.cosine >= 0.98
 
 
 def test_top1_head_runs_on_tflm_with_int32_indices(converted):
@@ -254,4 +254,4 @@ def test_top1_head_runs_on_tflm_with_int32_indices(converted):
     assert len(_rule(report, "topk_to_argmax").rewrites) == 1 and _rule(report, "argmax_int32").changed == 1
     assert "TOPK_V2" not in report.model.ops and {"ARG_MAX", "REDUCE_MAX"} <= set(report.model.ops)
     assert sorted(o["dtype"] for o in report.model.outputs) == ["int32", "int8"]
-    assert report.verification.tflm["invokes"] and report.verification.fidelity["cosine"] >= 0.98
+    assert report.verification.tflm.invokes and report.verification.fidelity.cosine >= 0.98

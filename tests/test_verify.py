@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub.check.tflite import scale_hazards
 from hub.tflite.model import read_tflite
-from hub.verify.tflm import (compare, dequantise, is_classifier_shaped, probe_arena, quantise, recommended_arena,
-                             to_tflite_inputs, verify)
+from hub.verify.metrics import compare, is_classifier_shaped
+from hub.verify.samples import dequantise, quantise, to_tflite_inputs
+from hub.verify.tflm import probe_arena, recommended_arena, verify
 from tests.conftest import MLPERF, convert_through_pipeline, run_hub
 
 # Smallest arenas listed in /work/shared/mlperf_tiny/README.md (measured elsewhere, by bisection).
@@ -44,24 +45,23 @@ def small_cnn_verified(small_cnn_int8_tflite):
 def test_pipeline_model_loads_invokes_and_matches_onnx(small_cnn_verified):
     data, _, result = small_cnn_verified
     assert result.ok and result.findings == []
-    assert result.tflm["invoke_us_host"] > 0  # timed over the samples it compared
-    assert {k: v for k, v in result.tflm.items() if k != "invoke_us_host"} == {"loads": True, "invokes": True,
-                                                                                "message": None}
+    assert result.tflm.invoke_us_host > 0  # timed over the samples it compared
+    assert (result.tflm.loads, result.tflm.invokes, result.tflm.message) == (True, True, None)
     fid = result.fidelity
-    assert set(fid) == {"samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error", "output_steps"}
-    assert fid["relative_error"] < 0.1 and fid["output_steps"] > 16  # int8 output: its scale fits the logits
-    assert fid["samples"] == 8
-    assert fid["cosine"] > 0.99 and 0 < fid["rmse"] <= fid["max_abs_error"] < 0.1
-    assert fid["top1_agreement"] is not None and fid["top1_agreement"] >= 0.75  # (1, 4) logits: a classifier
-    assert result.memory["flash_bytes"] == len(data)
+    assert set(fid.to_dict()) == {"samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error", "output_steps"}
+    assert fid.relative_error < 0.1 and fid.output_steps > 16  # int8 output: its scale fits the logits
+    assert fid.samples == 8
+    assert fid.cosine > 0.99 and 0 < fid.rmse <= fid.max_abs_error < 0.1
+    assert fid.top1_agreement is not None and fid.top1_agreement >= 0.75  # (1, 4) logits: a classifier
+    assert result.memory.flash_bytes == len(data)
     assert set(result.to_dict()) == {"tflm", "memory", "fidelity"}
 
 
 def test_pipeline_model_arena_is_the_exact_minimum(small_cnn_verified):
     data, _, result = small_cnn_verified
-    arena = result.memory["arena_bytes"]
+    arena = result.memory.arena_bytes
     assert_exact_arena(data, arena)
-    assert result.memory["arena_recommended_bytes"] == math.ceil(arena * 1.1 / 1024) * 1024
+    assert result.memory.arena_recommended_bytes == math.ceil(arena * 1.1 / 1024) * 1024
 
 
 @pytest.mark.parametrize("name", ["kws", "ad", "ic", "vww"])
@@ -69,7 +69,7 @@ def test_mlperf_reference_arena_is_exact_and_matches_the_readme(name):
     data = (MLPERF / name / "reference_int8.tflite").read_bytes()
     result = verify(data, None, None)
     assert result.ok and result.fidelity is None
-    arena = result.memory["arena_bytes"]
+    arena = result.memory.arena_bytes
     assert_exact_arena(data, arena)
     # The README's figures were measured elsewhere; they agree within TFLM's 16-byte arena alignment.
     assert abs(arena - MLPERF_README_ARENA[name]) < 16, (arena, MLPERF_README_ARENA[name])
@@ -81,7 +81,7 @@ def test_fidelity_catches_a_wrong_reference(small_cnn_int8_tflite, small_cnn_ver
 
     data, model, good = small_cnn_verified
     other = verify(data, small_cnn_onnx(seed=5), held_out(model))
-    assert other.fidelity["cosine"] < good.fidelity["cosine"] - 0.05
+    assert other.fidelity.cosine < good.fidelity.cosine - 0.05
 
 
 def test_min_cosine_gates_ok(small_cnn_verified):
@@ -96,20 +96,20 @@ def test_abort_in_tflm_becomes_a_finding_and_the_caller_survives(tiny_softmax_in
     data = tiny_softmax_int8_tflite.read_bytes()
     assert scale_hazards(read_tflite(data)), "fixture should have a tiny int8 softmax input scale"
     result = verify(data, None, None)
-    assert not result.ok and result.tflm["loads"] is False and result.tflm["invokes"] is False
+    assert not result.ok and result.tflm.loads is False and result.tflm.invokes is False
     [finding] = result.findings
     assert finding.severity == "error" and finding.op == "SOFTMAX" and finding.tflite_ops == ["SOFTMAX"]
     assert "SIGABRT" in finding.message and "QuantizeMultiplierGreaterThanOne" in finding.message
-    assert result.memory["arena_bytes"] is None and result.fidelity is None
+    assert result.memory.arena_bytes is None and result.fidelity is None
 
 
 def test_missing_kernel_is_reported_with_tflms_message(tile_float_tflite):
     result = verify(tile_float_tflite.read_bytes(), None, None)
-    assert not result.ok and not result.tflm["loads"]
+    assert not result.ok and not result.tflm.loads
     [finding] = result.findings
     assert finding.op == "TILE" and finding.node == "op #0 TILE" and finding.severity == "error"
     assert "Didn't find op for builtin opcode 'TILE'" in finding.message
-    assert result.tflm["message"] == finding.message
+    assert result.tflm.message == finding.message
 
 
 def test_prepare_failure_names_the_op_and_the_kernels_reason(exp_int8_tflite):
@@ -140,8 +140,8 @@ def test_nchw_inputs_and_outputs_are_transposed_for_comparison(tmp_path):
     tfl = read_tflite(data)
     assert tfl.io_specs("inputs")[0]["shape"] == [1, 8, 6, 3] and tfl.io_specs("outputs")[0]["shape"] == [1, 8, 6, 5]
     result = verify(data, model, held_out(model))
-    assert result.ok and result.fidelity["cosine"] > 0.99
-    assert result.fidelity["top1_agreement"] is None  # feature map, not a classifier
+    assert result.ok and result.fidelity.cosine > 0.99
+    assert result.fidelity.top1_agreement is None  # feature map, not a classifier
 
 
 def test_inputs_map_by_name_transpose_and_quantise(small_cnn_int8_tflite):
@@ -183,9 +183,9 @@ def test_several_outputs_report_the_worst_and_each(small_cnn_int8_tflite):
     samples = [{"x": np.array([[0.1, 0.2, -0.3, 0.4]], np.float32)}]
     q = quantise(samples[0]["x"], spec)
     fid = compare(tfl, reference, samples, [[q, q]])
-    assert [o["name"] for o in fid["outputs"]] == [spec["name"]] * 2
-    assert fid["cosine"] == min(o["cosine"] for o in fid["outputs"]) < 0  # the negated output disagrees
-    assert fid["max_abs_error"] == max(o["max_abs_error"] for o in fid["outputs"])
+    assert [o.name for o in fid.outputs] == [spec["name"]] * 2
+    assert fid.cosine == min(o.cosine for o in fid.outputs) < 0  # the negated output disagrees
+    assert fid.max_abs_error == max(o.max_abs_error for o in fid.outputs)
 
 
 def test_cli_verify_with_reference(small_cnn_int8_tflite):
@@ -226,7 +226,7 @@ def test_arena_by_child_probes_matches_the_in_child_search():
     from tests.conftest import MLPERF
 
     data = (MLPERF / "ad" / "reference_int8.tflite").read_bytes()
-    measured = verify(data, None, None).memory["arena_bytes"]
+    measured = verify(data, None, None).memory.arena_bytes
     assert arena_by_probes(data, measured - 200) == measured
     assert arena_by_probes(data, None) == measured
 
@@ -243,5 +243,28 @@ def test_tiny_softmax_scale_is_raised_so_tflm_runs_it(tiny_softmax_int8_tflite):
     assert len(fixed) == len(raw) and scale_hazards(read_tflite(fixed)) == []
     reference = onnx.load(str(tiny_softmax_int8_tflite.with_name("model.onnx")))
     verified = verify(fixed, reference, held_out(reference))
-    assert verified.ok and verified.fidelity["max_abs_error"] < 1e-3
+    assert verified.ok and verified.fidelity.max_abs_error < 1e-3
     assert run_passes(fixed)[1][0].changed == 0  # nothing left to raise
+
+
+def test_verification_documents_keep_report_json_keys():
+    """to_dict() is report.json: optional keys appear only when measured, in report.json's order."""
+    from hub.artifacts import Diagnosis, Fidelity, Memory, OutputFidelity, ScheduleArena, TFLMRun
+
+    assert list(TFLMRun(True, True).to_dict()) == ["loads", "invokes", "message"]
+    assert list(TFLMRun(True, True, None, 1.5).to_dict())[-1] == "invoke_us_host"
+    assert list(Memory(100, 1024, 50).to_dict()) == ["arena_bytes", "arena_recommended_bytes", "flash_bytes"]
+    assert list(Memory(100, 1024, 50, 20, ScheduleArena(None, 120)).to_dict()) == [
+        "arena_bytes", "arena_recommended_bytes", "flash_bytes", "arena_persistent_bytes", "arena_lower_bound_bytes",
+        "arena_default_order_bytes"]
+    unmatched = Fidelity(8, None, None, None, None, cosine_undefined="no TFLite output matches").to_dict()
+    assert list(unmatched) == ["samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "cosine_undefined"]
+    out = OutputFidelity(0.1, 0.05, None, None, None, cosine_undefined="all zero", output_steps=3.0, name="y")
+    assert list(out.to_dict()) == ["name", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error",
+                                   "cosine_undefined", "output_steps"]
+    doc = Fidelity(8, 0.1, 0.05, None, None, 0.2, output_steps=3.0, cosine_undefined="all zero", outputs=[out, out],
+                   diagnosis=Diagnosis("conversion", 0.3)).to_dict()
+    assert list(doc)[5:] == ["relative_error", "output_steps", "cosine_undefined", "outputs", "diagnosis"]
+    assert doc["diagnosis"] == {"kind": "conversion", "float32_cosine": 0.3, "diverges_at": None}
+    assert Diagnosis("quantization", 0.99, causes=["x"]).to_dict() == {"kind": "quantization", "float32_cosine": 0.99,
+                                                                       "causes": ["x"]}

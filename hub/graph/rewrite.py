@@ -72,7 +72,7 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _max_abs_error(before: onnx.ModelProto, after: onnx.ModelProto, samples: dict[str, np.ndarray]) -> float:
-    from hub.verify.tflm import reference_outputs
+    from hub.verify.metrics import reference_outputs
 
     feeds = [{k: v[i:i + 1] for k, v in samples.items()}
              for i in range(min(MAX_ERROR_SAMPLES, len(next(iter(samples.values())))))]

@@ -18,6 +18,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hub.errors import HubError
+from hub.knowledge.boards import board_fit
+from hub.knowledge.kernel_flash import op_key
+from hub.optimize.training import export_onnx, prune, scores
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import tflm_outputs
+
 PRUNE_LEVELS = (0.0, 0.25, 0.5, 0.75)
 
 
@@ -51,7 +58,6 @@ class Candidate:
     folder: Path | None = None  # its output folder, while the search's work folder lives
     report: Any = None  # its ConvertReport
 
-
     @property
     def label(self) -> str:
         return f"prune {self.prune:.0%}, {self.variant.label}"
@@ -84,8 +90,6 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
     """Measure candidates level by level; (every candidate, the most accurate that fits or None)."""
     import torch
 
-    from hub.optimize.training import prune
-
     candidates: list[Candidate] = []
     example = torch.from_numpy(ctx.train.x[:1])
     for level in levels:
@@ -107,11 +111,6 @@ def search(ctx: SearchContext, board: Any, work: Path, progress: Any,
 
 
 def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any, folder: Path) -> None:
-    from hub.errors import HubError
-    from hub.knowledge.boards import board_fit
-    from hub.optimize.training import export_onnx, scores
-    from hub.verify.tflm import tflm_outputs
-
     start = time.perf_counter()
     variant = candidate.variant
     try:
@@ -127,8 +126,7 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
         report = ctx.convert(onnx_path, quantize=variant.quantize, calibration=calibration, out=folder / "out",
                              name=ctx.ident, compress=variant.cluster is not None,
                              per_tensor_weights=variant.cluster is not None and ctx.request.cluster_scope == "layer")
-        memory = report.verification.memory
-        candidate.flash_bytes, candidate.arena_bytes = report.model.tflite_bytes, memory.get("arena_bytes")
+        candidate.flash_bytes, candidate.arena_bytes = report.model.tflite_bytes, report.verification.memory.arena_bytes
         data = (folder / "out" / "model.tflite").read_bytes()
         outputs = tflm_outputs(data, ctx.val.x, ctx.teacher.spec.name, tuple(report.model.outputs[0]["shape"]))
         s = scores(outputs, ctx.teacher_val, ctx.val.y, ctx.teacher.reconstruction)
@@ -144,9 +142,6 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
 
 
 def _ops(tflite_bytes: bytes) -> list[str]:
-    from hub.knowledge.kernel_flash import op_key
-    from hub.tflite.model import read_tflite
-
     return [op_key(op.name, op.custom_code) for op in read_tflite(tflite_bytes).ops]
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from hub.errors import InputError
+
 LLOYD_ITERATIONS = 30
 
 
@@ -48,8 +50,6 @@ def targets(module: Any, scope: str = "channel") -> list[tuple[Any, bool]]:
 
 def check(clusters: int, scope: str) -> None:
     """InputError unless TFLM can index `clusters` values (1-7 bits) and `scope` is one of SCOPES."""
-    from hub.errors import InputError
-
     if not 2 <= clusters <= 128:
         raise InputError(f"--cluster takes 2 to 128 values per filter (TFLM's indices are 1-7 bits), got {clusters}")
     if scope not in SCOPES:

@@ -23,9 +23,22 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from hub.adapters.pytorch import trainable_module
 from hub.artifacts import LoadOptions, NormalisedModel, TensorSpec
+from hub.convert.calibration import build_calibration
+from hub.convert.layout import channels_last
 from hub.errors import IncompatibleError, InputError, first_line
+from hub.graph.edit import attr, set_attr, static_shape
+from hub.optimize import board_search
+from hub.optimize.board_search import PRUNE_LEVELS
+from hub.optimize.cluster import cluster, project
 from hub.optimize.training import DistillOptions, count, distill, export_onnx, predict, prune, scores
+from hub.output import atomic_folder, to_json, write_text_atomic
+from hub.progress import bar
+from hub.report.render import write_html
+from hub.tflite.compress import weight_bytes
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import tflm_outputs
 
 ONNX_MATCH_TOLERANCE = 1e-4  # of the output's range: a converted module that misses this is refused
 
@@ -54,8 +67,6 @@ class Trainable:
 
 def trainable(path: Path, options: LoadOptions, normalised: NormalisedModel) -> Trainable:
     """The source model as an nn.Module (see the module docstring for the two routes)."""
-    from hub.adapters.pytorch import trainable_module
-
     if len(normalised.inputs) != 1 or len(normalised.outputs) != 1:
         raise IncompatibleError(f"hub optimize trains models with one input and one output; this one has "
                                 f"{len(normalised.inputs)} and {len(normalised.outputs)}", path)
@@ -139,8 +150,6 @@ def _explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     """auto_pad SAME_UPPER/SAME_LOWER (Keras' padding="same", and hub's fold_conv_pads pass) as explicit pads,
     which onnx2torch can build (it raises NotImplementedError on auto_pad); exact for the static shapes
     normalised graphs have."""
-    from hub.graph.edit import attr, set_attr, static_shape
-
     for node in model.graph.node:
         mode = attr(node, "auto_pad", b"NOTSET")
         mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -200,8 +209,6 @@ def load_data(path: str | Path, spec: TensorSpec, layout: str | None, input_rang
 
 
 def _samples(path: Path, spec: TensorSpec, layout: str | None, input_range: tuple[float, float]) -> np.ndarray:
-    from hub.convert.calibration import build_calibration
-
     target = f"{path}:x" if path.suffix == ".npz" else path
     data = build_calibration([spec], target, input_range, {spec.name: layout})
     return np.concatenate([data.samples[spec.name], data.held_out[spec.name]])  # its split is undone: ours is seeded
@@ -234,8 +241,6 @@ def split(data: TrainData, val: TrainData | None, seed: int) -> tuple[TrainData,
 # --- the whole command -----------------------------------------------------------------------
 
 def _search_levels() -> tuple[float, ...]:
-    from hub.optimize.board_search import PRUNE_LEVELS
-
     return PRUNE_LEVELS
 
 
@@ -328,9 +333,6 @@ def _board_search(request: OptimizeRequest, progress: Any, source: Any, teacher:
     import tempfile
     import time
 
-    from hub.optimize import board_search
-    from hub.output import atomic_folder
-
     train, val = data
     teacher_val = predict(teacher.module, val.x)
     ctx = board_search.SearchContext(
@@ -358,7 +360,7 @@ def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRe
     """Distillation through TFLite's int8 rounding (hub.optimize.qat), with the options of a plain run."""
     from dataclasses import replace
 
-    from hub.optimize.qat import quantization_aware
+    from hub.optimize.qat import quantization_aware  # why here: it imports torch, needed only with --qat
 
     options = replace(request.training, alpha=request.training.alpha if request.distill else 0.0)
     with progress.stage("qat", f"Quantization-aware fine-tuning for {options.epochs} epochs"):
@@ -372,8 +374,6 @@ def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData,
     (hub.optimize.cluster). Per layer, the student first goes through its ONNX graph, which folds BatchNorm into the
     convolutions: a folded BatchNorm scales each channel apart, which one set of values per layer cannot take."""
     import tempfile
-
-    from hub.optimize.cluster import cluster, project
 
     clusters = clusters or request.cluster
     if request.cluster_scope == "layer":
@@ -392,8 +392,6 @@ def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, t
            what: str | None = None) -> Any:
     import time
     from dataclasses import replace
-
-    from hub.progress import bar
 
     what = what or ("Distilling" if request.distill else "Training on labels")
     t0 = time.perf_counter()
@@ -414,8 +412,6 @@ def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, t
 def _in_source_layout(x: np.ndarray, spec: TensorSpec, layout: str | None, work: Path) -> Path:
     """The teacher's calibration file in the layout its source framework reads (Keras: NHWC), so that
     hub.convert.calibration takes an ambiguous shape (C == H == W) the right way round."""
-    from hub.convert.layout import channels_last
-
     path = work / "teacher_calibration.npz"
     np.savez(path, **{spec.name: np.transpose(x, channels_last(x.ndim)) if layout == "NHWC" else x})
     return path
@@ -424,10 +420,6 @@ def _in_source_layout(x: np.ndarray, spec: TensorSpec, layout: str | None, work:
 def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val: TrainData, teacher_val: np.ndarray,
              student: Any, counts: tuple[dict, dict], teacher_converted: tuple[Any, bytes], report: Any) -> dict[str, Any]:
     """report.json's `optimize`: before (teacher) and after (student), every memory figure from TFLM."""
-    from hub.tflite.compress import weight_bytes
-    from hub.tflite.model import read_tflite
-    from hub.verify.tflm import tflm_outputs
-
     teacher_report, teacher_tflite = teacher_converted
     out_shape = tuple(report.model.outputs[0]["shape"]) if report.model.outputs else None
     tflite = {"teacher": teacher_tflite, "student": (report.output / "model.tflite").read_bytes()}
@@ -436,13 +428,13 @@ def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val
     floats = {"teacher": teacher_val, "student": predict(student, val.x)}
     sides = {}
     for side, counted, converted in (("teacher", counts[0], teacher_report), ("student", counts[1], report)):
-        memory = converted.verification.memory if converted.verification else {}
+        verified = converted.verification
         fl = scores(floats[side], teacher_val, val.y, teacher.reconstruction)
         q = scores(on_tflm[side], teacher_val, val.y, teacher.reconstruction)
-        tflm = converted.verification.tflm if converted.verification else {}
-        sides[side] = {**counted, "flash_bytes": converted.model.tflite_bytes, "arena_bytes": memory.get("arena_bytes"),
+        sides[side] = {**counted, "flash_bytes": converted.model.tflite_bytes,
+                       "arena_bytes": verified.memory.arena_bytes if verified else None,
                        "weight_bytes": weight_bytes(read_tflite(tflite[side])),
-                       "invoke_us_host": tflm.get("invoke_us_host"),
+                       "invoke_us_host": verified.tflm.invoke_us_host if verified else None,
                        "float_accuracy": fl["accuracy"], "int8_accuracy_tflm": q["accuracy"],
                        "float_agreement": fl["agreement"], "int8_agreement_tflm": q["agreement"]}
     change = {k: _relative(sides["teacher"][k], sides["student"][k])
@@ -468,9 +460,6 @@ def _relative(before: int | None, after: int | None) -> float | None:
 def _add_to_report(report: Any, section: dict[str, Any]) -> None:
     """report.json and report.html of the student's folder, rewritten with `optimize` (and the teacher's file
     as the source)."""
-    from hub.output import to_json, write_text_atomic
-    from hub.report.render import write_html
-
     document = {**report.to_dict(), "optimize": section}
     write_text_atomic(report.output / "report.json", to_json(document))
     write_html(document, report.output / "report.html")

@@ -20,6 +20,7 @@ import numpy as np
 
 from hub.artifacts import TensorSpec
 from hub.errors import IncompatibleError, InputError
+from hub.quiet import silenced_fds
 
 BATCH = 64
 PROBABILITY_FLOOR = 1e-12  # log() of a softmax output as the teacher's logits
@@ -195,8 +196,6 @@ def export_onnx(module: Any, spec: TensorSpec, output_name: str, path: Path) -> 
     import warnings
 
     import torch
-
-    from hub.quiet import silenced_fds
 
     module.eval()
     with silenced_fds(), warnings.catch_warnings():

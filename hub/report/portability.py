@@ -146,7 +146,7 @@ def _measure_on_tflm(data: bytes, kind: str) -> Measured:
     from hub.verify.tflm import verify
 
     v = verify(data, None, None)
-    return Measured("tflm", kind, None, v.memory.get("arena_bytes"), v.tflm.get("invokes"), v.tflm.get("message"))
+    return Measured("tflm", kind, None, v.memory.arena_bytes, v.tflm.invokes, v.tflm.message)
 
 
 def _board(board: str | board_data.Board | None) -> board_data.Board | None:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hub.artifacts import ConvertReport, Verification
+from hub.artifacts import ConvertReport, Fidelity, Verification
 from hub.graph.network import module_path_from_name
 from hub.graph.rewrite import summary_line
 
@@ -58,15 +58,15 @@ def _print_calibration(cal: dict[str, Any]) -> None:
 
 
 def _print_verification(v: Verification) -> None:
-    state = "[green]loads and invokes[/]" if v.tflm.get("invokes") else f"[red]fails[/]: {v.tflm.get('message')}"
+    state = "[green]loads and invokes[/]" if v.tflm.invokes else f"[red]fails[/]: {v.tflm.message}"
     out.print(f"  TFLM         {state}")
-    out.print(f"  arena        {_kb(v.memory.get('arena_bytes'))} measured, "
-              f"{_kb(v.memory.get('arena_recommended_bytes'))} recommended")
-    if v.memory.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound: no operator order needs less
-        out.print(f"               lower bound {_kb(v.memory['arena_lower_bound_bytes'])}; "
-                  f"{_kb(v.memory.get('arena_default_order_bytes'))} with --schedule default")
-    if v.fidelity:
-        out.print(f"  fidelity     vs ONNX on {v.fidelity.get('samples')} held-out samples: {_fidelity_parts(v.fidelity)}")
+    out.print(f"  arena        {_kb(v.memory.arena_bytes)} measured, {_kb(v.memory.arena_recommended_bytes)} recommended")
+    order = v.memory.schedule
+    if order is not None and order.arena_lower_bound_bytes:  # hub.tflite.schedule's bound: no order needs less
+        out.print(f"               lower bound {_kb(order.arena_lower_bound_bytes)}; "
+                  f"{_kb(order.arena_default_order_bytes)} with --schedule default")
+    if v.fidelity is not None:
+        out.print(f"  fidelity     vs ONNX on {v.fidelity.samples} held-out samples: {_fidelity_parts(v.fidelity)}")
 
 
 def _print_compression(c) -> None:
@@ -108,18 +108,17 @@ def print_check(result, model: Path) -> None:
     out.print(table)
 
 
-def print_verification(result, model: Path) -> None:
-    print_convert_like = {"tflm": result.tflm, "memory": result.memory, "fidelity": result.fidelity}
-    state = "[green]loads and invokes[/]" if result.tflm.get("invokes") else f"[red]fails[/]: {result.tflm.get('message')}"
+def print_verification(result: Verification, model: Path) -> None:
+    state = "[green]loads and invokes[/]" if result.tflm.invokes else f"[red]fails[/]: {result.tflm.message}"
     out.print(f"[bold]{model}[/] on TFLM: {state}")
-    memory = print_convert_like["memory"] or {}
-    if memory.get("arena_bytes"):
-        out.print(f"  arena {_kb(memory['arena_bytes'])} measured, {_kb(memory.get('arena_recommended_bytes'))} recommended")
-    if result.fidelity:
+    memory = result.memory
+    if memory.arena_bytes:
+        out.print(f"  arena {_kb(memory.arena_bytes)} measured, {_kb(memory.arena_recommended_bytes)} recommended")
+    if result.fidelity is not None:
         out.print(f"  fidelity {_fidelity_parts(result.fidelity)}")
     for f in result.findings:
         style = "red" if f.severity == "error" else "yellow"
-        if f.message != result.tflm.get("message"):  # the headline already shows TFLM's message
+        if f.message != result.tflm.message:  # the headline already shows TFLM's message
             out.print(f"  [{style}]{f.severity}[/] {f.node}: {f.message}")
         if f.hint:
             out.print(f"  [dim]hint: {f.hint}[/]")
@@ -128,12 +127,13 @@ def print_verification(result, model: Path) -> None:
 FIDELITY_SHOWN = ("max_abs_error", "rmse", "cosine", "top1_agreement")  # report.json has more
 
 
-def _fidelity_parts(fidelity: dict[str, Any]) -> str:
+def _fidelity_parts(fidelity: Fidelity) -> str:
     """Cosine needs six decimals: 0.99998 is not 1. An undefined cosine says why."""
-    parts = [f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in fidelity.items()
-             if k in FIDELITY_SHOWN and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if fidelity.get("cosine") is None and fidelity.get("cosine_undefined"):
-        parts.append(f"cosine undefined ({fidelity['cosine_undefined']})")
+    shown = ((k, getattr(fidelity, k)) for k in FIDELITY_SHOWN)
+    parts = [f"{k}={v:.6f}" if k == "cosine" else f"{k}={v:.4g}" for k, v in shown
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if fidelity.cosine is None and fidelity.cosine_undefined:
+        parts.append(f"cosine undefined ({fidelity.cosine_undefined})")
     return ", ".join(parts)
 
 

@@ -14,11 +14,12 @@ import contextlib
 import io
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from hub.artifacts import Verification
 from hub.errors import IncompatibleError
 from hub.knowledge import compression as knowledge
 from hub.tflite.model import TensorInfo, TFLiteModel, read_tflite
@@ -36,7 +37,7 @@ class CompressedTensor:
     bytes_after: int  # indices + value tables + DECODE's metadata header
 
 
-@dataclass
+@dataclass(frozen=True)
 class OnTFLM:
     """One model's figures on the TFLM interpreter: smallest arena, mean invoke time on this host."""
 
@@ -44,13 +45,13 @@ class OnTFLM:
     invoke_us_host: float | None = None
 
     @classmethod
-    def of(cls, verification: Any) -> OnTFLM:
-        return cls(verification.memory.get("arena_bytes"), verification.tflm.get("invoke_us_host"))
+    def of(cls, verification: Verification) -> OnTFLM:
+        return cls(verification.memory.arena_bytes, verification.tflm.invoke_us_host)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Compression:
-    """What --compress did; `before`/`after` are filled in by hub.api once TFLM has run both models."""
+    """What --compress did; `measured` gives it the TFLM figures of both models (hub.api, once TFLM has run them)."""
 
     tensors: list[CompressedTensor]
     skipped: list[dict[str, str]]  # {"tensor", "op", "reason"}
@@ -60,6 +61,12 @@ class Compression:
     weight_bytes_after: int
     before: OnTFLM = field(default_factory=OnTFLM)  # the uncompressed model, same operator ordering
     after: OnTFLM = field(default_factory=OnTFLM)
+
+    def measured(self, before: Verification | None = None, after: Verification | None = None) -> Compression:
+        """This compression with the uncompressed (`before`) and/or compressed (`after`) model's TFLM figures:
+        a new value."""
+        return replace(self, before=self.before if before is None else OnTFLM.of(before),
+                       after=self.after if after is None else OnTFLM.of(after))
 
     @property
     def decode_arena_bytes(self) -> int | None:

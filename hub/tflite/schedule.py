@@ -25,7 +25,7 @@ live bytes, and so a smaller arena.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import flatbuffers
@@ -33,7 +33,7 @@ import networkx as nx
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.artifacts import PassResult
+from hub.artifacts import Memory, PassResult, ScheduleArena, Verification
 from hub.knowledge.arena import ALIGN
 from hub.tflite import offline_plan
 from hub.tflite.model import TFLiteModel, numpy_dtype, read_tflite
@@ -77,14 +77,20 @@ class ScheduleResult:
                        + (f" with {' and '.join(kept)}" if kept else ": converter's order and TFLM's planner kept"))
         return PassResult(name=NAME, changed=int(self.reordered) + int(self.offline_plan), detail=detail)
 
-    def memory_fields(self, memory: dict) -> dict:
-        """report.json `memory` additions: the arena lower bound (no order's live tensors need less, plus the
-        persistent tail TFLM measured) and the arena in the converter's own order. The recorded tail counts
-        alignment padding the smallest arena can do without (seen: 8 bytes), so ALIGN comes off it."""
-        tail = memory.get("arena_persistent_bytes")
-        default = self.default_arena_bytes if self.default_arena_bytes is not None else memory.get("arena_bytes")
-        return {"arena_lower_bound_bytes": None if tail is None else self.lower_bound_peak_bytes + tail - ALIGN,
-                "arena_default_order_bytes": default}
+    def arena_figures(self, memory: Memory) -> ScheduleArena:
+        """report.json `memory` additions, for the verified model's `memory`: the arena lower bound (no order's
+        live tensors need less, plus the persistent tail TFLM measured) and the arena in the converter's own
+        order. The recorded tail counts alignment padding the smallest arena can do without (seen: 8 bytes),
+        so ALIGN comes off it."""
+        tail = memory.arena_persistent_bytes
+        default = self.default_arena_bytes if self.default_arena_bytes is not None else memory.arena_bytes
+        return ScheduleArena(arena_lower_bound_bytes=None if tail is None else self.lower_bound_peak_bytes + tail - ALIGN,
+                             arena_default_order_bytes=default)
+
+    def joined(self, verification: Verification) -> Verification:
+        """`verification` (of the scheduled model) with these figures in its memory: a new value."""
+        memory = replace(verification.memory, schedule=self.arena_figures(verification.memory))
+        return replace(verification, memory=memory)
 
 
 def tensor_graph(model: TFLiteModel) -> nx.DiGraph:
@@ -242,7 +248,7 @@ def search(tflite_bytes: bytes) -> Schedule:
     return min_peak_order(tensor_graph(model), len(model.ops))
 
 
-Measure = Callable[[bytes], dict]  # TFLM's memory figures of a model (hub.verify.tflm: arena_bytes, arena_persistent_bytes)
+Measure = Callable[[bytes], Memory]  # TFLM's memory figures of a model (hub.verify.tflm: arena_bytes, arena_persistent_bytes)
 
 
 def run(tflite_bytes: bytes, measure: Measure | None) -> tuple[bytes, ScheduleResult]:
@@ -255,30 +261,30 @@ def run(tflite_bytes: bytes, measure: Measure | None) -> tuple[bytes, ScheduleRe
     if measure is None or model.subgraphs > 1:  # control-flow subgraphs (IF, WHILE) share the arena: left alone
         return tflite_bytes, result
     memory = measure(tflite_bytes)
-    result.default_arena_bytes = result.arena_bytes = memory.get("arena_bytes")
+    result.default_arena_bytes = result.arena_bytes = memory.arena_bytes
     if result.arena_bytes is None:
         return tflite_bytes, result  # TFLM cannot run it: verification says why
     best = tflite_bytes
     if plan.order != sorted(plan.order):
         best, memory, result.reordered = _better(best, memory, reorder(tflite_bytes, plan.order), measure)
     best, memory, result.offline_plan = _better(best, memory, _with_offline_plan(best, memory), measure)
-    result.arena_bytes = memory["arena_bytes"]
+    result.arena_bytes = memory.arena_bytes
     return best, result
 
 
-def _with_offline_plan(tflite_bytes: bytes, memory: dict) -> bytes | None:
+def _with_offline_plan(tflite_bytes: bytes, memory: Memory) -> bytes | None:
     """The model with an offline plan, when packing its lifetimes beats the head TFLM's planner reached."""
     model = read_tflite(tflite_bytes)
     offsets, height = offline_plan.place(offline_plan.buffers(model, tensor_graph(model)))
-    head = memory["arena_bytes"] - memory.get("arena_persistent_bytes", 0)
+    head = memory.arena_bytes - (memory.arena_persistent_bytes or 0)
     return offline_plan.attach(tflite_bytes, offsets, len(model.tensors)) if height + ALIGN < head else None
 
 
-def _better(best: bytes, memory: dict, candidate: bytes | None, measure: Measure) -> tuple[bytes, dict, bool]:
+def _better(best: bytes, memory: Memory, candidate: bytes | None, measure: Measure) -> tuple[bytes, Memory, bool]:
     """(model, its memory, taken?): the candidate when TFLM runs it in a smaller arena."""
     if candidate is None:
         return best, memory, False
     measured = measure(candidate)
-    if measured.get("arena_bytes") is not None and measured["arena_bytes"] < memory["arena_bytes"]:
+    if measured.arena_bytes is not None and measured.arena_bytes < memory.arena_bytes:
         return candidate, measured, True
     return best, memory, False

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import Finding, NormalisedModel, Verification
+from hub.artifacts import Diagnosis, Fidelity, Finding, NormalisedModel, OutputFidelity, Verification
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
 from hub.errors import HubError
 from hub.tflite.model import TFLiteModel, read_tflite
-from hub.verify.tflm import synthetic_samples, to_tflite_inputs, verify
+from hub.verify.samples import synthetic_samples, to_tflite_inputs
+from hub.verify.tflm import verify
 
 FLOAT_MIN_COSINE = 0.999
 FLOAT_MAX_RELATIVE_ERROR = 0.01
@@ -41,12 +42,12 @@ DIVERGE_TIMEOUT_S = 300.0
 DIVERGE_MEMORY_MB = 4096
 
 
-def poor(fidelity: dict | None, quantize: str) -> str | None:
+def poor(fidelity: Fidelity | OutputFidelity | None, quantize: str) -> str | None:
     """Why `fidelity` falls short of what `quantize` should reach (None when it does not)."""
     if not fidelity:
         return None
-    cosine, top1, rel = fidelity.get("cosine"), fidelity.get("top1_agreement"), fidelity.get("relative_error")
-    if any(v is not None and not math.isfinite(v) for v in (cosine, rel, fidelity.get("max_abs_error"))):
+    cosine, top1, rel = fidelity.cosine, fidelity.top1_agreement, fidelity.relative_error
+    if any(v is not None and not math.isfinite(v) for v in (cosine, rel, fidelity.max_abs_error)):
         return "the outputs are not finite (NaN or infinity)"
     if quantize == "float32":
         if cosine is not None and cosine < FLOAT_MIN_COSINE:
@@ -61,12 +62,12 @@ def poor(fidelity: dict | None, quantize: str) -> str | None:
     return None
 
 
-def quantization_causes(model: TFLiteModel, fidelity: dict, synthetic: bool) -> list[str]:
+def quantization_causes(model: TFLiteModel, fidelity: Fidelity, synthetic: bool) -> list[str]:
     """The likely reasons a quantized model is poor while its float32 conversion is exact."""
     causes = []
     out = model.tensors[model.outputs[0]] if model.outputs else None
     out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
-    steps = fidelity.get("output_steps")
+    steps = fidelity.output_steps
     if steps is not None and steps < MIN_OUTPUT_STEPS:
         causes.append(f"output scale: the reference outputs span only {steps:.1f} steps of the output's "
                       f"scale {out_scale:.3g}" if out_scale else f"output scale: {steps:.1f} steps")
@@ -123,14 +124,15 @@ def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_samp
 
 
 def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
-                   tflite_bytes: bytes, verification: Verification) -> list[str]:
+                   tflite_bytes: bytes, verification: Verification) -> tuple[Verification, list[str]]:
     """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
     naming the node where outputs diverge, and verification fails. Otherwise it is quantization's:
     a warning naming the likely cause. Costs one float32 conversion, only when a quantized model is
-    poor. Returns the warnings to show the user (they are findings too)."""
+    poor. Returns `verification` with the diagnosis and findings joined (a new value; the one given is
+    left as it is), and the warnings to show the user (they are findings too)."""
     why = poor(verification.fidelity, options.quantize)
     if why is None:
-        return []
+        return verification, []
     float_bytes, float_fidelity = tflite_bytes, verification.fidelity
     if options.quantize != "float32":
         reason = "the float32 model that would tell why did not run on TFLM"
@@ -141,40 +143,47 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
         except HubError as exc:
             float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
         if float_fidelity is None:
-            return [_add_finding(verification, "warning", f"{options.quantize} fidelity is poor ({why}); {reason}")]
+            message = f"{options.quantize} fidelity is poor ({why}); {reason}"
+            return _joined(verification, None, _finding("warning", message)), [message]
     float_why = poor(float_fidelity, "float32")
     if float_why is not None:
-        _conversion_error(verification, normalised.onnx_model, calibration, float_bytes, float_fidelity, float_why,
-                          options.quantize, why)
-        return []
+        diagnosis, finding = _conversion_error(normalised.onnx_model, calibration, float_bytes, float_fidelity,
+                                               float_why, options.quantize, why)
+        return _joined(verification, diagnosis, finding, fails=True), []
     causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic)
-    verification.fidelity["diagnosis"] = {"kind": "quantization", "float32_cosine": float_fidelity.get("cosine"),
-                                          "causes": causes}
+    diagnosis = Diagnosis("quantization", float_fidelity.cosine, causes=causes)
     message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
-               f"{float_fidelity.get('cosine'):.6f}): a quantization error; likely cause: "
+               f"{float_fidelity.cosine:.6f}): a quantization error; likely cause: "
                + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
     hint = remedies(calibration.synthetic, options.quantize)
-    return [f"{_add_finding(verification, 'warning', message, hint)} ({hint})"]
+    return _joined(verification, diagnosis, _finding("warning", message, hint)), [f"{message} ({hint})"]
 
 
-def _conversion_error(verification: Verification, reference: onnx.ModelProto, calibration: CalibrationSet,
-                      float_bytes: bytes, float_fidelity: dict, float_why: str, quantize: str, why: str) -> None:
+def _conversion_error(reference: onnx.ModelProto, calibration: CalibrationSet, float_bytes: bytes,
+                      float_fidelity: Fidelity, float_why: str, quantize: str, why: str) -> tuple[Diagnosis, Finding]:
     sample = (calibration.held_out_samples() or synthetic_samples(reference))[0]
     where = locate_divergence(float_bytes, reference, sample, to_tflite_inputs(read_tflite(float_bytes), sample))
-    verification.fidelity["diagnosis"] = {"kind": "conversion", "float32_cosine": float_fidelity.get("cosine"),
-                                          "diverges_at": where}
+    diagnosis = Diagnosis("conversion", float_fidelity.cosine, diverges_at=where)
     place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
              else "the node where outputs first diverge was not found")
     if where and where.get("channels_first_from"):
         place += (f", whose input is computed right but left in channels-first order from node "
                   f"{where['channels_first_from']} on (a layout error in onnx2tf's lowering there)")
     not_quant = "" if quantize == "float32" else f"; the poor {quantize} fidelity ({why}) is not quantization's doing"
-    _add_finding(verification, "error", f"the converter changed the model's meaning: the float32 TFLite model's "
-                 f"outputs differ from the source's ({float_why}){not_quant}; {place}",
-                 "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
-    verification.ok = False
+    return diagnosis, _finding("error", f"the converter changed the model's meaning: the float32 TFLite model's "
+                               f"outputs differ from the source's ({float_why}){not_quant}; {place}",
+                               "an onnx2tf lowering error: rewrite that layer with other ops, or report it to hub")
 
 
-def _add_finding(verification: Verification, severity: str, message: str, hint: str = "") -> str:
-    verification.findings.append(Finding("model", "", [], severity, message, hint=hint))
-    return message
+def _finding(severity: str, message: str, hint: str = "") -> Finding:
+    return Finding("model", "", [], severity, message, hint=hint)
+
+
+def _joined(verification: Verification, diagnosis: Diagnosis | None, finding: Finding,
+            fails: bool = False) -> Verification:
+    """`verification` with this stage's diagnosis and finding added (and failed, for a conversion error)."""
+    fidelity = verification.fidelity
+    if diagnosis is not None:
+        fidelity = replace(fidelity, diagnosis=diagnosis)
+    return replace(verification, fidelity=fidelity, findings=[*verification.findings, finding],
+                   ok=verification.ok and not fails)

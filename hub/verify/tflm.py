@@ -14,12 +14,8 @@
   build may use another TFLM version; 10 % covers the scratch of typical small
   conv nets, and whole KB keep linker maps readable. On 32-bit MCUs TFLM's own
   structs are smaller than on this 64-bit host, which adds margin.
-- Fidelity: held-out samples (ONNX layout, e.g. NCHW float32) are mapped to TFLite
-  inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names),
-  transposed to channels-last when the shapes say so, quantised with the input's
-  scale/zero point; outputs are dequantised, transposed back, and compared with
-  onnxruntime on the reference. For several outputs, the top-level figures are the
-  worst over outputs (max error, min cosine, min agreement) and `outputs` lists each.
+- Fidelity: the outputs of the held-out samples (mapped by hub.verify.samples) are
+  compared with onnxruntime on the reference by hub.verify.metrics.
 """
 from __future__ import annotations
 
@@ -28,24 +24,24 @@ import math
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
-from hub.artifacts import Finding, Verification
+from hub.artifacts import Fidelity, Finding, Memory, TFLMRun, Verification
 from hub.check.tflite import abort_causes, custom_op_findings
 from hub.child import ChildResult, run_python_module
-from hub.convert.layout import channels_last, moved_channels_last
 from hub.errors import IncompatibleError, InputError
-from hub.tflite.model import TFLiteModel, numpy_dtype, read_tflite
+from hub.tflite.model import TFLiteModel, read_tflite
+from hub.verify.metrics import compare
+from hub.verify.samples import dequantise, from_tflite_layout, synthetic_samples, to_tflite_inputs
+from hub.verify.worker import bisect_arena
 
 ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
 HEADROOM = 0.10
 ROUND_TO = 1024
 CHILD_TIMEOUT_S = 600.0
 CHILD_MEMORY_MB = 4096
-CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
 
 
 def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
@@ -64,23 +60,20 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
         job = Path(tmp)
         child, result, outputs = _run_worker(job, tflite_bytes, model, inputs, measure_arena)
         findings = _tflm_findings(model, child, result, job)
-    tflm = {"loads": bool(result.get("loads")), "invokes": bool(result.get("invokes")),
-            "message": findings[0].message if findings and not result.get("invokes") else None}
-    if result.get("invoke_us") is not None:  # host CPU time per invoke: relative costs, not an MCU's
-        tflm["invoke_us_host"] = result["invoke_us"]
+    tflm = TFLMRun(loads=bool(result.get("loads")), invokes=bool(result.get("invokes")),
+                   message=findings[0].message if findings and not result.get("invokes") else None,
+                   invoke_us_host=result.get("invoke_us"))
     arena = result.get("arena_bytes")
-    if tflm["invokes"] and arena is None and not child.timed_out and measure_arena:
+    if tflm.invokes and arena is None and not child.timed_out and measure_arena:
         arena = arena_by_probes(tflite_bytes, result.get("arena_lower_bound"))
-    memory = memory_section(arena, len(tflite_bytes))
-    if result.get("arena_tail") is not None:  # the schedule stage's lower bound adds it
-        memory["arena_persistent_bytes"] = result["arena_tail"]
-    if tflm["invokes"] and memory["arena_bytes"] is None and measure_arena:
+    memory = memory_section(arena, len(tflite_bytes), result.get("arena_tail"))  # the tail: for the schedule's bound
+    if tflm.invokes and memory.arena_bytes is None and measure_arena:
         findings.append(Finding("model", "", [], "warning", "the smallest arena could not be measured: "
                                 + (_child_failure(child) or "the arena search did not finish")))
     fidelity = None
-    if tflm["invokes"] and use_samples and outputs is not None:
+    if tflm.invokes and use_samples and outputs is not None:
         fidelity = compare(model, reference, use_samples, outputs)
-    ok = tflm["loads"] and tflm["invokes"]
+    ok = tflm.loads and tflm.invokes
     if min_cosine is not None:
         ok = ok and _check_cosine(fidelity, min_cosine, findings)
     return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
@@ -92,7 +85,7 @@ def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
     in the ONNX output's layout (`output_shape`): accuracy measured on the interpreter itself (hub optimize)."""
     outputs = tflm_raw_outputs(tflite_bytes, [{input_name: sample[None]} for sample in samples])
     spec = read_tflite(tflite_bytes).io_specs("outputs")[0]
-    return np.concatenate([_from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
+    return np.concatenate([from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
 
 
 def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -108,9 +101,9 @@ def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) 
     return outputs
 
 
-def memory_section(arena_bytes: int | None, flash_bytes: int) -> dict[str, Any]:
-    return {"arena_bytes": arena_bytes, "arena_recommended_bytes": recommended_arena(arena_bytes),
-            "flash_bytes": flash_bytes}
+def memory_section(arena_bytes: int | None, flash_bytes: int, persistent_bytes: int | None = None) -> Memory:
+    return Memory(arena_bytes=arena_bytes, arena_recommended_bytes=recommended_arena(arena_bytes),
+                  flash_bytes=flash_bytes, arena_persistent_bytes=persistent_bytes)
 
 
 def recommended_arena(arena_bytes: int | None) -> int | None:
@@ -137,8 +130,6 @@ def arena_by_probes(tflite_bytes: bytes, lower: int | None) -> int | None:
     crashes instead of failing cleanly (seen on MLPerf AD with per-channel dense
     weights), and a crashed probe only costs its own child.
     """
-    from hub.verify.worker import bisect_arena
-
     return bisect_arena(lambda size: probe_arena(tflite_bytes, size), lower, ARENA_CAP)
 
 
@@ -254,178 +245,14 @@ def _first_node(model: TFLiteModel, op_name: str) -> str:
     return "model"
 
 
-def _check_cosine(fidelity: dict | None, min_cosine: float, findings: list[Finding]) -> bool:
-    if fidelity is None or fidelity.get("cosine") is None:
-        why = (fidelity or {}).get("cosine_undefined") or "no ONNX reference to compare with"
+def _check_cosine(fidelity: Fidelity | None, min_cosine: float, findings: list[Finding]) -> bool:
+    if fidelity is None or fidelity.cosine is None:
+        why = (fidelity.cosine_undefined if fidelity else None) or "no ONNX reference to compare with"
         findings.append(Finding("model", "", [], "warning", f"--min-cosine {min_cosine} was not checked: {why}"))
         return True
-    if fidelity["cosine"] >= min_cosine:
+    if fidelity.cosine >= min_cosine:
         return True
     findings.append(Finding("model", "", [], "error",
-                            f"cosine similarity to the ONNX reference is {fidelity['cosine']:.4f}, below "
+                            f"cosine similarity to the ONNX reference is {fidelity.cosine:.4f}, below "
                             f"--min-cosine {min_cosine}", hint="calibrate with real samples (--calibration)"))
     return False
-
-
-# --- layouts and quantisation ----------------------------------------------------------------
-
-def _to_tflite_layout(array: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
-    """NCHW-like array -> the TFLite tensor's shape (channels-last when that is what matches)."""
-    if moved_channels_last(array.shape, target):
-        return np.transpose(array, channels_last(array.ndim))
-    if tuple(array.shape) == tuple(target):
-        return array
-    if array.size == int(np.prod(target)):
-        return array.reshape(target)
-    raise ValueError(f"sample shape {array.shape} does not fit the TFLite input {tuple(target)}")
-
-
-def _from_tflite_layout(array: np.ndarray, onnx_shape: tuple[int, ...] | None) -> np.ndarray:
-    """TFLite output -> the ONNX output's layout (undo channels-last) for comparison."""
-    if not onnx_shape or any(not isinstance(d, int) or d <= 0 for d in onnx_shape):
-        return array
-    onnx_shape = tuple(onnx_shape)
-    if moved_channels_last(onnx_shape, array.shape):
-        return np.transpose(array, np.argsort(channels_last(array.ndim)))
-    if array.size == int(np.prod(onnx_shape)):
-        return array.reshape(onnx_shape)
-    return array
-
-
-def quantise(array: np.ndarray, spec: dict) -> np.ndarray:
-    dtype = numpy_dtype(spec["dtype"])
-    if not np.issubdtype(dtype, np.integer) or not isinstance(spec.get("scale"), float):
-        return array.astype(dtype)
-    info = np.iinfo(dtype)
-    q = np.round(array.astype(np.float64) / spec["scale"]) + spec["zero_point"]
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantise(array: np.ndarray, spec: dict) -> np.ndarray:
-    if np.issubdtype(array.dtype, np.integer) and isinstance(spec.get("scale"), float):
-        return (array.astype(np.float64) - spec["zero_point"]) * spec["scale"]
-    return array.astype(np.float64)
-
-
-def to_tflite_inputs(model: TFLiteModel, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One sample {onnx_input_name: array} -> arrays in TFLite input order, layout and dtype."""
-    specs = model.io_specs("inputs")
-    names = list(sample)
-    arrays = []
-    for i, spec in enumerate(specs):
-        key = spec["name"] if spec["name"] in sample else (names[i] if len(names) == len(specs) else None)
-        if key is None:
-            raise ValueError(f"no sample for TFLite input {spec['name']!r} (sample has {names})")
-        data = _to_tflite_layout(np.asarray(sample[key], dtype=np.float32), tuple(spec["shape"]))
-        arrays.append(quantise(data, spec))
-    return arrays
-
-
-def synthetic_samples(reference: onnx.ModelProto, count: int = 8, seed: int = 1) -> list[dict[str, np.ndarray]]:
-    """Uniform [0, 1) inputs for the reference's static shapes, when the caller gave none."""
-    rng = np.random.default_rng(seed)
-    initializers = {t.name for t in reference.graph.initializer}
-    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
-              for i in reference.graph.input if i.name not in initializers}
-    return [{n: rng.random(s, dtype=np.float32) for n, s in shapes.items()} for _ in range(count)]
-
-
-# --- fidelity --------------------------------------------------------------------------------
-
-def reference_outputs(reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    feeds = [{k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for s in samples]
-    return names, [session.run(names, f) for f in feeds]
-
-
-def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
-            tflite_outputs: list[list[np.ndarray]]) -> dict[str, Any]:
-    """Fidelity figures: per output, then the worst over outputs at the top level."""
-    names, ref = reference_outputs(reference, samples)
-    specs = model.io_specs("outputs")
-    per_output = []
-    for o, spec in enumerate(specs):
-        r = names.index(spec["name"]) if spec["name"] in names else (o if len(names) == len(specs) else None)
-        if r is None:
-            continue
-        expected = [np.asarray(out[r], dtype=np.float64) for out in ref]
-        got = [_from_tflite_layout(dequantise(outs[o], spec), expected[0].shape) for outs in tflite_outputs]
-        step = spec["scale"] if isinstance(spec.get("scale"), float) else 0.0
-        metrics = output_metrics(expected, got, step)
-        if isinstance(spec.get("scale"), float) and spec["scale"] > 0:  # quantized: how finely can it show the reference?
-            span = max(float(np.max(e)) for e in expected) - min(float(np.min(e)) for e in expected)
-            metrics["output_steps"] = span / spec["scale"]
-        per_output.append({"name": spec["name"], **metrics})
-    if not per_output:
-        return {"samples": len(samples), "max_abs_error": None, "rmse": None, "cosine": None, "top1_agreement": None,
-                "cosine_undefined": "no TFLite output matches a reference output"}
-    summary = {"samples": len(samples), **_worst(per_output)}
-    if len(per_output) > 1:
-        summary["outputs"] = per_output
-    return summary
-
-
-def output_metrics(expected: list[np.ndarray], got: list[np.ndarray], step: float = 0.0) -> dict[str, Any]:
-    """Errors over all samples; cosine is the mean over samples whose reference is not all zero
-    (None, with the reason, when every one is: no direction to compare with). Top-1 agreement
-    counts the samples whose reference has a top class: its lead over the runner-up exceeds the
-    output's quantization `step` (a tie, as from flat logits, has no top class to agree on)."""
-    exp = np.concatenate([e.ravel() for e in expected])
-    act = np.concatenate([g.ravel() for g in got])
-    diff = act - exp
-    cosines = [c for c in (_cosine(e.ravel(), g.ravel()) for e, g in zip(expected, got)) if c is not None]
-    top1 = None
-    if is_classifier_shaped(expected[0].shape):
-        decided = [(e, g) for e, g in zip(expected, got) if _lead(e) > max(step, 1e-6 * float(np.max(np.abs(e))))]
-        top1 = float(np.mean([int(np.argmax(e)) == int(np.argmax(g)) for e, g in decided])) if decided else None
-    peak = float(np.max(np.abs(exp))) if exp.size else 0.0
-    max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
-    metrics = {"max_abs_error": max_abs, "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
-               "cosine": float(np.mean(cosines)) if cosines else None, "top1_agreement": top1,
-               "relative_error": max_abs / peak if peak > 0 else None}
-    if not cosines:
-        metrics["cosine_undefined"] = "the reference output is all zero on every sample"
-    return metrics
-
-
-def _lead(scores: np.ndarray) -> float:
-    """How far the top score stands above the runner-up."""
-    top2 = np.sort(scores.ravel())[-2:]
-    return float(top2[1] - top2[0])
-
-
-def is_classifier_shaped(shape: tuple[int, ...]) -> bool:
-    """(batch, K) with 2 <= K <= 1000: scores over classes, where top-1 means something."""
-    return len(shape) == 2 and 2 <= shape[1] <= CLASSIFIER_MAX_CLASSES
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Cosine similarity; None when the reference `a` is all zero (undefined), 0.0 when only `b` is."""
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0:
-        return None
-    if nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
-
-
-def _worst(per_output: list[dict]) -> dict[str, Any]:
-    tops = [p["top1_agreement"] for p in per_output if p["top1_agreement"] is not None]
-    cosines = [p["cosine"] for p in per_output if p["cosine"] is not None]
-    rels = [p["relative_error"] for p in per_output if p["relative_error"] is not None]
-    steps = [p["output_steps"] for p in per_output if "output_steps" in p]
-    worst = {"max_abs_error": max(p["max_abs_error"] for p in per_output),
-             "rmse": max(p["rmse"] for p in per_output),
-             "cosine": min(cosines) if cosines else None,
-             "top1_agreement": min(tops) if tops else None,
-             "relative_error": max(rels) if rels else None}
-    if steps:
-        worst["output_steps"] = min(steps)
-    if not cosines:
-        worst["cosine_undefined"] = per_output[0]["cosine_undefined"]
-    return worst

@@ -192,7 +192,7 @@ def probe(model_path: str, arena: int) -> int:
 
 
 def _io_count(model: bytes) -> list[int]:
-    from hub.tflite.model import read_tflite
+    from hub.tflite.model import read_tflite  # why here: the child's usual run needs only numpy and TFLM
 
     return read_tflite(model).inputs
 

@@ -22,6 +22,7 @@ from hub.artifacts import LoadOptions, Measured
 from hub.check.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 from hub.errors import HubError, InputError, first_line
 from hub.knowledge import boards as board_data
+from hub.knowledge.kernel_flash import op_key
 
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
 # The check pass models TFLM; LiteRT ("tflite") is judged from the float32 TFLM check, keeping only
@@ -105,7 +106,8 @@ def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | No
             rows.append(_estimated_row(name, checks[name], table))
     if measured:
         _apply_measured(rows, measured)
-    return _assemble(rows, table, checks, _board(board), primary=primary)
+    ops = {name: _predicted_ops(check) for name, check in checks.items()}
+    return _assemble(rows, table, checks, _board(board), ops, primary=primary)
 
 
 def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
@@ -137,7 +139,8 @@ def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
                        arena_basis="estimated")
     if f"tflm-{kind}" in checks and _compatible(checks[f"tflm-{kind}"]):
         _apply_measured(rows, _measure_on_tflm(data, kind))
-    return _assemble(rows, table, checks, _board(board), quantize=None)
+    ops = [op_key(op.name, op.custom_code) for op in model.ops]
+    return _assemble(rows, table, checks, _board(board), {r["name"]: ops for r in rows}, quantize=None)
 
 
 def _measure_on_tflm(data: bytes, kind: str) -> Measured:
@@ -249,6 +252,11 @@ def _blocking(check) -> list[dict[str, str]]:
             for f in check.findings if f.severity in ("error", "risk")]  # risks: what may stop a compatible model
 
 
+def _predicted_ops(check) -> list[str]:
+    """The TFLite ops the check predicts the converted model holds (none known when it failed)."""
+    return [] if isinstance(check, HubError) else [op for node in check.nodes for op in node["tflite_ops"]]
+
+
 def _count(check, severity: str) -> int:
     return 0 if isinstance(check, HubError) else sum(f.severity == severity for f in check.findings)
 
@@ -268,9 +276,9 @@ def _apply_measured(rows: list[dict], measured: Measured) -> None:
 
 
 def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_data.Board | None,
-              quantize: str | None = "int8", primary: str | None = None) -> dict[str, Any]:
+              ops: dict[str, list[str]], quantize: str | None = "int8", primary: str | None = None) -> dict[str, Any]:
     """The sections, with totals and memory for the `primary` row (the converted target), else the first
-    TFLM row."""
+    TFLM row. `ops`: per row, the TFLite ops whose kernels the board fit counts."""
     primary = next((r for r in rows if r["name"] == primary), None) \
         or next((r for r in rows if r["name"].startswith("tflm-")), rows[0])
     storage = None if quantize is None else STORAGE.get(primary["name"], "int8")
@@ -288,10 +296,11 @@ def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_da
               "activation_peak_bytes": live[peak] if live else 0, "layers": len(table.layers)}
     board_section = None
     if board is not None:
-        fit = board_data.board_fit(board, primary["arena_bytes"], primary["flash_bytes"])
-        per_target = {r["name"]: board_data.board_fit(board, r["arena_bytes"], r["flash_bytes"])
-                      for r in rows if r["name"].startswith("tflm-")}
-        board_section = {**board.to_dict(), "target": primary["name"], **fit, "per_target": per_target,
+        def fit(row: dict) -> dict[str, Any]:
+            return board_data.board_fit(board, row["arena_bytes"], row["flash_bytes"], ops.get(row["name"], [])).to_dict()
+
+        per_target = {r["name"]: fit(r) for r in rows if r["name"].startswith("tflm-")}
+        board_section = {**board.to_dict(), "target": primary["name"], **fit(primary), "per_target": per_target,
                          "assumption": board_data.ASSUMPTION}
     return {
         "targets": rows,

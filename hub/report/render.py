@@ -76,9 +76,19 @@ def _board_lines(report: dict) -> list[str]:
     b = report.get("board")
     if not b:
         return []
-    return [f"{b['name']}: RAM {_bytes(b['ram_bytes'])}, flash {_bytes(b['flash_bytes'])} ({b['source']})",
-            f"{b['target']}: RAM {b['ram']['verdict']}; flash {b['flash']['verdict']}",
-            f"assumes {b['assumption']}"]
+    lines = [f"{b['name']}: RAM {_bytes(b['ram_bytes'])}, flash {_bytes(b['flash_bytes'])} ({b['source']})",
+             f"{b['target']}: RAM {b['ram']['verdict']}; flash {b['flash']['verdict']}"]
+    if b.get("counted"):
+        lines.append(f"counted: {counted_text(b['counted'])}")
+    return lines + [f"assumes {b['assumption']}"]
+
+
+def counted_text(c: dict) -> str:
+    """What a board fit (hub.knowledge.boards.BoardFit.counted) adds up, in one line."""
+    estimated = f", {len(c['estimated_ops'])} of them unmeasured" if c.get("estimated_ops") else ""
+    return (f"RAM = arena {_bytes(c['arena_bytes'])} + TFLM runtime {_bytes(c['runtime_ram_bytes'])}; "
+            f"flash = model {_bytes(c['model_bytes'])} + TFLM code {_bytes(c['kernel_code_bytes'])} "
+            f"(interpreter core + kernels of {len(c['ops'])} ops{estimated})")
 
 
 def _table_text(head: list[str], rows: list[list[str]]) -> str:
@@ -207,7 +217,9 @@ def _html_board(b: dict) -> str:
     return (f"<p><b>{escape(b['name'])}</b> {escape(b.get('mcu') or '')}: RAM {_bytes(b['ram_bytes'])}, "
             f"flash {_bytes(b['flash_bytes'])}. Source: {link}. {escape(b.get('note') or '')}</p>"
             "<table id=\"board\"><thead><tr><th>target</th><th>memory</th><th>needs</th><th>budget</th><th>verdict</th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table><p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f"<p class=\"note\">{escape(b['target'])}: {escape(counted_text(b['counted']))}.</p>" if b.get("counted") else "")
+            + f"<p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
 
 
 def _html_layers(report: dict) -> str:

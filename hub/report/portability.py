@@ -18,11 +18,17 @@ from typing import Any, Sequence
 
 import onnx
 
+import hub.adapters
 from hub.artifacts import LoadOptions, Measured
+from hub.check.analyse import analyse_onnx, analyse_tflite
 from hub.check.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 from hub.errors import HubError, InputError, first_line
+from hub.graph.normalise import normalise_source
+from hub.graph.rewrite import rewrite
 from hub.knowledge import boards as board_data
 from hub.knowledge.kernel_flash import op_key
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import verify
 
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
 # The check pass models TFLM; LiteRT ("tflite") is judged from the float32 TFLM check, keeping only
@@ -57,15 +63,10 @@ def resolve_board(board: str | None, ram_kb: float | None, flash_kb: float | Non
 
 
 def build_report(path: Path, targets: Sequence[str], board: board_data.Board | None, options: LoadOptions) -> dict:
-    import hub.adapters
-
     source = hub.adapters.load(path, options)
     head = {"source": {"path": str(path), "framework": source.framework}}
     if source.framework == "tflite":
         return {**head, **tflite_sections(source.tflite_bytes, targets=targets, board=board)}
-    from hub.graph.normalise import normalise_source
-    from hub.graph.rewrite import rewrite
-
     normalised = rewrite(normalise_source(source, options))  # as hub convert --target tflm will convert it
     return {**head, **portability_sections(normalised.onnx_model, measured=None, board=board, targets=targets)}
 
@@ -113,8 +114,6 @@ def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | No
 def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
                     board: str | board_data.Board | None = None) -> dict[str, Any]:
     """The same sections for a .tflite file: the file is measured as it is, not converted."""
-    from hub.tflite.model import read_tflite
-
     model = read_tflite(data)
     table = tflite_layers(model)
     kind = _tflite_kind(model)
@@ -146,8 +145,6 @@ def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
 def _measure_on_tflm(data: bytes, kind: str) -> Measured:
     """A .tflite is measured, not estimated: about a second on the TFLM interpreter (kernel scratch
     included, which the estimate leaves out: 9 % of MLPerf VWW's arena). Flash stays the file's size."""
-    from hub.verify.tflm import verify
-
     v = verify(data, None, None)
     return Measured("tflm", kind, None, v.memory.get("arena_bytes"), v.tflm.get("invokes"), v.tflm.get("message"))
 
@@ -202,8 +199,6 @@ def _litert_row(data: bytes) -> dict[str, Any]:
 
 
 def _check_onnx(onnx_model: onnx.ModelProto, target: str, quantize: str):
-    from hub.check.analyse import analyse_onnx
-
     try:
         return analyse_onnx(onnx_model, target=target, quantize=quantize)
     except HubError as exc:
@@ -233,8 +228,6 @@ def _litert_view(check):
 
 
 def _check_tflite(data: bytes):
-    from hub.check.analyse import analyse_tflite
-
     try:
         return analyse_tflite(data, target="tflm")
     except HubError as exc:

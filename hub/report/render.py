@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.output import to_json, write_text_atomic
+from hub.report import charts
 
 FORMATS = ("text", "json", "md", "html")
 
@@ -143,8 +144,6 @@ SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "ac
 
 
 def render_html(report: dict[str, Any]) -> str:
-    from hub.report import charts
-
     src = report.get("source", {})
     title = f"Portability report: {Path(str(src.get('path', 'model'))).name}"
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
@@ -246,8 +245,6 @@ def _html_extras(report: dict) -> list[str]:
             continue
         out += [f"<h2>{escape(key.replace('_', ' '))}</h2>", _html_value(value)]
         if key == "memory" and value.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound beside the arena
-            from hub.report import charts
-
             out.append(charts.arena_bars(value))
     return out
 
@@ -277,8 +274,6 @@ OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "fl
 
 def _html_search(search: dict) -> str:
     """hub optimize --board: the Pareto charts (accuracy against flash and against RAM) and every candidate."""
-    from hub.report import charts
-
     board = search["board"]
     points = [{**c, "chosen": c["label"] == search["chosen"]} for c in search["candidates"]]
     rows = []

@@ -22,7 +22,7 @@ from hub.knowledge import kernel_flash
 KB = 1024
 MB = 1024 * KB
 
-# Share of RAM / flash reserved for the application (stack, heap, drivers, TFLM's own code).
+# Share of RAM / flash reserved for the application (stack, heap, drivers; TFLM's own code and RAM are counted).
 # None is assumed: the whole budget is offered to the model, and the report says so.
 APP_RAM_RESERVE = 0.0
 APP_FLASH_RESERVE = 0.0

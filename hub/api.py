@@ -190,8 +190,10 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
         report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
         if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
             from hub.firmware.ethos_u import write_outputs
+            from hub.report.portability import ethos_u_row
 
-            report.firmware = write_outputs(report.ethos_u, ident, tmp, report.portability)
+            report.firmware = write_outputs(report.ethos_u, ident, tmp)
+            report.portability.setdefault("targets", []).append(ethos_u_row(report.ethos_u))
         elif verification is not None and verification.tflm.loads:
             with progress.stage("export", "Writing firmware files"):
                 from hub.firmware.export import export_firmware

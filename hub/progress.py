@@ -28,10 +28,6 @@ class Progress:
             yield
         self.timings[name] = round(time.perf_counter() - t0, 3)
 
-    def note(self, text: str) -> None:
-        if self.enabled:
-            console.print(text)
-
 
 def warn(text: str) -> None:
     """Warnings go to stderr whether or not it is a terminal."""

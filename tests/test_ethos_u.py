@@ -16,6 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from hub import api
 from hub.errors import InputError
 from hub.firmware import ethos_u
+from hub.report.portability import ethos_u_row
+from hub.report.terminal import ethos_u_lines
 from hub.targets import resolve
 from tests.conftest import run_hub
 
@@ -73,6 +75,12 @@ def test_u55_output_folder_report_and_firmware(converted) -> None:
 def test_u65_compiles_the_same_int8_file(converted) -> None:
     result = ethos_u.compile_model((converted.output / "model.tflite").read_bytes(), "ethos-u65-256")
     assert result.system_config.startswith("Ethos_U65") and result.cycles > 0
+    # the stage returns data; the report layer words it (hub.report.terminal, hub.report.portability)
+    lines = ethos_u_lines(result)
+    assert lines[0].startswith("ethos-u      ethos-u65-256") and "host cannot execute" in lines[-1]
+    assert any("DEPTH_TO_SPACE" in line and "Unsupported opType" in line for line in lines)
+    row = ethos_u_row(result)
+    assert row["name"] == "ethos-u65-256" and row["flash_bytes"] == len(result.tflite_bytes)
     assert [op.op for op in result.cpu_ops] == ["DEPTH_TO_SPACE"]
 
 

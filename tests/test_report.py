@@ -180,34 +180,40 @@ def test_board_table_has_the_common_boards_with_sources():
 
 def test_board_fit_margins_by_hand():
     nano = boards.find_board("nano33ble")  # 256 KB RAM = 262,144 B; 1 MB flash = 1,048,576 B
-    fit = boards.board_fit(nano, 300_000, 1_048_577)
+    bare = replace(nano, runtime_ram_bytes=0)
+    core = kernel_flash.CORE_FLASH_BYTES  # no op: the interpreter core alone
+    fit = boards.board_fit(bare, 300_000, 1_048_577 - core, []).to_dict()
     assert fit["ram"]["margin_bytes"] == 262_144 - 300_000 == -37_856
     assert fit["ram"]["verdict"] == "does not fit by 37 KB"  # 36.97 KB, rounded up
     assert fit["flash"]["verdict"] == "does not fit by 1 B" and fit["fits"] is False
-    fit = boards.board_fit(nano, 200_000, 98_496)
+    fit = boards.board_fit(bare, 200_000, 98_496 - core, []).to_dict()
     assert fit["ram"]["margin_bytes"] == 62_144 and fit["ram"]["verdict"] == "fits (60 KB spare)"
     assert fit["flash"]["margin_bytes"] == 1_048_576 - 98_496 and fit["fits"] is True
+    unknown = boards.board_fit(nano, None, None, ["CONV_2D"])
+    assert unknown.fits is None and unknown.ram["verdict"] == "not checked"
 
 
-
-def test_model_need_adds_the_runtime_to_arena_and_model():
+def test_board_fit_counts_the_runtime_beside_arena_and_model():
     nano = boards.find_board("nano33ble")
     ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "CUSTOM:TFLM_DECODE"]
     code, estimated = kernel_flash.firmware_flash_bytes(ops)
-    ram, flash = nano.model_need(30_000, 64 * 1024, ops)
-    assert estimated == [] and flash == 64 * 1024 + code
+    fit = boards.board_fit(nano, 30_000, 64 * 1024, ops)
+    assert estimated == [] and fit.flash_needed == 64 * 1024 + code == fit.model_bytes + fit.kernel_code_bytes
     # three distinct ops: the one-op resolver in RUNTIME_RAM_BYTES grows by two entries
-    assert ram == 30_000 + kernel_flash.RUNTIME_RAM_BYTES + 2 * kernel_flash.RESOLVER_BYTES_PER_OP
+    assert fit.ram_needed == 30_000 + kernel_flash.RUNTIME_RAM_BYTES + 2 * kernel_flash.RESOLVER_BYTES_PER_OP
+    assert fit.ram_available == 256 * 1024 and fit.flash_available == 1024 * 1024 and fit.fits is True
+    assert fit.to_dict()["counted"] == {
+        "arena_bytes": 30_000, "runtime_ram_bytes": fit.ram_needed - 30_000, "model_bytes": 64 * 1024,
+        "kernel_code_bytes": code, "ops": ["CONV_2D", "DEPTHWISE_CONV_2D", "TFLM_DECODE"], "estimated_ops": []}
     assert nano.runtime_ram_bytes == kernel_flash.RUNTIME_RAM_BYTES
-    assert replace(nano, runtime_ram_bytes=0).model_need(30_000, 0, [])[0] == 30_000
+    assert boards.board_fit(replace(nano, runtime_ram_bytes=0), 30_000, 0, []).ram_needed == 30_000
+    assert boards.board_fit(nano, 1, 1, ["NO_SUCH_OP"]).estimated_ops == ("NO_SUCH_OP",)
 
 
 def test_a_64_kb_model_fits_the_nano_33_ble_but_not_a_blue_pill():
     ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "RESHAPE"]
-    verdicts = {}
-    for key in ("nano33ble", "Blue Pill"):
-        board = boards.find_board(key)
-        verdicts[key] = boards.board_fit(board, *board.model_need(12 * 1024, 64 * 1024, ops))
+    verdicts = {key: boards.board_fit(boards.find_board(key), 12 * 1024, 64 * 1024, ops).to_dict()
+                for key in ("nano33ble", "Blue Pill")}
     assert verdicts["nano33ble"]["fits"] is True
     pill = verdicts["Blue Pill"]  # 20 KB SRAM holds the arena; 64 KB of weights alone fill its 64 KB flash
     assert pill["ram"]["fits"] and pill["flash"]["fits"] is False and pill["fits"] is False
@@ -219,9 +225,15 @@ def test_portability_sections_with_measured_numbers_and_board():
     assert (row["flash_bytes"], row["flash_basis"], row["arena_bytes"], row["arena_basis"]) == \
         (270_000, "measured", 9_000, "measured")
     assert sections["totals"]["flash_bytes"] == 270_000 and sections["totals"]["params"] == 340
-    board = sections["board"]
-    assert board["ram"]["margin_bytes"] == 256 * 1024 - 9_000 and board["ram"]["fits"]
-    assert board["flash"]["margin_bytes"] == 1024 * 1024 - 270_000 and board["fits"] is True
+    board, counted = sections["board"], sections["board"]["counted"]
+    # the one board-fit rule: TFLM's runtime RAM and code (core + the kernels of the predicted ops) counted
+    assert counted["arena_bytes"] == 9_000 and counted["model_bytes"] == 270_000
+    assert "CONV_2D" in counted["ops"] and counted["kernel_code_bytes"] > kernel_flash.CORE_FLASH_BYTES
+    assert board["ram"]["need_bytes"] == 9_000 + counted["runtime_ram_bytes"]
+    assert board["ram"]["margin_bytes"] == 256 * 1024 - 9_000 - counted["runtime_ram_bytes"] and board["ram"]["fits"]
+    assert board["flash"]["margin_bytes"] == 1024 * 1024 - 270_000 - counted["kernel_code_bytes"]
+    assert board["fits"] is True and board["per_target"]["tflm-int8"] == {
+        k: board[k] for k in ("ram", "flash", "fits", "counted")}
     assert [t["name"] for t in sections["targets"]] == ["tflm-int8", "tflm-float32", "tflite", "onnxruntime"]
     assert all(t["compatible"] for t in sections["targets"])
     assert len(sections["layers"]) == 7 and sections["layers"][0]["support"]["tflm-int8"] == "ok"
@@ -237,8 +249,9 @@ def test_cli_json_against_a_custom_budget(small_cnn_path):
     totals, board = report["totals"], report["board"]
     assert (totals["params"], totals["macs"]) == (340, 73_760)
     assert totals["flash_bytes"] == 400 and totals["target"] == "tflm-int8"
-    assert board["ram"]["margin_bytes"] == 5 * 1024 - totals["arena_bytes"] < 0
-    assert board["flash"]["margin_bytes"] == 64 * 1024 - 400 and board["flash"]["fits"]
+    counted = board["counted"]
+    assert board["ram"]["margin_bytes"] == 5 * 1024 - totals["arena_bytes"] - counted["runtime_ram_bytes"] < 0
+    assert board["flash"]["margin_bytes"] == 64 * 1024 - 400 - counted["kernel_code_bytes"] and board["flash"]["fits"]
     runtime = next(t for t in report["targets"] if t["name"] == "onnxruntime")
     # onnxruntime would run the normalised graph (hub convert's model.onnx), not the file as given
     from hub.graph.normalise import normalise
@@ -299,7 +312,10 @@ def test_tflite_input_is_measured_as_it_is():
     assert rows["tflm-float32"]["compatible"] is False and rows["onnxruntime"]["compatible"] is None
     assert rows["tflite"]["compatible"] is True
     assert (report["totals"]["params"], report["totals"]["macs"]) == (IC_PARAMS, IC_MACS)
-    assert report["board"]["flash"]["margin_bytes"] == 1024 * 1024 - 98_496
+    counted = report["board"]["counted"]  # the file's own ops: their kernels are counted in flash
+    assert counted["ops"] == sorted(read_tflite(path.read_bytes()).op_histogram())
+    assert counted["kernel_code_bytes"] == kernel_flash.firmware_flash_bytes(counted["ops"])[0]
+    assert report["board"]["flash"]["margin_bytes"] == 1024 * 1024 - 98_496 - counted["kernel_code_bytes"]
 
 
 # ---------------------------------------------------------------- HTML in a real browser

@@ -59,6 +59,11 @@ def test_local_cluster_rows_match_single_converts(local_sweep, single_converts):
     for row in doc["rows"]:
         assert _figures(row) == single_converts[row["name"], row["mode"]], row
         assert row["fits"] == {"nano33ble": True, "pico": True}
+        # hub report's and hub optimize's rule: TFLM's code for the job's ops and its runtime RAM counted
+        counted = row["board_fit"]["nano33ble"]["counted"]
+        assert counted["model_bytes"] == row["tflite_bytes"] and counted["arena_bytes"] == row["arena_bytes"]
+        assert counted["ops"] == row["op_names"] and counted["kernel_code_bytes"] > 0
+        assert row["board_fit"]["nano33ble"]["flash"]["need_bytes"] == row["tflite_bytes"] + counted["kernel_code_bytes"]
         assert (Path(row["output"]) / "model.tflite").stat().st_size == row["tflite_bytes"]
     assert len({r["worker"] for r in doc["rows"]}) == 2  # both workers took jobs
     csv_lines = (out / "sweep.csv").read_text().splitlines()

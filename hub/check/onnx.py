@@ -226,7 +226,6 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "pad_edge": lambda v: v.attr("mode", b"constant") in (b"edge", "edge"),
     "pad_constant_value": lambda v: v.input(2) is not None and _const_scalar(v, 2) not in (None, 0.0),
     "expand_is_noop": _expand_noop,
-    "expand_same_rank": lambda v: False,
     "crd_mode": lambda v: v.attr("mode", b"DCR") in (b"CRD", "CRD"),
     "resize_nearest": lambda v: v.attr("mode", b"nearest") in (b"nearest", "nearest"),
     "resize_linear": lambda v: v.attr("mode", b"nearest") in (b"linear", "linear", b"bilinear"),

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from hub.artifacts import CheckResult, Finding
+from hub.check.layers import tflite_layers
+from hub.child import run_python_module
 from hub.errors import IncompatibleError, InputError
+from hub.firmware.export import export_firmware
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.tflite.model import read_tflite
 
@@ -101,8 +104,6 @@ class EthosUResult:
 
 def compile_model(int8_tflite: bytes, npu: str) -> EthosUResult:
     """Vela on an int8 flatbuffer for one NPU config, in a child process; IncompatibleError if it fails."""
-    from hub.child import run_python_module
-
     with tempfile.TemporaryDirectory(prefix="hub-vela-") as tmp:
         model = Path(tmp) / "model.tflite"
         model.write_bytes(int8_tflite)
@@ -146,8 +147,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _result(npu: str, int8_tflite: bytes, optimised: bytes, summary: dict[str, str], layers: list[dict[str, str]],
             reasons: dict[str, list[str]]) -> EthosUResult:
-    from hub.check.layers import tflite_layers
-
     source, compiled = read_tflite(int8_tflite), read_tflite(optimised)
     macs = {layer.name: layer.macs for layer in tflite_layers(source).layers}
     cpu = [CpuOp(op.name, compiled.tensors[op.outputs[0]].name, macs.get(compiled.tensors[op.outputs[0]].name, 0),
@@ -172,18 +171,12 @@ def _result(npu: str, int8_tflite: bytes, optimised: bytes, summary: dict[str, s
 
 def _arena(compiled) -> int:
     """TFLM's arena for the optimised model, estimated by hub.check.layers' planner (Vela's scratch tensors included)."""
-    from hub.check.layers import tflite_layers
-
     return tflite_layers(compiled).arena(None)[0]
 
 
-def write_outputs(result: EthosUResult, ident: str, folder: Path, portability: dict[str, Any]) -> list[str]:
+def write_outputs(result: EthosUResult, ident: str, folder: Path) -> list[str]:
     """model_vela.tflite and its firmware files (a resolver with AddEthosU and the CPU ops left over) into
-    `folder`; the ethos-u row joins the portability report. Returns the firmware file names."""
-    from hub.firmware.export import export_firmware
-    from hub.report.portability import ethos_u_row
-    from hub.verify.tflm import recommended_arena
-
+    `folder`. Returns the firmware file names (the report's ethos-u row: hub.report.portability.ethos_u_row)."""
     (folder / "model_vela.tflite").write_bytes(result.tflite_bytes)
     constants = {"kEthosUScratchSize": (result.scratch_bytes, f"Vela's scratch tensors for {result.npu} "
                                         f"({result.memory_mode}); TFLM places them in the arena")}
@@ -191,7 +184,6 @@ def write_outputs(result: EthosUResult, ident: str, folder: Path, portability: d
             "Vela model's tensors, scratch included, + 10 % headroom, whole KB")
     files = export_firmware(result.tflite_bytes, ident, folder, recommended_arena(result.arena_bytes), note,
                             constants)
-    portability.setdefault("targets", []).append(ethos_u_row(result))
     return ["model_vela.tflite", *(f.name for f in files)]
 
 
@@ -258,15 +250,3 @@ def vela_op_table(npu: str) -> dict[str, list[str]]:
     from ethosu import regor
 
     return regor.tflite_operator_constraints("EthosU85" if npu.startswith("ethos-u85") else "EthosU55")
-
-
-def summary_lines(result: EthosUResult) -> list[str]:
-    """What `hub convert --target ethos-u` prints about the Vela compilation."""
-    d = result.to_dict()
-    lines = [f"ethos-u      {result.npu} ({result.system_config}, {result.memory_mode}, "
-             f"{result.clock_hz / 1e6:g} MHz): model_vela.tflite {d['tflite_size']:,} B",
-             f"  NPU        {result.npu_ops}/{result.ops_total} ops, {d['npu_macs']:,}/{result.macs_total:,} MACs; "
-             f"SRAM {result.sram_bytes:,} B, flash {result.flash_bytes:,} B, DRAM {result.dram_bytes:,} B, "
-             f"{result.cycles:,} cycles = {d['inference_ms']:g} ms (Vela's estimate)"]
-    lines += [f"  CPU        {op.op} {op.output}: {'; '.join(op.reasons) or 'no reason given'}" for op in result.cpu_ops]
-    return lines + [f"  note       {HOST_NOTE}"]

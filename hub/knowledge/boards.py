@@ -3,9 +3,10 @@
 RAM is the on-chip SRAM the TFLM arena can live in; flash is the memory the model
 array (weights) is read from. External PSRAM/SDRAM/QSPI chips some boards carry
 are left out unless they are the only place the model can go (noted per row).
-Board.model_need adds what the TFLM runtime itself takes beside the model: its code in
-flash and its objects in RAM (measured: hub.knowledge.kernel_flash).
-KB = 1024 bytes.
+board_fit is the one rule every command (hub report --board, hub sweep, hub optimize --board) judges
+a board by, as a device would: RAM holds the arena and the TFLM runtime's own objects, flash the model
+array and the runtime's code (interpreter core and the kernels of the ops the model uses), both measured
+(hub.knowledge.kernel_flash). KB = 1024 bytes.
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from hub.knowledge import kernel_flash
 KB = 1024
 MB = 1024 * KB
 
-# Share of RAM / flash reserved for the application (stack, heap, drivers, TFLM's own code).
+# Share of RAM / flash reserved for the application (stack, heap, drivers; TFLM's own code and RAM are counted).
 # None is assumed: the whole budget is offered to the model, and the report says so.
 APP_RAM_RESERVE = 0.0
 APP_FLASH_RESERVE = 0.0
-ASSUMPTION = ("the whole RAM is offered to the TFLM arena and the whole flash to the model; "
-              "leave room for your application, stack and TFLM's code (~50-100 KB flash)")
+ASSUMPTION = ("the whole RAM is offered to the TFLM arena and runtime objects and the whole flash to the model "
+              "and TFLM's code (interpreter core + the kernels of the model's ops, measured for a Cortex-M4F "
+              "with GCC -Os); leave room for your application and stack")
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,6 @@ class Board:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def model_need(self, arena_bytes: int, model_bytes: int, ops: Iterable[str]) -> tuple[int, int]:
-        """(RAM, flash) bytes a firmware running the model needs: the arena plus the runtime's objects
-        (its resolver grows with each distinct op), and the model array plus the interpreter core and the
-        kernels of `ops` (op keys as hub.knowledge.kernel_flash.op_key spells them). The application's
-        own code, stack and data are not counted."""
-        distinct = {kernel_flash.op_key(op) for op in ops}
-        ram = arena_bytes + self.runtime_ram_bytes + kernel_flash.resolver_ram_bytes(len(distinct))
-        code, _ = kernel_flash.firmware_flash_bytes(distinct)
-        return ram, model_bytes + code
 
 
 BOARDS: tuple[Board, ...] = (
@@ -141,8 +133,58 @@ def _amount(n: int, ceil_kb: bool = True) -> str:
     return f"{(ceil(n / KB) if ceil_kb else n // KB):,} KB"
 
 
-def board_fit(board: Board, ram_need: int | None, flash_need: int | None) -> dict[str, Any]:
-    ram = fit(ram_need, board.ram_bytes, APP_RAM_RESERVE)
-    flash = fit(flash_need, board.flash_bytes, APP_FLASH_RESERVE)
+@dataclass(frozen=True)
+class BoardFit:
+    """Whether a model fits a board as a firmware running it on TFLM needs it, and what was counted.
+
+    RAM needed = the arena + the runtime's objects (interpreter, an op resolver sized for the model's
+    distinct ops, the C library's data); flash needed = the model array + the runtime's code (interpreter
+    core and each kernel the model's ops register, code they share counted once). The application's own
+    code, stack and data are not counted. A need or a budget left unknown is "not checked"."""
+
+    board: str  # Board.key
+    fits: bool | None  # None: neither RAM nor flash could be checked
+    ram_needed: int | None
+    ram_available: int | None
+    flash_needed: int | None
+    flash_available: int | None
+    arena_bytes: int | None
+    runtime_ram_bytes: int  # beside the arena: interpreter and resolver objects, C library data
+    model_bytes: int | None  # the flatbuffer
+    kernel_code_bytes: int  # interpreter core + the kernels of `ops`
+    ops: tuple[str, ...]  # distinct op keys (hub.knowledge.kernel_flash.op_key)
+    estimated_ops: tuple[str, ...]  # ops without a measurement, charged kernel_flash.FALLBACK_KERNEL_BYTES
+
+    @property
+    def ram(self) -> dict[str, Any]:
+        return fit(self.ram_needed, self.ram_available or 0)
+
+    @property
+    def flash(self) -> dict[str, Any]:
+        return fit(self.flash_needed, self.flash_available or 0)
+
+    def counted(self) -> dict[str, Any]:
+        return {"arena_bytes": self.arena_bytes, "runtime_ram_bytes": self.runtime_ram_bytes,
+                "model_bytes": self.model_bytes, "kernel_code_bytes": self.kernel_code_bytes,
+                "ops": list(self.ops), "estimated_ops": list(self.estimated_ops)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"ram", "flash", "fits"} as report.json has always had them (needs now include the runtime),
+        and "counted": what the needs add up."""
+        return {"ram": self.ram, "flash": self.flash, "fits": self.fits, "counted": self.counted()}
+
+
+def board_fit(board: Board, arena_bytes: int | None, model_bytes: int | None, ops: Iterable[str]) -> BoardFit:
+    """The board-fit rule: the arena and runtime objects against the board's RAM, the model array and the
+    runtime's code for `ops` (op names or keys, repeats count once) against its flash."""
+    distinct = sorted({kernel_flash.op_key(op) for op in ops})
+    runtime_ram = board.runtime_ram_bytes + kernel_flash.resolver_ram_bytes(len(distinct))
+    code, estimated = kernel_flash.firmware_flash_bytes(distinct)
+    ram_needed = None if arena_bytes is None else arena_bytes + runtime_ram
+    flash_needed = None if model_bytes is None else model_bytes + code
+    ram = fit(ram_needed, board.ram_bytes, APP_RAM_RESERVE)
+    flash = fit(flash_needed, board.flash_bytes, APP_FLASH_RESERVE)
     checked = [r["fits"] for r in (ram, flash) if r["fits"] is not None]
-    return {"ram": ram, "flash": flash, "fits": all(checked) if checked else None}
+    return BoardFit(board.key, all(checked) if checked else None, ram_needed, ram["budget_bytes"], flash_needed,
+                    flash["budget_bytes"], arena_bytes, runtime_ram, model_bytes, code, tuple(distinct),
+                    tuple(estimated))

@@ -226,7 +226,7 @@ _ROWS = [
     _l("Pad", "PAD", variants=(("pad_reflect", ("MIRROR_PAD",)), ("pad_edge", ("FlexOp:edge pad",)),
                                ("pad_constant_value", ("PADV2",))),
        const_operands={1: 1}),
-    _l("Expand", "BROADCAST_TO", variants=(("expand_is_noop", ()), ("expand_same_rank", ("MUL",)))),
+    _l("Expand", "BROADCAST_TO", variants=(("expand_is_noop", ()),)),
     _l("Tile", "TILE", hint="use BROADCAST_TO (Expand), or concatenate copies"),
     _l("DepthToSpace", "DEPTH_TO_SPACE", variants=(("crd_mode", ("RESHAPE", "TRANSPOSE", "RESHAPE")),),
        fails_when=(("crd_mode", "onnx2tf's CRD DepthToSpace reshapes to 6-D and transposes that; TFLM's TRANSPOSE "

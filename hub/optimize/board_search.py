@@ -132,9 +132,8 @@ def _measure(ctx: SearchContext, student: Any, candidate: Candidate, board: Any,
         s = scores(outputs, ctx.teacher_val, ctx.val.y, ctx.teacher.reconstruction)
         candidate.accuracy = s["accuracy"] if s["accuracy"] is not None else s["agreement"]
         if candidate.arena_bytes is not None:
-            candidate.ram_need, candidate.flash_need = board.model_need(candidate.arena_bytes, candidate.flash_bytes,
-                                                                        _ops(data))
-            candidate.fits = board_fit(board, candidate.ram_need, candidate.flash_need)["fits"]
+            fit = board_fit(board, candidate.arena_bytes, candidate.flash_bytes, _ops(data))
+            candidate.ram_need, candidate.flash_need, candidate.fits = fit.ram_needed, fit.flash_needed, fit.fits
         candidate.folder, candidate.report = folder / "out", report
     except HubError as exc:
         candidate.error = str(exc).splitlines()[0]

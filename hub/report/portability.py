@@ -18,10 +18,18 @@ from typing import Any, Sequence
 
 import onnx
 
+import hub.adapters
 from hub.artifacts import LoadOptions, Measured
+from hub.check.onnx import analyse_onnx
+from hub.check.tflite import analyse_tflite
 from hub.check.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 from hub.errors import HubError, InputError, first_line
+from hub.graph.normalise import normalise_source
+from hub.graph.rewrite import rewrite
 from hub.knowledge import boards as board_data
+from hub.knowledge.kernel_flash import op_key
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import verify
 
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
 # The check pass models TFLM; LiteRT ("tflite") is judged from the float32 TFLM check, keeping only
@@ -56,15 +64,10 @@ def resolve_board(board: str | None, ram_kb: float | None, flash_kb: float | Non
 
 
 def build_report(path: Path, targets: Sequence[str], board: board_data.Board | None, options: LoadOptions) -> dict:
-    import hub.adapters
-
     source = hub.adapters.load(path, options)
     head = {"source": {"path": str(path), "framework": source.framework}}
     if source.framework == "tflite":
         return {**head, **tflite_sections(source.tflite_bytes, targets=targets, board=board)}
-    from hub.graph.normalise import normalise_source
-    from hub.graph.rewrite import rewrite
-
     normalised = rewrite(normalise_source(source, options))  # as hub convert --target tflm will convert it
     return {**head, **portability_sections(normalised.onnx_model, measured=None, board=board, targets=targets)}
 
@@ -105,14 +108,13 @@ def portability_sections(onnx_model: onnx.ModelProto, *, measured: Measured | No
             rows.append(_estimated_row(name, checks[name], table))
     if measured:
         _apply_measured(rows, measured)
-    return _assemble(rows, table, checks, _board(board), primary=primary)
+    ops = {name: _predicted_ops(check) for name, check in checks.items()}
+    return _assemble(rows, table, checks, _board(board), ops, primary=primary)
 
 
 def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
                     board: str | board_data.Board | None = None) -> dict[str, Any]:
     """The same sections for a .tflite file: the file is measured as it is, not converted."""
-    from hub.tflite.model import read_tflite
-
     model = read_tflite(data)
     table = tflite_layers(model)
     kind = _tflite_kind(model)
@@ -137,14 +139,13 @@ def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
                        arena_basis="estimated")
     if f"tflm-{kind}" in checks and _compatible(checks[f"tflm-{kind}"]):
         _apply_measured(rows, _measure_on_tflm(data, kind))
-    return _assemble(rows, table, checks, _board(board), quantize=None)
+    ops = [op_key(op.name, op.custom_code) for op in model.ops]
+    return _assemble(rows, table, checks, _board(board), {r["name"]: ops for r in rows}, quantize=None)
 
 
 def _measure_on_tflm(data: bytes, kind: str) -> Measured:
     """A .tflite is measured, not estimated: about a second on the TFLM interpreter (kernel scratch
     included, which the estimate leaves out: 9 % of MLPerf VWW's arena). Flash stays the file's size."""
-    from hub.verify.tflm import verify
-
     v = verify(data, None, None)
     return Measured("tflm", kind, None, v.memory.arena_bytes, v.tflm.invokes, v.tflm.message)
 
@@ -199,8 +200,6 @@ def _litert_row(data: bytes) -> dict[str, Any]:
 
 
 def _check_onnx(onnx_model: onnx.ModelProto, target: str, quantize: str):
-    from hub.check.onnx import analyse_onnx
-
     try:
         return analyse_onnx(onnx_model, target=target, quantize=quantize)
     except HubError as exc:
@@ -230,8 +229,6 @@ def _litert_view(check):
 
 
 def _check_tflite(data: bytes):
-    from hub.check.tflite import analyse_tflite
-
     try:
         return analyse_tflite(data, target="tflm")
     except HubError as exc:
@@ -247,6 +244,11 @@ def _blocking(check) -> list[dict[str, str]]:
         return [{"node": "", "op": "", "message": check.message, "hint": check.hint or ""}]
     return [{"node": f.node, "op": f.op, "message": f.message, "hint": f.hint, "severity": f.severity}
             for f in check.findings if f.severity in ("error", "risk")]  # risks: what may stop a compatible model
+
+
+def _predicted_ops(check) -> list[str]:
+    """The TFLite ops the check predicts the converted model holds (none known when it failed)."""
+    return [] if isinstance(check, HubError) else [op for node in check.nodes for op in node["tflite_ops"]]
 
 
 def _count(check, severity: str) -> int:
@@ -268,9 +270,9 @@ def _apply_measured(rows: list[dict], measured: Measured) -> None:
 
 
 def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_data.Board | None,
-              quantize: str | None = "int8", primary: str | None = None) -> dict[str, Any]:
+              ops: dict[str, list[str]], quantize: str | None = "int8", primary: str | None = None) -> dict[str, Any]:
     """The sections, with totals and memory for the `primary` row (the converted target), else the first
-    TFLM row."""
+    TFLM row. `ops`: per row, the TFLite ops whose kernels the board fit counts."""
     primary = next((r for r in rows if r["name"] == primary), None) \
         or next((r for r in rows if r["name"].startswith("tflm-")), rows[0])
     storage = None if quantize is None else STORAGE.get(primary["name"], "int8")
@@ -288,10 +290,11 @@ def _assemble(rows: list[dict], table: LayerTable, checks: dict, board: board_da
               "activation_peak_bytes": live[peak] if live else 0, "layers": len(table.layers)}
     board_section = None
     if board is not None:
-        fit = board_data.board_fit(board, primary["arena_bytes"], primary["flash_bytes"])
-        per_target = {r["name"]: board_data.board_fit(board, r["arena_bytes"], r["flash_bytes"])
-                      for r in rows if r["name"].startswith("tflm-")}
-        board_section = {**board.to_dict(), "target": primary["name"], **fit, "per_target": per_target,
+        def fit(row: dict) -> dict[str, Any]:
+            return board_data.board_fit(board, row["arena_bytes"], row["flash_bytes"], ops.get(row["name"], [])).to_dict()
+
+        per_target = {r["name"]: fit(r) for r in rows if r["name"].startswith("tflm-")}
+        board_section = {**board.to_dict(), "target": primary["name"], **fit(primary), "per_target": per_target,
                          "assumption": board_data.ASSUMPTION}
     return {
         "targets": rows,

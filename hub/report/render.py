@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.output import to_json, write_text_atomic
+from hub.report import charts
 
 FORMATS = ("text", "json", "md", "html")
 
@@ -76,9 +77,19 @@ def _board_lines(report: dict) -> list[str]:
     b = report.get("board")
     if not b:
         return []
-    return [f"{b['name']}: RAM {_bytes(b['ram_bytes'])}, flash {_bytes(b['flash_bytes'])} ({b['source']})",
-            f"{b['target']}: RAM {b['ram']['verdict']}; flash {b['flash']['verdict']}",
-            f"assumes {b['assumption']}"]
+    lines = [f"{b['name']}: RAM {_bytes(b['ram_bytes'])}, flash {_bytes(b['flash_bytes'])} ({b['source']})",
+             f"{b['target']}: RAM {b['ram']['verdict']}; flash {b['flash']['verdict']}"]
+    if b.get("counted"):
+        lines.append(f"counted: {counted_text(b['counted'])}")
+    return lines + [f"assumes {b['assumption']}"]
+
+
+def counted_text(c: dict) -> str:
+    """What a board fit (hub.knowledge.boards.BoardFit.counted) adds up, in one line."""
+    estimated = f", {len(c['estimated_ops'])} of them unmeasured" if c.get("estimated_ops") else ""
+    return (f"RAM = arena {_bytes(c['arena_bytes'])} + TFLM runtime {_bytes(c['runtime_ram_bytes'])}; "
+            f"flash = model {_bytes(c['model_bytes'])} + TFLM code {_bytes(c['kernel_code_bytes'])} "
+            f"(interpreter core + kernels of {len(c['ops'])} ops{estimated})")
 
 
 def _table_text(head: list[str], rows: list[list[str]]) -> str:
@@ -133,8 +144,6 @@ SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "ac
 
 
 def render_html(report: dict[str, Any]) -> str:
-    from hub.report import charts
-
     src = report.get("source", {})
     title = f"Portability report: {Path(str(src.get('path', 'model'))).name}"
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
@@ -207,7 +216,9 @@ def _html_board(b: dict) -> str:
     return (f"<p><b>{escape(b['name'])}</b> {escape(b.get('mcu') or '')}: RAM {_bytes(b['ram_bytes'])}, "
             f"flash {_bytes(b['flash_bytes'])}. Source: {link}. {escape(b.get('note') or '')}</p>"
             "<table id=\"board\"><thead><tr><th>target</th><th>memory</th><th>needs</th><th>budget</th><th>verdict</th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table><p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f"<p class=\"note\">{escape(b['target'])}: {escape(counted_text(b['counted']))}.</p>" if b.get("counted") else "")
+            + f"<p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
 
 
 def _html_layers(report: dict) -> str:
@@ -234,8 +245,6 @@ def _html_extras(report: dict) -> list[str]:
             continue
         out += [f"<h2>{escape(key.replace('_', ' '))}</h2>", _html_value(value)]
         if key == "memory" and value.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound beside the arena
-            from hub.report import charts
-
             out.append(charts.arena_bars(value))
     return out
 
@@ -265,8 +274,6 @@ OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "fl
 
 def _html_search(search: dict) -> str:
     """hub optimize --board: the Pareto charts (accuracy against flash and against RAM) and every candidate."""
-    from hub.report import charts
-
     board = search["board"]
     points = [{**c, "chosen": c["label"] == search["chosen"]} for c in search["candidates"]]
     rows = []

@@ -41,10 +41,20 @@ def print_convert_summary(report: ConvertReport) -> None:
     if report.firmware:
         out.print(f"  firmware     {', '.join(report.firmware)}")
     if report.ethos_u is not None:
-        from hub.firmware.ethos_u import summary_lines
-
-        for line in summary_lines(report.ethos_u):
+        for line in ethos_u_lines(report.ethos_u):
             out.print(f"  {line}", markup=False)
+
+
+def ethos_u_lines(result) -> list[str]:
+    """What `hub convert --target ethos-u` prints about the Vela compilation (a hub.firmware.ethos_u.EthosUResult)."""
+    d = result.to_dict()
+    lines = [f"ethos-u      {result.npu} ({result.system_config}, {result.memory_mode}, "
+             f"{result.clock_hz / 1e6:g} MHz): model_vela.tflite {d['tflite_size']:,} B",
+             f"  NPU        {result.npu_ops}/{result.ops_total} ops, {d['npu_macs']:,}/{result.macs_total:,} MACs; "
+             f"SRAM {result.sram_bytes:,} B, flash {result.flash_bytes:,} B, DRAM {result.dram_bytes:,} B, "
+             f"{result.cycles:,} cycles = {d['inference_ms']:g} ms (Vela's estimate)"]
+    lines += [f"  CPU        {op.op} {op.output}: {'; '.join(op.reasons) or 'no reason given'}" for op in result.cpu_ops]
+    return lines + [f"  note       {d['note']}"]
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:

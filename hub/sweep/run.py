@@ -3,8 +3,8 @@
 A job is one `hub convert MODEL --target tflm --quantize MODE` in its own process, writing its own
 output folder under `<out>/jobs/`; a sweep runs the jobs on a LocalCluster of one-thread worker
 processes, or on an existing cluster (`--scheduler`, whose workers must see the models and the
-output folder at the same paths). Boards are judged from each job's measured size and arena
-(hub.knowledge.boards), never by converting again.
+output folder at the same paths). Boards are judged from each job's measured size, arena and ops
+(hub.knowledge.boards.board_fit, TFLM's own code and RAM counted), never by converting again.
 
 Per-model options come from a `sweep.toml` beside the models (SWEEP_TOML_HELP). A job's key hashes
 the model's content, its options (and the files they name) and the mode; its row is kept in
@@ -361,6 +361,7 @@ def _figures(report_file: Path) -> dict[str, Any]:
         return {}
     report = json.loads(report_file.read_text())
     return {"tflite_bytes": report["model"]["tflite_bytes"], "ops": report["model"]["op_count"],
+            "op_names": sorted(report["model"]["ops"]),  # the kernels a board fit counts
             "arena_bytes": (report.get("memory") or {}).get("arena_bytes"),
             "runs_on_tflm": bool((report.get("tflm") or {}).get("invokes")),
             "cosine": (report.get("fidelity") or {}).get("cosine")}
@@ -461,15 +462,22 @@ def _record(job: Job, future: Any, rows: dict[str, dict]) -> None:
 def summary(jobs: list[Job], rows: dict[str, dict], boards: list[Board], *, where: str, interrupted: bool,
             seconds: float) -> dict[str, Any]:
     """The sweep.json document: one row per job (jobs an interrupt left unrun say so), boards judged
-    from each row's measured arena (RAM) and flatbuffer size (flash)."""
+    by hub.knowledge.boards.board_fit from each row's measured arena and flatbuffer size and its ops
+    (`board_fit` in each row says what was counted)."""
     table = []
     for job in jobs:
         row = rows.get(job.key) or {**_row(time.perf_counter(), "not run", None, "interrupted"),
                                     "seconds": None, "worker": None}
-        fits = {b.key: board_fit(b, row.get("arena_bytes"), row.get("tflite_bytes"))["fits"]
-                if row.get("runs_on_tflm") else None for b in boards}
+        ops = row.get("op_names")
+        if ops is None and row.get("runs_on_tflm"):  # a row kept by an older hub: its report.json names the ops
+            ops = _figures(job.folder / "report.json").get("op_names")
+        judged = {b.key: board_fit(b, row.get("arena_bytes"), row.get("tflite_bytes"), ops or ())
+                  for b in boards} if row.get("runs_on_tflm") else {}
+        fits = {b.key: judged[b.key].fits if b.key in judged else None for b in boards}
+        board_fits = {key: fit.to_dict() for key, fit in judged.items()}  # what each verdict counted
         table.append({"model": str(job.model), "name": job.model.name, "mode": job.mode, "key": job.key,
                       "options": list(job.args), **row, "resumed": bool(row.get("resumed")), "fits": fits,
+                      "board_fit": board_fits,
                       "output": str(job.folder) if (job.folder / "report.json").exists() else None})
     ok = sum(r["status"] == "ok" for r in table)
     return {"hub": __version__, "target": "tflm", "where": where, "interrupted": interrupted,

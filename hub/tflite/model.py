@@ -13,6 +13,14 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.errors import InputError
 
+# Field slots of the TFLite schema's tables, for the passes that patch a flatbuffer in place: the vtable
+# offset flatbuffers gives field n of a table (schema.fbs order) is 4 + 2 * n; `table._tab.Offset(SLOT)`
+# finds the field. Every schema offset hub uses is here.
+SUBGRAPH_OPERATORS_SLOT = 10  # SubGraph.operators (field 3)
+TENSOR_TYPE_SLOT = 6  # Tensor.type (field 1)
+QUANTIZATION_SCALE_SLOT = 8  # QuantizationParameters.scale (field 2)
+ARG_MAX_OUTPUT_TYPE_SLOT = 4  # ArgMaxOptions.output_type and ArgMinOptions.output_type (field 0)
+
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 

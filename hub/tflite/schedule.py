@@ -36,11 +36,10 @@ from ai_edge_litert import schema_py_generated as schema
 from hub.artifacts import Memory, PassResult, ScheduleArena, Verification
 from hub.knowledge.arena import ALIGN
 from hub.tflite import offline_plan
-from hub.tflite.model import TFLiteModel, numpy_dtype, read_tflite
+from hub.tflite.model import SUBGRAPH_OPERATORS_SLOT, TFLiteModel, numpy_dtype, read_tflite
 
 NAME = "schedule"
 BEAM = 1000  # downsets kept per level; CNNs with a few parallel branches stay far below (exact)
-OPERATORS_FIELD = 10  # vtable offset of SubGraph.operators in the TFLite schema
 
 
 @dataclass
@@ -234,7 +233,7 @@ def reorder(tflite_bytes: bytes, order: list[int]) -> bytes:
     """The flatbuffer with subgraph 0's operators run in `order` (patched in place, 4 bytes per op)."""
     sg = schema.Model.GetRootAs(tflite_bytes, 0).Subgraphs(0)
     tab = sg._tab
-    vector = tab.Vector(flatbuffers.number_types.UOffsetTFlags.py_type(tab.Offset(OPERATORS_FIELD)))
+    vector = tab.Vector(flatbuffers.number_types.UOffsetTFlags.py_type(tab.Offset(SUBGRAPH_OPERATORS_SLOT)))
     tables = [vector + 4 * i + struct.unpack_from("<I", tflite_bytes, vector + 4 * i)[0] for i in range(len(order))]
     data = bytearray(tflite_bytes)
     for position, op in enumerate(order):

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.tflite.model import read_tflite
+from hub.tflite.model import ARG_MAX_OUTPUT_TYPE_SLOT, TENSOR_TYPE_SLOT, read_tflite
 
 ARG_OPS = {"ARG_MAX", "ARG_MIN"}
 CARRIERS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # ops that pass the indices through unchanged
-TENSOR_TYPE_FIELD = 6  # vtable offset of Tensor.type
-OUTPUT_TYPE_FIELD = 4  # vtable offset of ArgMaxOptions/ArgMinOptions.output_type
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
@@ -56,11 +54,11 @@ def _carried(tensor: int, readers: dict[int, list]) -> list[int] | None:
 
 
 def _tensor_field(tensor) -> int:
-    return tensor._tab.Pos + tensor._tab.Offset(TENSOR_TYPE_FIELD)
+    return tensor._tab.Pos + tensor._tab.Offset(TENSOR_TYPE_SLOT)
 
 
 def _options_field(operator) -> int:
     table = operator.BuiltinOptions()
     options = schema.ArgMaxOptions()
     options.Init(table.Bytes, table.Pos)
-    return options._tab.Pos + options._tab.Offset(OUTPUT_TYPE_FIELD)
+    return options._tab.Pos + options._tab.Offset(ARG_MAX_OUTPUT_TYPE_SLOT)

@@ -20,9 +20,7 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.check.tflite import scale_hazards
-from hub.tflite.model import read_tflite
-
-SCALE_FIELD = 8  # vtable offset of QuantizationParameters.scale in the TFLite schema
+from hub.tflite.model import QUANTIZATION_SCALE_SLOT, read_tflite
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
@@ -52,5 +50,5 @@ def _scale_offset(data: bytes, tensor_index: int) -> int:
     """Byte offset of scale[0] of tensor `tensor_index` in subgraph 0."""
     tensor = schema.Model.GetRootAs(data, 0).Subgraphs(0).Tensors(tensor_index)
     q = tensor.Quantization()
-    o = flatbuffers.number_types.UOffsetTFlags.py_type(q._tab.Offset(SCALE_FIELD))
+    o = flatbuffers.number_types.UOffsetTFlags.py_type(q._tab.Offset(QUANTIZATION_SCALE_SLOT))
     return q._tab.Vector(o)

@@ -27,6 +27,7 @@ from hub.errors import IncompatibleError, InputError
 from hub.firmware.export import export_firmware
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.tflite.model import read_tflite
+from hub.verify.tflm import recommended_arena
 
 DEFAULT_NPU = "ethos-u55-128"
 VELA_TIMEOUT_S = 600

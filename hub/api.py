@@ -382,6 +382,7 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
     and returns the sweep.json document (see hub.sweep.run)."""
     from hub.knowledge.boards import BOARDS, find_board
+    from hub.report.sweep import SweepBar, write_outputs
     from hub.sweep import run as sweep_stage
 
     modes = [m.strip() for m in (quantize.split(",") if isinstance(quantize, str) else quantize) if m.strip()]
@@ -392,8 +393,11 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     if not modes:
         raise InputError("--quantize needs at least one mode: int8, int16x8 or float32")
     jobs = sweep_stage.plan([Path(m) for m in models], modes, Path(out), timeout_s)
-    return sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
-                             progress=progress)
+    with SweepBar(len(jobs), progress) as bar:
+        doc = sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
+                                on_update=bar.update)
+    write_outputs(doc, Path(out))
+    return doc
 
 
 def optimize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hub.artifacts import MAX_INPUT_ELEMENTS, ConvertReport, LoadOptions, ModelSummary, SourceModel
 from hub.errors import IncompatibleError, InputError
-from hub.options import ConvertRequest, converter_fields, npu_option, validate
+from hub.options import ConvertRequest, api_signature, converter_fields, npu_option, validate
 from hub.progress import Progress, warn
 from hub.targets import resolve
 
@@ -526,3 +526,7 @@ def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float 
 
     options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
     return distill_module(teacher, student, data, labels, options)
+
+
+# api.convert's keywords as help() and editors show them: ConvertRequest's fields (hub.options' table).
+convert.__signature__ = api_signature()  # type: ignore[attr-defined]

@@ -14,12 +14,14 @@ This module stays light: hub.cli imports it at start-up and the converter child 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
 from hub.errors import InputError
 from hub.firmware.ethos_u import DEFAULT_NPU, check_npu
+from hub.output import check_destination
 from hub.targets import Quantize, Target, resolve
 
 SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.tflite.schedule's order, or the converter's
@@ -107,6 +109,17 @@ ConvertRequest.__module__ = __name__
 ConvertRequest.__doc__ = "api.convert's arguments (see CONVERT_OPTIONS); `validate` checks them."
 
 
+def api_signature() -> inspect.Signature:
+    """api.convert's signature as help() and editors show it: the model, then ConvertRequest's fields and progress."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    fields = dataclasses.fields(ConvertRequest)
+    return inspect.Signature(
+        [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="str | Path"),
+         *[inspect.Parameter(f.name, keyword, default=f.default, annotation=f.type) for f in fields[1:]],
+         inspect.Parameter("progress", keyword, default=None, annotation="Progress | None")],
+        return_annotation="ConvertReport")
+
+
 def request_keywords(values: dict[str, Any]) -> dict[str, Any]:
     """Flag values by key (the cli's parameters, sweep.toml's keys) -> api.convert keywords, load options left out."""
     return {o.name: (not values[o.key] if o.negate else values[o.key]) for o in REQUEST_OPTIONS if o.key in values}
@@ -131,10 +144,9 @@ class Checked:
 
 def validate(request: Any) -> Checked:
     """Every refusal of a convert request, before any work is spent (InputError, exit 2), in this order."""
-    # why here: calibration pulls in numpy and onnx, export the flatbuffer reader; hub.cli imports this module
+    # why here: calibration pulls in numpy and onnx, export numpy; hub.cli imports this module at start-up
     from hub.convert.calibration import parse_input_range
     from hub.firmware.export import identifier_from_file, sanitize_identifier
-    from hub.output import check_destination
 
     path, target = Path(request.model), request.target
     target_row, quantize = resolve(target, request.quantize)

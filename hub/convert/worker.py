@@ -49,6 +49,7 @@ def main(job_dir: str) -> int:
     job = json.loads((job_path / "job.json").read_text())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # why here: after the network is blocked, and timed (TensorFlow's import is report.json's convert.import)
     import numpy as np
     import onnx
     import onnx2tf

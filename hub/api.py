@@ -9,10 +9,9 @@ from pathlib import Path
 
 from hub.artifacts import MAX_INPUT_ELEMENTS, ConvertReport, LoadOptions, ModelSummary, SourceModel
 from hub.errors import IncompatibleError, InputError
+from hub.options import ConvertRequest, api_signature, converter_fields, npu_option, validate
 from hub.progress import Progress, warn
 from hub.targets import resolve
-
-SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.tflite.schedule's order, or the converter's
 
 
 def load_options(
@@ -55,29 +54,14 @@ def load_source(model: str | Path, options: LoadOptions) -> SourceModel:
     return hub.adapters.load(model, options)
 
 
-def convert(
-    model: str | Path,
-    *,
-    target: str = "tflm",
-    quantize: str = "int8",
-    calibration: str | Path | None = None,
-    input_range: str | None = None,
-    out: str | Path | None = None,
-    name: str | None = None,
-    force: bool = False,
-    options: LoadOptions | None = None,
-    min_cosine: float | None = None,
-    per_channel_dense: bool = False,
-    per_tensor_weights: bool = False,
-    progress: Progress | None = None,
-    passes: list[str] | None = None,
-    rewrite: bool = True,
-    npu: str | None = None,
-    schedule: str = "min-arena",
-    compress: bool = False,
-) -> ConvertReport:
+def convert(model: str | Path, *, progress: Progress | None = None, **keywords) -> ConvertReport:
     """Convert a model for `target`, verify it, write the output folder; returns what it found
     (`.to_dict()` is report.json).
+
+    Keywords: hub convert's options by name (hub.options.CONVERT_OPTIONS: target="tflm", quantize="int8",
+    calibration, input_range, out, name, force, min_cosine, per_channel_dense, per_tensor_weights, rewrite=True,
+    npu, schedule="min-arena", compress), `options` (a LoadOptions: input shapes, factory, trust) and `passes`;
+    see hub.options.ConvertRequest. Every refusal comes before any work (hub.options.validate).
 
     Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
     changed the model's meaning (see hub.verify.diagnose), or when fidelity falls below
@@ -94,27 +78,18 @@ def convert(
     from hub.convert import calibration as calib
     from hub.convert import converter as convert_stage
     from hub.convert.converter import ConvertOptions
-    from hub.firmware.export import identifier_from_file
-    from hub.output import check_destination
     from hub.verify.diagnose import judge_fidelity
 
+    request = ConvertRequest(model=Path(model), **keywords)  # an unknown keyword is a TypeError, as for any function
+    checked = validate(request)  # refuse before any work is spent
     progress = progress or Progress(enabled=False)
-    options = options or LoadOptions()
-    path = Path(model)
-    target_row, quantize = resolve(target, quantize)  # refuse before any work is spent
-    npu = _npu_option(target, npu)
-    if compress and target != "tflm":
-        raise InputError(f"--compress is for --target tflm (TFLM's DECODE op), not --target {target}")
-    if schedule not in SCHEDULES:
-        raise InputError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    value_range = calib.parse_input_range(input_range)
-    out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
-    check_destination(out_dir, force)
-    ident = _firmware_name(name, path)
-    if per_channel_dense and per_tensor_weights:
-        raise InputError("--per-channel-dense and --per-tensor-weights contradict each other: give one")
-    convert_options = ConvertOptions(target, quantize, per_channel_dense=per_channel_dense,
-                                     per_tensor_weights=per_tensor_weights)
+    options = request.options or LoadOptions()
+    path, target, force, passes = request.model, request.target, request.force, request.passes
+    calibration, min_cosine, rewrite, schedule, compress = (request.calibration, request.min_cosine, request.rewrite,
+                                                            request.schedule, request.compress)
+    target_row, quantize, npu = checked.target, checked.quantize, checked.npu
+    value_range, out_dir, ident = checked.value_range, checked.out, checked.ident
+    convert_options = ConvertOptions(target, quantize, **converter_fields(request))
 
     with progress.stage("load", f"Loading {path.name}"):
         source = load_source(path, options)
@@ -233,17 +208,6 @@ def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
     return {"kDecodeArenaBytes": (compression.decode_arena_bytes, note)}
 
 
-def _npu_option(target: str, npu: str | None) -> str | None:
-    """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
-    from hub.firmware.ethos_u import DEFAULT_NPU, check_npu
-
-    if target != "ethos-u":
-        if npu is not None:
-            raise InputError(f"--npu is for --target ethos-u, not --target {target}")
-        return None
-    return check_npu(npu or DEFAULT_NPU)
-
-
 def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
     from hub.graph.normalise import normalise_source
 
@@ -337,7 +301,7 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
 
     path = Path(model)
     resolve(target, quantize, command="check")
-    npu = _npu_option(target, npu)
+    npu = npu_option(target, npu)
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":
         result = analyse_tflite(source.tflite_bytes, target="tflm")
@@ -414,6 +378,7 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
     and returns the sweep.json document (see hub.sweep.run)."""
     from hub.knowledge.boards import BOARDS, find_board
+    from hub.report.sweep import SweepBar, write_outputs
     from hub.sweep import run as sweep_stage
 
     modes = [m.strip() for m in (quantize.split(",") if isinstance(quantize, str) else quantize) if m.strip()]
@@ -424,8 +389,11 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     if not modes:
         raise InputError("--quantize needs at least one mode: int8, int16x8 or float32")
     jobs = sweep_stage.plan([Path(m) for m in models], modes, Path(out), timeout_s)
-    return sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
-                             progress=progress)
+    with SweepBar(len(jobs), progress) as bar:
+        doc = sweep_stage.sweep(jobs, boards=chosen, workers=workers, scheduler=scheduler, resume=resume, out=Path(out),
+                                on_update=bar.update)
+    write_outputs(doc, Path(out))
+    return doc
 
 
 def optimize(
@@ -554,3 +522,7 @@ def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float 
 
     options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
     return distill_module(teacher, student, data, labels, options)
+
+
+# api.convert's keywords as help() and editors show them: ConvertRequest's fields (hub.options' table).
+convert.__signature__ = api_signature()  # type: ignore[attr-defined]

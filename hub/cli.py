@@ -6,6 +6,7 @@ progress go to stderr.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 import warnings
@@ -17,32 +18,41 @@ from rich.markup import escape
 
 from hub import __version__
 from hub.errors import EXIT_USAGE, HubError, InputError
+from hub.firmware.ethos_u import npu_configs
+from hub.knowledge import boards
+from hub.options import CONVERT_OPTIONS, OPTIONS_BY_KEY, Option, request_keywords
+from hub.output import sigterm_as_interrupt, to_json, write_text_atomic
+from hub.progress import Progress, console
+from hub.report.render import FORMATS, render
+from hub.report.sweep import print_summary
 from hub.sweep.run import SWEEP_TOML_HELP
+
+# Imported where used, not here: hub.api and hub.report.terminal / hub.report.portability pull in numpy and
+# onnx, which `hub --help`, `hub --version` and a usage error need not wait for.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained PyTorch, Keras or ONNX model to a model proven on TensorFlow Lite Micro.")
 _state = {"debug": False}
 
+
+
+def _typer_option(option: Option) -> Any:
+    """A hub convert option (hub.options) as typer declares it."""
+    return typer.Option(option.default, option.flag, help=option.help)
+
+
 ModelArg = typer.Argument(..., help="Model file: .pt/.pt2/.pth (PyTorch), .keras/.h5/SavedModel dir, .onnx, .tflite")
-InputShape = typer.Option(None, "--input-shape", help="[NAME=]1,3,32,32 (repeatable): static input shape")
-Factory = typer.Option(None, "--factory", help="PyTorch model factory: module:function or path.py:Class (runs that code)")
-TrustPickle = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole PyTorch module (runs code from the file)")
-TrustCode = typer.Option(False, "--trust-code", help="Allow Keras Lambda layers / custom objects (runs code from the file)")
 JsonOut = typer.Option(False, "--json", help="Print one JSON document on stdout")
-NoRewrite = typer.Option(False, "--no-rewrite",
-                         help="Keep what TFLM has no kernel for (GELU, LayerNorm, GRU, LRN, ...) instead of rewriting it")
-
-
-Npu = typer.Option(None, "--npu", help="--target ethos-u: Vela's accelerator config (default ethos-u55-128; "
-                   "--npu list shows them)")
+# hub convert's options that other commands take too
+InputShape, Factory, TrustPickle, TrustCode, NoRewrite, Npu = (
+    _typer_option(OPTIONS_BY_KEY[key]) for key in ("input_shape", "factory", "trust_pickle", "trust_code", "no_rewrite",
+                                                    "npu"))
 
 
 def _listed_npus(npu: str | None) -> bool:
     """`--npu list`: print Vela's accelerator configs."""
     if npu is None or npu.strip().lower() != "list":
         return False
-    from hub.firmware.ethos_u import npu_configs
-
     print("\n".join(npu_configs()))
     return True
 
@@ -63,8 +73,6 @@ def main_options(
 
 def _run(action: Callable[[], int], path: Path | None = None) -> None:
     """Every failure ends in one line on stderr and a documented exit code."""
-    from hub.output import sigterm_as_interrupt
-
     try:
         with sigterm_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
             if not _state["debug"]:  # library warnings (numpy on NaN weights, torch, TF) are not the user's
@@ -93,66 +101,40 @@ def _fail(message: str, code: int, exc: BaseException | None) -> None:
 
 
 def _options(input_shape, factory, trust_pickle, trust_code):
-    from hub.api import load_options
+    from hub.api import load_options  # why here: hub.api imports onnx
 
     return load_options(input_shape, factory, trust_pickle, trust_code)
 
 
 def _emit_json(doc: Any) -> None:
-    from hub.output import to_json
-
     sys.stdout.write(to_json(doc))
 
 
-@app.command()
-def convert(
-    model: Path = ModelArg,
-    target: str = typer.Option("tflm", "--target", help="tflm (microcontrollers), ethos-u (Arm NPU, via Vela) or tflite (mobile LiteRT)"),
-    quantize: str = typer.Option("int8", "--quantize", help="int8 | int16x8 | float32 (tflite also float16)"),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npy/.npz of samples, or a folder of images"),
-    input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of inputs for synthetic/image calibration (default 0,1)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <stem>_<target>/ here)"),
-    name: Optional[str] = typer.Option(None, "--name", help="C identifier for the firmware files"),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder"),
-    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) if int8-vs-float cosine is lower"),
-    per_channel_dense: bool = typer.Option(False, "--per-channel-dense",
-                                           help="Per-channel FULLY_CONNECTED weights (default per-tensor, as MLPerf Tiny's references)"),
-    per_tensor_weights: bool = typer.Option(False, "--per-tensor-weights",
-                                            help="Every weight per tensor, conv too (for models clustered per layer: "
-                                                 "one look-up table per filter with --compress)"),
-    input_shape: Optional[List[str]] = InputShape,
-    factory: Optional[str] = Factory,
-    trust_pickle: bool = TrustPickle,
-    trust_code: bool = TrustCode,
-    no_rewrite: bool = NoRewrite,
-    npu: Optional[str] = Npu,
-    schedule: str = typer.Option("min-arena", "--schedule",
-                                 help="min-arena: reorder operators for the least TFLM arena (kept only when the "
-                                      "measured arena drops); default: keep the converter's order"),
-    compress: bool = typer.Option(False, "--compress", help="Store clustered weights as TFLM look-up tables "
-                                  "(DECODE op): less flash, more arena; for models from hub optimize --cluster"),
-    as_json: bool = JsonOut,
-) -> None:
+def convert(model: Path, as_json: bool = False, **flags: Any) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
 
     def action() -> int:
-        from hub import api
-        from hub.progress import Progress
+        from hub import api  # why here (and below): hub.api imports onnx, hub.report.terminal numpy
         from hub.report.terminal import print_convert_summary
 
-        if _listed_npus(npu):
+        if _listed_npus(flags["npu"]):
             return 0
-        report = api.convert(model, target=target, quantize=quantize, calibration=calibration,
-                             input_range=input_range, out=out, name=name, force=force,
-                             options=_options(input_shape, factory, trust_pickle, trust_code),
-                             min_cosine=min_cosine, per_channel_dense=per_channel_dense,
-                             per_tensor_weights=per_tensor_weights, rewrite=not no_rewrite,
-                             npu=npu, schedule=schedule, compress=compress,
+        options = _options(flags["input_shape"], flags["factory"], flags["trust_pickle"], flags["trust_code"])
+        report = api.convert(model, **request_keywords(flags), options=options,
                              progress=Progress(enabled=None if not as_json else False))
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
 
     _run(action, model)
+
+
+# typer reads a command's flags from its signature: hub convert's come from hub.options, in its order.
+convert.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=ModelArg, annotation=Path),
+    *[inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, default=_typer_option(o), annotation=o.annotation)
+      for o in CONVERT_OPTIONS],
+    inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=JsonOut, annotation=bool)])
+app.command()(convert)
 
 
 @app.command()
@@ -247,9 +229,7 @@ def report(
 
     def action() -> int:
         from hub import api
-        from hub.knowledge import boards
-        from hub.report.portability import exit_code
-        from hub.report.render import FORMATS, render
+        from hub.report.portability import exit_code  # why here: imports onnx
 
         if board is not None and board.strip().lower() == "list":
             print(boards.board_list())
@@ -283,9 +263,6 @@ def sweep(
 ) -> None:
     def action() -> int:
         from hub import api
-        from hub.knowledge import boards
-        from hub.progress import console
-        from hub.report.sweep import print_summary
 
         if board is not None and board.strip().lower() == "list":
             print(boards.board_list())
@@ -344,7 +321,6 @@ def optimize(
 
     def action() -> int:
         from hub import api
-        from hub.progress import Progress
         from hub.report.terminal import print_optimize
 
         report, section = api.optimize(
@@ -365,8 +341,6 @@ def optimize(
 
 
 def _print_or_write(text: str, output: Path | None) -> None:
-    from hub.output import write_text_atomic
-
     if output is None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:

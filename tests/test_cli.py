@@ -58,3 +58,41 @@ def test_debug_shows_the_traceback(tmp_path):
     loud = run_hub("--debug", "check", bad)
     assert quiet.returncode == loud.returncode == 2
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+
+
+def test_convert_options_are_declared_once():
+    """hub/options.py's table is what `hub convert --help`, api.convert, the converter child and sweep.toml read;
+    README's tables list every option."""
+    import dataclasses
+    import re
+
+    from hub.convert.converter import ConvertOptions
+    from hub.options import CONVERT_OPTIONS, SWEEP_OPTIONS, ConvertRequest
+    from hub.sweep.run import OPTIONS, SWEEP_TOML_HELP
+    from tests.conftest import ROOT
+
+    help_text = run_hub("convert", "--help", env={"COLUMNS": "200"}).stdout
+    readme = (ROOT / "README.md").read_text()
+    convert_table = readme.split("### `hub convert` options", 1)[1].split("\n\n**", 1)[0]
+    sweep_section = readme.split("## `hub sweep`", 1)[1].split("\n## ", 1)[0]
+    requested = {f.name for f in dataclasses.fields(ConvertRequest)}
+    for option in CONVERT_OPTIONS:
+        assert re.search(rf"{option.flag}\b", help_text) and option.flag in convert_table, option.flag
+        assert option.load or option.name in requested, option.flag
+    for option in SWEEP_OPTIONS:
+        assert OPTIONS[option.key][0] == option.flag and option.key in SWEEP_TOML_HELP
+        assert f"`{option.key}`" in sweep_section, option.key
+    assert {"per_channel_dense", "per_tensor_weights"} <= {f.name for f in dataclasses.fields(ConvertOptions)}
+
+
+def test_api_convert_refuses_an_unknown_keyword_and_a_contradiction(tmp_path):
+    from hub import api
+    from hub.errors import InputError
+
+    with pytest.raises(TypeError, match="per_tensor_weight"):
+        api.convert(tmp_path / "m.onnx", per_tensor_weight=True)
+    with pytest.raises(InputError, match="--per-channel-dense and --per-tensor-weights contradict each other"):
+        api.convert(tmp_path / "m.onnx", out=tmp_path / "out", per_channel_dense=True, per_tensor_weights=True)
+    with pytest.raises(InputError, match="--schedule 'fast': choose one of min-arena, default"):
+        api.convert(tmp_path / "m.onnx", out=tmp_path / "out", schedule="fast")
+    assert not (tmp_path / "out").exists()

@@ -196,9 +196,14 @@ def test_sweep_toml_options_and_errors(tmp_path):
     jobs = sweep_stage.plan([tmp_path], ["int8", "float32"], tmp_path / "out")
     assert [j.timeout_s for j in jobs[:2]] == [5.0, 5.0] and jobs[2].timeout_s == sweep_stage.DEFAULT_TIMEOUT_S
     assert len({j.key for j in jobs}) == 6
+    (tmp_path / "sweep.toml").write_text('["b.onnx"]\nschedule = "default"\ncompress = true\nper_tensor_weights = true\n'
+                                         'per_channel_dense = false\n')
+    assert sweep_stage.convert_flags(dict(sweep_stage.find_models([tmp_path]))[tmp_path / "b.onnx"]) == (
+        "--compress", "--per-tensor-weights", "--schedule=default")
     for bad, message in (('["a.pth"]\nquantise = "int8"\n', "unknown option 'quantise'"),
                          ('["missing.onnx"]\ntimeout = 1\n', "missing.onnx, which is not a model"),
-                         ('["a.pth"]\ntimeout = "soon"\n', "timeout must be a float")):
+                         ('["a.pth"]\ntimeout = "soon"\n', "timeout must be a float"),
+                         ('["a.pth"]\nschedule = "fast"\n', "schedule must be one of min-arena, default")):
         (tmp_path / "sweep.toml").write_text(bad)
         with pytest.raises(InputError, match=message):
             sweep_stage.find_models([tmp_path])

@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from hub.artifacts import ConvertedModel, NormalisedModel
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.errors import IncompatibleError
+from hub.options import CONVERTER_OPTIONS, converter_fields
 from hub.targets import resolve
 
 # The converter child's address-space limit: a base that TensorFlow's import and a small model need, plus
@@ -32,15 +33,18 @@ BASE_MEMORY_MB = 8192
 MEMORY_MB_PER_WEIGHT_MB = 48
 
 
-@dataclass
-class ConvertOptions:
-    target: str = "tflm"
-    quantize: str = "int8"
-    timeout_s: float = 900.0
-    memory_mb: int | None = None  # None: from the model's weights (memory_limit_mb)
-    use_onnxsim: bool = False  # normalise already folds what onnxsim would
-    per_channel_dense: bool = False  # per-channel FULLY_CONNECTED weights (conv weights are per-channel)
-    per_tensor_weights: bool = False  # every weight per tensor, conv too (one look-up table per layer-clustered filter)
+# One conversion's settings: the target and mode, the child's limits, and every hub convert option marked
+# `converter` in hub.options (per_channel_dense, per_tensor_weights, ...), which job.json hands to
+# hub.convert.worker under the same names.
+ConvertOptions = make_dataclass("ConvertOptions", [
+    ("target", str, field(default="tflm")),
+    ("quantize", str, field(default="int8")),
+    ("timeout_s", float, field(default=900.0)),
+    ("memory_mb", "int | None", field(default=None)),  # None: from the model's weights (memory_limit_mb)
+    ("use_onnxsim", bool, field(default=False)),  # normalise already folds what onnxsim would
+    *[(o.name, o.type, field(default=o.field_default)) for o in CONVERTER_OPTIONS],
+])
+ConvertOptions.__module__ = __name__
 
 
 def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions) -> ConvertedModel:
@@ -50,8 +54,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         onnx.save(model.onnx_model, str(job / "model.onnx"))
         np.savez(job / "calibration.npz", **calibration.samples)
         (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
-                                                   "per_channel_dense": options.per_channel_dense,
-                                                   "per_tensor_weights": options.per_tensor_weights}))
+                                                   **converter_fields(options)}))
         t0 = time.perf_counter()
         memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert.worker", [str(job)], timeout_s=options.timeout_s,

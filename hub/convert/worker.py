@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from hub.convert.layout import channels_last, moved_channels_last
+from hub.options import CONVERTER_OPTIONS
 
 
 def _block_network() -> None:
@@ -48,6 +49,7 @@ def main(job_dir: str) -> int:
     job = json.loads((job_path / "job.json").read_text())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # why here: after the network is blocked, and timed (TensorFlow's import is report.json's convert.import)
     import numpy as np
     import onnx
     import onnx2tf
@@ -90,8 +92,8 @@ def main(job_dir: str) -> int:
 
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], ordered, job.get("per_channel_dense", False),
-               job.get("per_tensor_weights", False))
+    _configure(converter, tf, job["quantize"], ordered, **{o.name: job.get(o.name, o.field_default)
+                                                           for o in CONVERTER_OPTIONS})
     tflite_bytes = converter.convert()
     timings["tflite_converter"] = time.perf_counter() - t0
     (job_path / "model.tflite").write_bytes(tflite_bytes)
@@ -101,7 +103,8 @@ def main(job_dir: str) -> int:
 
 def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,
                per_tensor_weights: bool = False) -> None:
-    """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops."""
+    """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops.
+    Takes every option hub.options marks `converter`, by name."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float32":
         return

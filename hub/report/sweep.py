@@ -1,41 +1,55 @@
-"""hub sweep's outputs: the progress bar, the terminal table, sweep.csv and the self-contained sweep.html."""
+"""hub sweep's outputs: the progress bar, the terminal table, sweep.json, sweep.csv and the self-contained sweep.html."""
 from __future__ import annotations
 
 import csv
 import io
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hub.output import to_json, write_text_atomic
 from hub.progress import console
+from hub.report import charts
+from hub.report.render import CSS
 
 COLUMNS = ("model", "mode", "status", "runs_on_tflm", "tflite_bytes", "arena_bytes", "cosine", "ops", "seconds",
            "resumed", "worker", "error", "output", "key")
 
 
 class SweepBar:
-    """Jobs done, failed and running, on a terminal only (stderr)."""
+    """Jobs done, failed and running, on a terminal only (stderr); shown from the first update on (a sweep whose
+    every job was resumed shows none)."""
 
-    def __init__(self, total: int, already: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool):
         self.progress = Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console,
                                  disable=not enabled)
-        self.task = self.progress.add_task("sweep", total=total, completed=already, counts="")
+        self.task = self.progress.add_task("sweep", total=total, counts="")
+        self.started = False
 
     def __enter__(self) -> SweepBar:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
-    def update(self, rows: dict[str, dict], total: int, slots: int) -> None:
-        failed = sum(r["status"] != "ok" for r in rows.values())
-        running = min(total - len(rows), slots)
-        self.progress.update(self.task, completed=len(rows),
-                             counts=f"[green]{len(rows) - failed} ok[/] [red]{failed} failed[/] {running} running")
+    def update(self, done: int, failed: int, running: int) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        self.progress.update(self.task, completed=done,
+                             counts=f"[green]{done - failed} ok[/] [red]{failed} failed[/] {running} running")
+
+
+def write_outputs(doc: dict[str, Any], out: Path) -> None:
+    """sweep.json (the document), sweep.csv and sweep.html in `out`."""
+    write_text_atomic(out / "sweep.json", to_json(doc))
+    write_text_atomic(out / "sweep.csv", render_csv(doc))
+    write_text_atomic(out / "sweep.html", render_html(doc))
 
 
 def _cell(row: dict, key: str) -> str:
@@ -67,7 +81,7 @@ def render_csv(doc: dict[str, Any]) -> str:
 
 def print_summary(doc: dict[str, Any]) -> None:
     """The table on stdout (how many of the boards each job fits; sweep.html names them), then the totals."""
-    from hub.report.terminal import out
+    from hub.report.terminal import out  # why here: hub.report.terminal imports numpy and onnx; hub.cli imports this
 
     table = Table(show_lines=False)
     for col in ("model", "mode", "status", "TFLM", "size (B)", "arena (B)", "cosine", "boards", "error"):
@@ -89,9 +103,6 @@ def print_summary(doc: dict[str, Any]) -> None:
 def render_html(doc: dict[str, Any]) -> str:
     """sweep.html: the table (model x mode, board fits, links to each job's report.html) and the
     size-vs-arena chart; no scripts, no network."""
-    from hub.report import charts
-    from hub.report.render import CSS
-
     boards = doc["boards"]
     head = "".join(f"<th>{escape(h)}</th>" for h in ("model", "mode", "status", "runs on TFLM", "size (B)",
                                                       "arena (B)", "cosine", "seconds")) \

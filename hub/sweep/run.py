@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
+import logging
 import os
 import re
 import shutil
@@ -30,11 +32,12 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from hub import __version__
 from hub.errors import InputError, first_line
 from hub.knowledge.boards import Board, board_fit
+from hub.options import OPTIONS_BY_KEY, SWEEP_OPTIONS
 from hub.output import to_json, write_text_atomic
 from hub.targets import resolve
 
@@ -46,20 +49,15 @@ FINAL = ("ok", "fails", "error")  # hub convert's own verdicts: the same key giv
 POLL_S = 1.0
 STOP_GRACE_S = 30.0  # hub convert removes its partial folder on SIGTERM within a second or two
 
-# sweep.toml key -> (hub convert flag, value type); paths are read relative to the toml's folder.
-OPTIONS: dict[str, tuple[str, type]] = {
-    "input_shape": ("--input-shape", list), "calibration": ("--calibration", Path),
-    "input_range": ("--input-range", str), "factory": ("--factory", str), "min_cosine": ("--min-cosine", float),
-    "trust_pickle": ("--trust-pickle", bool), "trust_code": ("--trust-code", bool),
-    "per_channel_dense": ("--per-channel-dense", bool), "no_rewrite": ("--no-rewrite", bool),
-    "timeout": ("", float),
-}
+# sweep.toml key -> (hub convert flag, value type): every option hub.options marks `sweep`, and the job's timeout;
+# paths are read relative to the toml's folder.
+OPTIONS: dict[str, tuple[str, type]] = {**{o.key: (o.flag, o.type) for o in SWEEP_OPTIONS}, "timeout": ("", float)}
 SWEEP_TOML_HELP = (
     "sweep.toml, beside the models, gives per-model options: a table named after the model's file (or SavedModel "
-    "folder), and [defaults] for every model in that folder. Keys: input_shape (a string or a list), calibration, "
-    "input_range, factory, min_cosine, trust_pickle, trust_code, per_channel_dense, no_rewrite (as the hub convert "
-    "flags) and timeout (seconds for the job). Relative paths (calibration, a factory's .py file) are read from the "
-    "toml's folder. Example:\n\n"
+    "folder), and [defaults] for every model in that folder. Keys: "
+    + ", ".join(o.key + (" (a string or a list)" if o.type is list else "") for o in SWEEP_OPTIONS)
+    + " (as the hub convert flags) and timeout (seconds for the job). Relative paths (calibration, a factory's .py "
+    "file) are read from the toml's folder. Example:\n\n"
     '[defaults]\ninput_range = "0,1"\n\n'
     '["tiny_cnn_state.pth"]\nfactory = "torch_models.py:TinyCNN"\ninput_shape = "1,3,32,32"\ntimeout = 600\n')
 
@@ -132,6 +130,9 @@ def _option_value(key: str, value: Any, folder: Path, file: Path) -> Any:
     if key not in OPTIONS:
         raise InputError(f"unknown option {key!r}: choose from {', '.join(OPTIONS)}", file)
     kind = OPTIONS[key][1]
+    choices = OPTIONS_BY_KEY[key].choices if key in OPTIONS_BY_KEY else ()
+    if choices and value not in choices:
+        raise InputError(f"{key} must be one of {', '.join(choices)}, got {value!r}", file)
     if kind is list:
         value = [value] if isinstance(value, str) else value
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -237,7 +238,7 @@ def plan(models: list[Path], modes: list[str], out: Path, timeout_s: float | Non
 
 def default_workers(jobs: list[Job]) -> int:
     """One worker per core, as many as memory holds (a converter child's peak grows with the model)."""
-    import psutil
+    import psutil  # why here: 45 ms, and hub.cli imports this module at every start (SWEEP_TOML_HELP)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     largest = max(_size(job.model) for job in jobs)
@@ -355,8 +356,6 @@ def _row(started: float, status: str, exit_code: int | None, error: str | None) 
 
 
 def _figures(report_file: Path) -> dict[str, Any]:
-    import json
-
     if not report_file.exists():  # a conversion that failed writes no folder
         return {}
     report = json.loads(report_file.read_text())
@@ -370,11 +369,10 @@ def _figures(report_file: Path) -> dict[str, Any]:
 # ---- the sweep (client side) -------------------------------------------------------------------
 
 def sweep(jobs: list[Job], *, boards: list[Board], workers: int | None = None, scheduler: str | None = None,
-          resume: bool = False, out: Path, progress: bool = False) -> dict[str, Any]:
-    """Run the jobs, write sweep.json/.csv/.html into `out`; returns the sweep.json document
-    (`interrupted` true after Ctrl-C, with the jobs that finished)."""
-    from hub.report.sweep import SweepBar
-
+          resume: bool = False, out: Path, on_update: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+    """Run the jobs (each job's row beside its folder in `out`/jobs); returns the sweep.json document
+    (`interrupted` true after Ctrl-C, with the jobs that finished). `on_update(done, failed, running)` hears of
+    every job that finishes (hub.report.sweep's progress bar); hub.report.sweep.write_outputs writes the summary."""
     t0 = time.perf_counter()
     rows = {job.key: _resumed(job) for job in jobs} if resume else {}
     rows = {k: r for k, r in rows.items() if r is not None}
@@ -382,20 +380,21 @@ def sweep(jobs: list[Job], *, boards: list[Board], workers: int | None = None, s
     (out / "jobs").mkdir(parents=True, exist_ok=True)
     interrupted, where = False, "no cluster (every job resumed)"
     if todo:
-        with _client(scheduler, workers or default_workers(todo)) as client, \
-                SweepBar(len(jobs), len(rows), progress) as bar:
+        with _client(scheduler, workers or default_workers(todo)) as client:
             n = len(client.nthreads())
             where, slots = scheduler or f"LocalCluster of {n} worker{'s' * (n != 1)}", sum(client.nthreads().values())
-            interrupted = _run_on(client, todo, rows, lambda: bar.update(rows, len(jobs), slots))
-    doc = summary(jobs, rows, boards, where=where, interrupted=interrupted, seconds=time.perf_counter() - t0)
-    write_outputs(doc, out)
-    return doc
+
+            def update() -> None:
+                if on_update is not None:
+                    failed = sum(r["status"] != "ok" for r in rows.values())
+                    on_update(len(rows), failed, min(len(jobs) - len(rows), slots))
+
+            interrupted = _run_on(client, todo, rows, update)
+    return summary(jobs, rows, boards, where=where, interrupted=interrupted, seconds=time.perf_counter() - t0)
 
 
 def _resumed(job: Job) -> dict[str, Any] | None:
     """The row of a job hub convert already gave its verdict on, with its output folder in place."""
-    import json
-
     try:
         row = json.loads(job.row_file.read_text())
     except (OSError, ValueError):
@@ -407,9 +406,7 @@ def _resumed(job: Job) -> dict[str, Any] | None:
 
 @contextmanager
 def _client(scheduler: str | None, workers: int) -> Iterator[Any]:
-    import logging
-
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # why here (and below): dask is slow to import; `hub --help` needs none
 
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
@@ -483,11 +480,3 @@ def summary(jobs: list[Job], rows: dict[str, dict], boards: list[Board], *, wher
     return {"hub": __version__, "target": "tflm", "where": where, "interrupted": interrupted,
             "seconds": round(seconds, 1), "jobs": len(table), "ok": ok, "failed": len(table) - ok,
             "boards": [b.to_dict() for b in boards], "rows": table}
-
-
-def write_outputs(doc: dict[str, Any], out: Path) -> None:
-    from hub.report.sweep import render_csv, render_html
-
-    write_text_atomic(out / "sweep.json", to_json(doc))
-    write_text_atomic(out / "sweep.csv", render_csv(doc))
-    write_text_atomic(out / "sweep.html", render_html(doc))

@@ -2,16 +2,43 @@
 
 Each function runs the pipeline stages in order and returns their typed result (a ConvertReport,
 a CheckResult, a Verification; `hub report`'s sections as a dict); the CLI only parses flags and prints.
+The stages import their heavy frameworks (torch, tensorflow, onnx2tf, dask, Vela) only when they run,
+so importing this module costs about half a second.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from hub.artifacts import MAX_INPUT_ELEMENTS, ConvertReport, LoadOptions, ModelSummary, SourceModel
+import onnx
+
+import hub.adapters
+from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, LoadOptions, ModelSummary,
+                           NormalisedModel, SourceModel, Verification)
+from hub.check.onnx import analyse_onnx, with_rewrites
+from hub.check.tflite import analyse_tflite
+from hub.convert import converter
+from hub.convert.calibration import CalibrationSet, build_calibration, parse_input_range
 from hub.errors import IncompatibleError, InputError
-from hub.options import ConvertRequest, api_signature, converter_fields, npu_option, validate
+from hub.firmware import ethos_u
+from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
+from hub.graph.health import check_graph, check_health
+from hub.graph.normalise import normalise_source
+from hub.graph.rewrite import rewrite as rewrite_graph
+from hub.knowledge.boards import BOARDS, custom_board, find_board
+from hub.options import Checked, ConvertRequest, api_signature, converter_fields, npu_option, validate
+from hub.output import atomic_folder, check_destination, to_json
 from hub.progress import Progress, warn
+from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, parse_targets, portability_sections,
+                                    resolve_board)
+from hub.report.render import write_html
 from hub.targets import resolve
+from hub.tflite.compress import Compression, check_lossless, compress
+from hub.tflite.model import read_tflite
+from hub.tflite.passes import run_passes
+from hub.verify.diagnose import judge_fidelity
+from hub.verify.tflm import tflm_raw_outputs
+from hub.verify.tflm import verify as verify_stage
 
 
 def load_options(
@@ -49,8 +76,6 @@ def _elements(shape: tuple[int, ...]) -> int:
 
 
 def load_source(model: str | Path, options: LoadOptions) -> SourceModel:
-    import hub.adapters
-
     return hub.adapters.load(model, options)
 
 
@@ -60,119 +85,106 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
 
     Keywords: hub convert's options by name (hub.options.CONVERT_OPTIONS: target="tflm", quantize="int8",
     calibration, input_range, out, name, force, min_cosine, per_channel_dense, per_tensor_weights, rewrite=True,
-    npu, schedule="min-arena", compress), `options` (a LoadOptions: input shapes, factory, trust) and `passes`;
-    see hub.options.ConvertRequest. Every refusal comes before any work (hub.options.validate).
+    npu, schedule="min-arena", compress), `options` (a LoadOptions: input shapes, factory, trust) and `passes`
+    (the normalisation passes to run, default all: tests use it to reach onnx2tf's own lowering); see
+    hub.options.ConvertRequest. Every refusal comes before any work (hub.options.validate).
 
-    Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter
-    changed the model's meaning (see hub.verify.diagnose), or when fidelity falls below
-    `min_cosine` (the output folder is then still written, with the reasons; a conversion that
-    fails writes none). `passes` limits
-    the normalisation passes that run (default all; tests use it to reach onnx2tf's own lowering).
-    `rewrite=False` keeps what TFLM has no kernel for instead of rewriting it (see hub.graph.rewrite).
-    `npu` (--target ethos-u): the Vela accelerator config the verified int8 model is compiled for (hub.firmware.ethos_u).
-    `schedule="default"` keeps the converter's operator order (see hub.tflite.schedule; "min-arena" reorders).
-    `compress=True` stores clustered filters as TFLM look-up tables (hub.tflite.compress; --target tflm only), checked
-    bit for bit against the uncompressed model on TFLM, with both models' arena and invoke time measured.
-    `per_tensor_weights=True` quantizes every weight per tensor (a model clustered per layer needs it).
+    Raises IncompatibleError (exit 1) when TFLM cannot run the result, when the converter changed the
+    model's meaning (see hub.verify.diagnose), or when fidelity falls below `min_cosine` (the output folder
+    is then still written, with the reasons; a conversion that fails writes none).
     """
-    from hub.convert import calibration as calib
-    from hub.convert import converter as convert_stage
-    from hub.convert.converter import ConvertOptions
-    from hub.verify.diagnose import judge_fidelity
-
     request = ConvertRequest(model=Path(model), **keywords)  # an unknown keyword is a TypeError, as for any function
-    checked = validate(request)  # refuse before any work is spent
+    checked = validate(request)
     progress = progress or Progress(enabled=False)
+    path, tflm = request.model, checked.target.verified_on_tflm  # ethos-u too: its CPU part is TFLM
     options = request.options or LoadOptions()
-    path, target, force, passes = request.model, request.target, request.force, request.passes
-    calibration, min_cosine, rewrite, schedule, compress = (request.calibration, request.min_cosine, request.rewrite,
-                                                            request.schedule, request.compress)
-    target_row, quantize, npu = checked.target, checked.quantize, checked.npu
-    value_range, out_dir, ident = checked.value_range, checked.out, checked.ident
-    convert_options = ConvertOptions(target, quantize, **converter_fields(request))
+    convert_options = converter.ConvertOptions(request.target, checked.quantize, **converter_fields(request))
 
     with progress.stage("load", f"Loading {path.name}"):
-        source = load_source(path, options)
-    if source.framework == "tflite":
-        raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", path)
+        source = _convertible(load_source(path, options))
     with progress.stage("normalise", "Normalising the ONNX graph"):
-        normalised = _normalise(source, options, passes)
-    calibration_set = calib.build_calibration(normalised.inputs, calibration, value_range, source.source_layouts)
-    if calibration_set.synthetic and quantize.quantized:
-        warn(f"{path.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
-             "pass --calibration with real samples for production accuracy")
-    reference, check = normalised, None  # the fidelity reference stays the graph before any rewrite
-    if target_row.verified_on_tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
-        if rewrite:
-            with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
-                normalised = _rewrite(normalised, calibration_set.samples)
+        reference = check_graph(normalise_source(source, options, request.passes), "normalise")
+    samples = _calibration(request, checked, reference, source)
+    graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
+    if tflm and request.rewrite:
+        with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
+            graph = check_health(reference, rewrite_graph(reference, samples.samples), "rewrite")
+    if tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
         with progress.stage("analyse", "Checking TFLM compatibility"):
-            check = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)  # ethos-u: its CPU is TFLM
-    with progress.stage("convert", f"Converting to {quantize} TFLite with onnx2tf"):
-        try:
-            converted = convert_stage.convert(normalised, calibration_set, convert_options)
-        except IncompatibleError as exc:
-            raise _conversion_failure(exc, check, path) from None
-        converted, tflite_passes = _tflite_passes(converted)
-
-    verification = compression = None
-    if compress:
+            check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize), graph.passes)
+    with progress.stage("convert", f"Converting to {checked.quantize} TFLite with onnx2tf"):
+        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path))
+    compression = verification = None
+    if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
-            converted, compression = _compress(converted, reference.onnx_model, calibration_set.held_out_samples(),
-                                               schedule)
-    if target_row.verified_on_tflm:
+            converted, compression = _compress(converted, reference.onnx_model, samples.held_out_samples(),
+                                               request.schedule)
+    if tflm:
         with progress.stage("schedule", "Ordering operators for the least arena"):
             # Vela re-plans an ethos-u model itself (and renumbers tensors an offline plan would name)
-            converted, scheduled = _schedule(converted, schedule if target == "tflm" else "default")
+            converted, scheduled = _schedule(converted, request.schedule if request.target == "tflm" else "default")
             tflite_passes.append(scheduled.pass_result())
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
-            verification = scheduled.joined(_verify(converted.tflite_bytes, reference.onnx_model,
-                                                    calibration_set.held_out_samples(), min_cosine))
-            if compression is not None:
-                compression = compression.measured(after=verification)
+            verification = scheduled.joined(verify_stage(converted.tflite_bytes, reference.onnx_model,
+                                                         samples.held_out_samples(), min_cosine=request.min_cosine))
+            compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
-            verification, messages = judge_fidelity(convert_options, normalised, calibration_set,
-                                                    converted.tflite_bytes, verification)
+            verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
+                                                    verification)
             for message in messages:
                 warn(f"{path.name}: {message}")
-    report = ConvertReport(target=target, quantize=quantize, source={"path": str(path), "framework": source.framework},
+    report = ConvertReport(target=request.target, quantize=checked.quantize,
+                           source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
-                           passes=normalised.passes + tflite_passes, check=check, verification=verification,
-                           output=out_dir, compression=compression)
-    if npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
-        from hub.firmware.ethos_u import compile_model
-
-        with progress.stage("vela", f"Compiling for {npu} with Vela"):
-            report.ethos_u = compile_model(converted.tflite_bytes, npu)
-    _write_output(report, normalised, converted, ident, force, progress)
+                           passes=graph.passes + tflite_passes, check=check, verification=verification,
+                           output=checked.out, compression=compression)
+    if checked.npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
+        with progress.stage("vela", f"Compiling for {checked.npu} with Vela"):
+            report.ethos_u = ethos_u.compile_model(converted.tflite_bytes, checked.npu)
+    _write_output(report, graph, converted, checked.ident, request.force, progress)
     if verification is not None and not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
     return report
 
 
-def _write_output(report: ConvertReport, normalised, converted, ident: str, force: bool, progress: Progress) -> None:
+def _convertible(source: SourceModel) -> SourceModel:
+    if source.framework == "tflite":
+        raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", source.path)
+    return source
+
+
+def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel,
+                 source: SourceModel) -> CalibrationSet:
+    """--calibration's samples (else synthetic ones over --input-range), and the held-out ones verify runs."""
+    value_range = checked.value_range
+    samples = build_calibration(normalised.inputs, request.calibration, value_range, source.source_layouts)
+    if samples.synthetic and checked.quantize.quantized:
+        warn(f"{request.model.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
+             "pass --calibration with real samples for production accuracy")
+    return samples
+
+
+def _onnx2tf(graph: NormalisedModel, samples: CalibrationSet, options: converter.ConvertOptions, check,
+             path: Path) -> ConvertedModel:
+    try:
+        return converter.convert(graph, samples, options)
+    except IncompatibleError as exc:
+        raise _conversion_failure(exc, check, path) from None
+
+
+def _write_output(report: ConvertReport, graph: NormalisedModel, converted: ConvertedModel, ident: str, force: bool,
+                  progress: Progress) -> None:
     """The output folder, all or nothing: model.onnx, model.tflite, firmware files, report.json/.html."""
-    import onnx
-
-    from hub.output import atomic_folder, to_json
-    from hub.report.portability import portability_sections
-    from hub.report.render import write_html
-
     verification = report.verification
     with atomic_folder(report.output, force) as tmp:
-        onnx.save(normalised.onnx_model, str(tmp / "model.onnx"))
+        onnx.save(graph.onnx_model, str(tmp / "model.onnx"))
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
-        report.portability = portability_sections(normalised.onnx_model, measured=report.measured)
+        report.portability = portability_sections(graph.onnx_model, measured=report.measured)
         if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
-            from hub.firmware.ethos_u import write_outputs
-            from hub.report.portability import ethos_u_row
-
-            report.firmware = write_outputs(report.ethos_u, ident, tmp)
+            report.firmware = ethos_u.write_outputs(report.ethos_u, ident, tmp)
             report.portability.setdefault("targets", []).append(ethos_u_row(report.ethos_u))
         elif verification is not None and verification.tflm.loads:
             with progress.stage("export", "Writing firmware files"):
-                from hub.firmware.export import export_firmware
-
                 arena = verification.memory.arena_recommended_bytes
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
                                                                    constants=_decode_constants(report.compression))]
@@ -182,25 +194,21 @@ def _write_output(report: ConvertReport, normalised, converted, ident: str, forc
         (tmp / "report.json").write_text(to_json(document))
 
 
-def _compress(converted, reference, held_out: list[dict], schedule_mode: str):
+def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: list[dict],
+              schedule_mode: str) -> tuple[ConvertedModel, Compression]:
     """The converted model with its clustered filters compressed (hub.tflite.compress); the uncompressed model is
     measured on TFLM first (same operator ordering) for the before/after figures."""
-    from dataclasses import replace
-
-    from hub.tflite.compress import check_lossless, compress
-    from hub.verify.tflm import tflm_raw_outputs
-
     plain = converted.tflite_bytes
     compressed, compression = compress(plain)
     samples = held_out or None
     if samples:
         check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
-    compression = compression.measured(before=_verify(scheduled_plain.tflite_bytes, reference, held_out, None))
+    compression = compression.measured(before=verify_stage(scheduled_plain.tflite_bytes, reference, held_out))
     return replace(converted, tflite_bytes=compressed), compression
 
 
-def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
+def _decode_constants(compression: Compression | None) -> dict[str, tuple[int, str]] | None:
     """The settings header's note on DECODE's arena (already inside kTensorArenaSize)."""
     if compression is None or compression.decode_arena_bytes is None:
         return None
@@ -208,62 +216,27 @@ def _decode_constants(compression) -> dict[str, tuple[int, str]] | None:
     return {"kDecodeArenaBytes": (compression.decode_arena_bytes, note)}
 
 
-def _normalise(source: SourceModel, options: LoadOptions, passes: list[str] | None = None):
-    from hub.graph.normalise import normalise_source
-
-    return normalise_source(source, options, passes)
-
-
-def _rewrite(normalised, samples=None):
-    from hub.graph.rewrite import rewrite
-
-    return rewrite(normalised, samples)
-
-
 def _firmware_name(name: str | None, path: Path) -> str:
     """The C identifier of the firmware files: --name (refused when C cannot take it), else the file's name."""
-    from hub.firmware.export import identifier_from_file, sanitize_identifier
-
     return sanitize_identifier(name) if name else identifier_from_file(path)
 
 
-def _tflite_passes(converted):
+def _flatbuffer_passes(converted: ConvertedModel) -> tuple[ConvertedModel, list]:
     """The flatbuffer passes (hub.tflite.passes) on the converter's output."""
-    from dataclasses import replace
-
-    from hub.tflite.passes import run_passes
-
     tflite_bytes, results = run_passes(converted.tflite_bytes)
     return replace(converted, tflite_bytes=tflite_bytes), results
 
 
-def _schedule(converted, mode: str):
+def _schedule(converted: ConvertedModel, mode: str):
     """The least-arena operator order and plan (hub.tflite.schedule), measured on TFLM; mode "default" only bounds it."""
-    from dataclasses import replace
+    from hub.tflite import schedule  # why here: networkx, 0.11 s of start-up that hub check and verify do not need
 
-    from hub.tflite import schedule
-    from hub.verify.tflm import verify
-
-    measure = (lambda data: verify(data, None, None).memory) if mode == "min-arena" else None
+    measure = (lambda data: verify_stage(data, None, None).memory) if mode == "min-arena" else None
     tflite_bytes, result = schedule.run(converted.tflite_bytes, measure)
     return replace(converted, tflite_bytes=tflite_bytes), result
 
 
-def _analyse(onnx_model, target: str, quantize: str, passes=()):
-    from hub.check.onnx import analyse_onnx, with_rewrites
-
-    return with_rewrites(analyse_onnx(onnx_model, target=target, quantize=quantize), passes)
-
-
-def _verify(tflite_bytes: bytes, reference, held_out: list[dict], min_cosine):
-    from hub.verify.tflm import verify
-
-    return verify(tflite_bytes, reference, held_out, min_cosine=min_cosine)
-
-
 def _model_summary(tflite_bytes: bytes) -> ModelSummary:
-    from hub.tflite.model import read_tflite
-
     model = read_tflite(tflite_bytes)
     return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
 
@@ -297,8 +270,6 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
     `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
     per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
-    from hub.check.tflite import analyse_tflite
-
     path = Path(model)
     resolve(target, quantize, command="check")
     npu = npu_option(target, npu)
@@ -306,23 +277,16 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     if source.framework == "tflite":
         result = analyse_tflite(source.tflite_bytes, target="tflm")
     else:
-        normalised = _normalise(source, options or LoadOptions())
+        graph = check_graph(normalise_source(source, options or LoadOptions()), "normalise")
         if rewrite:
-            normalised = _rewrite(normalised)
-        result = _analyse(normalised.onnx_model, "tflm", quantize, normalised.passes)
-    if npu is None:
-        return result
-    from hub.firmware.ethos_u import check as npu_check
-
-    return npu_check(result, npu, source.tflite_bytes)
+            graph = check_health(graph, rewrite_graph(graph), "rewrite")
+        result = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", quantize), graph.passes)
+    return result if npu is None else ethos_u.check(result, npu, source.tflite_bytes)
 
 
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,
            input_range: str | None = None):
     """Run a .tflite on the real TFLM interpreter; compare with an ONNX reference if given."""
-    from hub.convert import calibration as calib
-    from hub.verify.tflm import verify as verify_stage
-
     path = Path(model)
     source = load_source(path, LoadOptions())
     if source.framework != "tflite":
@@ -332,19 +296,15 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
         ref_source = load_source(Path(reference), LoadOptions())
         if ref_source.framework != "onnx":
             raise InputError("--reference must be an ONNX model", reference)
-        normalised = _normalise(ref_source, LoadOptions())
+        normalised = normalise_source(ref_source, LoadOptions())
         reference_model = normalised.onnx_model
-        cal = calib.build_calibration(normalised.inputs, None, calib.parse_input_range(input_range))
+        cal = build_calibration(normalised.inputs, None, parse_input_range(input_range))
         held_out = cal.held_out_samples()
     return verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
 
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:
     """Firmware files for a .tflite: C array, op resolver, settings with the measured arena."""
-    from hub.firmware.export import export_firmware
-    from hub.output import atomic_folder
-    from hub.verify.tflm import verify as verify_stage
-
     path = Path(model)
     source = load_source(path, LoadOptions())
     if source.framework != "tflite":
@@ -363,8 +323,6 @@ def report(model: str | Path, *, targets: str | None = None, board: str | None =
            ram_kb: float | None = None, flash_kb: float | None = None, options: LoadOptions | None = None) -> dict:
     """Portability report (hub.report.portability): where the model can run, what blocks each target, board fit.
     `hub.report.portability.exit_code(result)` gives the CLI's exit code; hub.report.render renders it."""
-    from hub.report.portability import ALL_TARGETS, build_report, parse_targets, resolve_board
-
     wanted = parse_targets(targets or ALL_TARGETS)
     chosen = resolve_board(board, ram_kb, flash_kb)
     return build_report(Path(model), wanted, chosen, options or LoadOptions())
@@ -377,7 +335,8 @@ def sweep(models: list[str | Path], *, quantize: str | list[str] = "int8", board
     LocalCluster of `workers` processes (default: from cores and memory) or the cluster at `scheduler`;
     judge each job against `boards` (default all built-in ones). Writes sweep.json/.csv/.html in `out`
     and returns the sweep.json document (see hub.sweep.run)."""
-    from hub.knowledge.boards import BOARDS, find_board
+    # why here: the sweep stage, its renderer (rich.progress) and the optimize modules below cost 0.1 s of
+    # start-up that hub check, convert and verify, which call this module, do not need
     from hub.report.sweep import SweepBar, write_outputs
     from hub.sweep import run as sweep_stage
 
@@ -438,11 +397,9 @@ def optimize(
     0.5, 0.75) x int16x8 / int8 / int8+QAT / int8+cluster 16 / int8+cluster 4, every candidate measured on
     TFLM, and writes the most accurate one that fits (hub.optimize.board_search); `prune_ratio`, `cluster` and `qat`
     are then the search's to choose. `prune_ratio` defaults to 0.5."""
-    from hub.convert import calibration as calib
-    from hub.firmware.export import identifier_from_file
-    from hub.optimize import run as stage
+    from hub.optimize import run as optimize_stage  # why here: as hub.sweep above, a cost other commands skip
     from hub.optimize.cluster import check as check_clusters
-    from hub.output import check_destination
+    from hub.optimize.training import DistillOptions
 
     if target != "tflm":
         raise InputError(f"hub optimize measures on the TFLM interpreter: --target must be tflm, not {target!r}")
@@ -460,14 +417,14 @@ def optimize(
     check_clusters(cluster or 16, cluster_scope)
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be a positive channel count, got {round_to}")
-    request = stage.OptimizeRequest(
+    request = optimize_stage.OptimizeRequest(
         model=Path(model), data=Path(data), val=Path(val) if val else None,
         prune_ratio=0.5 if prune_ratio is None else prune_ratio,
         distill=distill, round_to=round_to, cluster=cluster, cluster_scope=cluster_scope, qat=qat,
         board=_search_board(board, ram_kb, flash_kb),
         levels=_levels(levels),
-        training=stage.DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
-        input_range=calib.parse_input_range(input_range), force=force, options=options or LoadOptions())
+        training=DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed),
+        input_range=parse_input_range(input_range), force=force, options=options or LoadOptions())
     path, progress = request.model, progress or Progress(enabled=False)
     ident = _firmware_name(name, path)
     out_dir = Path(out) if out else Path.cwd() / f"{identifier_from_file(path)}_optimized_tflm"
@@ -476,13 +433,11 @@ def optimize(
         source = load_source(path, request.options)
         if source.framework == "tflite":
             raise InputError("a .tflite model cannot be trained: give the source model (PyTorch, Keras or ONNX)", path)
-        normalised = _normalise(source, request.options)
-    return stage.run(request, progress, source, normalised, ident, out_dir, convert)
+        normalised = normalise_source(source, request.options)
+    return optimize_stage.run(request, progress, source, normalised, ident, out_dir, convert)
 
 
 def _search_board(name: str | None, ram_kb: float | None, flash_kb: float | None):
-    from hub.knowledge.boards import custom_board, find_board
-
     if name is not None and (ram_kb is not None or flash_kb is not None):
         raise InputError("give --board or --ram/--flash, not both")
     if name is not None:
@@ -491,7 +446,7 @@ def _search_board(name: str | None, ram_kb: float | None, flash_kb: float | None
 
 
 def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
-    from hub.optimize.board_search import PRUNE_LEVELS
+    from hub.optimize.board_search import PRUNE_LEVELS  # why here: see optimize
 
     if levels is None:
         return PRUNE_LEVELS
@@ -508,7 +463,7 @@ def _levels(levels: str | list[float] | None) -> tuple[float, ...]:
 def prune(module, example_input, ratio: float, *, round_to: int | None = None):
     """Structured pruning for your own training loop: removes `ratio` of the channels of every prunable
     layer of the nn.Module (torch-pruning DepGraph, L2 magnitude); the output layer keeps its width."""
-    from hub.optimize.training import prune as prune_module
+    from hub.optimize.training import prune as prune_module  # why here: see optimize
 
     return prune_module(module, example_input, ratio, round_to=round_to)
 
@@ -518,7 +473,7 @@ def distill(teacher, student, data, labels=None, *, epochs: int = 10, lr: float 
     """Hinton distillation of `student` from `teacher` on samples `data` (numpy, the model's layout);
     pure distillation without `labels`. Returns the trained student."""
     from hub.optimize.training import DistillOptions
-    from hub.optimize.training import distill as distill_module
+    from hub.optimize.training import distill as distill_module  # why here: see optimize
 
     options = DistillOptions(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
     return distill_module(teacher, student, data, labels, options)

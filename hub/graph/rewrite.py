@@ -17,6 +17,7 @@ import onnx
 
 from hub.artifacts import NormalisedModel, PassResult, Rewrite
 from hub.graph.edit import remove_unused_initializers
+from hub.graph.evaluate import reference_outputs
 from hub.graph.passes import name_of
 from hub.graph.rules import RULES
 from hub.graph.shapes import infer_shapes
@@ -72,8 +73,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _max_abs_error(before: onnx.ModelProto, after: onnx.ModelProto, samples: dict[str, np.ndarray]) -> float:
-    from hub.verify.metrics import reference_outputs
-
     feeds = [{k: v[i:i + 1] for k, v in samples.items()}
              for i in range(min(MAX_ERROR_SAMPLES, len(next(iter(samples.values())))))]
     worst = 0.0

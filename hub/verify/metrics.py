@@ -13,21 +13,11 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Fidelity, OutputFidelity
+from hub.graph.evaluate import reference_outputs
 from hub.tflite.model import TFLiteModel
 from hub.verify.samples import dequantise, from_tflite_layout
 
 CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as classifier-shaped
-
-
-def reference_outputs(reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
-    import onnxruntime as ort  # why here: only fidelity and the rewrite stage's error need a session
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    feeds = [{k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for s in samples]
-    return names, [session.run(names, f) for f in feeds]
 
 
 def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]],

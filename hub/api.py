@@ -7,7 +7,7 @@ so importing this module costs about half a second.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -26,13 +26,13 @@ from hub.graph.health import check_graph, check_health
 from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite as rewrite_graph
 from hub.knowledge.boards import BOARDS, custom_board, find_board
-from hub.options import Checked, ConvertRequest, api_signature, converter_fields, npu_option, validate
+from hub.options import SCHEDULES, ConvertRequest, api_signature, converter_fields
 from hub.output import atomic_folder, check_destination, to_json
 from hub.progress import Progress, warn
 from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, parse_targets, portability_sections,
                                     resolve_board)
 from hub.report.render import write_html
-from hub.targets import resolve
+from hub.targets import Quantize, Target, resolve
 from hub.tflite.compress import Compression, check_lossless, compress
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
@@ -145,6 +145,45 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     if verification is not None and not verification.ok:
         raise IncompatibleError(_verification_failure(verification), path)
     return report
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request `validate` accepted, with what it resolved."""
+
+    target: Target
+    quantize: Quantize
+    npu: str | None  # --target ethos-u: the Vela config (default ethos-u55-128); None otherwise
+    value_range: tuple[float, float]  # --input-range
+    out: Path  # the output folder
+    ident: str  # the firmware files' C identifier
+
+
+def validate(request: Any) -> Checked:
+    """Every refusal of a convert request, before any work is spent (InputError, exit 2), in this order."""
+    path, target = Path(request.model), request.target
+    target_row, quantize = resolve(target, request.quantize)
+    npu = npu_option(target, request.npu)
+    if request.compress and target != "tflm":
+        raise InputError(f"--compress is for --target tflm (TFLM's DECODE op), not --target {target}")
+    if request.schedule not in SCHEDULES:
+        raise InputError(f"--schedule {request.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    value_range = parse_input_range(request.input_range)
+    out = Path(request.out) if request.out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
+    check_destination(out, request.force)
+    ident = sanitize_identifier(request.name) if request.name else identifier_from_file(path)
+    if request.per_channel_dense and request.per_tensor_weights:
+        raise InputError("--per-channel-dense and --per-tensor-weights contradict each other: give one")
+    return Checked(target_row, quantize, npu, value_range, out, ident)
+
+
+def npu_option(target: str, npu: str | None) -> str | None:
+    """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
+    if target != "ethos-u":
+        if npu is not None:
+            raise InputError(f"--npu is for --target ethos-u, not --target {target}")
+        return None
+    return ethos_u.check_npu(npu or ethos_u.DEFAULT_NPU)
 
 
 def _convertible(source: SourceModel) -> SourceModel:

@@ -3,7 +3,7 @@
 Everything else is derived from CONVERT_OPTIONS:
 - hub.cli builds `hub convert`'s flags (and the shared --input-shape, --factory, ... of other commands) from it;
 - hub.api.convert takes the same names as keywords and turns them into a ConvertRequest, checked once by
-  `validate` before any work (every refusal's message is here);
+  hub.api.validate before any work;
 - hub.convert.converter's ConvertOptions (and the converter child's job.json, read by hub.convert.worker)
   carries the options marked `converter`;
 - hub.sweep.run's sweep.toml keys (passed on to each job's `hub convert`) are the options marked `sweep`.
@@ -19,10 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-from hub.errors import InputError
-from hub.firmware.ethos_u import DEFAULT_NPU, check_npu
-from hub.output import check_destination
-from hub.targets import Quantize, Target, resolve
 
 SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.tflite.schedule's order, or the converter's
 
@@ -128,46 +124,3 @@ def request_keywords(values: dict[str, Any]) -> dict[str, Any]:
 def converter_fields(request: Any) -> dict[str, Any]:
     """The options the converter child reads (ConvertOptions' own fields, job.json's keys)."""
     return {o.name: getattr(request, o.name) for o in CONVERTER_OPTIONS}
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A request `validate` accepted, with what it resolved."""
-
-    target: Target
-    quantize: Quantize
-    npu: str | None  # --target ethos-u: the Vela config (default ethos-u55-128); None otherwise
-    value_range: tuple[float, float]  # --input-range
-    out: Path  # the output folder
-    ident: str  # the firmware files' C identifier
-
-
-def validate(request: Any) -> Checked:
-    """Every refusal of a convert request, before any work is spent (InputError, exit 2), in this order."""
-    # why here: calibration pulls in numpy and onnx, export numpy; hub.cli imports this module at start-up
-    from hub.convert.calibration import parse_input_range
-    from hub.firmware.export import identifier_from_file, sanitize_identifier
-
-    path, target = Path(request.model), request.target
-    target_row, quantize = resolve(target, request.quantize)
-    npu = npu_option(target, request.npu)
-    if request.compress and target != "tflm":
-        raise InputError(f"--compress is for --target tflm (TFLM's DECODE op), not --target {target}")
-    if request.schedule not in SCHEDULES:
-        raise InputError(f"--schedule {request.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    value_range = parse_input_range(request.input_range)
-    out = Path(request.out) if request.out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
-    check_destination(out, request.force)
-    ident = sanitize_identifier(request.name) if request.name else identifier_from_file(path)
-    if request.per_channel_dense and request.per_tensor_weights:
-        raise InputError("--per-channel-dense and --per-tensor-weights contradict each other: give one")
-    return Checked(target_row, quantize, npu, value_range, out, ident)
-
-
-def npu_option(target: str, npu: str | None) -> str | None:
-    """--npu belongs to --target ethos-u (default ethos-u55-128); refused with any other target."""
-    if target != "ethos-u":
-        if npu is not None:
-            raise InputError(f"--npu is for --target ethos-u, not --target {target}")
-        return None
-    return check_npu(npu or DEFAULT_NPU)

@@ -10,11 +10,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.check.tflite import scale_hazards
+from hub.knowledge.arena import recommended_arena
 from hub.tflite.model import read_tflite
+from hub.tflite.passes.raise_tiny_scales import scale_hazards
 from hub.verify.metrics import compare, is_classifier_shaped
 from hub.verify.samples import dequantise, quantise, to_tflite_inputs
-from hub.verify.tflm import probe_arena, recommended_arena, verify
+from hub.verify.tflm import probe_arena, verify
 from tests.conftest import MLPERF, convert_through_pipeline, run_hub
 
 # Smallest arenas listed in /work/shared/mlperf_tiny/README.md (measured elsewhere, by bisection).

@@ -14,25 +14,12 @@ from hub.knowledge import tflm_kernels
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS
 from hub.tflite.model import TFLiteModel, read_tflite
+from hub.tflite.passes.raise_tiny_scales import scale_hazards
 
 
 def _op_label(model, op) -> str:
     outs = [model.tensors[i].name for i in op.outputs if i >= 0]
     return f"#{op.index} {outs[0]}" if outs else f"#{op.index}"
-
-
-def scale_hazards(model) -> list[tuple]:
-    """(op, input tensor, limit) for each int8 op whose input scale TFLM's Prepare cannot take
-    (tflm_kernels.MIN_INT8_INPUT_SCALE); `model` is a TFLiteModel from read_tflite."""
-    hazards = []
-    for op in model.ops:
-        limit = tflm_kernels.MIN_INT8_INPUT_SCALE.get(op.name)
-        if limit is None or not op.inputs or op.inputs[0] < 0:
-            continue
-        t = model.tensors[op.inputs[0]]
-        if t.dtype == "int8" and t.scales and t.scales[0] <= limit:
-            hazards.append((op, t, limit))
-    return hazards
 
 
 def check_softmax_scales(model) -> list[Finding]:

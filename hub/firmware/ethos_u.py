@@ -25,9 +25,9 @@ from hub.check.layers import tflite_layers
 from hub.child import run_python_module
 from hub.errors import IncompatibleError, InputError
 from hub.firmware.export import export_firmware
+from hub.knowledge.arena import recommended_arena
 from hub.knowledge.resolver import CUSTOM_OPS
 from hub.tflite.model import read_tflite
-from hub.verify.tflm import recommended_arena
 
 DEFAULT_NPU = "ethos-u55-128"
 VELA_TIMEOUT_S = 600

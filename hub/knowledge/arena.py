@@ -1,10 +1,13 @@
-"""How TFLM lays out its tensor arena, as numbers the arena estimate uses (hub.check.layers).
+"""How TFLM lays out its tensor arena, as numbers the arena estimate uses (hub.check.layers), and the
+headroom the firmware's kTensorArenaSize gets over the measured arena.
 
 Alignment from tensorflow/lite/micro/micro_arena_constants.h at the commit
 hub.knowledge.tflm_kernels.TFLM_VERSION names: MicroArenaBufferAlignment() is 16, and
 GreedyMemoryPlanner (memory_planner/greedy_memory_planner.cc) rounds every buffer up to it.
 """
 from __future__ import annotations
+
+import math
 
 ALIGN = 16  # bytes; every planned arena buffer is rounded up to this
 
@@ -18,3 +21,18 @@ TAIL_FIXED, TAIL_PER_TENSOR, TAIL_PER_OP, TAIL_PER_CHANNEL = 1000, 30, 136, 8
 # While planning, AllocationInfo (~40 B per tensor) and the planner's lists (~36 B per
 # buffer) sit in the arena's head as temporary data: small models can need more then.
 PLAN_TEMP_PER_TENSOR, PLAN_TEMP_PER_BUFFER = 40, 36
+
+# Recommended arena = measured x 1.10, rounded up to a multiple of 1,024 bytes.
+# Why: optimised kernels (CMSIS-NN, ESP-NN, ...) request scratch buffers the reference kernels
+# do not (im2col-style buffers for convolutions), and a firmware build may use another TFLM
+# version; 10 % covers the scratch of typical small conv nets, and whole KB keep linker maps
+# readable. On 32-bit MCUs TFLM's own structs are smaller than on this 64-bit host, which adds margin.
+HEADROOM = 0.10
+ROUND_TO = 1024
+
+
+def recommended_arena(arena_bytes: int | None) -> int | None:
+    """Measured + 10 % headroom, rounded up to whole KB (see above for why)."""
+    if not arena_bytes:
+        return None
+    return int(math.ceil(arena_bytes * (1 + HEADROOM) / ROUND_TO) * ROUND_TO)

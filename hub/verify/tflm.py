@@ -8,19 +8,13 @@
   interpreter allocates and invokes, found by bisection inside one child (a too-small
   arena raises RuntimeError, it does not abort). Measured with the host build of
   TFLM's reference kernels.
-- Recommended arena = measured x 1.10, rounded up to a multiple of 1,024 bytes.
-  Why: optimised kernels (CMSIS-NN, ESP-NN, ...) request scratch buffers the
-  reference kernels do not (im2col-style buffers for convolutions), and a firmware
-  build may use another TFLM version; 10 % covers the scratch of typical small
-  conv nets, and whole KB keep linker maps readable. On 32-bit MCUs TFLM's own
-  structs are smaller than on this 64-bit host, which adds margin.
+- Recommended arena: hub.knowledge.arena.recommended_arena (measured + headroom).
 - Fidelity: the outputs of the held-out samples (mapped by hub.verify.samples) are
   compared with onnxruntime on the reference by hub.verify.metrics.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 from pathlib import Path
@@ -32,14 +26,13 @@ from hub.artifacts import Fidelity, Finding, Memory, TFLMRun, Verification
 from hub.check.tflite import abort_causes, custom_op_findings
 from hub.child import ChildResult, run_python_module
 from hub.errors import IncompatibleError, InputError
+from hub.knowledge.arena import recommended_arena
 from hub.tflite.model import TFLiteModel, read_tflite
 from hub.verify.metrics import compare
 from hub.verify.samples import dequantise, from_tflite_layout, synthetic_samples, to_tflite_inputs
 from hub.verify.worker import bisect_arena
 
 ARENA_CAP = 256 * 1024 * 1024  # first load; the arena is virtual memory until TFLM touches it
-HEADROOM = 0.10
-ROUND_TO = 1024
 CHILD_TIMEOUT_S = 600.0
 CHILD_MEMORY_MB = 4096
 
@@ -104,13 +97,6 @@ def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) 
 def memory_section(arena_bytes: int | None, flash_bytes: int, persistent_bytes: int | None = None) -> Memory:
     return Memory(arena_bytes=arena_bytes, arena_recommended_bytes=recommended_arena(arena_bytes),
                   flash_bytes=flash_bytes, arena_persistent_bytes=persistent_bytes)
-
-
-def recommended_arena(arena_bytes: int | None) -> int | None:
-    """Measured + 10 % headroom, rounded up to whole KB (see the module docstring for why)."""
-    if not arena_bytes:
-        return None
-    return int(math.ceil(arena_bytes * (1 + HEADROOM) / ROUND_TO) * ROUND_TO)
 
 
 def probe_arena(tflite_bytes: bytes, arena_size: int) -> bool:

@@ -19,8 +19,8 @@ import struct
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.check.tflite import scale_hazards
-from hub.tflite.model import QUANTIZATION_SCALE_SLOT, read_tflite
+from hub.knowledge import tflm_kernels
+from hub.tflite.model import QUANTIZATION_SCALE_SLOT, TFLiteModel, read_tflite
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
@@ -52,3 +52,17 @@ def _scale_offset(data: bytes, tensor_index: int) -> int:
     q = tensor.Quantization()
     o = flatbuffers.number_types.UOffsetTFlags.py_type(q._tab.Offset(QUANTIZATION_SCALE_SLOT))
     return q._tab.Vector(o)
+
+
+def scale_hazards(model: TFLiteModel) -> list[tuple]:
+    """(op, input tensor, limit) for each int8 op whose input scale TFLM's Prepare cannot take
+    (tflm_kernels.MIN_INT8_INPUT_SCALE): what this pass raises, and what hub check reports on any .tflite."""
+    hazards = []
+    for op in model.ops:
+        limit = tflm_kernels.MIN_INT8_INPUT_SCALE.get(op.name)
+        if limit is None or not op.inputs or op.inputs[0] < 0:
+            continue
+        t = model.tensors[op.inputs[0]]
+        if t.dtype == "int8" and t.scales and t.scales[0] <= limit:
+            hazards.append((op, t, limit))
+    return hazards

@@ -15,7 +15,7 @@ import onnx
 from hub.artifacts import PassResult
 from hub.graph.passes import (canonical_pooling, canonical_slice, decompose_groupnorm, fold_batchnorm, fold_constants,
                               fold_conv_pads, fold_scale_shift, fuse_activations, matmul_to_gemm, pad_maxpool,
-                              remove_identity, remove_noops, remove_unused_initializers)
+                              remove_identity, remove_noops, remove_unused_initializers, repair_ceil_pool)
 from hub.graph.shapes import infer_shapes
 
 
@@ -37,6 +37,7 @@ PASSES: tuple[ModuleType, ...] = (
     fold_scale_shift,
     fuse_activations,
     pad_maxpool,  # after fuse_activations: it recognises non-negative inputs by their Relu
+    repair_ceil_pool,  # before canonical_pooling, which states the global pool it writes as one window
     canonical_pooling,
     fold_conv_pads,  # strided Conv padding that is SAME's: no PAD op in the .tflite
     remove_unused_initializers,  # last: every fold above leaves old weights behind

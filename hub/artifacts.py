@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import onnx
 
 # The largest model input hub accepts, in elements (--input-shape, ONNX and TorchScript input shapes):
@@ -50,6 +51,10 @@ class SourceModel:
     # Keras image models are exported NCHW for onnx2tf, but users hold NHWC samples.
     source_layouts: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The source framework's own forward pass (PyTorch, Keras): one sample in the ONNX graph's layout
+    # ({input: (1, ...)}) -> {output name: array}, outputs named as the exported ONNX names them.
+    # The reference every fidelity figure is measured against; None for ONNX sources (onnxruntime is).
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 @dataclass

@@ -61,7 +61,29 @@ class KerasAdapter:
         layouts = {s.name: ("NHWC" if _is_image(s) else None) for s in specs}
         notes = [f"input {n!r} exported NCHW for onnx2tf; your data is NHWC" for n, v in layouts.items() if v]
         return SourceModel(path=path, framework=self.framework, onnx_model=onnx_model,
-                           source_layouts=layouts, notes=notes)
+                           source_layouts=layouts, notes=notes, run=_forward(fn, specs, layouts, onnx_model))
+
+
+def _forward(fn: Callable, specs: list, layouts: dict[str, str | None], onnx_model: Any) -> Callable:
+    """The Keras model (or SavedModel signature) itself on one sample given in the ONNX graph's layout:
+    image inputs go back to NHWC; outputs are named as the exported graph names them."""
+    import numpy as np
+    import tensorflow as tf
+
+    onnx_outputs = [o.name for o in onnx_model.graph.output]
+
+    def run(sample: dict) -> dict:
+        args = [np.transpose(sample[s.name], (0, 2, 3, 1)) if layouts.get(s.name) == "NHWC" else sample[s.name]
+                for s in specs]
+        with silenced_fds():
+            result = fn(*[tf.constant(a, dtype=s.dtype) for a, s in zip(args, specs)])
+        values = [np.asarray(result[k]) for k in result]
+        named = {k: np.asarray(v) for k, v in result.items()}
+        if set(onnx_outputs) <= set(named):
+            return {name: named[name] for name in onnx_outputs}
+        return dict(zip(onnx_outputs, values))
+
+    return run
 
 
 # --- sniffing (no tensorflow) -------------------------------------------------------------

@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import onnx
 
 from hub.artifacts import MAX_INPUT_ELEMENTS, LoadOptions, SourceModel
@@ -500,7 +501,22 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     _annotate(model, fmt)
     layouts = {name: ("NCHW" if len(shape) == 4 else None) for name, shape in shapes.items()}
     return SourceModel(path=path, framework="pytorch", onnx_model=model, source_layouts=layouts,
-                       notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"])
+                       notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"],
+                       run=_forward(module, list(shapes), output_names))
+
+
+def _forward(module: Any, input_names: list[str], output_names: list[str]):
+    """The module itself on one sample: the reference the exported graph and the TFLite model answer to."""
+    import torch
+
+    def run(sample: dict) -> dict:
+        args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name], dtype=np.float32)) for name in input_names)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flat = [t for t in _flatten(module(*args)) if isinstance(t, torch.Tensor)]
+        return {name: t.detach().float().numpy() for name, t in zip(output_names, flat)}
+
+    return run
 
 
 def _register_symbolics() -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.markup import escape
+from typer._click.exceptions import ClickException  # typer 0.29 vendors click: its usage errors are these
 
 from hub import __version__
 from hub.errors import EXIT_USAGE, HubError, InputError
@@ -71,33 +72,44 @@ def main_options(
     _state["debug"] = debug
 
 
-def _run(action: Callable[[], int], path: Path | None = None) -> None:
-    """Every failure ends in one line on stderr and a documented exit code."""
+def _run(action: Callable[[], int], path: Path | None = None, as_json: bool = False,
+         progress: Progress | None = None) -> None:
+    """Every failure ends in one line on stderr and a documented exit code; with --json, also in one JSON
+    document on stdout (the exit code, the line, and the stages that finished)."""
     try:
         with sigterm_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
             if not _state["debug"]:  # library warnings (numpy on NaN weights, torch, TF) are not the user's
                 warnings.simplefilter("ignore")
             code = action()
     except HubError as exc:
-        if exc.path is None and path is not None:  # stages below the hub.adapters do not know the file's name
+        if exc.path is None and path is not None:  # stages below the adapters do not know the file's name
             exc.path = str(path)
-        _fail(exc.one_line(), exc.exit_code, exc)
+        _fail(exc.one_line(), exc.exit_code, exc, as_json, progress)
     except KeyboardInterrupt:
-        _fail("interrupted; no output was written", 130, None)
+        _fail("interrupted; no output was written", 130, None, as_json, progress)
     except MemoryError as exc:
-        _fail(f"{path or 'model'}: ran out of memory while processing the model", EXIT_USAGE, exc)
+        _fail(f"{path or 'model'}: ran out of memory while processing the model", EXIT_USAGE, exc, as_json, progress)
     except Exception as exc:  # a bug or an input we did not anticipate: still one line
         where = f"{path}: " if path else ""
         _fail(f"{where}could not process the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-              "rerun with --debug for the traceback", EXIT_USAGE, exc)
+              "rerun with --debug for the traceback", EXIT_USAGE, exc, as_json, progress)
     raise typer.Exit(code)
 
 
-def _fail(message: str, code: int, exc: BaseException | None) -> None:
+def _fail(message: str, code: int, exc: BaseException | None, as_json: bool = False,
+          progress: Progress | None = None) -> None:
     if _state["debug"] and exc is not None:
         traceback.print_exception(exc)
     print(f"hub: error: {message}", file=sys.stderr)
+    if as_json:
+        _emit_json(failure_document(message, code, progress))
     raise typer.Exit(code)
+
+
+def failure_document(message: str, code: int, progress: Progress | None = None) -> dict[str, Any]:
+    """What --json prints when a command fails: the exit code, the one-line error, the stages that finished."""
+    return {"ok": False, "exit_code": code, "error": message,
+            "finished_stages": dict(progress.timings) if progress is not None else {}}
 
 
 def _options(input_shape, factory, trust_pickle, trust_code):
@@ -113,6 +125,8 @@ def _emit_json(doc: Any) -> None:
 def convert(model: Path, as_json: bool = False, **flags: Any) -> None:
     """Convert MODEL to a TFLite flatbuffer for TFLM, verify it on the real interpreter, write firmware files."""
 
+    progress = Progress(enabled=None if not as_json else False)
+
     def action() -> int:
         from hub import api  # why here (and below): hub.api imports onnx, hub.report.terminal numpy
         from hub.report.terminal import print_convert_summary
@@ -120,12 +134,11 @@ def convert(model: Path, as_json: bool = False, **flags: Any) -> None:
         if _listed_npus(flags["npu"]):
             return 0
         options = _options(flags["input_shape"], flags["factory"], flags["trust_pickle"], flags["trust_code"])
-        report = api.convert(model, **request_keywords(flags), options=options,
-                             progress=Progress(enabled=None if not as_json else False))
+        report = api.convert(model, **request_keywords(flags), options=options, progress=progress)
         _emit_json({**report.to_dict(), "output": str(report.output)}) if as_json else print_convert_summary(report)
         return 0
 
-    _run(action, model)
+    _run(action, model, as_json, progress)
 
 
 # typer reads a command's flags from its signature: hub convert's come from hub.options, in its order.
@@ -164,7 +177,7 @@ def check(
         _emit_json(result.to_dict()) if as_json else print_check(result, model)
         return 0 if result.compatible else 1
 
-    _run(action, model)
+    _run(action, model, as_json)
 
 
 @app.command()
@@ -185,7 +198,7 @@ def verify(
         _emit_json(result.to_dict()) if as_json else print_verification(result, model)
         return 0 if result.ok else 1
 
-    _run(action, model)
+    _run(action, model, as_json)
 
 
 @app.command()
@@ -208,7 +221,7 @@ def export(
             print(f"wrote {', '.join(result['files'])} to {result['output']}")
         return 0
 
-    _run(action, model)
+    _run(action, model, as_json)
 
 
 @app.command()
@@ -241,7 +254,7 @@ def report(
         _print_or_write(render(result, fmt), output)
         return exit_code(result)
 
-    _run(action, model)
+    _run(action, model, as_json=fmt == "json" and output is None)
 
 
 @app.command(help="Convert every model in every --quantize mode for TFLM, in parallel on Dask, and judge each "
@@ -276,7 +289,7 @@ def sweep(
             return 130
         return 0 if doc["failed"] == 0 else 1
 
-    _run(action)
+    _run(action, as_json=as_json)
 
 
 @app.command()
@@ -319,6 +332,8 @@ def optimize(
     """Prune and distill MODEL, then convert it for TFLM; teacher and student measured on the interpreter.
     Exit codes: 0 ok, 1 the model cannot be trained or pruned / TFLM cannot run the result, 2 input error."""
 
+    progress = Progress(enabled=None if not as_json else False)
+
     def action() -> int:
         from hub import api
         from hub.report.terminal import print_optimize
@@ -329,15 +344,14 @@ def optimize(
             qat=qat,
             board=board, ram_kb=ram, flash_kb=flash, levels=prune_levels, seed=seed, target=target,
             input_range=input_range, out=out, name=name, force=force,
-            options=_options(input_shape, factory, trust_pickle, trust_code),
-            progress=Progress(enabled=None if not as_json else False))
+            options=_options(input_shape, factory, trust_pickle, trust_code), progress=progress)
         if as_json:
             _emit_json({**report.to_dict(), "optimize": section, "output": str(report.output)})
         else:
             print_optimize(report, section)
         return 0
 
-    _run(action, model)
+    _run(action, model, as_json, progress)
 
 
 def _print_or_write(text: str, output: Path | None) -> None:
@@ -348,7 +362,17 @@ def _print_or_write(text: str, output: Path | None) -> None:
 
 
 def main() -> None:
-    app()
+    """typer's own usage errors (a missing argument, an unknown flag) come before any command runs: with
+    --json they are answered in one JSON document too."""
+    try:
+        sys.exit(app(standalone_mode=False))  # the command's exit code (typer.Exit), None on success
+    except typer.Abort:
+        _fail("interrupted; no output was written", 130, None, "--json" in sys.argv[1:])
+    except ClickException as exc:
+        exc.show()
+        if "--json" in sys.argv[1:]:
+            _emit_json(failure_document(exc.format_message().splitlines()[0], exc.exit_code))
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The artifacts that pipeline stages pass to each other.
 
-Each stage is a module in `hub/` with one public function that takes an
-artifact and returns the next: hub.adapters -> SourceModel, normalise ->
-NormalisedModel, analyse -> CheckResult, convert -> ConvertedModel, verify ->
-Verification; `hub convert` gathers them in a ConvertReport (report.json).
-Keeping them plain dataclasses keeps stages independent and testable one by one.
+Each stage is a folder of `hub/` whose entry point takes an artifact and returns the next:
+hub.adapters -> SourceModel, hub.graph -> NormalisedModel, hub.check -> CheckResult, hub.convert ->
+ConvertedModel, hub.verify -> Verification; `hub convert` gathers them in a ConvertReport (report.json).
+They are plain dataclasses, each written by its own stage only (a later stage returns a new value), so
+stages stay independent and testable one by one.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The artifacts that pipeline stages pass to each other.
 
 Each stage is a module in `hub/` with one public function that takes an
-artifact and returns the next: hub.adapters -> SourceModel, normalise ->
+artifact and returns the next: adapters -> SourceModel, normalise ->
 NormalisedModel, analyse -> CheckResult, convert -> ConvertedModel, verify ->
 Verification; `hub convert` gathers them in a ConvertReport (report.json).
 Keeping them plain dataclasses keeps stages independent and testable one by one.

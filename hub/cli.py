@@ -79,7 +79,7 @@ def _run(action: Callable[[], int], path: Path | None = None) -> None:
                 warnings.simplefilter("ignore")
             code = action()
     except HubError as exc:
-        if exc.path is None and path is not None:  # stages below the hub.adapters do not know the file's name
+        if exc.path is None and path is not None:  # stages below the adapters do not know the file's name
             exc.path = str(path)
         _fail(exc.one_line(), exc.exit_code, exc)
     except KeyboardInterrupt:

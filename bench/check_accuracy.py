@@ -466,8 +466,9 @@ def time_resnet(runs: int = 5) -> dict:
 def _resnet_parts() -> dict[str, float]:
     """CPU seconds of hub check's stages on ResNet-50, in a fresh process (imports counted once)."""
     code = ("import json,time;t=time.process_time();from hub import api;from hub.artifacts import LoadOptions;"
+            "from hub.graph.normalise import normalise_source;from hub.check.onnx import analyse_onnx;"
             "a=time.process_time();s=api.load_source(api.Path(%r),LoadOptions());b=time.process_time();"
-            "n=api._normalise(s,LoadOptions());c=time.process_time();api._analyse(n.onnx_model,'tflm','int8');"
+            "n=normalise_source(s,LoadOptions());c=time.process_time();analyse_onnx(n.onnx_model,'tflm','int8');"
             "d=time.process_time();import hub.cli,hub.report.terminal;e=time.process_time();import typer._adapters;"
             "f=time.process_time();print(json.dumps({'import':a-t,'load':b-a,'normalise':c-b,'analyse':d-c,"
             "'cli':e-d,'typer_parse':f-e}))"

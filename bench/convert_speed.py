@@ -1,7 +1,7 @@
 """hub convert vs the plain onnx2tf CLI, side by side in one run.
 
 For each model (fixtures/*.onnx as they are; the PyTorch/Keras fixtures and the four
-MLPerf Tiny models as the ONNX file hub's hub.adapters make of them; the same ONNX file for
+MLPerf Tiny models as the ONNX file hub's adapters make of them; the same ONNX file for
 both tools), alternately runs
   hub convert M.onnx --target tflm --input-range LO,HI   (int8, verified on TFLM, firmware files)
   onnx2tf -i M.onnx -oiqt -cind NAME calib.npy MEAN STD  (SavedModel and seven .tflite variants)
@@ -58,7 +58,7 @@ def offline_prefix() -> list[str]:
 
 
 def prepare(models: list[str], work: Path) -> dict[str, tuple[Path, tuple[float, float]]]:
-    """Write each model once as ONNX (through hub's hub.adapters) for both tools to read."""
+    """Write each model once as ONNX (through hub's adapters) for both tools to read."""
     import hub.adapters
     from hub.artifacts import LoadOptions
 

@@ -1,4 +1,4 @@
-"""ONNX and TFLite hub.adapters: format sniffing, external data (and its refusals), old IR, dynamic dims."""
+"""ONNX and TFLite adapters: format sniffing, external data (and its refusals), old IR, dynamic dims."""
 from __future__ import annotations
 
 import os

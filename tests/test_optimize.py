@@ -13,6 +13,7 @@ from torch import nn
 from hub import api
 from hub.artifacts import LoadOptions
 from hub.errors import IncompatibleError, InputError
+from hub.graph.normalise import normalise_source
 from hub.optimize import run as stage
 from hub.optimize import training
 from tests.conftest import FIXTURES, run_hub
@@ -108,7 +109,7 @@ def test_unpruned_pass_through_is_the_same_network():
 def test_onnx_route_reproduces_the_graph_and_prunes_residuals():
     """resnet_tiny.pt is TorchScript: it comes in through its ONNX graph and onnx2torch."""
     options = LoadOptions()
-    normalised = api._normalise(api.load_source(FIXTURES / "resnet_tiny.pt", options), options)
+    normalised = normalise_source(api.load_source(FIXTURES / "resnet_tiny.pt", options), options)
     teacher = stage.trainable(FIXTURES / "resnet_tiny.pt", options, normalised)
     assert teacher.route == "ONNX -> onnx2torch" and not teacher.probabilities
     x = torch.rand(1, 3, 32, 32)
@@ -154,7 +155,7 @@ def test_no_distill_needs_labels():
 
 def test_two_input_model_is_refused(tmp_path):
     options = api.load_options(["image=1,3,16,16", "extra=1,6"], "fixtures/torch_models.py:TwoInputNet")
-    normalised = api._normalise(api.load_source("fixtures/torch_models.py", options), options)
+    normalised = normalise_source(api.load_source("fixtures/torch_models.py", options), options)
     with pytest.raises(IncompatibleError, match="one input and one output"):
         stage.trainable(Path("fixtures/torch_models.py"), options, normalised)
 

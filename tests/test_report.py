@@ -121,7 +121,7 @@ def test_small_cnn_totals_and_storage_bytes():
 
 @pytest.fixture(scope="session")
 def ic_onnx(mlperf_source):
-    """MLPerf Tiny IC ResNet-8 (Keras .h5) through the hub.adapters and normalise, as `hub report` sees it."""
+    """MLPerf Tiny IC ResNet-8 (Keras .h5) through the adapters and normalise, as `hub report` sees it."""
     from hub.graph.normalise import normalise
 
     return normalise(mlperf_source("ic").onnx_model, {}).onnx_model

@@ -40,7 +40,7 @@ def normalise(model: onnx.ModelProto, input_shapes: dict[str | None, tuple[int, 
 
 def normalise_source(source: SourceModel, options: LoadOptions, passes: list[str] | None = None) -> NormalisedModel:
     """Normalise an adapter's output. `--input-shape` applies here only to ONNX sources: the
-    PyTorch and Keras hub.adapters already exported with it (Keras in its own NHWC layout, before
+    PyTorch and Keras adapters already exported with it (Keras in its own NHWC layout, before
     transposing images to NCHW), so applying it again would undo that."""
     shapes = options.input_shapes if source.framework == "onnx" else {}
     return normalise(source.onnx_model, shapes, passes=passes)

@@ -113,7 +113,7 @@ def measure(data: Dataset, tflm: dict[str, np.ndarray], source: dict[str, np.nda
     base = Accuracy(data=data.source, samples=len(data.x), task="regression", labelled=data.y is not None,
                     reference=reference if source is not None else None)
     first = tflm[names[0]]
-    if len(names) != 1 or not is_classifier_shaped((1, int(np.prod(first.shape[1:])))):
+    if len(names) != 1 or not is_classifier_shaped((1, *first.shape[1:])):
         return replace(base, outputs=[_errors(n, tflm[n], source[n]) for n in names if source and n in source])
     classes = int(np.prod(first.shape[1:]))
     if data.y is not None and int(data.y.max()) >= classes:

@@ -19,6 +19,7 @@ from hub.check.onnx import analyse_onnx, with_rewrites
 from hub.check.tflite import analyse_tflite
 from hub.convert import converter
 from hub.convert.calibration import CalibrationSet, build_calibration, parse_input_range
+from hub.convert.dataset import Dataset, load_data
 from hub.errors import IncompatibleError, InputError
 from hub.firmware import ethos_u
 from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
@@ -28,7 +29,7 @@ from hub.graph.rewrite import rewrite as rewrite_graph
 from hub.knowledge.boards import BOARDS, custom_board, find_board
 from hub.options import SCHEDULES, ConvertRequest, api_signature, converter_fields
 from hub.output import atomic_folder, check_destination, to_json
-from hub.progress import Progress, warn
+from hub.progress import Progress, bar, warn
 from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, parse_targets, portability_sections,
                                     resolve_board)
 from hub.report.render import write_html
@@ -36,6 +37,7 @@ from hub.targets import Quantize, Target, resolve
 from hub.tflite.compress import Compression, check_lossless, compress
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
+from hub.verify import accuracy as accuracy_stage
 from hub.verify.diagnose import judge_fidelity
 from hub.verify.tflm import tflm_raw_outputs
 from hub.verify.tflm import verify as verify_stage
@@ -105,6 +107,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     with progress.stage("normalise", "Normalising the ONNX graph"):
         reference = check_graph(normalise_source(source, options, request.passes), "normalise")
     samples = _calibration(request, checked, reference, source)
+    data = _data(request.data, reference, source, checked.value_range)  # read now: a bad file costs no conversion
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
     if tflm and request.rewrite:
         with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
@@ -133,6 +136,10 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                                                     verification)
             for message in messages:
                 warn(f"{path.name}: {message}")
+        if data is not None:
+            verification = _accuracy(verification, data, request.max_accuracy_drop, converted.tflite_bytes,
+                                     source.run or accuracy_stage.onnx_runner(reference.onnx_model),
+                                     source.framework if source.run else "onnxruntime", reference, progress)
     report = ConvertReport(target=request.target, quantize=checked.quantize,
                            source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
@@ -174,7 +181,47 @@ def validate(request: Any) -> Checked:
     ident = sanitize_identifier(request.name) if request.name else identifier_from_file(path)
     if request.per_channel_dense and request.per_tensor_weights:
         raise InputError("--per-channel-dense and --per-tensor-weights contradict each other: give one")
+    _check_data_options(request.data, request.max_accuracy_drop, target_row.verified_on_tflm)
     return Checked(target_row, quantize, npu, value_range, out, ident)
+
+
+def _check_data_options(data: Path | None, max_drop: float | None, on_tflm: bool = True) -> None:
+    if max_drop is not None and data is None:
+        raise InputError("--max-accuracy-drop judges the accuracy on --data: give --data")
+    if max_drop is not None and max_drop < 0:
+        raise InputError(f"--max-accuracy-drop is a number of percentage points >= 0, got {max_drop:g}")
+    if data is not None and not on_tflm:
+        raise InputError("--data measures accuracy on the TFLM interpreter: use --target tflm or ethos-u")
+
+
+def _data(path: Path | None, graph: NormalisedModel, source: SourceModel,
+          value_range: tuple[float, float]) -> Dataset | None:
+    """--data's samples (and labels) in the graph's layout, for the one input accuracy is measured on."""
+    if path is None:
+        return None
+    if len(graph.inputs) != 1:
+        raise InputError(f"--data measures models with one input; this one has {len(graph.inputs)}", path)
+    spec = graph.inputs[0]
+    return load_data(path, spec, source.source_layouts.get(spec.name), value_range)
+
+
+def _accuracy(verification: Verification, data: Dataset, max_drop: float | None, tflite_bytes: bytes,
+              run: accuracy_stage.Runner | None, reference: str | None, graph: NormalisedModel | None,
+              progress: Progress) -> Verification:
+    """Accuracy on --data (hub.verify.accuracy), joined to the verification; past --max-accuracy-drop it fails."""
+    if not verification.tflm.invokes:
+        return verification
+    spec = graph.inputs[0] if graph is not None else accuracy_stage.tflite_input_spec(tflite_bytes)[0]
+    outputs = [o.name for o in graph.outputs] if graph is not None else None
+    source = None
+    if run is not None:  # a bar, not a stage: one live display
+        with bar(f"Running the source ({reference}) on --data", len(data.x), progress.enabled) as step:
+            source = accuracy_stage.source_outputs(run, spec, data.x, step, outputs)
+    with progress.stage("accuracy", f"Running {len(data.x)} samples of --data on the TFLM interpreter"):
+        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, spec, data.x, graph.outputs if graph else None)
+    measured, finding = accuracy_stage.judge(accuracy_stage.measure(data, on_tflm, source, reference), max_drop)
+    return replace(verification, accuracy=measured, findings=verification.findings + ([finding] if finding else []),
+                   ok=verification.ok and measured.ok)
 
 
 def npu_option(target: str, npu: str | None) -> str | None:
@@ -324,13 +371,18 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
 
 
 def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine: float | None = None,
-           input_range: str | None = None):
-    """Run a .tflite on the real TFLM interpreter; compare with an ONNX reference if given."""
+           input_range: str | None = None, data: str | Path | None = None, max_accuracy_drop: float | None = None,
+           progress: Progress | None = None):
+    """Run a .tflite on the real TFLM interpreter; compare with an ONNX reference if given; with `data`, accuracy
+    on it (hub.verify.accuracy: TFLM's, and the reference's when given), failing past `max_accuracy_drop`."""
     path = Path(model)
     source = load_source(path, LoadOptions())
     if source.framework != "tflite":
         raise InputError("hub verify takes a .tflite file (hub convert verifies its own output)", path)
-    reference_model, held_out = None, []
+    _check_data_options(Path(data) if data is not None else None, max_accuracy_drop)
+    if max_accuracy_drop is not None and reference is None:
+        raise InputError("--max-accuracy-drop compares TFLM with the source model: give --reference")
+    reference_model, held_out, normalised, ref_source = None, [], None, None
     if reference is not None:
         ref_source = load_source(Path(reference), LoadOptions())
         if ref_source.framework != "onnx":
@@ -339,7 +391,18 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
         reference_model = normalised.onnx_model
         cal = build_calibration(normalised.inputs, None, parse_input_range(input_range))
         held_out = cal.held_out_samples()
-    return verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
+    dataset = None
+    if data is not None:
+        dataset = (_data(Path(data), normalised, ref_source, parse_input_range(input_range)) if normalised is not None
+                   else load_data(data, *accuracy_stage.tflite_input_spec(source.tflite_bytes),
+                                  parse_input_range(input_range)))
+    verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
+    if dataset is None:
+        return verification
+    run = None if normalised is None else (ref_source.run or accuracy_stage.onnx_runner(reference_model))
+    name = None if normalised is None else (ref_source.framework if ref_source.run else "onnxruntime")
+    return _accuracy(verification, dataset, max_accuracy_drop, source.tflite_bytes, run, name, normalised,
+                     progress or Progress(enabled=False))
 
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:

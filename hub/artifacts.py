@@ -277,10 +277,14 @@ class Verification:
     fidelity: Fidelity | None
     findings: list[Finding] = field(default_factory=list)
     ok: bool = False
+    accuracy: Any = None  # hub.verify.accuracy.Accuracy on --data
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tflm": self.tflm.to_dict(), "memory": self.memory.to_dict(),
-                "fidelity": self.fidelity.to_dict() if self.fidelity is not None else None}
+        doc = {"tflm": self.tflm.to_dict(), "memory": self.memory.to_dict(),
+               "fidelity": self.fidelity.to_dict() if self.fidelity is not None else None}
+        if self.accuracy is not None:
+            doc["accuracy"] = self.accuracy.to_dict()
+        return doc
 
 
 @dataclass

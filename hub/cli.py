@@ -186,15 +186,19 @@ def verify(
     reference: Optional[Path] = typer.Option(None, "--reference", help="ONNX model to compare outputs with"),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail (exit 1) below this cosine"),
     input_range: Optional[str] = typer.Option(None, "--input-range", help="LO,HI of the synthetic test inputs"),
+    data: Optional[Path] = _typer_option(OPTIONS_BY_KEY["data"]),
+    max_accuracy_drop: Optional[float] = _typer_option(OPTIONS_BY_KEY["max_accuracy_drop"]),
     as_json: bool = JsonOut,
 ) -> None:
-    """Run a .tflite on the real TFLM interpreter: loads, invokes, smallest arena, fidelity."""
+    """Run a .tflite on the real TFLM interpreter: loads, invokes, smallest arena, fidelity; accuracy on --data."""
 
     def action() -> int:
         from hub import api
         from hub.report.terminal import print_verification
 
-        result = api.verify(model, reference=reference, min_cosine=min_cosine, input_range=input_range)
+        result = api.verify(model, reference=reference, min_cosine=min_cosine, input_range=input_range, data=data,
+                            max_accuracy_drop=max_accuracy_drop,
+                            progress=Progress(enabled=None if not as_json else False))
         _emit_json(result.to_dict()) if as_json else print_verification(result, model)
         return 0 if result.ok else 1
 

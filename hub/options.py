@@ -66,6 +66,10 @@ CONVERT_OPTIONS: tuple[Option, ...] = (
     Option("--name", str, None, "C identifier for the firmware files"),
     Option("--force", bool, False, "Replace an existing output folder"),
     Option("--min-cosine", float, None, "Fail (exit 1) if int8-vs-float cosine is lower", sweep=True),
+    Option("--data", Path, None, "Accuracy on your data: .npz with x and optionally integer labels y (FILE.npz:ARRAY "
+           "for x), or a folder of class subfolders; the source and TFLM measured on every sample", sweep=True),
+    Option("--max-accuracy-drop", float, None, "Fail (exit 1) if TFLM's accuracy on --data is more than this many "
+           "percentage points below the source's (without labels: samples whose top-1 changed)", sweep=True),
     Option("--per-channel-dense", bool, False,
            "Per-channel FULLY_CONNECTED weights (default per-tensor, as MLPerf Tiny's references)",
            converter=True, sweep=True),

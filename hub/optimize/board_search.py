@@ -73,7 +73,7 @@ class SearchContext:
     """What the search needs from hub.optimize.run: the teacher, the data, and how to train and convert."""
 
     teacher: Any  # hub.optimize.run.Trainable
-    train: Any  # TrainData
+    train: Any  # hub.convert.dataset.Dataset
     val: Any
     teacher_val: np.ndarray
     request: Any  # OptimizeRequest

@@ -25,7 +25,7 @@ import onnx
 
 from hub.adapters.pytorch import trainable_module
 from hub.artifacts import LoadOptions, NormalisedModel, TensorSpec
-from hub.convert.calibration import build_calibration
+from hub.convert.dataset import Dataset, load_data
 from hub.convert.layout import channels_last
 from hub.errors import IncompatibleError, InputError, first_line
 from hub.graph.edit import attr, set_attr, static_shape
@@ -41,15 +41,6 @@ from hub.tflite.model import read_tflite
 from hub.verify.tflm import tflm_outputs
 
 ONNX_MATCH_TOLERANCE = 1e-4  # of the output's range: a converted module that misses this is refused
-
-
-@dataclass
-class TrainData:
-    """Samples in the normalised ONNX graph's layout (NCHW for images), labels if any."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    source: str
 
 
 @dataclass
@@ -187,43 +178,7 @@ def _check_matches(module: Any, model: onnx.ModelProto, path: Path) -> None:
 
 # --- data ------------------------------------------------------------------------------------
 
-def load_data(path: str | Path, spec: TensorSpec, layout: str | None, input_range: tuple[float, float]) -> TrainData:
-    """A .npz with x (and optionally y: integer class labels), or a folder with one subfolder of images
-    per class (labels are the sorted subfolder indices). Samples are read by hub.convert.calibration."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    if path.is_dir():
-        return _image_classes(path, spec, input_range)
-    if path.suffix != ".npz":
-        raise InputError("training data must be a .npz (x, optionally y) or a folder of class subfolders", path)
-    x = _samples(path, spec, layout, input_range)
-    with np.load(path, allow_pickle=False) as npz:
-        y = npz["y"] if "y" in npz.files else None
-    if y is not None:
-        if y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != len(x) or y.min() < 0:
-            raise InputError(f"y must hold one non-negative integer class label per sample ({len(x)}); it is "
-                             f"{y.dtype} {tuple(y.shape)}", path)
-        y = y.astype(np.int64)
-    return TrainData(x, y, str(path))
-
-
-def _samples(path: Path, spec: TensorSpec, layout: str | None, input_range: tuple[float, float]) -> np.ndarray:
-    target = f"{path}:x" if path.suffix == ".npz" else path
-    data = build_calibration([spec], target, input_range, {spec.name: layout})
-    return np.concatenate([data.samples[spec.name], data.held_out[spec.name]])  # its split is undone: ours is seeded
-
-
-def _image_classes(folder: Path, spec: TensorSpec, input_range: tuple[float, float]) -> TrainData:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise InputError("an image folder for training needs one subfolder per class (at least 2)", folder)
-    xs = [_samples(c, spec, None, input_range) for c in classes]
-    y = np.concatenate([np.full(len(x), i, np.int64) for i, x in enumerate(xs)])
-    return TrainData(np.concatenate(xs), y, str(folder))
-
-
-def split(data: TrainData, val: TrainData | None, seed: int) -> tuple[TrainData, TrainData]:
+def split(data: Dataset, val: Dataset | None, seed: int) -> tuple[Dataset, Dataset]:
     """(train, validation): --val if given, else a seeded fifth of --data held out."""
     if val is not None:
         if (val.y is None) != (data.y is None):
@@ -232,8 +187,8 @@ def split(data: TrainData, val: TrainData | None, seed: int) -> tuple[TrainData,
     order = np.random.default_rng(seed).permutation(len(data.x))
     hold = max(1, len(order) // 5)
 
-    def pick(idx: np.ndarray) -> TrainData:
-        return TrainData(data.x[idx], None if data.y is None else data.y[idx], data.source)
+    def pick(idx: np.ndarray) -> Dataset:
+        return Dataset(data.x[idx], None if data.y is None else data.y[idx], data.source)
 
     return pick(order[hold:]), pick(order[:hold])
 
@@ -326,7 +281,7 @@ def run(request: OptimizeRequest, progress: Any, source: Any, normalised: Normal
 
 
 def _board_search(request: OptimizeRequest, progress: Any, source: Any, teacher: Trainable,
-                  data: tuple[TrainData, TrainData], ident: str, out_dir: Path, convert: Callable[..., Any],
+                  data: tuple[Dataset, Dataset], ident: str, out_dir: Path, convert: Callable[..., Any],
                   output_name: str, start: float) -> tuple[Any, dict[str, Any]]:
     """--board: measure candidates (hub.optimize.board_search) and write the most accurate one that fits as the output."""
     import shutil
@@ -356,7 +311,7 @@ def _board_search(request: OptimizeRequest, progress: Any, source: Any, teacher:
     return report, section
 
 
-def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRequest, progress: Any) -> Any:
+def _qat(teacher: Trainable, student: Any, train: Dataset, request: OptimizeRequest, progress: Any) -> Any:
     """Distillation through TFLite's int8 rounding (hub.optimize.qat), with the options of a plain run."""
     from dataclasses import replace
 
@@ -368,7 +323,7 @@ def _qat(teacher: Trainable, student: Any, train: TrainData, request: OptimizeRe
                                   probabilities=teacher.probabilities, reconstruction=teacher.reconstruction)
 
 
-def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+def _cluster(teacher: Trainable, student: Any, train: Dataset, val: Dataset, teacher_val: np.ndarray,
              request: OptimizeRequest, progress: Any, clusters: int | None = None) -> Any:
     """k-means every filter to `clusters` (default request.cluster) values, then fine-tune the shared values
     (hub.optimize.cluster). Per layer, the student first goes through its ONNX graph, which folds BatchNorm into the
@@ -387,7 +342,7 @@ def _cluster(teacher: Trainable, student: Any, train: TrainData, val: TrainData,
                   what="Fine-tuning the clusters")
 
 
-def _train(teacher: Trainable, student: Any, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+def _train(teacher: Trainable, student: Any, train: Dataset, val: Dataset, teacher_val: np.ndarray,
            request: OptimizeRequest, progress: Any, after_step: Callable[[], None] | None = None,
            what: str | None = None) -> Any:
     import time
@@ -417,7 +372,7 @@ def _in_source_layout(x: np.ndarray, spec: TensorSpec, layout: str | None, work:
     return path
 
 
-def _section(request: OptimizeRequest, teacher: Trainable, train: TrainData, val: TrainData, teacher_val: np.ndarray,
+def _section(request: OptimizeRequest, teacher: Trainable, train: Dataset, val: Dataset, teacher_val: np.ndarray,
              student: Any, counts: tuple[dict, dict], teacher_converted: tuple[Any, bytes], report: Any) -> dict[str, Any]:
     """report.json's `optimize`: before (teacher) and after (student), every memory figure from TFLM."""
     teacher_report, teacher_tflite = teacher_converted

@@ -21,6 +21,7 @@ import numpy as np
 from hub.artifacts import TensorSpec
 from hub.errors import IncompatibleError, InputError
 from hub.quiet import silenced_fds
+from hub.verify.accuracy import top1_accuracy, top1_agreement
 
 BATCH = 64
 PROBABILITY_FLOOR = 1e-12  # log() of a softmax output as the teacher's logits
@@ -186,9 +187,8 @@ def scores(outputs: np.ndarray, teacher: np.ndarray, y: np.ndarray | None, recon
     if reconstruction:
         cos = np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
         return {"accuracy": None, "agreement": round(float(np.mean(cos)), 6)}
-    top = a.argmax(1)
-    return {"accuracy": None if y is None else round(float(np.mean(top == y)), 6),
-            "agreement": round(float(np.mean(top == b.argmax(1))), 6)}
+    return {"accuracy": None if y is None else round(top1_accuracy(a, y), 6),  # hub convert --data's figures too
+            "agreement": round(top1_agreement(a, b), 6)}
 
 
 def export_onnx(module: Any, spec: TensorSpec, output_name: str, path: Path) -> None:

@@ -140,7 +140,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
-           "optimize"}
+           "optimize", "accuracy"}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -157,6 +157,8 @@ def render_html(report: dict[str, Any]) -> str:
         parts += ["<h2>Board-fit search</h2>", _html_search(report["optimize"]["search"])]
     elif report.get("optimize"):
         parts += ["<h2>Optimized: teacher and student</h2>", _html_optimize(report["optimize"])]
+    if report.get("accuracy"):
+        parts += ["<h2>Accuracy on your data</h2>", _html_accuracy(report["accuracy"])]
     parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
         parts += ["<h2>Board fit</h2>", _html_board(report["board"])]
@@ -270,6 +272,56 @@ OPTIMIZE_ROWS = [("params", "parameters"), ("macs", "MACs"), ("flash_bytes", "fl
                  ("weight_bytes", "of which weights (B)"), ("arena_bytes", "arena, measured on TFLM (B)"),
                  ("invoke_us_host", "invoke time on this host (us)"), ("float_accuracy", "float accuracy"),
                  ("int8_accuracy_tflm", "int8 accuracy on TFLM"), ("int8_agreement_tflm", "int8 agreement with the teacher")]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def _html_accuracy(a: dict) -> str:
+    """--data (hub.verify.accuracy): source and TFLM top-1, the drop, per class, and TFLM's confusion matrix."""
+    note = (f"{a['samples']} samples of {escape(str(a['data']))}, every one run by the source "
+            f"({escape(str(a.get('reference') or 'none given'))}) and by the model on the TFLM interpreter.")
+    if a["task"] != "classification":
+        rows = "".join(f"<tr><td>{escape(o['name'])}</td><td class=\"num\">{o['rmse']:.4g}</td>"
+                       f"<td class=\"num\">{o['max_abs_error']:.4g}</td></tr>" for o in a.get("outputs", []))
+        return (f"<p class=\"note\">{note} Not a classifier: TFLM's outputs against the source's.</p>"
+                f"<table id=\"accuracy\"><thead><tr><th>output</th><th>RMSE</th><th>max error</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>")
+    drop = a.get("drop_percentage_points")
+    limit = a.get("max_drop_percentage_points")
+    judged = "" if limit is None else f" ({'within' if a.get('ok') else 'past'} --max-accuracy-drop {limit:g})"
+    cards = [("source top-1", _pct(a.get("source_accuracy"))), ("TFLM top-1", _pct(a.get("tflm_accuracy"))),
+             ("drop", "n/a" if drop is None else f"{drop:.2f} points{judged}"),
+             ("agreement with the source", _pct(a.get("agreement")))]
+    if not a["labelled"]:
+        cards = cards[2:]
+    summary = "<table id=\"accuracy\"><tbody>" + "".join(
+        f"<tr><th>{escape(k)}</th><td class=\"num\">{escape(v)}</td></tr>" for k, v in cards) + "</tbody></table>"
+    per_class = "".join(f"<tr><td>{c['class']}</td><td class=\"num\">{c['samples']}</td>"
+                        f"<td class=\"num\">{_pct(c['source'])}</td><td class=\"num\">{_pct(c['tflm'])}</td></tr>"
+                        for c in a.get("per_class", []))
+    rows_are = "true class" if a["labelled"] else "the source's top-1"
+    return (f"<p class=\"note\">{note}</p>{summary}<h3>Per class</h3><table id=\"per-class\"><thead><tr><th>class</th>"
+            f"<th>samples</th><th>source</th><th>TFLM</th></tr></thead><tbody>{per_class}</tbody></table>"
+            + (f"<h3>Confusion matrix on TFLM</h3><p class=\"note\">Rows: {rows_are}; columns: TFLM's top-1.</p>"
+               + _confusion_table(a["confusion"]) if a.get("confusion") else ""))
+
+
+def _confusion_table(matrix: list[list[int]]) -> str:
+    """A K x K table, cells shaded by their share of the row (the diagonal green, the rest red)."""
+    head = "".join(f"<th>{j}</th>" for j in range(len(matrix)))
+    rows = []
+    for i, row in enumerate(matrix):
+        total = max(sum(row), 1)
+        cells = []
+        for j, n in enumerate(row):
+            alpha = n / total
+            colour = f"rgba(46,160,67,{alpha:.2f})" if i == j else f"rgba(220,50,47,{alpha:.2f})"
+            cells.append(f"<td class=\"num\" style=\"background:{colour}\">{n or ''}</td>")
+        rows.append(f"<tr><th>{i}</th>{''.join(cells)}</tr>")
+    return (f"<table id=\"confusion\"><thead><tr><th>true \\ TFLM</th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _html_search(search: dict) -> str:

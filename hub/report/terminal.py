@@ -77,6 +77,8 @@ def _print_verification(v: Verification) -> None:
                   f"{_kb(order.arena_default_order_bytes)} with --schedule default")
     if v.fidelity is not None:
         out.print(f"  fidelity     vs ONNX on {v.fidelity.samples} held-out samples: {_fidelity_parts(v.fidelity)}")
+    for line in accuracy_lines(v.accuracy):
+        out.print(f"  {line}", markup=False)
 
 
 def _print_compression(c) -> None:
@@ -126,6 +128,8 @@ def print_verification(result: Verification, model: Path) -> None:
         out.print(f"  arena {_kb(memory.arena_bytes)} measured, {_kb(memory.arena_recommended_bytes)} recommended")
     if result.fidelity is not None:
         out.print(f"  fidelity {_fidelity_parts(result.fidelity)}")
+    for line in accuracy_lines(result.accuracy):
+        out.print(f"  {line}", markup=False)
     for f in result.findings:
         style = "red" if f.severity == "error" else "yellow"
         if f.message != result.tflm.message:  # the headline already shows TFLM's message
@@ -145,6 +149,35 @@ def _fidelity_parts(fidelity: Fidelity) -> str:
     if fidelity.cosine is None and fidelity.cosine_undefined:
         parts.append(f"cosine undefined ({fidelity.cosine_undefined})")
     return ", ".join(parts)
+
+
+def accuracy_lines(a) -> list[str]:
+    """Accuracy on --data (a hub.verify.accuracy.Accuracy): source and TFLM top-1 and the drop, or agreement,
+    or errors per output."""
+    if a is None:
+        return []
+    head = f"accuracy     on {a.samples} samples of {a.data}"
+    if a.task != "classification":
+        if not a.outputs:
+            return [f"{head}: not a classifier, and no source model ran to compare outputs with"]
+        return [f"{head}, TFLM vs the source ({a.reference}):"] + [
+            f"  {o.name}: rmse={o.rmse:.4g}, max_abs_error={o.max_abs_error:.4g}" for o in a.outputs]
+    drop = a.drop
+    verdict = "" if a.max_drop is None else (f" (within --max-accuracy-drop {a.max_drop:g})" if a.ok
+                                             else f" (PAST --max-accuracy-drop {a.max_drop:g})")
+    if a.labelled:
+        source = f"source ({a.reference}) {_percent(a.source_accuracy)}, " if a.source_accuracy is not None else ""
+        lost = f", drop {drop:.2f} percentage points" if drop is not None else ""
+        agree = f"; TFLM agrees with the source on {_percent(a.agreement)}" if a.agreement is not None else ""
+        return [f"{head}: top-1 {source}TFLM {_percent(a.tflm_accuracy)}{lost}{verdict}{agree}"]
+    if a.agreement is None:
+        return [f"{head}: no labels (y) and no source model to compare with: nothing to score"]
+    return [f"{head} (no labels): TFLM's top-1 agrees with the source ({a.reference}) on {_percent(a.agreement)}, "
+            f"drop {drop:.2f} percentage points{verdict}"]
+
+
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
 def print_optimize(report: ConvertReport, section: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.errors import InputError
+from hub.knowledge.tflm_buffers import OFFSET_VALID_ABOVE
 
 # Field slots of the TFLite schema's tables, for the passes that patch a flatbuffer in place: the vtable
 # offset flatbuffers gives field n of a table (schema.fbs order) is 4 + 2 * n; `table._tab.Offset(SLOT)`
@@ -193,7 +194,7 @@ def _tensor(model, t, index: int) -> TensorInfo:
     nbytes = offset = 0
     if buf is not None:
         nbytes = buf.DataLength()  # 0 when the data vector is absent
-        if not nbytes and buf.Offset() > 1:  # "only valid if > 1" (schema.fbs); 1 is a writer's placeholder
+        if not nbytes and buf.Offset() > OFFSET_VALID_ABOVE:  # hub.knowledge.tflm_buffers: 1 is a placeholder
             nbytes, offset = buf.Size(), buf.Offset()
     name = t.Name()
     return TensorInfo(

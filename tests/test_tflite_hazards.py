@@ -121,10 +121,9 @@ def test_no_islands_in_integer_and_float_models():
     assert report["float_islands"] == []
 
 
-@pytest.mark.slow
 def test_convert_report_lists_normalize_islands(tmp_path):
     """hub's own conversion of F.normalize(x, dim=1) keeps SQUARE/DIV and SQRT/MAXIMUM in float (the research's
-    two islands): report.json says so."""
+    two islands): report.json says so. About 12 s."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 

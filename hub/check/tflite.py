@@ -202,8 +202,8 @@ def offset_buffer_findings(model: TFLiteModel) -> list[Finding]:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     total = sum(size for _, _, size in moved)
     return [Finding(names[0], "Buffer", [], "error",
-                    f"{OFFSET_BUFFERS_MESSAGE}: {len(names)} tensor(s) ({shown}), {total:,} B in {len(moved)} "
-                    "buffer(s) after the flatbuffer (Buffer.offset); TFLM still loads and invokes it, without an error.",
+                    f"{OFFSET_BUFFERS_MESSAGE} ({total:,} B in {len(names)} tensor(s) at Buffer.offset: {shown}); "
+                    "TFLM loads and invokes it without an error.",
                     OFFSET_BUFFERS_HINT)]
 
 

@@ -12,6 +12,7 @@ from hub.check.constraints import (SOFTMAX_ABORT_HINT, OpFacts, breaches, check_
                                    rule_hint, softmax_abort_message, softmax_aborts, verdict)
 from hub.knowledge import tflm_kernels
 from hub.knowledge.resolver import CUSTOM_OPS
+from hub.knowledge.tflm_buffers import EXTERNAL_TOTAL_BYTES
 from hub.knowledge.tflm_kernels import KERNELS
 from hub.tflite.islands import float_islands
 from hub.tflite.model import TFLiteModel, read_tflite
@@ -189,7 +190,7 @@ OFFSET_BUFFERS_MESSAGE = ("TFLM ignores buffers stored outside the flatbuffer: t
                           "weights")
 OFFSET_BUFFERS_HINT = ("save the model again with every buffer inside the flatbuffer (Buffer.data = the file's bytes at "
                        "offset..offset+size, offset = size = 0); ai-edge-quantizer moves them out once weights pass "
-                       "256 KiB")
+                       f"{EXTERNAL_TOTAL_BYTES // 1024} KiB")
 
 
 def offset_buffer_findings(model: TFLiteModel) -> list[Finding]:
@@ -213,7 +214,8 @@ def island_findings(model: TFLiteModel) -> list[Finding]:
     for island in float_islands(model):
         ops = ", ".join(f"#{o.index} {o.name}" for o in island.ops)
         consts = f" and {island.constant_bytes:,} B of float constants" if island.constants else ""
-        findings.append(Finding(_op_label(model, model.ops[island.ops[0].index]), island.ops[0].name, [o.name for o in island.ops], "warning",
+        first = model.ops[island.ops[0].index]
+        findings.append(Finding(_op_label(model, first), first.name, [o.name for o in island.ops], "warning",
                                 f"computes in float32 between DEQUANTIZE and QUANTIZE: ops {ops}, "
                                 f"{island.activation_bytes:,} B of float activations ({island.peak_live_bytes:,} B "
                                 f"live at once){consts}: slow on an MCU without an FPU.",

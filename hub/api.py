@@ -35,6 +35,7 @@ from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, pars
 from hub.report.render import write_html
 from hub.targets import Quantize, Target, resolve
 from hub.tflite.compress import Compression, check_lossless, compress
+from hub.tflite.islands import float_islands
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
@@ -144,7 +145,8 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                            source={"path": str(path), "framework": source.framework},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
                            passes=graph.passes + tflite_passes, check=check, verification=verification,
-                           output=checked.out, compression=compression)
+                           output=checked.out, compression=compression,
+                           float_islands=float_islands(read_tflite(converted.tflite_bytes)))
     if checked.npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
         with progress.stage("vela", f"Compiling for {checked.npu} with Vela"):
             report.ethos_u = ethos_u.compile_model(converted.tflite_bytes, checked.npu)

@@ -336,6 +336,7 @@ class ConvertReport:
     portability: dict[str, Any] = field(default_factory=dict)  # hub.report.portability's sections, measured figures in
     ethos_u: Any = None  # hub.firmware.ethos_u.EthosUResult of --target ethos-u
     compression: Any = None  # hub.tflite.compress.Compression of --compress
+    float_islands: list[Any] = field(default_factory=list)  # hub.tflite.islands.FloatIsland of the produced model
 
     @property
     def measured(self) -> Measured:
@@ -359,6 +360,7 @@ class ConvertReport:
             doc["ethos_u"] = self.ethos_u.to_dict()
         if self.compression is not None:
             doc["compression"] = self.compression.to_dict()
+        doc["float_islands"] = [island.to_dict() for island in self.float_islands]
         doc["timings_s"] = dict(self.timings_s)
         doc.update(self.portability)
         return doc  # without `output`: report.json sits in that folder, wherever it is moved

@@ -12,7 +12,9 @@ from hub.check.constraints import (SOFTMAX_ABORT_HINT, OpFacts, breaches, check_
                                    rule_hint, softmax_abort_message, softmax_aborts, verdict)
 from hub.knowledge import tflm_kernels
 from hub.knowledge.resolver import CUSTOM_OPS
+from hub.knowledge.tflm_buffers import EXTERNAL_TOTAL_BYTES
 from hub.knowledge.tflm_kernels import KERNELS
+from hub.tflite.islands import float_islands
 from hub.tflite.model import TFLiteModel, read_tflite
 from hub.tflite.passes.raise_tiny_scales import scale_hazards
 
@@ -181,6 +183,44 @@ def _tflite_model_findings(model) -> list[Finding]:
         findings.append(Finding(f16[0].name, "Tensor", [], "error",
                                 f"{len(f16)} float16 tensor(s) (e.g. {f16[0].name}); TFLM has no float16 kernels.",
                                 "convert to int8 or float32"))
+    return findings + offset_buffer_findings(model) + island_findings(model)
+
+
+OFFSET_BUFFERS_MESSAGE = ("TFLM ignores buffers stored outside the flatbuffer: this model will run on uninitialised "
+                          "weights")
+OFFSET_BUFFERS_HINT = ("save the model again with every buffer inside the flatbuffer (Buffer.data = the file's bytes at "
+                       "offset..offset+size, offset = size = 0); ai-edge-quantizer moves them out once weights pass "
+                       f"{EXTERNAL_TOTAL_BYTES // 1024} KiB")
+
+
+def offset_buffer_findings(model: TFLiteModel) -> list[Finding]:
+    """Weights stored after the flatbuffer (Buffer.offset): TFLM loads and invokes such a model on uninitialised
+    arena memory, with no error (hub.knowledge.tflm_buffers). hub verify fails on it too."""
+    moved = model.offset_buffers()
+    if not moved:
+        return []
+    names = [name for _, tensors, _ in moved for name in tensors]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    total = sum(size for _, _, size in moved)
+    return [Finding(names[0], "Buffer", [], "error",
+                    f"{OFFSET_BUFFERS_MESSAGE} ({total:,} B in {len(names)} tensor(s) at Buffer.offset: {shown}); "
+                    "TFLM loads and invokes it without an error.",
+                    OFFSET_BUFFERS_HINT)]
+
+
+def island_findings(model: TFLiteModel) -> list[Finding]:
+    """A warning per float island (hub.tflite.islands): it runs, in float, between DEQUANTIZE and QUANTIZE."""
+    findings = []
+    for island in float_islands(model):
+        ops = ", ".join(f"#{o.index} {o.name}" for o in island.ops)
+        consts = f" and {island.constant_bytes:,} B of float constants" if island.constants else ""
+        first = model.ops[island.ops[0].index]
+        findings.append(Finding(_op_label(model, first), first.name, [o.name for o in island.ops], "warning",
+                                f"computes in float32 between DEQUANTIZE and QUANTIZE: ops {ops}, "
+                                f"{island.activation_bytes:,} B of float activations ({island.peak_live_bytes:,} B "
+                                f"live at once){consts}: slow on an MCU without an FPU.",
+                                "quantize these ops: give them int8 kernels or rewrite the layer with ops that have "
+                                "them (hub convert rewrites some)"))
     return findings
 
 
@@ -198,4 +238,4 @@ def _tflite_quantize(model) -> str:
 
 
 __all__ = ["CheckResult", "analyse_tflite", "check_rescale_scales", "check_softmax_scales", "scale_hazards",
-           "abort_causes", "custom_op_findings", "softmax_abort_classes"]
+           "abort_causes", "custom_op_findings", "island_findings", "offset_buffer_findings", "softmax_abort_classes"]

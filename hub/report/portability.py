@@ -28,6 +28,7 @@ from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite
 from hub.knowledge import boards as board_data
 from hub.knowledge.kernel_flash import op_key
+from hub.tflite.islands import float_islands
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
 
@@ -140,7 +141,8 @@ def tflite_sections(data: bytes, *, targets: Sequence[str] = ALL_TARGETS,
     if f"tflm-{kind}" in checks and _compatible(checks[f"tflm-{kind}"]):
         _apply_measured(rows, _measure_on_tflm(data, kind))
     ops = [op_key(op.name, op.custom_code) for op in model.ops]
-    return _assemble(rows, table, checks, _board(board), {r["name"]: ops for r in rows}, quantize=None)
+    sections = _assemble(rows, table, checks, _board(board), {r["name"]: ops for r in rows}, quantize=None)
+    return {**sections, "float_islands": [island.to_dict() for island in float_islands(model)]}
 
 
 def _measure_on_tflm(data: bytes, kind: str) -> Measured:
@@ -316,11 +318,18 @@ def _support(check, name: str, index: int) -> str:
 
 
 def _tflite_kind(model) -> str:
-    """"int8" for fully integer models, "float32" for float ones, "hybrid" otherwise."""
+    """"int8" for integer models, "float32" for float ones, "hybrid" otherwise (float activations into int8
+    weights). A float interface or float islands (hub.tflite.islands) keep an integer model "int8": TFLM runs them."""
     acts = {model.tensors[i].dtype for op in model.ops for i in op.outputs if i >= 0}
-    if acts & {"int8", "int16"} and "float32" not in acts:
+    if acts & {"int8", "int16"} and not any(_hybrid_op(model, op) for op in model.ops):
         return "int8"
     return "float32" if "int8" not in acts and not _has_int8_weights(model) else "hybrid"
+
+
+def _hybrid_op(model, op) -> bool:
+    ins = [model.tensors[i] for i in op.inputs if i >= 0]
+    return any(t.dtype == "float32" and not t.is_constant for t in ins) and any(
+        t.dtype == "int8" and t.is_constant for t in ins)
 
 
 def _has_int8_weights(model) -> bool:

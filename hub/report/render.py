@@ -92,6 +92,23 @@ def counted_text(c: dict) -> str:
             f"(interpreter core + kernels of {len(c['ops'])} ops{estimated})")
 
 
+def island_text(island: dict) -> str:
+    """One float island (hub.tflite.islands.FloatIsland.to_dict) in one line."""
+    ops = ", ".join(f"#{o['index']} {o['op']}" for o in island["ops"])
+    def at(ops: list[int]) -> str:
+        return ", ".join(f"#{i}" for i in ops) or "-"
+    return (f"ops {ops}: {island['activation_bytes']:,} B of float activations ({island['peak_live_bytes']:,} B live at "
+            f"once, arena), {island['constant_bytes']:,} B of float constants (flash); from DEQUANTIZE "
+            f"{at(island['entry_dequantize'])} to QUANTIZE {at(island['exit_quantize'])}")
+
+
+ISLANDS_NOTE = "ops computing in float32 inside the quantized model, between DEQUANTIZE and QUANTIZE: slow without an FPU"
+
+
+def _island_lines(report: dict) -> list[str]:
+    return [island_text(island) for island in report.get("float_islands") or []]
+
+
 def _table_text(head: list[str], rows: list[list[str]]) -> str:
     widths = [min(max(len(c) for c in col), 70) for col in zip(head, *rows)]
     fmt = lambda cells: "  ".join(c[:w].ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -104,6 +121,8 @@ def render_text(report: dict[str, Any]) -> str:
            _table_text(MATRIX_HEAD, _matrix_rows(report)), "", "Totals: " + "; ".join(_totals_lines(report))]
     if report.get("board"):
         out += ["", "Board: " + "\n       ".join(_board_lines(report))]
+    if _island_lines(report):
+        out += ["", f"Float islands ({ISLANDS_NOTE}):", *(f"  {line}" for line in _island_lines(report))]
     out += ["", _table_text(LAYER_HEAD, [_layer_cells(la) for la in report["layers"]]), ""]
     out += [f"Note: {n}" for n in report.get("notes", [])]
     return "\n".join(out) + "\n"
@@ -122,6 +141,8 @@ def render_markdown(report: dict[str, Any]) -> str:
            *(f"- {line}" for line in _totals_lines(report))]
     if report.get("board"):
         out += ["", "## Board", "", *(f"- {line}" for line in _board_lines(report))]
+    if _island_lines(report):
+        out += ["", "## Float islands", "", f"{ISLANDS_NOTE}.", "", *(f"- {line}" for line in _island_lines(report))]
     out += ["", "## Layers", "", _md_table(LAYER_HEAD, [_layer_cells(la) for la in report["layers"]]), ""]
     out += [f"> {n}" for n in report.get("notes", [])]
     return "\n".join(out) + "\n"
@@ -140,7 +161,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
-           "optimize", "accuracy"}
+           "optimize", "accuracy", "float_islands"}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -162,6 +183,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
         parts += ["<h2>Board fit</h2>", _html_board(report["board"])]
+    if report.get("float_islands"):
+        parts += ["<h2>Float islands</h2>", _html_islands(report["float_islands"])]
     names = [la["name"] for la in report["layers"]]
     mem = report.get("activation_memory") or {}
     parts += ["<h2>Activation memory</h2>",
@@ -221,6 +244,22 @@ def _html_board(b: dict) -> str:
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             + (f"<p class=\"note\">{escape(b['target'])}: {escape(counted_text(b['counted']))}.</p>" if b.get("counted") else "")
             + f"<p class=\"note\">Assumes {escape(b['assumption'])}.</p>")
+
+
+def _html_islands(islands: list[dict]) -> str:
+    """hub.tflite.islands' regions: their ops, float tensors and bytes."""
+    rows = []
+    for island in islands:
+        ops = ", ".join(f"#{o['index']} {o['op']}" for o in island["ops"])
+        tensors = "".join(f"<li>{escape(t['name'])} {escape('x'.join(map(str, t['shape'])))} {escape(t['dtype'])}: "
+                          f"{t['bytes']:,} B{' (constant)' if kind == 'constants' else ''}</li>"
+                          for kind in ("activations", "constants") for t in island[kind])
+        rows.append(f"<tr><td>{escape(ops)}</td><td class=\"num\">{island['activation_bytes']:,}</td>"
+                    f"<td class=\"num\">{island['peak_live_bytes']:,}</td><td class=\"num\">{island['constant_bytes']:,}</td>"
+                    f"<td><ul>{tensors}</ul></td></tr>")
+    return (f"<p class=\"note\">{escape(ISLANDS_NOTE)}.</p><table id=\"float-islands\"><thead><tr><th>ops</th>"
+            "<th>float activations (B, arena)</th><th>live at once (B)</th><th>float constants (B, flash)</th>"
+            f"<th>float tensors</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _html_layers(report: dict) -> str:

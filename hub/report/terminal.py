@@ -10,6 +10,7 @@ from rich.table import Table
 from hub.artifacts import ConvertReport, Fidelity, Verification
 from hub.graph.network import module_path_from_name
 from hub.graph.rewrite import summary_line
+from hub.report.render import island_text
 
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
 # a file, which cut "CONV_2D x9" in two); tables still fit the width.
@@ -38,6 +39,8 @@ def print_convert_summary(report: ConvertReport) -> None:
         _print_verification(report.verification)
     if report.compression is not None:
         _print_compression(report.compression)
+    for island in report.float_islands:
+        out.print(f"  [yellow]float island[/] {island_text(island.to_dict())}")
     if report.firmware:
         out.print(f"  firmware     {', '.join(report.firmware)}")
     if report.ethos_u is not None:

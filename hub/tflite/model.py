@@ -12,6 +12,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.errors import InputError
+from hub.knowledge.tflm_buffers import OFFSET_VALID_ABOVE
 
 # Field slots of the TFLite schema's tables, for the passes that patch a flatbuffer in place: the vtable
 # offset flatbuffers gives field n of a table (schema.fbs order) is 4 + 2 * n; `table._tab.Offset(SLOT)`
@@ -38,6 +39,11 @@ class TensorInfo:
     is_constant: bool = False  # has data in a buffer (weights)
     data_bytes: int = 0
     is_variable: bool = False  # state TFLM keeps outside the planned arena
+    buffer: int = 0  # index into Model.buffers (0 = the empty sentinel)
+    # > 0: the data lives after the flatbuffer at this absolute file offset (Buffer.offset/size, schema 3c;
+    # ai-edge-quantizer >= 0.10 writes it once weights pass 256 KiB). TFLM reads only Buffer.data: it plans such a
+    # tensor in the arena, uninitialised, and computes garbage without any error.
+    buffer_offset: int = 0
 
     @property
     def per_channel(self) -> bool:
@@ -65,6 +71,14 @@ class TFLiteModel:
     description: str = ""
     # tensor index -> name in the serving signature; onnx2tf keys it by the ONNX input/output name
     signature_names: dict[int, str] = field(default_factory=dict)
+
+    def offset_buffers(self) -> list[tuple[int, list[str], int]]:
+        """[(buffer index, names of the tensors using it, size)] for buffers stored outside the flatbuffer."""
+        found: dict[int, tuple[list[str], int]] = {}
+        for t in self.tensors:
+            if t.buffer_offset:
+                found.setdefault(t.buffer, ([], t.data_bytes))[0].append(t.name)
+        return [(b, names, size) for b, (names, size) in sorted(found.items())]
 
     def op_histogram(self) -> dict[str, int]:
         """{"CONV_2D": 9, ...} sorted by name, as report.json expects."""
@@ -99,7 +113,16 @@ def read_tflite(data: bytes, source: str = "model") -> TFLiteModel:
     except Exception as exc:  # corrupt offsets surface as struct/index errors
         raise InputError(f"corrupt TFLite flatbuffer ({type(exc).__name__})", source) from exc
     _check_indices(model, source)
+    _check_offsets(model, len(data), source)
     return model
+
+
+def _check_offsets(model: TFLiteModel, size: int, source: str) -> None:
+    """Out-of-flatbuffer buffers must lie inside the file (a truncated copy would otherwise read as zeros)."""
+    for t in model.tensors:
+        if t.buffer_offset and t.buffer_offset + t.data_bytes > size:
+            raise InputError(f"corrupt TFLite file: buffer {t.buffer} of tensor {t.name!r} ends at byte "
+                             f"{t.buffer_offset + t.data_bytes}, past the end of the file ({size} B)", source)
 
 
 def _check_indices(model: TFLiteModel, source: str) -> None:
@@ -168,10 +191,11 @@ def _tensor(model, t, index: int) -> TensorInfo:
         zps = [int(x) for x in q.ZeroPointAsNumpy()] if not q.ZeroPointIsNone() else []
         qdim = q.QuantizedDimension()
     buf = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
-    nbytes = 0
+    nbytes = offset = 0
     if buf is not None:
-        nbytes = buf.DataLength() if not buf.DataIsNone() else 0
-        nbytes = nbytes or (buf.Size() if hasattr(buf, "Size") else 0)
+        nbytes = buf.DataLength()  # 0 when the data vector is absent
+        if not nbytes and buf.Offset() > OFFSET_VALID_ABOVE:  # hub.knowledge.tflm_buffers: 1 is a placeholder
+            nbytes, offset = buf.Size(), buf.Offset()
     name = t.Name()
     return TensorInfo(
         index=index,
@@ -185,6 +209,8 @@ def _tensor(model, t, index: int) -> TensorInfo:
         is_constant=nbytes > 0,
         data_bytes=nbytes,
         is_variable=bool(t.IsVariable()),
+        buffer=t.Buffer(),
+        buffer_offset=offset,
     )
 
 

@@ -240,7 +240,7 @@ def _write_output(report: ConvertReport, graph: NormalisedModel, converted: Conv
 
 
 def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: list[dict],
-              schedule_mode: str, expected: ReferenceOutputs) -> tuple[ConvertedModel, Compression]:
+              schedule_mode: str, expected: ReferenceOutputs | None) -> tuple[ConvertedModel, Compression]:
     """The converted model with its clustered filters compressed (hub.tflite.compress); the uncompressed model is
     measured on TFLM first (same operator ordering) for the before/after figures."""
     plain = converted.tflite_bytes

@@ -14,7 +14,7 @@ import onnx
 
 import hub.adapters
 from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, LoadOptions, ModelSummary,
-                           NormalisedModel, SourceModel, Verification)
+                           NormalisedModel, ReferenceOutputs, SourceModel, Verification)
 from hub.check.onnx import analyse_onnx, with_rewrites
 from hub.check.tflite import analyse_tflite
 from hub.convert import converter
@@ -39,7 +39,9 @@ from hub.tflite.islands import float_islands
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
+from hub.verify.arena_check import judge_arena
 from hub.verify.diagnose import judge_fidelity
+from hub.verify.export_check import source_reference
 from hub.verify.tflm import tflm_raw_outputs
 from hub.verify.tflm import verify as verify_stage
 
@@ -109,6 +111,8 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         reference = check_graph(normalise_source(source, options, request.passes), "normalise")
     samples = _calibration(request, checked, reference, source)
     data = _data(request.data, reference, source, checked.value_range)  # read now: a bad file costs no conversion
+    with progress.stage("reference", "Checking the ONNX export against the source"):  # the reference is the source
+        expected = source_reference(source, reference.onnx_model, samples.held_out_samples())
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
     if tflm and request.rewrite:
         with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
@@ -122,7 +126,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
             converted, compression = _compress(converted, reference.onnx_model, samples.held_out_samples(),
-                                               request.schedule)
+                                               request.schedule, expected)
     if tflm:
         with progress.stage("schedule", "Ordering operators for the least arena"):
             # Vela re-plans an ethos-u model itself (and renumbers tensors an offline plan would name)
@@ -130,11 +134,13 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             tflite_passes.append(scheduled.pass_result())
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = scheduled.joined(verify_stage(converted.tflite_bytes, reference.onnx_model,
-                                                         samples.held_out_samples(), min_cosine=request.min_cosine))
+                                                         samples.held_out_samples(), min_cosine=request.min_cosine,
+                                                         expected=expected))
+            verification = judge_arena(verification, graph.onnx_model, checked.quantize.value)
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
-                                                    verification)
+                                                    verification, expected)
             for message in messages:
                 warn(f"{path.name}: {message}")
         if data is not None:
@@ -283,7 +289,7 @@ def _write_output(report: ConvertReport, graph: NormalisedModel, converted: Conv
 
 
 def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: list[dict],
-              schedule_mode: str) -> tuple[ConvertedModel, Compression]:
+              schedule_mode: str, expected: ReferenceOutputs | None) -> tuple[ConvertedModel, Compression]:
     """The converted model with its clustered filters compressed (hub.tflite.compress); the uncompressed model is
     measured on TFLM first (same operator ordering) for the before/after figures."""
     plain = converted.tflite_bytes
@@ -292,7 +298,8 @@ def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: l
     if samples:
         check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
-    compression = compression.measured(before=verify_stage(scheduled_plain.tflite_bytes, reference, held_out))
+    compression = compression.measured(before=verify_stage(scheduled_plain.tflite_bytes, reference, held_out,
+                                                           expected=expected))
     return replace(converted, tflite_bytes=compressed), compression
 
 

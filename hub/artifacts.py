@@ -55,6 +55,23 @@ class SourceModel:
     # ({input: (1, ...)}) -> {output name: array}, outputs named as the exported ONNX names them.
     # The reference every fidelity figure is measured against; None for ONNX sources (onnxruntime is).
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    # One submodule by its module path (PyTorch, the `pytorch.module` of exported nodes) on given inputs ->
+    # its first output; None when the path is no leaf module or it fails. Where an export first diverges.
+    run_module: Callable[[str, list[np.ndarray]], np.ndarray | None] | None = None
+
+
+# ReferenceOutputs.source as a sentence names it (report text, error messages).
+REFERENCE_NAMES = {"pytorch": "the PyTorch module", "keras": "the Keras model",
+                   "onnxruntime": "onnxruntime on the ONNX graph"}
+
+
+@dataclass(frozen=True)
+class ReferenceOutputs:
+    """What fidelity is measured against: the source's outputs on the held-out samples (hub.verify.export_check)."""
+
+    source: str  # "pytorch" | "keras" (the source framework itself) | "onnxruntime" (on the normalised graph)
+    names: list[str]  # the ONNX graph's output names
+    outputs: list[list[np.ndarray]]  # per sample, in `names` order
 
 
 @dataclass
@@ -237,8 +254,9 @@ class Diagnosis:
 
 @dataclass(frozen=True)
 class Fidelity:
-    """The TFLite model against its ONNX reference on held-out samples (hub.verify.metrics.compare): the worst
-    figure over outputs at the top level, each output in `outputs` when there are several. report.json `fidelity`."""
+    """The TFLite model against its reference (`reference`: the source framework itself, else onnxruntime on the
+    ONNX graph) on held-out samples (hub.verify.metrics.compare): the worst figure over outputs at the top level,
+    each output in `outputs` when there are several. report.json `fidelity`."""
 
     samples: int
     max_abs_error: float | None  # None (as rmse): no TFLite output matched a reference output
@@ -250,10 +268,12 @@ class Fidelity:
     cosine_undefined: str | None = None
     outputs: list[OutputFidelity] | None = None  # several outputs only
     diagnosis: Diagnosis | None = None  # hub.verify.diagnose's, when fidelity is poor
+    reference: str | None = None  # what it is measured against: ReferenceOutputs.source
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"samples": self.samples, "max_abs_error": self.max_abs_error, "rmse": self.rmse,
-                               "cosine": self.cosine, "top1_agreement": self.top1_agreement}
+        doc: dict[str, Any] = {} if self.reference is None else {"reference": self.reference}
+        doc.update({"samples": self.samples, "max_abs_error": self.max_abs_error, "rmse": self.rmse,
+                    "cosine": self.cosine, "top1_agreement": self.top1_agreement})
         if self.max_abs_error is not None:  # outputs were compared (no relative error when none matched)
             doc["relative_error"] = self.relative_error
         if self.output_steps is not None:

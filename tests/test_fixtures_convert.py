@@ -46,6 +46,10 @@ def test_fixture_runs_on_tflm_with_good_fidelity(converted_fixtures, name):
     assert all(io["dtype"] == "int8" for io in report["model"]["inputs"] + report["model"]["outputs"])
     fidelity = report["fidelity"]
     assert fidelity["samples"] == 8 and fidelity["cosine"] >= 0.99, fidelity
+    assert fidelity["reference"] == REFERENCE[name.split(".")[-1] if "." in name else "keras"]  # the source itself
+
+
+REFERENCE = {"pt": "pytorch", "pt2": "pytorch", "pth": "pytorch", "onnx": "onnxruntime", "keras": "keras", "h5": "keras"}
 
 
 @pytest.mark.parametrize("name", list(CASES))

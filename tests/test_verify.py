@@ -49,8 +49,9 @@ def test_pipeline_model_loads_invokes_and_matches_onnx(small_cnn_verified):
     assert result.tflm.invoke_us_host > 0  # timed over the samples it compared
     assert (result.tflm.loads, result.tflm.invokes, result.tflm.message) == (True, True, None)
     fid = result.fidelity
-    assert set(fid.to_dict()) == {"samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error", "output_steps"}
+    assert set(fid.to_dict()) == {"reference", "samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error", "output_steps"}
     assert fid.relative_error < 0.1 and fid.output_steps > 16  # int8 output: its scale fits the logits
+    assert fid.reference == "onnxruntime"  # hub verify --reference M.onnx: onnxruntime on that graph
     assert fid.samples == 8
     assert fid.cosine > 0.99 and 0 < fid.rmse <= fid.max_abs_error < 0.1
     assert fid.top1_agreement is not None and fid.top1_agreement >= 0.75  # (1, 4) logits: a classifier
@@ -260,6 +261,7 @@ def test_verification_documents_keep_report_json_keys():
         "arena_default_order_bytes"]
     unmatched = Fidelity(8, None, None, None, None, cosine_undefined="no TFLite output matches").to_dict()
     assert list(unmatched) == ["samples", "max_abs_error", "rmse", "cosine", "top1_agreement", "cosine_undefined"]
+    assert list(Fidelity(8, None, None, None, None, reference="pytorch").to_dict())[:2] == ["reference", "samples"]
     out = OutputFidelity(0.1, 0.05, None, None, None, cosine_undefined="all zero", output_steps=3.0, name="y")
     assert list(out.to_dict()) == ["name", "max_abs_error", "rmse", "cosine", "top1_agreement", "relative_error",
                                    "cosine_undefined", "output_steps"]

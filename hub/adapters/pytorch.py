@@ -502,7 +502,7 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     layouts = {name: ("NCHW" if len(shape) == 4 else None) for name, shape in shapes.items()}
     return SourceModel(path=path, framework="pytorch", onnx_model=model, source_layouts=layouts,
                        notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"],
-                       run=_forward(module, list(shapes), output_names))
+                       run=_forward(module, list(shapes), output_names), run_module=_submodule_runner(module))
 
 
 def _forward(module: Any, input_names: list[str], output_names: list[str]):
@@ -515,6 +515,28 @@ def _forward(module: Any, input_names: list[str], output_names: list[str]):
             warnings.simplefilter("ignore")
             flat = [t for t in _flatten(module(*args)) if isinstance(t, torch.Tensor)]
         return {name: t.detach().float().numpy() for name, t in zip(output_names, flat)}
+
+    return run
+
+
+def _submodule_runner(module: Any):
+    """One leaf submodule on given inputs: where an export diverges from the module (hub.verify.export_check).
+    Called with the exported graph's own input to that module's nodes, since forward hooks do not fire in
+    TorchScript modules."""
+    import torch
+
+    def run(path: str, inputs: list[np.ndarray]) -> np.ndarray | None:
+        try:
+            sub = dict(module.named_modules())[path]  # get_submodule is refused by ScriptModules
+            if next(iter(sub.children()), None) is not None:  # a container: its nodes are only part of its forward
+                return None
+            args = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in inputs]
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flat = [t for t in _flatten(sub(*args)) if isinstance(t, torch.Tensor)]
+        except Exception:  # not a module, or it does not take these inputs: not localisable there
+            return None
+        return flat[0].detach().float().numpy() if flat else None
 
     return run
 

@@ -36,3 +36,23 @@ def recommended_arena(arena_bytes: int | None) -> int | None:
     if not arena_bytes:
         return None
     return int(math.ceil(arena_bytes * (1 + HEADROOM) / ROUND_TO) * ROUND_TO)
+
+# A measured arena more than this many times the converted graph's own estimate (hub.check.layers: planned
+# activations in the quantized width + the persistent tail above) is the converter's doing, not the model's:
+# an activation it inflated (onnx2tf padding a 3x3 map to a 640x640 kernel: ~45,000x). Why 16: the measured
+# arenas of the MLPerf Tiny models and resnet_tiny sit at 0.65-0.98x the estimate; 16x leaves four doublings
+# (layout transposes, scratch, another planner) before a real model could reach it.
+ABSURD_ARENA_FACTOR = 16
+
+
+def absurd_arena(arena_bytes: int | None, estimate_bytes: int, largest_ram_bytes: int) -> str | None:
+    """Why a measured arena is absurd for its graph (None when it is not): beyond ABSURD_ARENA_FACTOR times
+    the graph's estimate, or beyond the RAM of every board hub knows."""
+    if not arena_bytes:
+        return None
+    if estimate_bytes > 0 and arena_bytes > ABSURD_ARENA_FACTOR * estimate_bytes:
+        return (f"{arena_bytes / estimate_bytes:,.0f}x the {estimate_bytes:,} bytes the graph's activations imply "
+                f"(more than {ABSURD_ARENA_FACTOR}x)")
+    if arena_bytes > largest_ram_bytes:
+        return f"more than the RAM of every known board (the largest has {largest_ram_bytes:,} bytes)"
+    return None

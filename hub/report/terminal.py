@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hub.artifacts import ConvertReport, Fidelity, Verification
+from hub.artifacts import REFERENCE_NAMES, ConvertReport, Fidelity, Verification
 from hub.graph.network import module_path_from_name
 from hub.graph.rewrite import summary_line
 from hub.report.render import island_text
@@ -79,7 +79,8 @@ def _print_verification(v: Verification) -> None:
         out.print(f"               lower bound {_kb(order.arena_lower_bound_bytes)}; "
                   f"{_kb(order.arena_default_order_bytes)} with --schedule default")
     if v.fidelity is not None:
-        out.print(f"  fidelity     vs ONNX on {v.fidelity.samples} held-out samples: {_fidelity_parts(v.fidelity)}")
+        against = REFERENCE_NAMES.get(v.fidelity.reference or "onnxruntime", v.fidelity.reference)
+        out.print(f"  fidelity     vs {against} on {v.fidelity.samples} held-out samples: {_fidelity_parts(v.fidelity)}")
     for line in accuracy_lines(v.accuracy):
         out.print(f"  {line}", markup=False)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import Diagnosis, Fidelity, Finding, NormalisedModel, OutputFidelity, Verification
+from hub.artifacts import Diagnosis, Fidelity, Finding, NormalisedModel, OutputFidelity, ReferenceOutputs, Verification
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
@@ -124,11 +124,15 @@ def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_samp
 
 
 def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
-                   tflite_bytes: bytes, verification: Verification) -> tuple[Verification, list[str]]:
+                   tflite_bytes: bytes, verification: Verification, expected: ReferenceOutputs | None = None
+                   ) -> tuple[Verification, list[str]]:
     """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
-    naming the node where outputs diverge, and verification fails. Otherwise it is quantization's:
-    a warning naming the likely cause. Costs one float32 conversion, only when a quantized model is
-    poor. Returns `verification` with the diagnosis and findings joined (a new value; the one given is
+    naming the node where outputs diverge, and verification fails. When float32 matches, it is
+    quantization's: a warning naming the likely cause. When the float32 model cannot be made or run,
+    nothing proves the conversion exact: an error finding, and verification fails (unproven). The float32
+    model is measured against `expected` (the source's outputs, as the verification was), else onnxruntime.
+    Costs one float32 conversion, only when a quantized model is poor. Returns `verification` with the
+    diagnosis and findings joined (a new value; the one given is
     left as it is), and the warnings to show the user (they are findings too)."""
     why = poor(verification.fidelity, options.quantize)
     if why is None:
@@ -139,12 +143,13 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
         try:
             float_bytes = convert(normalised, calibration, replace(options, quantize="float32")).tflite_bytes
             float_fidelity = verify(float_bytes, normalised.onnx_model, calibration.held_out_samples(),
-                                    measure_arena=False).fidelity
+                                    measure_arena=False, expected=expected).fidelity
         except HubError as exc:
             float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
-        if float_fidelity is None:
-            message = f"{options.quantize} fidelity is poor ({why}); {reason}"
-            return _joined(verification, None, _finding("warning", message)), [message]
+        if float_fidelity is None:  # unproven: poor fidelity nobody can pin on quantization does not pass
+            message = f"{options.quantize} fidelity is poor ({why}); {reason}, so the conversion is not proven exact"
+            return _joined(verification, None, _finding("error", message, remedies(calibration.synthetic,
+                                                                                   options.quantize)), fails=True), []
     float_why = poor(float_fidelity, "float32")
     if float_why is not None:
         diagnosis, finding = _conversion_error(normalised.onnx_model, calibration, float_bytes, float_fidelity,

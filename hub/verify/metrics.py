@@ -1,5 +1,5 @@
-"""Fidelity maths: the TFLite model's outputs (from the TFLM run, hub.verify.tflm) against onnxruntime on the
-ONNX reference, for the same samples.
+"""Fidelity maths: the TFLite model's outputs (from the TFLM run, hub.verify.tflm) against the reference's on the
+same samples: the source framework's own outputs when given (ReferenceOutputs), else onnxruntime on the ONNX graph.
 
 Outputs are matched by name (by position when the counts agree), dequantised and put back in the ONNX
 layout (hub.verify.samples). For several outputs, the top-level figures are the worst over outputs (max
@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
-from hub.artifacts import Fidelity, OutputFidelity
+from hub.artifacts import Fidelity, OutputFidelity, ReferenceOutputs
 from hub.graph.evaluate import reference_outputs
 from hub.tflite.model import TFLiteModel
 from hub.verify.samples import dequantise, from_tflite_layout
@@ -21,9 +21,17 @@ CLASSIFIER_MAX_CLASSES = 1000  # (batch, K) outputs with 2 <= K <= this count as
 
 
 def compare(model: TFLiteModel, reference: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
-            tflite_outputs: list[list[np.ndarray]]) -> Fidelity:
-    """Fidelity figures: per output, then the worst over outputs at the top level."""
-    names, ref = reference_outputs(reference, samples)
+            tflite_outputs: list[list[np.ndarray]], expected: ReferenceOutputs | None = None) -> Fidelity:
+    """Fidelity figures against `expected` (the source's outputs on `samples`; onnxruntime on `reference` when
+    None): per output, then the worst over outputs at the top level."""
+    if expected is None:
+        expected = ReferenceOutputs("onnxruntime", *reference_outputs(reference, samples))
+    return replace(_compare(model, expected.names, expected.outputs, samples, tflite_outputs),
+                   reference=expected.source)
+
+
+def _compare(model: TFLiteModel, names: list[str], ref: list[list[np.ndarray]], samples: list[dict[str, np.ndarray]],
+             tflite_outputs: list[list[np.ndarray]]) -> Fidelity:
     specs = model.io_specs("outputs")
     per_output = []
     for o, spec in enumerate(specs):

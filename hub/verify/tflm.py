@@ -10,7 +10,8 @@
   TFLM's reference kernels.
 - Recommended arena: hub.knowledge.arena.recommended_arena (measured + headroom).
 - Fidelity: the outputs of the held-out samples (mapped by hub.verify.samples) are
-  compared with onnxruntime on the reference by hub.verify.metrics.
+  compared by hub.verify.metrics with the expected ones (the source framework's, computed once by
+  hub.verify.export_check), else with onnxruntime on the reference.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hub.artifacts import Fidelity, Finding, Memory, TFLMRun, Verification
+from hub.artifacts import REFERENCE_NAMES, Fidelity, Finding, Memory, ReferenceOutputs, TFLMRun, Verification
 from hub.check.tflite import abort_causes, custom_op_findings, offset_buffer_findings
 from hub.child import ChildResult, run_python_module
 from hub.errors import IncompatibleError, InputError
@@ -38,9 +39,10 @@ CHILD_MEMORY_MB = 4096
 
 
 def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
-           *, min_cosine: float | None = None, measure_arena: bool = True) -> Verification:
-    """Run `tflite_bytes` on TFLM in a child; measure its arena (unless told not to); compare with
-    `reference` on `samples`."""
+           *, min_cosine: float | None = None, measure_arena: bool = True,
+           expected: ReferenceOutputs | None = None) -> Verification:
+    """Run `tflite_bytes` on TFLM in a child; measure its arena (unless told not to); compare with `expected`
+    (the source's outputs on `samples`), else with onnxruntime on `reference`, on `samples`."""
     model = read_tflite(tflite_bytes)
     if reference is not None and not samples:
         samples = synthetic_samples(reference)
@@ -65,7 +67,7 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
                                 + (_child_failure(child) or "the arena search did not finish")))
     fidelity = None
     if tflm.invokes and use_samples and outputs is not None:
-        fidelity = compare(model, reference, use_samples, outputs)
+        fidelity = compare(model, reference, use_samples, outputs, expected)
     hazards = offset_buffer_findings(model)  # TFLM runs it, on garbage weights: no run can prove it
     findings += hazards
     ok = tflm.loads and tflm.invokes and not hazards
@@ -241,6 +243,7 @@ def _check_cosine(fidelity: Fidelity | None, min_cosine: float, findings: list[F
     if fidelity.cosine >= min_cosine:
         return True
     findings.append(Finding("model", "", [], "error",
-                            f"cosine similarity to the ONNX reference is {fidelity.cosine:.4f}, below "
+                            f"cosine similarity to {REFERENCE_NAMES.get(fidelity.reference or 'onnxruntime')} is "
+                            f"{fidelity.cosine:.4f}, below "
                             f"--min-cosine {min_cosine}", hint="calibrate with real samples (--calibration)"))
     return False

@@ -19,13 +19,16 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import flatbuffers
-import networkx as nx
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.tflite.model import TFLiteModel
+
+if TYPE_CHECKING:  # why: hub.tflite.passes imports this module (pack), and hub check must not pay networkx's import
+    import networkx as nx
 
 METADATA_NAME = "OfflineMemoryAllocation"
 FORMAT_VERSION = 1

@@ -175,8 +175,9 @@ def softmax_int16_finding(node: str, op: str, tflite_ops: list[str], classes: in
     """What hub convert does about the abort on a graph it converts (hub.tflite.passes.softmax_int16): a rewrite,
     not a risk."""
     return Finding(node, op, tflite_ops, "rewrite",
-                   f"{softmax_abort_message(classes)} hub convert has the SOFTMAX write int16 and QUANTIZE it back "
-                   "to the int8 output (the softmax_int16 flatbuffer pass): same outputs, no abort.",
+                   f"{softmax_abort_message(classes)} hub convert has the SOFTMAX write int16 (float32 past "
+                   f"{tflm_kernels.SOFTMAX_INT8_MAX_CLASSES:,} classes) and QUANTIZE it back to the int8 output (the "
+                   "softmax_int16 flatbuffer pass): same outputs, no abort.",
                    "costs ~200 B of flatbuffer and an int16 row (2 B a class) of arena; end the model before the "
                    "softmax to save both (argmax needs none)")
 

@@ -220,18 +220,29 @@ def test_float16_tensors_are_flagged():
     assert "float16" in f.message and f.severity == "warning"
 
 
-def test_int8_softmax_over_many_classes_is_a_risk_not_a_will_run():
-    """TFLM's int8 SOFTMAX aborts at invoke when 512+ classes tie with the top one (flat logits):
-    the check cannot see the logits, so over 1,000 classes its verdict is "unknown", not "will run"."""
+def test_int8_softmax_over_many_classes_is_a_rewrite_hub_convert_makes():
+    """TFLM's int8 SOFTMAX aborts at invoke when 512+ classes tie with the top one (flat logits); hub convert's
+    softmax_int16 pass has it write int16 and QUANTIZE back, so on a graph hub converts it is a rewrite, and the
+    verdict "will run". A .tflite file with that SOFTMAX stays a risk (hub cannot change it), naming hub convert."""
     wide = model_of([helper.make_node("Softmax", ["x"], ["y"], name="n", axis=-1)], [vi("x", (1, 1000))],
                     [vi("y", (1, 1000))])
     result = analyse_onnx(wide)
     [f] = result.findings
-    assert f.severity == "risk" and "1,000 classes" in f.message and "int16x8" in f.hint
-    assert result.compatible and result.verdict == "unknown" and result.to_dict()["verdict"] == "unknown"
-    assert analyse_onnx(wide, quantize="float32").verdict == "will run"
-    assert analyse_onnx(wide, quantize="int16x8").verdict == "will run"  # int16 output: the sum may reach 2^16
-    assert analyse_onnx(unary("Softmax", axis=-1)).verdict == "will run"  # 8 classes cannot reach 512
+    assert f.severity == "rewrite" and "1,000 classes" in f.message and "softmax_int16" in f.message
+    assert result.compatible and result.verdict == "will run" and node(result, "n")["verdict"] == "ok"
+    assert analyse_onnx(wide, quantize="float32").findings == []
+    assert analyse_onnx(wide, quantize="int16x8").findings == []  # int16 output: the sum may reach 2^16
+    assert analyse_onnx(unary("Softmax", axis=-1)).findings == []  # 8 classes cannot reach 512
+
+
+def test_int8_softmax_over_many_classes_in_a_tflite_file_stays_a_risk_naming_hub_convert():
+    from hub.tflite.passes import softmax_int16
+    from tests.test_softmax_int16 import softmax_tflite
+
+    result = analyse_tflite(softmax_tflite(1000))
+    [f] = result.findings
+    assert f.severity == "risk" and result.verdict == "unknown" and "hub convert" in f.hint
+    assert analyse_tflite(softmax_int16.run(softmax_tflite(1000))[0]).findings == []  # hub convert's output
 
 
 def test_module_path_and_json_shape():

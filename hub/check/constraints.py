@@ -154,7 +154,10 @@ def not_in_tflm(op: str, subject: str | None = None) -> str:
 
 # ---------------------------------------------------------------- the int8 softmax abort
 
-SOFTMAX_ABORT_HINT = "end the int8 model before the softmax (argmax needs none), or convert with --quantize int16x8"
+# On a .tflite file hub cannot change (hub check, hub verify): what to do about it.
+SOFTMAX_ABORT_HINT = ("convert the source model with hub convert, whose softmax_int16 pass has the SOFTMAX write int16 "
+                      "and QUANTIZE back to int8 (no abort); or end the int8 model before the softmax (argmax needs "
+                      "none), or convert with --quantize int16x8")
 
 
 def softmax_aborts(classes: int | None) -> bool:
@@ -166,6 +169,17 @@ def softmax_abort_message(classes: int) -> str:
     return (f"int8 SOFTMAX over {classes:,} classes: TFLM aborts the program at invoke whenever "
             f"{tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES} or more of them score level with the top one "
             "(reference/softmax.h exponent check); flat logits, as from placeholder weights, hit it.")
+
+
+def softmax_int16_finding(node: str, op: str, tflite_ops: list[str], classes: int) -> Finding:
+    """What hub convert does about the abort on a graph it converts (hub.tflite.passes.softmax_int16): a rewrite,
+    not a risk."""
+    return Finding(node, op, tflite_ops, "rewrite",
+                   f"{softmax_abort_message(classes)} hub convert has the SOFTMAX write int16 (float32 past "
+                   f"{tflm_kernels.SOFTMAX_INT8_MAX_CLASSES:,} classes) and QUANTIZE it back to the int8 output (the "
+                   "softmax_int16 flatbuffer pass): same outputs, no abort.",
+                   "costs ~200 B of flatbuffer and an int16 row (2 B a class) of arena; end the model before the "
+                   "softmax to save both (argmax needs none)")
 
 
 # ---------------------------------------------------------------- the rewrite rules that unblock an op

@@ -4,7 +4,7 @@ refuse in the model onnx2tf makes of it.
 Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
 conditions its variants name in CONDITIONS here) and what TFLM's kernels accept (hub.knowledge.tflm_kernels,
 judged by hub.check.constraints, as for a .tflite file). Whole-model rules (dynamic shapes, input types,
-float16, the int8 softmax abort) run beside them. Nothing here imports tensorflow or torch.
+float16, the int8 softmax abort hub convert's softmax_int16 pass removes) run beside them. Nothing here imports tensorflow or torch.
 """
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ import numpy as np
 import onnx
 
 from hub.artifacts import CheckResult, Finding, PassResult
-from hub.check.constraints import (SOFTMAX_ABORT_HINT, OpFacts, breaches, check_result, check_target, hybrid,
-                                   input_count, not_in_tflm, output_type, reason, softmax_abort_message,
-                                   softmax_aborts, verdict, with_rule)
+from hub.check.constraints import (OpFacts, breaches, check_result, check_target, hybrid, input_count, not_in_tflm,
+                                   output_type, reason, softmax_aborts, softmax_int16_finding, verdict, with_rule)
 from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.graph.shapes import with_shapes
 from hub.knowledge import onnx2tf_ops, tflm_kernels
@@ -432,7 +431,7 @@ def _node_level_rules(view: NodeView, ops: list[str], quantize: str) -> list[Fin
                             "static shapes.", "give the output a fixed size (pad or mask instead)"))
     classes = _softmax_classes(view) if "SOFTMAX" in ops else None
     if quantize == "int8" and softmax_aborts(classes):
-        out.append(_finding(view, ops, "risk", softmax_abort_message(classes), SOFTMAX_ABORT_HINT))
+        out.append(softmax_int16_finding(view.name, view.op, ops, classes))  # hub convert's softmax_int16 pass
     return out
 
 

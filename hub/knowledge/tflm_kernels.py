@@ -33,6 +33,13 @@ MIN_INT8_INPUT_SCALE = {"SOFTMAX": 2.0 ** -26, "LOG_SOFTMAX": 2.0 ** -26, "LOGIS
 # the exps of one row sum to 2^8 = 512 or more, i.e. when 512 or more classes score level with the top one.
 # Only rows of at least this many classes can reach it (measured: 1,000 equal logits abort, 4 do not).
 SOFTMAX_INT8_ABORT_CLASSES = 512
+# The same kernel with an int16 output (int8 in, int16 out) subtracts 16 bits instead of 8 from the exponent, so
+# the check only fails at 2^16; what limits it first is the row sum itself, a FixedPoint<int32_t,
+# kAccumulationIntegerBits = 12> in reference/softmax.h: a row of more than 4,095 level classes overflows it
+# whatever the output type. The int16 output must be zero point -32768, scale 1/65536 (+-0.1 %): Prepare in
+# kernels/softmax_common.cc (CalculateSoftmaxParams) ENSUREs both; an int8 output must be -128, exactly 1/256.
+SOFTMAX_INT8_MAX_CLASSES = 4095
+SOFTMAX_INT16_OUTPUT = (1 / 65536, -32768)  # (scale, zero point) of an int8-in, int16-out SOFTMAX
 
 F32, I8, I16, I32, I64, BOOL, U8, U32 = "float32", "int8", "int16", "int32", "int64", "bool", "uint8", "uint32"
 ANY = frozenset({F32, I8, I16, I32, I64, BOOL, U8})  # kernels that only move bytes (RESHAPE, SQUEEZE)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import flatbuffers
-import networkx as nx
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.tflite.model import TFLiteModel
+
+if TYPE_CHECKING:  # why: hub.tflite.passes imports this module (pack), and hub check must not pay networkx's import
+    import networkx as nx
 
 METADATA_NAME = "OfflineMemoryAllocation"
 FORMAT_VERSION = 1
@@ -87,8 +90,6 @@ def _first_fit(ordered: list[Buffer]) -> tuple[dict[int, int], int]:
 
 def attach(tflite_bytes: bytes, offsets: dict[int, int], tensor_count: int) -> bytes:
     """The model with `offsets` (tensor -> byte offset in the arena's head) as an offline plan."""
-    from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper
-
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
     values = [FORMAT_VERSION, 1, tensor_count] + [offsets.get(t, -1) for t in range(tensor_count)]
     plan = schema.BufferT()
@@ -97,10 +98,30 @@ def attach(tflite_bytes: bytes, offsets: dict[int, int], tensor_count: int) -> b
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    return pack(model, len(tflite_bytes))
+
+
+def pack(model: schema.ModelT, size_hint: int) -> bytes:
+    """`model` (schema object API) as flatbuffer bytes, buffers realigned by tflite-micro's own tool."""
+    from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper
+
+    builder = flatbuffers.Builder(size_hint + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     with tempfile.TemporaryDirectory(prefix="hub-plan-") as tmp:
         unaligned, aligned = Path(tmp, "in.tflite"), Path(tmp, "out.tflite")
         unaligned.write_bytes(bytes(builder.Output()))
         tflite_flatbuffer_align_wrapper.align_tflite_model(str(unaligned), str(aligned))
         return aligned.read_bytes()
+
+
+def extend(model: schema.ModelT, tensor_count: int) -> None:
+    """Tensors a pass appended are planned at run time (-1) in `model`'s offline plan, if it has one."""
+    for entry in model.metadata or []:
+        if entry.name != METADATA_NAME.encode():
+            continue
+        buffer = model.buffers[entry.buffer]
+        values = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype="<i4").tolist()
+        count = values[2]
+        values = values[:3 + count] + [-1] * (tensor_count - count)
+        values[2] = tensor_count
+        buffer.data = np.array(values, dtype="<i4").view(np.uint8)

@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Protocol
 
 from hub.artifacts import PassResult
-from hub.tflite.passes import argmax_int32, raise_tiny_scales
+from hub.tflite.passes import argmax_int32, raise_tiny_scales, softmax_int16
 
 
 class FlatbufferPass(Protocol):
@@ -21,6 +21,7 @@ class FlatbufferPass(Protocol):
 
 PASSES: tuple[ModuleType, ...] = (
     raise_tiny_scales,
+    softmax_int16,  # after raise_tiny_scales, which must still see the int8 SOFTMAX input it raises
     argmax_int32,
 )
 

@@ -63,6 +63,18 @@ def small_cnn_onnx(seed: int = 0, classes: int = 4) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
+def one_node_onnx(path: Path, op: str, domain: str = "", name: str = "") -> Path:
+    """A (1, 8) -> (1, 8) graph of one node, saved at `path`: an op TFLM or the converter lacks."""
+    node = helper.make_node(op, ["x"], ["y"], name=name or op, domain=domain)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_cnn_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small_cnn") / "small_cnn.onnx"

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from hub.output import current_umask
 from hub.tflite.model import read_tflite
-from tests.conftest import run_hub, small_cnn_onnx
+from tests.conftest import one_node_onnx, run_hub, small_cnn_onnx
 
 REPORT_KEYS = {"target", "source", "model", "calibration", "timings_s", "memory", "fidelity", "tflm"}
 IO_KEYS = {"name", "shape", "dtype", "scale", "zero_point"}
@@ -133,16 +133,8 @@ def test_mobile_tflite_target_writes_float16_without_tflm_files(tmp_path, small_
 def test_a_failure_hub_check_predicted_is_said_by_the_check_not_the_converter(tmp_path):
     """A TensorFlow op tf2onnx left in an ONNX file (ConvNeXt's Erfc): onnx2tf's own last line is an
     internal error; the one-line message names the node and op instead."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Erfc", ["x"], ["y"], name="gelu/Erfc")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "erfc.onnx")
-    proc = run_hub("convert", tmp_path / "erfc.onnx", "--out", tmp_path / "out")
+    path = one_node_onnx(tmp_path / "erfc.onnx", "Erfc", name="gelu/Erfc")
+    proc = run_hub("convert", path, "--out", tmp_path / "out")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hub: error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "gelu/Erfc (Erfc)" in errors[0] and "as hub check predicted" in errors[0]

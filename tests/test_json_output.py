@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from tests.conftest import FIXTURES, run_hub
+from tests.conftest import FIXTURES, one_node_onnx, run_hub
 
 
 def one_document(proc) -> dict:
@@ -53,13 +51,8 @@ def test_a_usage_error_caught_before_any_command_is_one_document(tmp_path):
 
 def test_a_conversion_that_stops_part_way_names_the_stages_that_finished(tmp_path):
     """The converter stops on a TensorFlow op tf2onnx left behind: load and normalise had finished."""
-    graph = helper.make_graph([helper.make_node("Erfc", ["x"], ["y"], name="gelu/Erfc")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "erfc.onnx")
-    doc = assert_failure(run_hub("convert", tmp_path / "erfc.onnx", "--out", tmp_path / "out", "--json"), 1)
+    path = one_node_onnx(tmp_path / "erfc.onnx", "Erfc", name="gelu/Erfc")
+    doc = assert_failure(run_hub("convert", path, "--out", tmp_path / "out", "--json"), 1)
     assert "gelu/Erfc (Erfc)" in doc["error"]
     assert {"load", "normalise", "analyse"} <= set(doc["finished_stages"]) and "convert" not in doc["finished_stages"]
 
@@ -67,10 +60,6 @@ def test_a_conversion_that_stops_part_way_names_the_stages_that_finished(tmp_pat
 def test_check_answers_in_one_document_whether_the_model_runs_or_not(tmp_path):
     runs = one_document(proc := run_hub("check", FIXTURES / "tiny_cnn.onnx", "--json"))
     assert proc.returncode == 0 and runs["compatible"] is True
-    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
-    onnx.save(model, tmp_path / "mystery.onnx")
-    blocked = one_document(proc := run_hub("check", tmp_path / "mystery.onnx", "--json"))
+    path = one_node_onnx(tmp_path / "mystery.onnx", "Mystery", domain="com.example")
+    blocked = one_document(proc := run_hub("check", path, "--json"))
     assert proc.returncode == 1 and blocked["compatible"] is False

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from hub import api
 from hub.adapters import load
@@ -104,10 +105,9 @@ def test_poor_fidelity_whose_diagnosis_cannot_run_fails(monkeypatch):
 # --- an absurd arena is a finding ---
 
 def test_absurd_arena_rule():
-    assert absurd_arena(ABSURD_ARENA_FACTOR * 1000, 1000, 10**6) is None
-    assert "17x" in absurd_arena(17_000, 1000, 10**6)
-    assert "every known board" in absurd_arena(2 * 10**6, 10**6, 10**6)
-    assert absurd_arena(None, 1000, 10**6) is None
+    assert absurd_arena(ABSURD_ARENA_FACTOR * 1000, 1000) is None
+    assert "17x" in absurd_arena(17_000, 1000)
+    assert absurd_arena(None, 1000) is None
 
 
 def test_an_absurd_arena_fails_verification():
@@ -117,3 +117,15 @@ def test_an_absurd_arena_fails_verification():
     huge = judge_arena(Verification(TFLMRun(True, True), Memory(300_000_000, 330_000_000, 100), None, ok=True),
                        model, "int8")
     assert not huge.ok and huge.findings[-1].severity == "error" and "absurd arena" in huge.findings[-1].message
+
+
+def test_an_arena_beyond_every_board_is_a_warning_not_a_failure():
+    """ResNet-50 in float32 (the light zoo's) needs tens of MB: more than any board in the table, but not a
+    wrong conversion. A graph whose activations imply that much gets a warning and still passes."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 128, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 128, 128])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    arena = 8 * 2**20  # both 4 MiB tensors live at once
+    big = judge_arena(Verification(TFLMRun(True, True), Memory(arena, arena, 100), None, ok=True), model, "float32")
+    assert big.ok and big.findings[-1].severity == "warning" and "every board" in big.findings[-1].message

@@ -45,14 +45,10 @@ def recommended_arena(arena_bytes: int | None) -> int | None:
 ABSURD_ARENA_FACTOR = 16
 
 
-def absurd_arena(arena_bytes: int | None, estimate_bytes: int, largest_ram_bytes: int) -> str | None:
+def absurd_arena(arena_bytes: int | None, estimate_bytes: int) -> str | None:
     """Why a measured arena is absurd for its graph (None when it is not): beyond ABSURD_ARENA_FACTOR times
-    the graph's estimate, or beyond the RAM of every board hub knows."""
-    if not arena_bytes:
+    the graph's estimate."""
+    if not arena_bytes or estimate_bytes <= 0 or arena_bytes <= ABSURD_ARENA_FACTOR * estimate_bytes:
         return None
-    if estimate_bytes > 0 and arena_bytes > ABSURD_ARENA_FACTOR * estimate_bytes:
-        return (f"{arena_bytes / estimate_bytes:,.0f}x the {estimate_bytes:,} bytes the graph's activations imply "
-                f"(more than {ABSURD_ARENA_FACTOR}x)")
-    if arena_bytes > largest_ram_bytes:
-        return f"more than the RAM of every known board (the largest has {largest_ram_bytes:,} bytes)"
-    return None
+    return (f"{arena_bytes / estimate_bytes:,.0f}x the {estimate_bytes:,} bytes the graph's activations imply "
+            f"(more than {ABSURD_ARENA_FACTOR}x)")

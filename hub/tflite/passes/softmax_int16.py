@@ -7,7 +7,7 @@ a model with placeholder weights are. The same kernel writing int16 (scale 1/655
 tflm_kernels.SOFTMAX_INT16_OUTPUT) checks against 2^16 instead, and takes rows up to 4,095 level classes
 (tflm_kernels.SOFTMAX_INT8_MAX_CLASSES). QUANTIZE int16 -> int8 (kernels/quantize_common.cc: Requantize) then
 writes the original output tensor, scale 1/256, zero point -128: measured bit-identical to the int8 SOFTMAX
-wherever that one runs (scratch-r1: 15 rows x 1,000 classes, input scales 0.02 to 5.5e7), for ~150-200 B of
+wherever that one runs (measured on 15 rows x 1,000 classes, input scales 0.02 to 5.5e7), for ~150-200 B of
 flatbuffer and a ~4 KB arena tail (the int16 row). Past 4,095 classes, or when the int8 input scale is one
 SOFTMAX's Prepare refuses (raise_tiny_scales, which runs first, raised it unless another op reads it), the
 softmax runs in float32 between a DEQUANTIZE and a QUANTIZE instead: no class or scale limit.

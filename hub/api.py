@@ -23,6 +23,7 @@ from hub.convert.dataset import Dataset, load_data
 from hub.errors import IncompatibleError, InputError
 from hub.firmware import ethos_u
 from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
+from hub.graph.evaluate import onnx_runner
 from hub.graph.health import check_graph, check_health
 from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite as rewrite_graph
@@ -145,7 +146,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                 warn(f"{path.name}: {message}")
         if data is not None:
             verification = _accuracy(verification, data, request.max_accuracy_drop, converted.tflite_bytes,
-                                     source.run or accuracy_stage.onnx_runner(reference.onnx_model),
+                                     source.run or onnx_runner(reference.onnx_model),
                                      source.framework if source.run else "onnxruntime", reference, progress)
     report = ConvertReport(target=request.target, quantize=checked.quantize,
                            source={"path": str(path), "framework": source.framework},
@@ -408,7 +409,7 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
     verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
     if dataset is None:
         return verification
-    run = None if normalised is None else (ref_source.run or accuracy_stage.onnx_runner(reference_model))
+    run = None if normalised is None else (ref_source.run or onnx_runner(reference_model))
     name = None if normalised is None else (ref_source.framework if ref_source.run else "onnxruntime")
     return _accuracy(verification, dataset, max_accuracy_drop, source.tflite_bytes, run, name, normalised,
                      progress or Progress(enabled=False))

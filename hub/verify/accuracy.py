@@ -197,17 +197,6 @@ def source_outputs(run: Runner, spec: TensorSpec, x: np.ndarray, step: Callable[
     return {key: np.concatenate([s[name] for s in per_sample]) for key, name in zip(keys, own)}
 
 
-def onnx_runner(model: Any) -> Runner:
-    """onnxruntime on an ONNX graph, as a Runner (one session for every sample)."""
-    import onnxruntime as ort  # why here: as hub.graph.evaluate
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return lambda sample: dict(zip(names, session.run(names, {k: np.asarray(v, np.float32) for k, v in sample.items()})))
-
-
 def tflite_input_spec(tflite_bytes: bytes) -> tuple[TensorSpec, str | None]:
     """A .tflite's one input as a source-layout spec (channels first, as hub's samples are) and the layout
     --data is most likely in (NHWC: what a TFLite model's users hold), for `hub verify` without --reference."""

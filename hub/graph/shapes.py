@@ -50,7 +50,7 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         getattr(light.graph, field).extend(getattr(model.graph, field))
     declared = {v.name for v in model.graph.input}
     for tensor in model.graph.initializer:
-        if _nbytes(tensor) <= VALUE_BYTES:
+        if tensor_nbytes(tensor) <= VALUE_BYTES:
             light.graph.initializer.append(tensor)
         elif tensor.name not in declared:
             light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
@@ -58,7 +58,8 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _nbytes(tensor: onnx.TensorProto) -> int:
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """The bytes of an initializer's values, from its dims and type (no values read)."""
     count = 1
     for d in tensor.dims:
         count *= d

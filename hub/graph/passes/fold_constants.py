@@ -6,11 +6,19 @@ evaluated once with onnx's reference evaluator. Otherwise onnx2tf emits the
 computation into the TFLite graph (often as ops TFLM lacks, e.g. RANGE, or int64
 arithmetic), and the shape computations exporters write block later passes.
 
-A result much larger than its inputs (Expand, Tile, ConstantOfShape) is left as
-a node: folding it would grow the model file for nothing; unless the result is a
-weight or another operand onnx2tf must know while converting (the light model-zoo
-files build every Conv and Gemm weight with ConstantOfShape: left as nodes, onnx2tf
-fails with "axes don't match array").
+It runs to a fixed point: shape inference after one round makes more shapes static (a
+traced Swin keeps 81 Shape nodes and their Gather/Cast/Range/Concat chains after one round;
+two more fold 523 nodes).
+
+A result larger than its inputs (Expand, Tile, ConstantOfShape, Swin's shifted-window mask
+`Sub(const, const)`) is folded while the growth it adds to the model, summed over the whole
+pass, stays within a budget in bytes (GROWTH_BUDGET_BYTES, or a quarter of the model's weights
+when that is more); past it the node stays. Such a node computes a constant on the device
+anyway, into an arena tensor of the same size, and onnx2tf 1.29 crashes on some of them (the
+mask: `'NoneType' object has no attribute 'shape'` in its Sub accuracy correction, after
+minutes). A result onnx2tf must know while converting (a weight: the light model-zoo files
+build every Conv and Gemm weight with ConstantOfShape; left as nodes, onnx2tf fails with
+"axes don't match array") is folded whatever its size.
 """
 from __future__ import annotations
 
@@ -20,13 +28,17 @@ from onnx import helper, numpy_helper
 
 from hub.errors import InputError
 from hub.graph.edit import graph_output_names, remove_unused_initializers, static_shape
+from hub.graph.shapes import infer_shapes, tensor_nbytes
 from hub.knowledge.onnx2tf_ops import needs_constant
 
 # Ops that pass a constant on unchanged but for its shape or type: a weight built by ConstantOfShape
 # often reaches its Conv or Gemm through one of them.
 PASS_THROUGH = {"Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
-MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs
+MIN_GROWTH_LIMIT_BYTES = 16 * 1024  # a folded output may be this large even from tiny inputs, free of the budget
+GROWTH_BUDGET_BYTES = 128 * 1024  # growth all folds together may add (float32; a quarter of that once int8)
+WEIGHTS_SHARE = 4  # ... or a 1/WEIGHTS_SHARE of the model's initializer bytes, when that is more
+MAX_ROUNDS = 16  # a guard: each round folds what the shapes inferred after the last one made static
 MAX_FOLDED_BYTES = 2**31  # protobuf's limit on one ONNX file: a weight beyond it cannot be a real model's
 
 
@@ -55,7 +67,42 @@ class _Constants:
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
-    folded, skipped = 0, 0
+    budget = _Budget(max(GROWTH_BUDGET_BYTES, sum(tensor_nbytes(t) for t in model.graph.initializer) // WEIGHTS_SHARE))
+    folded, skipped = 0, set()
+    for _ in range(MAX_ROUNDS):
+        count, skipped = _fold_round(model, budget)
+        if not count:
+            break
+        folded += count
+        model = infer_shapes(model)  # the folds made more shapes static: the next round folds their Shape nodes
+    if folded:
+        remove_unused_initializers(model)
+        _drop_stale_value_info(model)
+    detail = f"folded {folded} constant nodes" if folded else ""
+    if budget.used:
+        detail += f" (adding {budget.used:,} bytes of constants)"
+    if skipped:
+        detail += (f"{'; ' if detail else ''}left {len(skipped)} nodes whose folded output would grow the model "
+                   f"past its budget of {budget.limit:,} bytes")
+    return model, folded, detail
+
+
+class _Budget:
+    """The bytes by which folding may grow the model, over all rounds."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, growth: int) -> bool:
+        if self.used + growth > self.limit:
+            return False
+        self.used += growth
+        return True
+
+
+def _fold_round(model: onnx.ModelProto, budget: _Budget) -> tuple[int, set[str]]:
+    """Fold every node whose inputs are constant now; returns how many, and the nodes left for the budget."""
+    folded, skipped = 0, set()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     outputs = graph_output_names(model)
     consts = _Constants(model)
@@ -69,27 +116,22 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, str]:
         if node.op_type == "ConstantOfShape" and required and _fill_bytes(node, consts) > MAX_FOLDED_BYTES:
             raise InputError(f"node {node.name or node.output[0]!r} builds a weight of {_fill_bytes(node, consts):,} "
                              "bytes with ConstantOfShape; a model's weights must fit a 2 GB ONNX file")
-        if node.op_type == "ConstantOfShape" and not required and _fill_too_large(node, consts):
-            skipped += 1  # decided from the shape alone: no need to build the array
+        if node.op_type == "ConstantOfShape" and not required and \
+                _fill_bytes(node, consts) > budget.limit - budget.used + MIN_GROWTH_LIMIT_BYTES:
+            skipped.add(node.output[0])  # decided from the shape alone: no need to build the array
             continue
         values = _evaluate(model, node, opset, consts)
         if values is None:
             continue
-        if not required and not _small_enough(node, values, consts):
-            skipped += 1
+        if not required and not budget.take(_growth(node, values, consts)):
+            skipped.add(node.output[0])
             continue
         for name, value in zip(node.output, values):
             if name:
                 consts.add(model, name, np.asarray(value))
         model.graph.node.remove(node)
         folded += 1
-    if folded:
-        remove_unused_initializers(model)
-        _drop_stale_value_info(model)
-    detail = f"folded {folded} constant nodes" if folded else ""
-    if skipped:
-        detail += f"{'; ' if detail else ''}left {skipped} nodes whose folded output would grow the model"
-    return model, folded, detail
+    return folded, skipped
 
 
 def _readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
@@ -121,12 +163,6 @@ def _fill_bytes(node: onnx.NodeProto, consts: _Constants) -> int:
     """The size of a ConstantOfShape's output, from its shape alone (0 when the shape is not constant)."""
     shape = consts.get(node.input[0]) if node.input else None
     return 0 if shape is None else int(np.prod(shape.astype(np.float64))) * _fill_value(node).itemsize
-
-
-def _fill_too_large(node: onnx.NodeProto, consts: _Constants) -> bool:
-    """ConstantOfShape whose output would break the growth limit (the rule of _small_enough)."""
-    shape = consts.get(node.input[0]) if node.input else None
-    return shape is not None and _fill_bytes(node, consts) > max(shape.nbytes, MIN_GROWTH_LIMIT_BYTES)
 
 
 def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, opset: int, consts: _Constants) -> list[np.ndarray] | None:
@@ -177,10 +213,11 @@ def _single_node_model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opse
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def _small_enough(node: onnx.NodeProto, values: list[np.ndarray], consts: _Constants) -> bool:
+def _growth(node: onnx.NodeProto, values: list[np.ndarray], consts: _Constants) -> int:
+    """Bytes folding `node` adds to the model: 0 up to its inputs' size (or MIN_GROWTH_LIMIT_BYTES)."""
     out_bytes = sum(np.asarray(v).nbytes for v in values)
     in_bytes = sum(v.nbytes for v in (consts.get(n) for n in node.input) if v is not None)
-    return out_bytes <= max(in_bytes, MIN_GROWTH_LIMIT_BYTES)
+    return 0 if out_bytes <= max(in_bytes, MIN_GROWTH_LIMIT_BYTES) else out_bytes - in_bytes
 
 
 def _drop_stale_value_info(model: onnx.ModelProto) -> None:

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+TAIL_LINES = 60  # of a child's stderr that `hub --debug` shows when it printed no Python traceback
+
 
 @dataclass
 class ChildResult:
@@ -37,6 +39,15 @@ class ChildResult:
             if any(word in line for word in ("Error", "error", "ERROR", "failed", "Didn't find")):
                 return line[:400]
         return lines[-1][:400] if lines else ""
+
+    def traceback(self) -> str:
+        """What `hub --debug` shows of a failed child: its last Python traceback, to the end of stderr
+        (onnx2tf's own report of the failing op comes before it, so that is kept too when short), else the
+        last TAIL_LINES lines of stderr."""
+        lines = self.stderr.rstrip().splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+        first = starts[-1] - TAIL_LINES // 2 if starts else len(lines) - TAIL_LINES
+        return "\n".join(lines[max(first, 0):])
 
 
 def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_mb: int | None = None,

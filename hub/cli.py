@@ -101,6 +101,9 @@ def _fail(message: str, code: int, exc: BaseException | None, as_json: bool = Fa
           progress: Progress | None = None) -> None:
     if _state["debug"] and exc is not None:
         traceback.print_exception(exc)
+        child = getattr(exc, "child_traceback", None)
+        if child:  # the failing line is in the child (onnx2tf, TensorFlow), not in hub's own frames above
+            print(f"--- the child process's stderr, from its traceback ---\n{child}\n---", file=sys.stderr)
     print(f"hub: error: {message}", file=sys.stderr)
     if as_json:
         _emit_json(failure_document(message, code, progress))

@@ -22,10 +22,12 @@ class HubError(Exception):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, path: str | Path | None = None, hint: str | None = None):
+    def __init__(self, message: str, path: str | Path | None = None, hint: str | None = None,
+                 child_traceback: str | None = None):
         self.message = message
         self.path = str(path) if path is not None else None
         self.hint = hint
+        self.child_traceback = child_traceback  # a child process's own traceback (the converter's), for --debug
         super().__init__(self.one_line())
 
     def one_line(self) -> str:

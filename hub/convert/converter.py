@@ -62,7 +62,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         wall = time.perf_counter() - t0
         tflite = job / "model.tflite"
         if result.returncode != 0 or not tflite.exists():
-            raise IncompatibleError(_failure_message(result, options, memory_mb))
+            raise IncompatibleError(_failure_message(result, options, memory_mb), child_traceback=result.traceback())
         timings = json.loads((job / "result.json").read_text())["timings_s"]
         return ConvertedModel(
             tflite_bytes=tflite.read_bytes(),

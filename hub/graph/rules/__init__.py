@@ -14,8 +14,9 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, gelu_tanh,
-                             rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unit_batch_transpose, unroll_rnn)
+from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx,
+                             gelu_tanh, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unit_batch_transpose,
+                             unroll_rnn)
 
 
 class Rule(Protocol):
@@ -40,5 +41,6 @@ RULES: tuple[ModuleType, ...] = (
     chain_concat,
     topk_to_argmax,
     decompose_lrn,
-    unit_batch_transpose,
+    col2im,
+    unit_batch_transpose,  # after col2im, whose Transpose is 6-D
 )

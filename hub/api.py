@@ -149,7 +149,8 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                                      source.run or onnx_runner(reference.onnx_model),
                                      source.framework if source.run else "onnxruntime", reference, progress)
     report = ConvertReport(target=request.target, quantize=checked.quantize,
-                           source={"path": str(path), "framework": source.framework},
+                           source={"path": str(path), "framework": source.framework,
+                                   **({"exporter": source.exporter} if source.exporter else {})},
                            model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
                            passes=graph.passes + tflite_passes, check=check, verification=verification,
                            output=checked.out, compression=compression,

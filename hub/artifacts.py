@@ -51,6 +51,7 @@ class SourceModel:
     # Keras image models are exported NCHW for onnx2tf, but users hold NHWC samples.
     source_layouts: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    exporter: str | None = None  # PyTorch: the ONNX exporter that wrote onnx_model, "torchscript" or "dynamo"
     # The source framework's own forward pass (PyTorch, Keras): one sample in the ONNX graph's layout
     # ({input: (1, ...)}) -> {output name: array}, outputs named as the exported ONNX names them.
     # The reference every fidelity figure is measured against; None for ONNX sources (onnxruntime is).
@@ -344,7 +345,7 @@ class ConvertReport:
 
     target: str
     quantize: str
-    source: dict[str, str]  # path, framework
+    source: dict[str, str]  # path, framework, exporter (PyTorch: which ONNX exporter wrote the graph)
     model: ModelSummary
     calibration: dict[str, Any]
     passes: list[PassResult]

@@ -12,7 +12,9 @@ Formats, told apart by content (sniffing never imports torch):
 
 Export: the TorchScript-based exporter (`dynamo=False`): it takes ScriptModules, needs no
 onnxscript, writes one self-contained file, and names nodes after the module path
-(`/layer1/conv1/Conv`), which we also store per node as metadata `pytorch.module`.
+(`/layer1/conv1/Conv`), which we also store per node as metadata `pytorch.module`. When it refuses
+(F.fold: no aten::col2im symbolic at opset 17, and its opset-18 one fails), the dynamo exporter
+(torch.export + onnxscript) is tried; SourceModel.exporter says which one wrote the graph.
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ from hub.graph.network import module_path_from_name
 from hub.quiet import silenced_fds
 
 OPSET = 17  # within the normaliser's 13-18; LayerNormalization is native from 17
+DYNAMO_OPSET = 18  # the dynamo exporter's lowest (Col2Im, F.fold, is an opset-18 op)
+EXPORTER_NAMES = {"torchscript": "TorchScript-based exporter", "dynamo": "dynamo exporter (torch.export)"}
 HUB_META = "hub.json"  # optional TorchScript extra file: {"input_shapes": {name: shape}}
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save before 1.6 (non-zip): pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c as a long.
@@ -486,23 +490,51 @@ def _export(module: Any, shapes: dict[str, tuple[int, ...]], path: Path, fmt: st
     outputs = _run(module, args, shapes, path)
     flat = [t for t in _flatten(outputs) if isinstance(t, torch.Tensor)]
     output_names = ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
-    _register_symbolics()
-    buffer = io.BytesIO()
-    with silenced_fds(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-        try:
-            torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET,
-                              input_names=list(shapes), output_names=output_names,
-                              do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
-        except Exception as exc:
-            raise IncompatibleError(f"PyTorch cannot export this model to ONNX: {type(exc).__name__}: "
-                                    f"{_first_line(exc)}", path) from None
-    model = onnx.load_from_string(buffer.getvalue())
+    model, exporter = _to_onnx(module, args, list(shapes), output_names, path)
     _annotate(model, fmt)
     layouts = {name: ("NCHW" if len(shape) == 4 else None) for name, shape in shapes.items()}
     return SourceModel(path=path, framework="pytorch", onnx_model=model, source_layouts=layouts,
-                       notes=[f"PyTorch {fmt}, exported to ONNX opset {OPSET} (TorchScript-based exporter)"],
+                       notes=[f"PyTorch {fmt}, exported to ONNX by the {EXPORTER_NAMES[exporter]}"], exporter=exporter,
                        run=_forward(module, list(shapes), output_names), run_module=_submodule_runner(module))
+
+
+def _to_onnx(module: Any, args: tuple, input_names: list[str], output_names: list[str],
+             path: Path) -> tuple[onnx.ModelProto, str]:
+    """The ONNX graph and the exporter that wrote it: the TorchScript exporter first, the dynamo one when it
+    refuses (it has no symbolic for aten::col2im, F.fold, at OPSET; the dynamo exporter writes Col2Im)."""
+    refusals = []
+    for exporter, export in (("torchscript", _export_torchscript), ("dynamo", _export_dynamo)):
+        try:
+            with silenced_fds(), warnings.catch_warnings(), _quiet_torch_logs():
+                warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+                return export(module, args, input_names, output_names), exporter
+        except Exception as exc:
+            refusals.append(f"{EXPORTER_NAMES[exporter]}: {type(exc).__name__}: {_first_line(exc)}")
+    raise IncompatibleError(f"PyTorch cannot export this model to ONNX ({'; '.join(refusals)})", path)
+
+
+def _export_torchscript(module: Any, args: tuple, input_names: list[str], output_names: list[str]) -> onnx.ModelProto:
+    import torch
+
+    _register_symbolics()
+    buffer = io.BytesIO()
+    torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+                      output_names=output_names, do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_dynamo(module: Any, args: tuple, input_names: list[str], output_names: list[str]) -> onnx.ModelProto:
+    """torch.export, then ONNX (needs onnxscript). A ScriptModule is first turned into an ExportedProgram:
+    the dynamo exporter refuses ScriptModules and names torch's TS2EPConverter for them."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        from torch._export.converter import TS2EPConverter  # why here: private torch API, only for this fallback
+
+        module = TS2EPConverter(module, args).convert()
+    program = torch.onnx.export(module, args, dynamo=True, opset_version=DYNAMO_OPSET, input_names=input_names,
+                                output_names=output_names)
+    return program.model_proto
 
 
 def _forward(module: Any, input_names: list[str], output_names: list[str]):

@@ -23,7 +23,8 @@ def _kb(n: int | None) -> str:
 
 def print_convert_summary(report: ConvertReport) -> None:
     model = report.model
-    out.print(f"[bold]{report.source['path']}[/] ({report.source['framework']}) -> "
+    exporter = f", {report.source['exporter']} exporter" if report.source.get("exporter") else ""
+    out.print(f"[bold]{report.source['path']}[/] ({report.source['framework']}{exporter}) -> "
               f"{report.target} {report.quantize}: [bold]{report.output}[/]")
     ops = ", ".join(f"{k} x{v}" for k, v in model.ops.items())
     out.print(f"  model.tflite  {_kb(model.tflite_bytes)}, {sum(model.ops.values())} ops: {ops}")

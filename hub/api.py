@@ -348,9 +348,10 @@ def _conversion_failure(exc: IncompatibleError, check, path: Path) -> Incompatib
                        or f"'onnx2tf.ops.{f.op}'" in exc.message), None)  # no converter module for that op
     if at_blocked is not None:
         return IncompatibleError(f"conversion failed at {at_blocked.node} ({at_blocked.op}), as hub check predicted: "
-                                 f"{at_blocked.message}", path, at_blocked.hint or exc.hint)
+                                 f"{at_blocked.message}", path, at_blocked.hint or exc.hint,
+                                 child_traceback=exc.child_traceback)
     predicted = f"; hub check predicted: {errors[0].node} ({errors[0].op}): {errors[0].message}" if errors else ""
-    return IncompatibleError(exc.message + predicted, path, exc.hint)
+    return IncompatibleError(exc.message + predicted, path, exc.hint, child_traceback=exc.child_traceback)
 
 
 def _verification_failure(verification) -> str:

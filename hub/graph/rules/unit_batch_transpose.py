@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.edit import (add_initializer, attr, constant, consumers, emit, fresh_name, graph_output_names,
-                            replace_node, set_attr, sole_consumer, static_shape)
+from hub.graph.edit import (add_initializer, attr, constant, consumers, emit, fresh_name, graph_output_names, set_attr,
+                            sole_consumer, static_shape)
 from hub.knowledge.tflm_kernels import KERNELS
 
 UNBLOCKS = ("Transpose",)  # the ops hub check names this rule for
@@ -62,7 +62,7 @@ def _squeeze_input(model: onnx.ModelProto, node: onnx.NodeProto, squeezed: list[
         feeder.input[1] = target
         return
     out = fresh_name(model, f"{base}_squeezed")
-    replace_node(model, node, [emit("Reshape", [source, target], out), node])
+    model.graph.node.insert(list(model.graph.node).index(node), emit("Reshape", [source, target], out))
     node.input[0] = out
 
 

@@ -105,6 +105,83 @@ def test_fold_constants_leaves_outputs_that_would_grow_the_model():
     assert changed(results, "fold_constants") == 0 and "grow" in results[0].detail
 
 
+def test_fold_constants_runs_to_a_fixed_point():
+    """The second Reshape's shape comes from Shape(first Reshape), whose shape is known only once the first
+    target (Shape -> Cast -> Div -> Floor -> Cast -> Mul, beyond onnx's data propagation) is folded and shapes are
+    inferred again: one round left Shape/Gather/Unsqueeze/Concat, as in a traced Swin (81 Shape nodes)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["sf", "two"], ["half"]),
+             helper.make_node("Floor", ["half"], ["floor"]),
+             helper.make_node("Cast", ["floor"], ["si"], to=TensorProto.INT64),
+             helper.make_node("Mul", ["si", "twos"], ["target"]),
+             helper.make_node("Reshape", ["x", "target"], ["r"]),
+             helper.make_node("Shape", ["r"], ["rs"]),
+             helper.make_node("Gather", ["rs", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["flat"], axis=0),
+             helper.make_node("Reshape", ["r", "flat"], ["y"])]
+    model = make(nodes, {"x": [2, 4, 6, 8]}, {"y": None},
+                 {"two": np.array(2, np.float32), "twos": np.array([2, 2, 2, 2], np.int64), "zero": np.array(0, np.int64),
+                  "axes0": np.array([0], np.int64), "minus1": np.array([-1], np.int64)})
+    after, results = apply(model, "fold_constants")
+    assert ops(after) == ["Reshape", "Reshape"] and changed(results, "fold_constants") == 10
+
+
+def test_fold_constants_folds_a_growing_constant_within_its_budget_and_leaves_one_beyond():
+    """Swin's shifted-window mask, Sub(const, const) of (36, 16, 16): 36,864 bytes from 4,608 (what the old
+    "never grow" rule left, and onnx2tf 1.29 then crashed on); a 4 MiB one passes the 128 KiB budget."""
+    from hub.graph.passes.fold_constants import GROWTH_BUDGET_BYTES
+
+    def mask_model(windows: int, side: int) -> onnx.ModelProto:
+        nodes = [helper.make_node("Sub", ["rows", "cols"], ["mask"]), helper.make_node("Add", ["x", "mask"], ["y"])]
+        return make(nodes, {"x": [1, windows, side, side]}, {"y": [1, windows, side, side]},
+                    {"rows": rand(windows, 1, side), "cols": rand(windows, side, 1)})
+
+    folded, results = apply(mask_model(36, 16), "fold_constants")
+    assert ops(folded) == ["Add"] and "adding 32,256 bytes" in results[0].detail
+    assert 36 * 16 * 16 * 4 > 16 * 1024 and 36 * 16 * 16 * 4 < GROWTH_BUDGET_BYTES
+    left, results = apply(mask_model(64, 128), "fold_constants")
+    assert ops(left) == ["Sub", "Add"] and f"budget of {GROWTH_BUDGET_BYTES:,} bytes" in results[0].detail
+
+
+def test_fold_constants_leaves_no_shape_arithmetic_in_a_traced_shifted_window_attention():
+    """Swin's shifted-window attention in miniature, traced by the TorchScript exporter: the window partition
+    reads x.shape, the mask is built in forward (zeros, slice assignments, Sub, masked_fill)."""
+    torch = pytest.importorskip("torch")
+    import io
+
+    class ShiftedWindows(torch.nn.Module):
+        def __init__(self, ws: int = 4, shift: int = 2, c: int = 8) -> None:
+            super().__init__()
+            self.ws, self.shift, self.proj = ws, shift, torch.nn.Linear(c, c)
+
+        def partition(self, x):
+            b, h, w, c = x.shape
+            x = x.view(b, h // self.ws, self.ws, w // self.ws, self.ws, c)
+            return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, self.ws * self.ws, c)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            mask, count = torch.zeros((1, h, w, 1)), 0
+            bands = (slice(0, -self.ws), slice(-self.ws, -self.shift), slice(-self.shift, None))
+            for rows in bands:
+                for cols in bands:
+                    mask[:, rows, cols, :] = count
+                    count += 1
+            m = self.partition(mask).view(-1, self.ws * self.ws)
+            bias = (m.unsqueeze(1) - m.unsqueeze(2)).masked_fill(m.unsqueeze(1) != m.unsqueeze(2), -100.0)
+            win = self.partition(torch.roll(x.permute(0, 2, 3, 1), (-self.shift, -self.shift), (1, 2)))
+            return ((self.proj(win) @ win.transpose(1, 2) + bias).softmax(-1)) @ win
+
+    buffer = io.BytesIO()
+    torch.onnx.export(ShiftedWindows().eval(), (torch.rand(1, 8, 24, 24),), buffer, dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"])
+    model = infer_shapes(onnx.load_from_string(buffer.getvalue()))
+    after, results = apply(model, "fold_constants", atol=1e-5)
+    assert not {"Shape", "Gather", "ConstantOfShape", "ScatterND", "Sub", "Where", "Equal"} & set(ops(after))
+
+
 def test_fold_constants_folds_weights_however_large():
     """The light model-zoo files build every weight with ConstantOfShape: a Conv weight (directly) and a
     Gemm weight (through a Reshape) must become initializers, or onnx2tf fails ("axes don't match array")."""

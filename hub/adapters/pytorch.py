@@ -534,7 +534,13 @@ def _export_dynamo(module: Any, args: tuple, input_names: list[str], output_name
         module = TS2EPConverter(module, args).convert()
     program = torch.onnx.export(module, args, dynamo=True, opset_version=DYNAMO_OPSET, input_names=input_names,
                                 output_names=output_names)
-    return program.model_proto
+    model = program.model_proto
+    # A program from TS2EPConverter declares symbolic input dimensions: the shapes we exported with are the model's.
+    for value, arg in zip(model.graph.input, args):
+        value.type.tensor_type.shape.ClearField("dim")
+        for d in arg.shape:
+            value.type.tensor_type.shape.dim.add().dim_value = int(d)
+    return model
 
 
 def _forward(module: Any, input_names: list[str], output_names: list[str]):

@@ -89,7 +89,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
         "a_list": tmp / "a_list.pth",
         "plain_zip": tmp / "plain.zip",
         "bad_py": tmp / "broken.py",
-        "fft_py": tmp / "fft_net.py",
+        "eig_py": tmp / "eig_net.py",
         "raises_py": tmp / "raises.py",
     }
     torch.jit.save(torch.jit.script(cnn), str(files["script_noshape"]))
@@ -105,8 +105,8 @@ def made(tmp_path_factory) -> dict[str, Path]:
     with zipfile.ZipFile(files["plain_zip"], "w") as z:
         z.writestr("notes/readme.txt", "hello")
     files["bad_py"].write_text("def broken(:\n")
-    files["fft_py"].write_text("import torch\n\nclass FftNet(torch.nn.Module):\n"
-                               "    def forward(self, x):\n        return torch.fft.fft(x).abs()\n")
+    files["eig_py"].write_text("import torch\n\nclass EigNet(torch.nn.Module):\n"
+                               "    def forward(self, x):\n        return torch.linalg.eigvals(x).abs()\n")
     files["raises_py"].write_text("raise RuntimeError('no GPU here')\n")
     for name, source in (("resnet_tiny.pt", "resnet"), ("tiny_cnn.pt2", "pt2"), ("tiny_cnn_state.pth", "state")):
         data = (FIXTURES / name).read_bytes()
@@ -353,10 +353,13 @@ def test_unknown_input_name() -> None:
                          "'pixels'", "'image'")
 
 
-def test_unexportable_model_is_incompatible_in_one_line(made) -> None:
+def test_unexportable_model_is_incompatible_in_one_line_naming_both_exporters(made) -> None:
     with pytest.raises(IncompatibleError) as info:
-        load(made["fft_py"], factory="FftNet", input_shapes={None: (1, 4, 8)})
-    assert "fft" in info.value.one_line() and "\n" not in info.value.one_line()
+        load(made["eig_py"], factory="EigNet", input_shapes={None: (1, 4, 4)})
+    line = info.value.one_line()
+    assert "TorchScript-based exporter" in line and "dynamo exporter" in line and "linalg_eig" in line
+    assert "\n" not in line and "\x1b" not in line
+
 
 
 @pytest.mark.parametrize("key", ["truncated_resnet", "truncated_pt2", "truncated_state"])

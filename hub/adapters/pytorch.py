@@ -48,6 +48,7 @@ EXPORTER_NAMES = {"torchscript": "TorchScript-based exporter", "dynamo": "dynamo
 HUB_META = "hub.json"  # optional TorchScript extra file: {"input_shapes": {name: shape}}
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save before 1.6 (non-zip): pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c as a long.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the dynamo exporter colours its messages
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
@@ -509,7 +510,8 @@ def _to_onnx(module: Any, args: tuple, input_names: list[str], output_names: lis
                 warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
                 return export(module, args, input_names, output_names), exporter
         except Exception as exc:
-            refusals.append(f"{EXPORTER_NAMES[exporter]}: {type(exc).__name__}: {_first_line(exc)}")
+            cause = _root_cause(exc)
+            refusals.append(f"{EXPORTER_NAMES[exporter]}: {type(cause).__name__}: {_first_line(cause)}")
     raise IncompatibleError(f"PyTorch cannot export this model to ONNX ({'; '.join(refusals)})", path)
 
 
@@ -635,9 +637,17 @@ def _annotate(model: onnx.ModelProto, fmt: str) -> None:
         entry.key, entry.value = key, value
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: the dynamo exporter wraps the op it could not translate in a generic
+    "Failed to convert the exported program" ConversionError."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def _first_line(exc: BaseException) -> str:
     """The exception's first line, minus torch's pointers to warnings the CLI does not show."""
-    line = re.sub(r"\s*Please check the warnings above\.?", "", first_line(exc)).strip()
+    line = re.sub(r"\s*Please check the warnings above\.?", "", ANSI.sub("", first_line(exc))).strip()
     return line or type(exc).__name__
 
 

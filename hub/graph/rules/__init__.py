@@ -15,7 +15,7 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, gelu_tanh,
-                             rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
+                             l2_normalize, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -40,4 +40,5 @@ RULES: tuple[ModuleType, ...] = (
     chain_concat,
     topk_to_argmax,
     decompose_lrn,
+    l2_normalize,
 )

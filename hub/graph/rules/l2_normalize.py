@@ -11,8 +11,9 @@ between 24 QUANTIZE/DEQUANTIZE). Rewritten, over the same axes:
 
 the same function (sqrt is monotonic, so max(sqrt(s), eps) = sqrt(max(s, eps^2))); the Pow the converter makes an
 RSQRT (as in decompose_layernorm), which TFLM runs in int8 and int16. Without a Clip/Max there is no MAXIMUM.
-TFLM's own L2_NORMALIZATION kernel (hub/knowledge/l2_normalization.py) is no target for this rule: it normalises
-only the last axis, with a fixed epsilon, and the TFLite converter does not fuse this form into it.
+TFLM's own L2_NORMALIZATION kernel is no target for this rule: it normalises only the last axis, with a fixed
+epsilon (hub/knowledge/tflm_kernels.py); and measured with onnx2tf 1.29.24, the TFLite converter does not fuse this
+form into it, even when the normalised axis ends up last (F.normalize(dim=1) of NCHW, NHWC in TFLite).
 """
 from __future__ import annotations
 

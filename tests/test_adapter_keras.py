@@ -428,7 +428,8 @@ def test_normalization_constants_stay_in_the_model(tmp_path):
     assert rel_err(got, keras_call(model, x)) < TOLERANCE
 
 
-def _convnext_block(path: Path) -> Path:
+@pytest.fixture(scope="module")
+def convnext_block(tmp_path_factory) -> Path:
     """ConvNeXt's two layers tf2onnx could not translate: a grouped Conv2D (Keras 3 runs it as an XLA call) and
     exact GELU (tf.nn.gelu(approximate=False): Erfc), between a convolution and a head."""
     import keras
@@ -440,22 +441,22 @@ def _convnext_block(path: Path) -> Path:
     x = keras.layers.Conv2D(16, 3, padding="same", groups=16)(x)  # groups == channels, as depthwise
     x = keras.layers.Activation("gelu")(keras.layers.Dense(16)(x))
     out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path_factory.mktemp("convnext_block") / "block.keras"
     keras.Model(inp, out).save(path)
     return path
 
 
-def test_grouped_conv_and_exact_gelu_export_as_onnx_ops(tmp_path):
+def test_grouped_conv_and_exact_gelu_export_as_onnx_ops(convnext_block):
     """Exported as Conv with `group` and the Erf form of GELU (not Erfc, nor an XLA call), matching Keras."""
     import keras
 
-    path = _convnext_block(tmp_path / "block.keras")
-    source = hub.adapters.load(path, LoadOptions())
+    source = hub.adapters.load(convnext_block, LoadOptions())
     groups = sorted(int(a.i) for n in source.onnx_model.graph.node if n.op_type == "Conv" for a in n.attribute
                     if a.name == "group")
     assert groups == [4, 16] and {n.op_type for n in source.onnx_model.graph.node} >= {"Erf"}
     x = nhwc_inputs(source, -2.0, 2.0)
     (got,) = run_onnx(source, x)
-    model = keras.models.load_model(path)
+    model = keras.models.load_model(convnext_block)
     assert rel_err(got, keras_call(model, x["image"])) < TOLERANCE
 
 
@@ -475,12 +476,11 @@ def test_erfc_in_a_savedmodel_exports_as_one_minus_erf(tmp_path):
     assert rel_err(got, module.serve(tf.constant(x))["y"].numpy()) < TOLERANCE
 
 
-def test_grouped_conv_and_exact_gelu_convert_to_int8_and_match_keras(tmp_path):
+def test_grouped_conv_and_exact_gelu_convert_to_int8_and_match_keras(convnext_block, tmp_path):
     """End to end on TFLM: every op int8 (the GELUs become the tanh form), no float island, close to Keras."""
     from hub import api
 
-    path = _convnext_block(tmp_path / "block.keras")
-    report = api.convert(path, input_range="-2,2", out=tmp_path / "out")
+    report = api.convert(convnext_block, input_range="-2,2", out=tmp_path / "out")
     assert {p.name: len(p.rewrites) for p in report.passes if p.rewrites} == {"gelu_tanh": 2}
     assert report.float_islands == [] and "DEQUANTIZE" not in report.model.ops
     assert report.verification.fidelity.cosine >= 0.99, report.verification.fidelity

@@ -46,12 +46,17 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     return model, rewrites
 
 
-def _match(model: onnx.ModelProto, div: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str, list[int], float | None] | None:
+Match = tuple[list[onnx.NodeProto], str, list[int], "float | None"]  # nodes, x, reduced axes, eps (None: no floor)
+
+
+def _match(model: onnx.ModelProto, div: onnx.NodeProto) -> Match | None:
     """(nodes of the pattern, x, reduced axes, eps or None) when `div` computes x / max(||x||, eps), else None."""
     x, name = div.input[0], div.input[1]
     nodes = [div]
     step = _private_producer(model, name, div)
-    if step is not None and step.op_type == "Expand":  # the legacy exporter's expand_as: Div broadcasts anyway
+    if step is not None and step.op_type == "Expand":  # expand_as(x): Div broadcasts anyway
+        if not _expands_within(model, step, x):
+            return None
         nodes.append(step)
         step = _private_producer(model, step.input[0], step)
     eps = None
@@ -107,6 +112,17 @@ def _axes(model: onnx.ModelProto, reduce: onnx.NodeProto, x: str) -> list[int] |
     if not axes:  # absent or empty: every axis (or none, with noop_with_empty_axes): not a normalisation
         return None
     return sorted({int(a) % len(shape) for a in axes})
+
+
+def _expands_within(model: onnx.ModelProto, expand: onnx.NodeProto, x: str) -> bool:
+    """The Expand's target shape broadcasts to x's own shape (so dropping it changes no output shape)."""
+    shape, target = static_shape(model, x), constant(model, expand.input[1])
+    if shape is None or target is None:
+        return False
+    try:
+        return np.broadcast_shapes(tuple(int(d) for d in target.reshape(-1)), shape) == tuple(shape)
+    except ValueError:
+        return False
 
 
 def _lower_bound(model: onnx.ModelProto, node: onnx.NodeProto) -> float | None:

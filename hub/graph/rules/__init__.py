@@ -15,7 +15,8 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, gelu_tanh,
-                             l2_normalize, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
+                             l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads,
+                             topk_to_argmax, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -41,4 +42,6 @@ RULES: tuple[ModuleType, ...] = (
     topk_to_argmax,
     decompose_lrn,
     l2_normalize,
+    reciprocal_sqrt,
+    neg_to_mul,
 )

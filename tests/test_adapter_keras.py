@@ -431,7 +431,7 @@ def test_normalization_constants_stay_in_the_model(tmp_path):
 @pytest.fixture(scope="module")
 def convnext_block(tmp_path_factory) -> Path:
     """ConvNeXt's two layers tf2onnx could not translate: a grouped Conv2D (Keras 3 runs it as an XLA call) and
-    exact GELU (tf.nn.gelu(approximate=False): Erfc), between a convolution and a head."""
+    exact GELU (tf.nn.gelu(approximate=False): Erfc); and its LayerNormalization, whose export left float islands."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -439,6 +439,7 @@ def convnext_block(tmp_path_factory) -> Path:
     x = keras.layers.Conv2D(16, 3, padding="same", groups=4)(inp)
     x = keras.layers.Activation("gelu")(x)  # exact: Keras 3's gelu defaults to approximate=False
     x = keras.layers.Conv2D(16, 3, padding="same", groups=16)(x)  # groups == channels, as depthwise
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(x)  # tf2onnx: Neg, Sqrt -> Reciprocal
     x = keras.layers.Activation("gelu")(keras.layers.Dense(16)(x))
     out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
     path = tmp_path_factory.mktemp("convnext_block") / "block.keras"
@@ -477,11 +478,12 @@ def test_erfc_in_a_savedmodel_exports_as_one_minus_erf(tmp_path):
 
 
 def test_grouped_conv_and_exact_gelu_convert_to_int8_and_match_keras(convnext_block, tmp_path):
-    """End to end on TFLM: every op int8 (the GELUs become the tanh form), no float island, close to Keras."""
+    """End to end on TFLM: every op int8 (the GELUs become the tanh form, LayerNorm's 1/sqrt an RSQRT and its -mean
+    a MUL), no float island, close to Keras."""
     from hub import api
 
     report = api.convert(convnext_block, input_range="-2,2", out=tmp_path / "out")
-    assert {p.name: len(p.rewrites) for p in report.passes if p.rewrites} == {"gelu_tanh": 2}
+    assert {p.name: len(p.rewrites) for p in report.passes if p.rewrites} == {"gelu_tanh": 2, "reciprocal_sqrt": 1, "neg_to_mul": 1}
     assert report.float_islands == [] and "DEQUANTIZE" not in report.model.ops
     assert report.verification.fidelity.cosine >= 0.99, report.verification.fidelity
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -369,24 +372,79 @@ def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
 
     nchw = [s.name for s in specs if _is_image(s)]
     function = tf.function(fn)
-    try:
-        model, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=OPSET,
-                                                 inputs_as_nchw=nchw or None)
-    except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
-        raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
-    _captures_to_initializers(model, function.get_concrete_function(*specs))
+    with _exportable_keras_ops():
+        try:
+            model, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=OPSET,
+                                                     inputs_as_nchw=nchw or None,
+                                                     custom_op_handlers={"Erfc": (_erfc_as_erf, [])})
+        except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError for ops it cannot map
+            raise IncompatibleError(f"tf2onnx cannot convert this model to ONNX: {_first_line(exc)}", path) from None
+        _captures_to_initializers(model, function.get_concrete_function(*specs))
     _refuse_tensorflow_ops(model, path)
     model.producer_name = "hub (tf2onnx)"
     return model
 
 
-# TensorFlow ops tf2onnx 1.17 leaves untranslated in Keras 3 models, and the layer behind each.
+@contextmanager
+def _exportable_keras_ops() -> Iterator[None]:
+    """Trace two Keras 3 ops as TensorFlow ops tf2onnx 1.17 translates, while exporting (ConvNeXt has both).
+
+    - Grouped Conv2D (groups > 1): Keras' TensorFlow backend wraps it in `tf.function(jit_compile=True)`
+      because TensorFlow's CPU kernel cannot run it (keras/src/backend/tensorflow/nn.py, `conv`), and tf2onnx
+      keeps that XLA call as an untranslated StatefulPartitionedCall (36 in Keras ConvNeXtTiny). The Conv2D op
+      itself takes a kernel with fewer input channels than the input (its shape function allows groups), and
+      tf2onnx's handler writes an ONNX Conv with `group` (tf2onnx/onnx_opset/nn.py, conv_convert_inputs).
+    - Exact GELU: tf.nn.gelu(x, approximate=False) is 0.5 * x * erfc(-x / sqrt 2) and tf2onnx has no Erfc;
+      0.5 * x * (1 + erf(x / sqrt 2)) is the same function, with the Erf torch's exporters write, which hub's
+      gelu_tanh rule turns into TFLM's int8 MUL/ADD/TANH (an Erfc left elsewhere: _erfc_as_erf).
+    Only the trace changes: the Keras model the outputs are verified against still runs its own ops."""
+    # why here: keras and tensorflow are imported only once a Keras model is loaded (sniffing stays light)
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn as backend_nn
+
+    original_conv, original_gelu = backend_nn.conv, backend_nn.gelu
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        channels_last = backend_nn.backend.standardize_data_format(data_format) == "channels_last"
+        if len(inputs.shape) == 4 and channels_last and inputs.shape[-1] != kernel.shape[-2]:
+            return tf.nn.convolution(inputs, kernel, strides, padding.upper(), data_format="NHWC",
+                                     dilations=dilation_rate)
+        return original_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
+
+    def gelu(x, approximate=True):
+        if approximate:
+            return original_gelu(x, approximate=True)
+        x = tf.convert_to_tensor(x)
+        return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(math.sqrt(0.5), x.dtype)))
+
+    backend_nn.conv, backend_nn.gelu = conv, gelu
+    try:
+        yield
+    finally:
+        backend_nn.conv, backend_nn.gelu = original_conv, original_gelu
+
+
+def _erfc_as_erf(ctx: Any, node: Any, name: str, args: list) -> Any:
+    """tf2onnx handler for Erfc, which it has none for: erfc(z) = 1 - erf(z), ONNX Erf and Sub (both with int8
+    TFLM kernels once hub's erf rules have replaced the Erf)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=name)
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, utils.map_onnx_to_numpy_type(ctx.get_dtype(
+        node.input[0]))))
+    node.type, node.domain = "Sub", ""
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    return node
+
+
+# TensorFlow ops tf2onnx 1.17 leaves untranslated in Keras 3 models (with Erfc and grouped Conv2D handled above),
+# and the layer behind each.
 UNTRANSLATED = {
-    "Erfc": "exact GELU, gelu(approximate=False)",
-    "StatefulPartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
-    "PartitionedCall": "an XLA-compiled function: Keras 3 runs grouped Conv2D (groups > 1) this way",
+    "StatefulPartitionedCall": "an XLA-compiled function (Keras 3 runs some convolutions this way)",
+    "PartitionedCall": "an XLA-compiled function (Keras 3 runs some convolutions this way)",
 }
-UNTRANSLATED_HINT = "approximate GELU with x*sigmoid(1.702x); use DepthwiseConv2D where groups == channels"
+UNTRANSLATED_HINT = "rebuild those layers from ops TensorFlow runs without XLA (channels-last 2-D convolutions)"
 
 
 def _refuse_tensorflow_ops(model: Any, path: Path) -> None:

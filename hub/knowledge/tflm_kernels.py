@@ -177,6 +177,9 @@ _ROWS = [
     _k("GATHER_ND", (F32, I8), "gather_nd.cc", index_types=frozenset({I32})),
     _k("HARD_SWISH", (F32, I8), "hard_swish.cc"),
     _k("IF", ANY, "if.cc"),
+    # Over the last axis only (Eval: trailing_dim = DimensionsCount() - 1, l2norm.cc:114); epsilon fixed at 1e-6
+    # (l2norm.cc:104), none in int8; int8 output in 1/128 steps, [-1, 127/128] (reference/integer_ops/
+    # l2normalization.h:31). Not what F.normalize (any axis, eps 1e-12) is: hub.graph.rules.l2_normalize.
     _k("L2_NORMALIZATION", (F32, I8), "l2norm.cc", max_rank=4),
     _k("L2_POOL_2D", _FLOAT, "l2_pool_2d.cc", rank=4),
     _k("LEAKY_RELU", _QUANT, "leaky_relu.cc"),

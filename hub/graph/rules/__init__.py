@@ -15,8 +15,8 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx,
-                             gelu_tanh, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unfold_gather,
-                             unit_batch_transpose, unroll_rnn)
+                             gelu_tanh, l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads,
+                             topk_to_argmax, unfold_gather, unit_batch_transpose, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -44,4 +44,7 @@ RULES: tuple[ModuleType, ...] = (
     unfold_gather,  # F.unfold's Gathers, before unit_batch_transpose: they write 6-D Transposes
     col2im,
     unit_batch_transpose,  # after col2im and unfold_gather, whose Transposes are 6-D
+    l2_normalize,
+    reciprocal_sqrt,
+    neg_to_mul,
 )

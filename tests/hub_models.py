@@ -108,9 +108,9 @@ _STAGES = dict(hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 1, 1])
 
 MODELS: tuple[HubModel, ...] = (
     HubModel("vit", "vision transformer", _hf("ViTConfig", "ViTForImageClassification", IMG, **_VIT), IMG,
-             ("pt2", "onnx")),
+             ("pt2",)),
     HubModel("deit", "vision transformer (distilled)", _hf("DeiTConfig", "DeiTForImageClassificationWithTeacher",
-                                                           IMG, **_VIT), IMG, ("onnx-dynamo", "pt2")),
+                                                           IMG, **_VIT), IMG, ("onnx-dynamo",)),
     HubModel("beit", "vision transformer (relative position)",
              _hf("BeitConfig", "BeitForImageClassification", IMG, use_relative_position_bias=True, **_VIT), IMG,
              ("onnx",)),
@@ -187,10 +187,15 @@ MODELS: tuple[HubModel, ...] = (
 BY_NAME = {model.name: model for model in MODELS}
 
 
+def saved_file(model: HubModel, fmt: str, folder: Path) -> Path:
+    """Where `save` writes `model` in `fmt`."""
+    return Path(folder) / f"{model.name}{'_dynamo' if fmt == 'onnx-dynamo' else ''}{SUFFIX[fmt]}"
+
+
 def save(model: HubModel, fmt: str, folder: Path, built=None) -> Path:
     """Write `model` in `fmt` under `folder` as a user would hand it over; returns the file."""
     built = built if built is not None else model.build()
-    path = Path(folder) / f"{model.name}{'_dynamo' if fmt == 'onnx-dynamo' else ''}{SUFFIX[fmt]}"
+    path = saved_file(model, fmt, folder)
     if fmt == "keras":
         built.save(path)
         return path

@@ -21,7 +21,9 @@ from hub.artifacts import CheckResult, Finding, PassResult
 from hub.check.constraints import (OpFacts, breaches, check_result, check_target, hybrid, input_count, not_in_tflm,
                                    output_type, reason, softmax_aborts, softmax_int16_finding, verdict, with_rule)
 from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
-from hub.graph.shapes import with_shapes
+from hub.errors import InputError
+from hub.graph.passes import fold_constants
+from hub.graph.shapes import infer_shapes, with_shapes
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 from hub.targets import Quantize
@@ -514,7 +516,7 @@ def _softmax_patterns(model: onnx.ModelProto, tensors: dict[str, TensorMeta]) ->
 def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
     quantize = check_target(target, quantize)
-    model = with_shapes(model)
+    model = as_converted(model)
     tensors = tensor_table(model)  # what hub.graph.network.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
     readers: dict[str, int] = {}
@@ -566,6 +568,29 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     return check_result(target, quantize, findings, nodes)
 
 
+FOLD_ROUNDS = 16  # a Swin's shape chains fold in 3 rounds, a MobileViT's in 2
+
+
+def as_converted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph whose ops reach the TFLite model: everything computed from constants and static shapes folded.
+
+    onnx2tf computes such tensors while converting (its TensorFlow graph has static shapes) and the TFLite
+    converter folds what is left, so a MobileViT's 36 int64 Gather -> STRIDED_SLICE and its run-time Reshape
+    shapes never reach TFLM (it converts and runs). hub normalise folds one round; a shape only known after a
+    folded Reshape needs shape inference again, so this repeats fold_constants with fresh shapes until nothing
+    changes. A copy: the caller's graph is what conversion gets."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        for _ in range(FOLD_ROUNDS):
+            copy, folded, _ = fold_constants.run(infer_shapes(copy))
+            if not folded:
+                break
+        return infer_shapes(copy)
+    except InputError:  # shape inference or folding refuses it: judge the graph as it is (normalise said why)
+        return with_shapes(model)
+
+
 def _unweighted_tensors(model: onnx.ModelProto, model_inputs: frozenset[str],
                         tensors: dict[str, TensorMeta]) -> frozenset[str]:
     """Model inputs and what is computed from them without passing a Conv/Gemm/MatMul by a constant weight."""
@@ -615,4 +640,4 @@ def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Findi
                     f"export the model up to {', '.join(split.cut)} (e.g. return that tensor from forward())")]
 
 
-__all__ = ["CheckResult", "analyse_onnx", "with_rewrites", "check_node", "NodeView", "CONDITIONS"]
+__all__ = ["CheckResult", "analyse_onnx", "as_converted", "with_rewrites", "check_node", "NodeView", "CONDITIONS"]

@@ -137,6 +137,13 @@ def markdown(rows: list[Row], timeout_s: float, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(out: Path, rows: list[Row], timeout_s: float, seconds: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(rows, timeout_s, seconds))
+    out.with_suffix(".json").write_text(json.dumps({"timeout_s": timeout_s, "seconds": round(seconds),
+                                                    "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(BY_NAME), help="these models only")
@@ -174,13 +181,9 @@ def main() -> int:
                 else:
                     convert(row, path, model, folder / f"{path.stem}_{fmt}_tflm", args.timeout)
                 row.agrees = agrees(row)
+                write(args.out, rows, args.timeout, time.perf_counter() - started)  # a partial run keeps its rows
                 print(f"{row.model:24} {fmt:12} check={row.check_verdict:12} convert={row.convert_exit} "
                       f"cosine={row.cosine} {row.convert_s}s agrees={row.agrees} {row.cause[:120]}", flush=True)
-    seconds = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows, args.timeout, seconds))
-    args.out.with_suffix(".json").write_text(json.dumps({"timeout_s": args.timeout, "seconds": round(seconds),
-                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

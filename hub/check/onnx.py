@@ -195,7 +195,9 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "float64_graph_output": lambda v: v.output() is not None and v.output().dtype == "float64"
     and v.node.output[0] in v.graph_outputs,
     "split_num_outputs_uneven": _split_uneven,
-    "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
+    # min and max both given as empty names (clip_default_inbounds: KeyError 'tf_node'); one bound with the other
+    # empty converts (onnx2tf's Clip.py takes MAXIMUM or MINIMUM alone: F.normalize's clamp_min in SwiftFormer)
+    "empty_optional_input": lambda v: len(v.node.input) > 1 and not any(v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
@@ -460,6 +462,29 @@ def _fused_into(view: NodeView, producer_ops: dict[str, list[str]], producer_of:
 
 
 SOFTMAX_ONNX = {"SOFTMAX": "Softmax", "LOG_SOFTMAX": "LogSoftmax"}
+BROADCASTING_BINARY = {"Add", "Sub", "Mul", "Div"}
+
+
+def _tile_into_broadcast(node: onnx.NodeProto, tensors: dict[str, TensorMeta],
+                         reader_nodes: dict[str, list[onnx.NodeProto]]) -> bool:
+    """A Tile that only repeats unit axes for ADD/SUB/MUL/DIV readers whose other operand has the tiled shape:
+    the TFLite converter's optimizer drops the TILE and lets the binary op broadcast (SwiftFormer's
+    `global_queries.repeat(1, n, 1) * key` converts with no TILE; TFLM has none)."""
+    if node.op_type != "Tile" or len(node.input) < 2:
+        return False
+    data, repeats, out = tensors.get(node.input[0]), tensors.get(node.input[1]), tensors.get(node.output[0])
+    if data is None or repeats is None or repeats.value is None or out is None or not data.static or not out.static:
+        return False
+    if any(r != 1 and d != 1 for d, r in zip(data.shape, np.asarray(repeats.value).reshape(-1))):
+        return False
+    readers = reader_nodes.get(node.output[0], [])
+    return bool(readers) and all(r.op_type in BROADCASTING_BINARY and len(r.input) == 2 and _other_has_shape(
+        r, node.output[0], tuple(out.shape), tensors) for r in readers)
+
+
+def _other_has_shape(node: onnx.NodeProto, name: str, shape: tuple, tensors: dict[str, TensorMeta]) -> bool:
+    other = tensors.get(node.input[1] if node.input[0] == name else node.input[0])
+    return other is not None and other.static and tuple(other.shape) == shape
 
 
 def _reduced_axis(node: onnx.NodeProto, tensors: dict[str, TensorMeta], rank: int) -> int | None:
@@ -520,9 +545,11 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     tensors = tensor_table(model)  # what hub.graph.network.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
     readers: dict[str, int] = {}
+    reader_nodes: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+            reader_nodes.setdefault(name, []).append(node)
     softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
     model_inputs = frozenset(i.name for i in model.graph.input) - {i.name for i in model.graph.initializer}
     unweighted = _unweighted_tensors(model, model_inputs, tensors)
@@ -540,7 +567,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, node_verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
-        elif out0 in softmax_parts:
+        elif out0 in softmax_parts or _tile_into_broadcast(node, tensors, reader_nodes):
             ops, node_findings, node_verdict = [], [], "fused"
         elif out0 in softmax_ends:
             op = softmax_ends[out0]

@@ -73,7 +73,7 @@ def run_hub(args: list[str], timeout_s: float) -> tuple[int | None, dict | None,
 
 
 def check(row: Row, path: Path, model: HubModel) -> None:
-    code, doc, tail, seconds = run_hub(["check", str(path), *hub_args(model, row.format)], CHECK_TIMEOUT_S)
+    code, doc, tail, seconds = run_hub(["check", str(path), *hub_args(model, row.format, "check")], CHECK_TIMEOUT_S)
     row.check_exit, row.check_s = code, round(seconds, 1)
     if doc is None:
         row.check_verdict = "no answer"

@@ -213,9 +213,10 @@ def save(model: HubModel, fmt: str, folder: Path, built=None) -> Path:
     return path
 
 
-def hub_args(model: HubModel, fmt: str) -> list[str]:
-    """What a user passes to hub for this file: TorchScript carries no input shape; calibration range."""
-    args = ["--input-range", f"{model.input_range[0]},{model.input_range[1]}"]
+def hub_args(model: HubModel, fmt: str, command: str = "convert") -> list[str]:
+    """What a user passes to `hub check`/`hub convert` for this file: TorchScript carries no input shape;
+    convert calibrates on synthetic data over the model's input range."""
+    args = ["--input-range", f"{model.input_range[0]},{model.input_range[1]}"] if command == "convert" else []
     if fmt == "torchscript":
         args += ["--input-shape", ",".join(str(d) for d in model.input_shape)]
     return args

@@ -185,6 +185,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "scale_lower_rank": lambda v: None not in (_rank(v.input(0)), _rank(v.input(1))) and _rank(v.input(0)) >= 3
     and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
+    "graph_output": lambda v: bool(v.node.output) and v.node.output[0] in v.graph_outputs,
     "isinf_one_sided": lambda v: v.attr("detect_positive", 1) == 0 or v.attr("detect_negative", 1) == 0,
     "lp_p2": lambda v: v.attr("p", 2) == 2,
     "dilated": lambda v: any(d != 1 for d in (v.attr("dilations") or [])),

@@ -20,8 +20,8 @@ import onnx
 from hub.artifacts import CheckResult, Finding, PassResult
 from hub.check.constraints import (OpFacts, breaches, check_result, check_target, hybrid, input_count, not_in_tflm,
                                    output_type, reason, softmax_aborts, softmax_int16_finding, verdict, with_rule)
-from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.errors import InputError
+from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
 from hub.graph.passes import fold_constants
 from hub.graph.shapes import infer_shapes, with_shapes
 from hub.knowledge import onnx2tf_ops, tflm_kernels

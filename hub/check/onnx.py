@@ -1,7 +1,9 @@
 """`hub check` on an ONNX graph: predict, node by node and before any conversion, what TFLite Micro will
 refuse in the model onnx2tf makes of it.
 
-Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
+It judges the graph conversion sees: hub convert's stages (normalise, rewrites) run before it, and
+`as_converted` folds what onnx2tf computes while converting (shape chains, constant subgraphs), so a rule
+fires only on what reaches the TFLite model. Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
 conditions its variants name in CONDITIONS here) and what TFLM's kernels accept (hub.knowledge.tflm_kernels,
 judged by hub.check.constraints, as for a .tflite file). Whole-model rules (dynamic shapes, input types,
 float16, the int8 softmax abort hub convert's softmax_int16 pass removes) run beside them. Nothing here imports tensorflow or torch.

@@ -100,15 +100,15 @@ def convert(row: Row, path: Path, model: HubModel, out: Path, timeout_s: float) 
 
 def agrees(row: Row) -> bool | None:
     """The check is right when "will run" (exit 0) meets a conversion that ran (exit 0), "will not" one that did not."""
-    if row.check_exit not in (0, 1):
-        return None
+    if row.check_exit not in (0, 1) or row.convert_exit is None:
+        return None  # no verdict, or a conversion stopped at the time limit: its outcome is unknown
     return (row.check_exit == 0) == (row.convert_exit == 0)
 
 
 def markdown(rows: list[Row], timeout_s: float, seconds: float) -> str:
     ran = sum(r.convert_exit == 0 for r in rows)
     judged = [r for r in rows if r.agrees is not None]
-    unsafe = sum(r.check_exit == 0 and r.convert_exit != 0 for r in rows)
+    unsafe = sum(r.check_exit == 0 and r.convert_exit not in (0, None) for r in rows)
     alarms = sum(r.check_exit == 1 and r.convert_exit == 0 for r in rows)
     lines = [
         "# Model-library architectures through hub check and hub convert",
@@ -117,7 +117,8 @@ def markdown(rows: list[Row], timeout_s: float, seconds: float) -> str:
         f"`hub convert --target tflm` (int8, synthetic calibration) stopped after {timeout_s:.0f} s. "
         f"Whole run {seconds / 60:.0f} min on this machine.",
         "",
-        f"- converted and ran on TFLM: **{ran} of {len(rows)}**",
+        f"- converted and ran on TFLM: **{ran} of {len(rows)}**; stopped at the time limit (outcome unknown, not "
+        f"judged): {sum(r.convert_exit is None for r in rows)}",
         f"- check agreed with the outcome: **{sum(r.agrees for r in judged)} of {len(judged)}** "
         f"(said will run, conversion failed: {unsafe}; said will not run, conversion ran: {alarms})",
         "",
@@ -149,21 +150,24 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(BY_NAME), help="these models only")
     parser.add_argument("--timeout", type=float, default=CONVERT_TIMEOUT_S, help="seconds per conversion")
     parser.add_argument("--work", type=Path, help="keep the model files here (default: a temporary folder)")
-    parser.add_argument("--reuse", type=Path, help="an earlier run's JSON: its conversions, checks redone")
+    parser.add_argument("--reuse", type=Path, nargs="+", help="earlier runs' JSON: their conversions, checks redone "
+                        "(only the files they hold)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_hub.md")
     args = parser.parse_args()
     started = time.perf_counter()
     rows: list[Row] = []
     saved = {}
-    if args.reuse:
-        saved = {(r["model"], r["format"]): r for r in json.loads(args.reuse.read_text())["rows"]}
-        args.timeout = json.loads(args.reuse.read_text())["timeout_s"]
+    for doc in [json.loads(path.read_text()) for path in args.reuse or []]:
+        saved.update({(r["model"], r["format"]): r for r in doc["rows"] if r["convert_s"] is not None})
+        args.timeout = doc["timeout_s"]
     with tempfile.TemporaryDirectory(prefix="hub-model-hub-") as tmp:
         folder = args.work or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for model in [BY_NAME[name] for name in args.only] if args.only else MODELS:
             built = None
             for fmt in model.formats:
+                if args.reuse and (model.name, fmt) not in saved:
+                    continue
                 row = Row(model.name, model.family, model.library, fmt)
                 rows.append(row)
                 try:

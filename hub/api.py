@@ -366,7 +366,9 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     """Predict what TFLM will refuse, node by node; returns a CheckResult (see hub.check.onnx, hub.check.tflite).
 
     With `rewrite` (the default, as in convert), what a rewrite rule replaces is reported as
-    `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
+    `rewrite`, not as a blocker, and the verdict is the rewritten graph's: the stages convert runs before onnx2tf
+    (normalise, rewrite), then analyse_onnx folds what onnx2tf computes while converting (hub.check.onnx.as_converted)
+    and judges what is left. `--target ethos-u` adds
     per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
     path = Path(model)
     resolve(target, quantize, command="check")

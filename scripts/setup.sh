@@ -19,6 +19,9 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/hub --version
 if [ "${1:-}" = "--test" ]; then
+  # the dev extras (pytest, transformers for tests/hub_models.py, ...) are pinned in requirements.lock: make sure
+  HF_HUB_OFFLINE=1 .venv/bin/python -c 'import pytest, hypothesis, sklearn, transformers' \
+    || { echo "setup.sh: requirements.lock did not install the test extras" >&2; exit 1; }
   missing=()
   command -v gcc >/dev/null && command -v g++ >/dev/null || missing+=(gcc g++)
   command -v chromium >/dev/null || missing+=(chromium)

@@ -1,7 +1,9 @@
 """`hub check` on an ONNX graph: predict, node by node and before any conversion, what TFLite Micro will
 refuse in the model onnx2tf makes of it.
 
-Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
+It judges the graph conversion sees: hub convert's stages (normalise, rewrites) run before it, and
+`as_converted` folds what onnx2tf computes while converting (shape chains, constant subgraphs), so a rule
+fires only on what reaches the TFLite model. Each node goes through two tables: what onnx2tf turns it into (hub.knowledge.onnx2tf_ops, with the
 conditions its variants name in CONDITIONS here) and what TFLM's kernels accept (hub.knowledge.tflm_kernels,
 judged by hub.check.constraints, as for a .tflite file). Whole-model rules (dynamic shapes, input types,
 float16, the int8 softmax abort hub convert's softmax_int16 pass removes) run beside them. Nothing here imports tensorflow or torch.
@@ -20,8 +22,10 @@ import onnx
 from hub.artifacts import CheckResult, Finding, PassResult
 from hub.check.constraints import (OpFacts, breaches, check_result, check_target, hybrid, input_count, not_in_tflm,
                                    output_type, reason, softmax_aborts, softmax_int16_finding, verdict, with_rule)
+from hub.errors import InputError
 from hub.graph.network import TensorMeta, host_split, module_path_from_name, ordered_nodes, tensor_table
-from hub.graph.shapes import with_shapes
+from hub.graph.passes import fold_constants
+from hub.graph.shapes import infer_shapes, with_shapes
 from hub.knowledge import onnx2tf_ops, tflm_kernels
 from hub.knowledge.tflm_kernels import KERNELS, Kernel
 from hub.targets import Quantize
@@ -183,6 +187,7 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "scale_lower_rank": lambda v: None not in (_rank(v.input(0)), _rank(v.input(1))) and _rank(v.input(0)) >= 3
     and _rank(v.input(1)) < _rank(v.input(0)),
     "always": lambda v: True,
+    "graph_output": lambda v: bool(v.node.output) and v.node.output[0] in v.graph_outputs,
     "isinf_one_sided": lambda v: v.attr("detect_positive", 1) == 0 or v.attr("detect_negative", 1) == 0,
     "lp_p2": lambda v: v.attr("p", 2) == 2,
     "dilated": lambda v: any(d != 1 for d in (v.attr("dilations") or [])),
@@ -193,7 +198,9 @@ CONDITIONS: dict[str, Callable[[NodeView], bool]] = {
     "float64_graph_output": lambda v: v.output() is not None and v.output().dtype == "float64"
     and v.node.output[0] in v.graph_outputs,
     "split_num_outputs_uneven": _split_uneven,
-    "empty_optional_input": lambda v: any(not name for name in v.node.input[1:]),
+    # min and max both given as empty names (clip_default_inbounds: KeyError 'tf_node'); one bound with the other
+    # empty converts (onnx2tf's Clip.py takes MAXIMUM or MINIMUM alone: F.normalize's clamp_min in SwiftFormer)
+    "empty_optional_input": lambda v: len(v.node.input) > 1 and not any(v.node.input[1:]),
     "integer_inputs": lambda v: (v.data_input() or TensorMeta("", None, "")).dtype.startswith(("int", "uint")),
     "elu_alpha_not_1": lambda v: v.attr("alpha", 1.0) != 1.0,
     "exponent_2_or_3": lambda v: _const_scalar(v, 1) in (2.0, 3.0),
@@ -458,6 +465,29 @@ def _fused_into(view: NodeView, producer_ops: dict[str, list[str]], producer_of:
 
 
 SOFTMAX_ONNX = {"SOFTMAX": "Softmax", "LOG_SOFTMAX": "LogSoftmax"}
+BROADCASTING_BINARY = {"Add", "Sub", "Mul", "Div"}
+
+
+def _tile_into_broadcast(node: onnx.NodeProto, tensors: dict[str, TensorMeta],
+                         reader_nodes: dict[str, list[onnx.NodeProto]]) -> bool:
+    """A Tile that only repeats unit axes for ADD/SUB/MUL/DIV readers whose other operand has the tiled shape:
+    the TFLite converter's optimizer drops the TILE and lets the binary op broadcast (SwiftFormer's
+    `global_queries.repeat(1, n, 1) * key` converts with no TILE; TFLM has none)."""
+    if node.op_type != "Tile" or len(node.input) < 2:
+        return False
+    data, repeats, out = tensors.get(node.input[0]), tensors.get(node.input[1]), tensors.get(node.output[0])
+    if data is None or repeats is None or repeats.value is None or out is None or not data.static or not out.static:
+        return False
+    if any(r != 1 and d != 1 for d, r in zip(data.shape, np.asarray(repeats.value).reshape(-1))):
+        return False
+    readers = reader_nodes.get(node.output[0], [])
+    return bool(readers) and all(r.op_type in BROADCASTING_BINARY and len(r.input) == 2 and _other_has_shape(
+        r, node.output[0], tuple(out.shape), tensors) for r in readers)
+
+
+def _other_has_shape(node: onnx.NodeProto, name: str, shape: tuple, tensors: dict[str, TensorMeta]) -> bool:
+    other = tensors.get(node.input[1] if node.input[0] == name else node.input[0])
+    return other is not None and other.static and tuple(other.shape) == shape
 
 
 def _reduced_axis(node: onnx.NodeProto, tensors: dict[str, TensorMeta], rank: int) -> int | None:
@@ -514,13 +544,15 @@ def _softmax_patterns(model: onnx.ModelProto, tensors: dict[str, TensorMeta]) ->
 def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "int8") -> CheckResult:
     """Predict TFLM's verdict on the model onnx2tf would make of this (normalised, static) ONNX graph."""
     quantize = check_target(target, quantize)
-    model = with_shapes(model)
+    model = as_converted(model)
     tensors = tensor_table(model)  # what hub.graph.network.build_graph puts on its edges, without networkx
     findings = _whole_model_findings(model, tensors, quantize)
     readers: dict[str, int] = {}
+    reader_nodes: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+            reader_nodes.setdefault(name, []).append(node)
     softmax_ends, softmax_parts = _softmax_patterns(model, tensors)
     model_inputs = frozenset(i.name for i in model.graph.input) - {i.name for i in model.graph.initializer}
     unweighted = _unweighted_tensors(model, model_inputs, tensors)
@@ -538,7 +570,7 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
         out0 = node.output[0] if node.output else ""
         if all(tensors.get(o) is not None and tensors[o].const and o not in graph_outputs for o in node.output if o):
             ops, node_findings, node_verdict = [], [], "folded"  # constant subgraph: onnx2tf folds it
-        elif out0 in softmax_parts:
+        elif out0 in softmax_parts or _tile_into_broadcast(node, tensors, reader_nodes):
             ops, node_findings, node_verdict = [], [], "fused"
         elif out0 in softmax_ends:
             op = softmax_ends[out0]
@@ -564,6 +596,29 @@ def analyse_onnx(model: onnx.ModelProto, target: str = "tflm", quantize: str = "
     if blocked and not any(f.severity == "error" and f.node not in blocked for f in findings):
         findings += _host_split_finding(model, blocked)
     return check_result(target, quantize, findings, nodes)
+
+
+FOLD_ROUNDS = 16  # a Swin's shape chains fold in 3 rounds, a MobileViT's in 2
+
+
+def as_converted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph whose ops reach the TFLite model: everything computed from constants and static shapes folded.
+
+    onnx2tf computes such tensors while converting (its TensorFlow graph has static shapes) and the TFLite
+    converter folds what is left, so a MobileViT's 36 int64 Gather -> STRIDED_SLICE and its run-time Reshape
+    shapes never reach TFLM (it converts and runs). hub normalise folds one round; a shape only known after a
+    folded Reshape needs shape inference again, so this repeats fold_constants with fresh shapes until nothing
+    changes. A copy: the caller's graph is what conversion gets."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        for _ in range(FOLD_ROUNDS):
+            copy, folded, _ = fold_constants.run(infer_shapes(copy))
+            if not folded:
+                break
+        return infer_shapes(copy)
+    except InputError:  # shape inference or folding refuses it: judge the graph as it is (normalise said why)
+        return with_shapes(model)
 
 
 def _unweighted_tensors(model: onnx.ModelProto, model_inputs: frozenset[str],
@@ -615,4 +670,4 @@ def _host_split_finding(model: onnx.ModelProto, blocked: set[str]) -> list[Findi
                     f"export the model up to {', '.join(split.cut)} (e.g. return that tensor from forward())")]
 
 
-__all__ = ["CheckResult", "analyse_onnx", "with_rewrites", "check_node", "NodeView", "CONDITIONS"]
+__all__ = ["CheckResult", "analyse_onnx", "as_converted", "with_rewrites", "check_node", "NodeView", "CONDITIONS"]

@@ -14,8 +14,8 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, gelu_tanh,
-                             rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
+from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, fuse_lstm,
+                             gelu_tanh, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -35,6 +35,7 @@ RULES: tuple[ModuleType, ...] = (
     gelu_tanh,
     erf_approx,  # after gelu_tanh, which takes the Erf of each GELU whole
     split_qkv_heads,
+    fuse_lstm,  # before unroll_rnn, which leaves the LSTMs it keeps whole
     unroll_rnn,
     rewrite_hardsigmoid,
     chain_concat,

@@ -24,7 +24,9 @@ concatenated (CONCATENATION in groups of at most 10 inputs, TFLM's limit). A con
 only picks one time step out of Y (torch's `y[:, -1]` is Squeeze -> Transpose -> Gather)
 reads that step's state instead, so Y is not built at all.
 
-Handled: directions forward, reverse and bidirectional; layouts 0 and 1; initial states
+LSTMs the fused kernel computes are not unrolled: hub.graph.rules.fuse_lstm keeps them whole for
+TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM; this rule is their fallback (peepholes, clip, a used Y_c, initial
+states that are not zero, ...). Handled: directions forward, reverse and bidirectional; layouts 0 and 1; initial states
 given or absent (zeros), constant or computed; default activations only. Left as they are
 (onnx2tf's lowering, which TFLM cannot run): clip, other activations, LSTM peepholes or
 input_forget, sequence_lens that differ from the static length, a dynamic shape.
@@ -40,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, producer, static_shape
+from hub.graph.rules import fuse_lstm
 
 UNBLOCKS = ("LSTM", "GRU", "RNN")  # the ops hub check names this rule for
 DOES = "unrolls it over its static length into builtins"
@@ -55,7 +58,8 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
         cell = _cell(model, node)
         if cell is not None:
             _unroll(model, cell)
-            rewrites.append(Rewrite(node=node.name, op=node.op_type, into=f"unrolled over {cell.seq} steps"))
+            rewrites.append(Rewrite(node=node.name, op=node.op_type, into=f"unrolled over {cell.seq} steps",
+                                    path="unrolled"))
     return model, rewrites
 
 
@@ -82,6 +86,8 @@ class Cell:
 def _cell(model: onnx.ModelProto, node: onnx.NodeProto) -> Cell | None:
     """The node as a Cell, or None when it uses something the unrolling does not handle."""
     op, ins = node.op_type, list(node.input) + [""] * 8
+    if op == "LSTM" and fuse_lstm.fusable(model, node):
+        return None  # TFLM's fused kernel runs it (hub.graph.rules.fuse_lstm)
     shape = static_shape(model, ins[0])
     W, R = constant(model, ins[1]), constant(model, ins[2])
     hidden = int(attr(node, "hidden_size", 0) or 0)

@@ -1,0 +1,88 @@
+"""Keep a plain ONNX LSTM whole, for TFLM's fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel.
+
+Pattern: an LSTM node whose cell the fused kernel computes (hub.knowledge.sequence_lstm): default
+activations, no clip, no input_forget, no peepholes (or all-zero ones), every sequence at the full
+static length, zero initial states, and its final cell state Y_c read by nobody.
+Replacement: the same node in its canonical form, the inputs that say "nothing" (zero initial
+states, zero peepholes, full-length sequence_lens) removed. In the converter child, onnx2tf lowers
+it and hub.convert.lstm builds it as a Keras LSTM, which TensorFlow's converter fuses: one op per
+direction (a bidirectional node: two, joined by REVERSE_V2 and CONCATENATION), int8 with TFLM's
+integer cell, instead of hundreds of unrolled ones (the 49-step, 64-unit KWS LSTM: 733 ops and
+182 KB of arena unrolled). Every other LSTM is left to hub.graph.rules.unroll_rnn, which asks
+`fusable` first. Exact: the node computes what it computed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from hub.artifacts import Rewrite
+from hub.graph.edit import attr, constant, consumers, graph_output_names, static_shape
+
+UNBLOCKS = ("LSTM",)
+DOES = "runs it as TFLM's fused UNIDIRECTIONAL_SEQUENCE_LSTM (unrolled instead when the cell has peepholes, " \
+       "clip or a used final cell state)"
+
+INTO = "fused UNIDIRECTIONAL_SEQUENCE_LSTM"  # Rewrite.into: the path the report names
+DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh", "Tanh"]
+X, W, R, B, SEQUENCE_LENS, INITIAL_H, INITIAL_C, P = range(8)  # ONNX LSTM input positions
+Y_C = 2
+
+
+def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
+    rewrites = []
+    for node in model.graph.node:
+        if node.op_type == "LSTM" and fusable(model, node):
+            _drop_empty_inputs(model, node)
+            rewrites.append(Rewrite(node=node.name, op="LSTM", into=INTO, path="fused"))
+    return model, rewrites
+
+
+def fusable(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """Whether the fused kernel computes this LSTM node exactly as ONNX defines it."""
+    ins = list(node.input) + [""] * 8
+    shape = static_shape(model, ins[X])
+    weights = [constant(model, ins[W]), constant(model, ins[R])]
+    if shape is None or len(shape) != 3 or any(w is None or w.dtype != np.float32 for w in weights):
+        return False
+    if ins[B] and constant(model, ins[B]) is None:
+        return False
+    directions = 2 if _text(attr(node, "direction", b"forward")) == "bidirectional" else 1
+    activations = [_text(a) for a in attr(node, "activations", [])]
+    if activations and activations != DEFAULT_ACTIVATIONS * directions:
+        return False
+    if attr(node, "clip") is not None or attr(node, "input_forget", 0):
+        return False
+    seq = shape[0] if int(attr(node, "layout", 0)) == 0 else shape[1]
+    return (_says_nothing(model, ins[SEQUENCE_LENS], seq) and all(_says_nothing(model, ins[i]) for i in (INITIAL_H,
+            INITIAL_C, P)) and not _read(model, node, Y_C))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _says_nothing(model: onnx.ModelProto, name: str, full_length: int | None = None) -> bool:
+    """Absent, or a constant that changes nothing: zeros (states, peepholes), or every length the full one."""
+    if not name:
+        return True
+    value = constant(model, name)
+    if value is None:
+        return False
+    return bool(np.all(value == full_length)) if full_length is not None else not np.any(value)
+
+
+def _read(model: onnx.ModelProto, node: onnx.NodeProto, index: int) -> bool:
+    name = node.output[index] if len(node.output) > index else ""
+    return bool(name) and (name in graph_output_names(model) or bool(consumers(model, name)))
+
+
+def _drop_empty_inputs(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """Blank the inputs that say nothing (onnx2tf then builds the Keras layer's zero state) and trim the tail."""
+    ins = list(node.input)
+    for i in range(SEQUENCE_LENS, len(ins)):
+        ins[i] = ""
+    while ins and not ins[-1]:
+        ins.pop()
+    del node.input[:]
+    node.input.extend(ins)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, static_shape
@@ -78,11 +79,27 @@ def _read(model: onnx.ModelProto, node: onnx.NodeProto, index: int) -> bool:
 
 
 def _drop_empty_inputs(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
-    """Blank the inputs that say nothing (onnx2tf then builds the Keras layer's zero state) and trim the tail."""
-    ins = list(node.input)
-    for i in range(SEQUENCE_LENS, len(ins)):
-        ins[i] = ""
+    """Blank the inputs that say nothing (onnx2tf then builds the Keras layer's zero state) and trim the tail.
+    A bidirectional node keeps a zero initial_h: onnx2tf 1.29's lowering indexes it for the reverse direction
+    whether or not it is given (onnx2tf/ops/LSTM.py, `initial_h[1]`)."""
+    ins = list(node.input)[:SEQUENCE_LENS] + [""] * (INITIAL_H - SEQUENCE_LENS + 1)
+    if _text(attr(node, "direction", b"forward")) == "bidirectional":
+        shape = static_shape(model, node.input[X])
+        batch = shape[1] if int(attr(node, "layout", 0)) == 0 else shape[0]
+        hidden = int(attr(node, "hidden_size"))
+        zeros = np.zeros((2, batch, hidden) if int(attr(node, "layout", 0)) == 0 else (batch, 2, hidden), np.float32)
+        ins[INITIAL_H] = _fresh_name(model, f"{node.name or node.output[0]}_zero_h")
+        model.graph.initializer.append(numpy_helper.from_array(zeros, ins[INITIAL_H]))
     while ins and not ins[-1]:
         ins.pop()
     del node.input[:]
     node.input.extend(ins)
+
+
+def _fresh_name(model: onnx.ModelProto, base: str) -> str:
+    taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name

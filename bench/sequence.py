@@ -389,12 +389,16 @@ def main() -> None:
     else:
         t0 = time.perf_counter()
         torch.set_num_threads(1)
-        rows = [measure(name) for name in args.models.split(",")]
+        measured = {name: measure(name) for name in args.models.split(",")}
+        old = json.loads(path.read_text()) if path.exists() else {}  # read after measuring: another run may have written
+        kept = {row["model"]: row for row in old.get("rows", []) if row["model"] not in measured}
+        rows = [measured.get(name) or kept[name] for name in MODELS if name in measured or name in kept]
         doc = {"command": ".venv/bin/python bench/sequence.py" + (f" --models {args.models}"
                                                                   if args.models != ",".join(MODELS) else ""),
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores shared", "seconds": time.perf_counter() - t0,
-               "rows": rows, "notes": json.loads(path.read_text()).get("notes", []) if path.exists() else []}
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores shared",
+               "seconds": time.perf_counter() - t0 + (old.get("seconds", 0) if kept else 0),
+               "rows": rows, "notes": old.get("notes", [])}  # rows not measured now: kept from the last run
         path.write_text(json.dumps(doc, indent=1))
     (RESULTS / "sequence.md").write_text(render(doc))
     print(render(doc))

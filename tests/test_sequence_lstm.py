@@ -55,6 +55,8 @@ def test_plain_lstm_is_kept_whole_and_exact(bidirectional, batch_first):
     assert [(r.op, r.into, r.path) for r in rewrites] == [("LSTM", fuse_lstm.INTO, "fused")]
     lstm = next(n for n in after.graph.node if n.op_type == "LSTM")
     assert len(lstm.input) <= (6 if bidirectional else 4)  # torch's zero states gone (a bidirectional node: a zero h)
+    assert len(lstm.output) < 2 or not lstm.output[1]  # Y_h is read from Y: the fused op has one output
+    onnx.checker.check_model(infer_shapes(after), full_check=True)
     for got, want in zip(_run(after, feeds), expected):
         np.testing.assert_array_equal(got, want)
     assert unroll_rnn.run(after)[1] == []  # the fallback leaves it to the fused kernel
@@ -99,9 +101,14 @@ def test_what_the_fused_kernel_cannot_express_is_unrolled_exactly(case, directio
     assert [(r.op, r.path) for r in rewrites] == [("LSTM", "unrolled")]
 
 
-def test_plain_raw_onnx_lstm_is_fused_in_every_direction():
-    for direction in ("forward", "reverse", "bidirectional"):
-        assert fuse_lstm.run(_lstm(direction))[1][0].path == "fused"
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_plain_raw_onnx_lstm_is_fused_exactly_in_every_direction(direction):
+    model = _lstm(direction)  # Y and Y_h both graph outputs
+    feeds = {"x": np.random.default_rng(2).standard_normal((SEQ, 1, FEATURES)).astype(np.float32)}
+    after, rewrites = fuse_lstm.run(_copy(model))
+    assert [r.path for r in rewrites] == ["fused"]
+    for got, want in zip(_run(infer_shapes(after), feeds), _run(model, feeds)):
+        np.testing.assert_array_equal(got, want)
 
 
 # --- end to end: source model -> hub convert -> TFLM ---------------------------------------------

@@ -4,7 +4,8 @@ Pattern: an LSTM node whose cell the fused kernel computes (hub.knowledge.sequen
 activations, no clip, no input_forget, no peepholes (or all-zero ones), every sequence at the full
 static length, zero initial states, and its final cell state Y_c read by nobody.
 Replacement: the same node in its canonical form, the inputs that say "nothing" (zero initial
-states, zero peepholes, full-length sequence_lens) removed. In the converter child, onnx2tf lowers
+states, zero peepholes, full-length sequence_lens) removed, and a read final hidden state Y_h taken
+from the sequence output Y instead (the fused op's only output). In the converter child, onnx2tf lowers
 it and hub.convert.lstm builds it as a Keras LSTM, which TensorFlow's converter fuses: one op per
 direction (a bidirectional node: two, joined by REVERSE_V2 and CONCATENATION), int8 with TFLM's
 integer cell, instead of hundreds of unrolled ones (the 49-step, 64-unit KWS LSTM: 733 ops and
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, static_shape
@@ -27,14 +28,16 @@ DOES = "runs it as TFLM's fused UNIDIRECTIONAL_SEQUENCE_LSTM (unrolled instead w
 INTO = "fused UNIDIRECTIONAL_SEQUENCE_LSTM"  # Rewrite.into: the path the report names
 DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh", "Tanh"]
 X, W, R, B, SEQUENCE_LENS, INITIAL_H, INITIAL_C, P = range(8)  # ONNX LSTM input positions
-Y_C = 2
+Y, Y_H, Y_C = range(3)  # ONNX LSTM output positions
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     rewrites = []
-    for node in model.graph.node:
-        if node.op_type == "LSTM" and fusable(model, node):
+    for node in [n for n in model.graph.node if n.op_type == "LSTM"]:
+        if fusable(model, node):
             _drop_empty_inputs(model, node)
+            if _read(model, node, Y_H):
+                _final_state_from_sequence(model, node)
             rewrites.append(Rewrite(node=node.name, op="LSTM", into=INTO, path="fused"))
     return model, rewrites
 
@@ -103,3 +106,48 @@ def _fresh_name(model: onnx.ModelProto, base: str) -> str:
         k += 1
         name = f"{base}_{k}"
     return name
+
+
+def _final_state_from_sequence(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """Y_h read as the last step of each direction in Y (the forward one's last, the reverse one's first): the
+    fused op has one output, the sequence, and a Keras LSTM whose state output is read crashes TensorFlow's
+    converter (SIGSEGV, measured). Exact: the final hidden state is that step of Y."""
+    shape = static_shape(model, node.input[X])
+    layout = int(attr(node, "layout", 0))
+    seq, batch = (shape[0], shape[1]) if layout == 0 else (shape[1], shape[0])
+    hidden = int(attr(node, "hidden_size"))
+    directions = 2 if _text(attr(node, "direction", b"forward")) == "bidirectional" else 1
+    reverse = _text(attr(node, "direction", b"forward")) == "reverse"
+    outputs = list(node.output) + [""] * 3
+    y_h, y = outputs[Y_H], outputs[Y] or _fresh_name(model, f"{node.name or y_h}_Y")
+    outputs[Y], outputs[Y_H] = y, ""
+    while outputs and not outputs[-1]:
+        outputs.pop()
+    del node.output[:]
+    node.output.extend(outputs)
+    new, time_axis, state_axis = [], (0 if layout == 0 else 1), (0 if layout == 0 else 1)
+    const = _constants(model, node.name or y_h)
+    parts = []
+    for d in range(directions):
+        step = 0 if reverse or d == 1 else seq - 1
+        part = _fresh_name(model, f"{y_h}_d{d}")
+        new.append(helper.make_node("Slice", [y, const([step, d]), const([step + 1, d + 1]),
+                                              const([time_axis, time_axis + 1])], [part + "_4d"], name=part + "/Slice"))
+        state_shape = [1, batch, hidden] if layout == 0 else [batch, 1, hidden]
+        new.append(helper.make_node("Reshape", [part + "_4d", const(state_shape)], [part if directions > 1 else y_h],
+                                    name=part + "/Reshape"))
+        parts.append(part)
+    if directions > 1:
+        new.append(helper.make_node("Concat", parts, [y_h], name=f"{y_h}/Concat", axis=state_axis))
+    at = list(model.graph.node).index(node) + 1
+    for offset, made in enumerate(new):
+        model.graph.node.insert(at + offset, made)
+
+
+def _constants(model: onnx.ModelProto, base: str):
+    """A function making int64 initializers under fresh names."""
+    def const(values: list[int]) -> str:
+        name = _fresh_name(model, f"{base}_c")
+        model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+    return const

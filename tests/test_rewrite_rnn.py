@@ -18,7 +18,7 @@ from torch import nn
 
 from hub.graph.edit import remove_unused_initializers
 from hub.graph.normalise import normalise
-from hub.graph.rules import fuse_lstm, unroll_rnn
+from hub.graph.rules import unroll_rnn
 from hub.graph.shapes import infer_shapes
 from tests.conftest import FIXTURES, run_hub
 
@@ -87,9 +87,9 @@ def _ops(model: onnx.ModelProto) -> list[str]:
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("use", ["last", "state", "sequence"])
-def test_torch_exports_unroll_exactly(cell, bidirectional, batch_first, use, monkeypatch):
-    # torch's LSTMs are plain cells that fuse_lstm keeps for TFLM's fused kernel: here their fallback is held exact
-    monkeypatch.setattr(fuse_lstm, "fusable", lambda model, node: False)
+def test_torch_exports_unroll_exactly(cell, bidirectional, batch_first, use):
+    # torch's LSTMs are plain cells fuse_lstm keeps for TFLM's fused kernel (except in int16x8): unroll_rnn
+    # alone, as without fuse_lstm, holds their unrolled form exact
     model = _torch_onnx(cell, bidirectional, batch_first, use, batch=1 if use == "last" else 3)
     node = next(n for n in model.graph.node if n.op_type == cell.upper())
     after, rewrites = _apply(model)

@@ -16,6 +16,7 @@ from torch import nn
 
 from hub import api
 from hub.graph.normalise import normalise
+from hub.graph.rewrite import rewrite
 from hub.graph.rules import fuse_lstm, unroll_rnn
 from hub.graph.shapes import infer_shapes
 from tests.test_rewrite_rnn import _apply, _run
@@ -152,3 +153,12 @@ def test_fused_lstm_in_the_flatbuffer_matches_the_source_on_tflm(converted_bidir
     fidelity = report.verification.fidelity
     assert report.verification.tflm.invokes and fidelity.reference == "pytorch"
     assert fidelity.cosine >= 0.999
+
+
+def test_int16x8_takes_the_unrolled_form():
+    """TensorFlow's converter cannot quantize the fused op to 16x8 (hub.knowledge.sequence_lstm.CONVERTER_MODES)."""
+    model = _torch_onnx(bidirectional=False, batch_first=True)
+    reference = normalise(model, {})
+    paths = {mode: [r.path for p in rewrite(reference, quantize=mode).passes for r in p.rewrites]
+             for mode in ("int8", "int16x8")}
+    assert paths == {"int8": ["fused"], "int16x8": ["unrolled"]}

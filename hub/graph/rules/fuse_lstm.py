@@ -9,8 +9,8 @@ from the sequence output Y instead (the fused op's only output). In the converte
 it and hub.convert.lstm builds it as a Keras LSTM, which TensorFlow's converter fuses: one op per
 direction (a bidirectional node: two, joined by REVERSE_V2 and CONCATENATION), int8 with TFLM's
 integer cell, instead of hundreds of unrolled ones (the 49-step, 64-unit KWS LSTM: 733 ops and
-182 KB of arena unrolled). Every other LSTM is left to hub.graph.rules.unroll_rnn, which asks
-`fusable` first. Exact: the node computes what it computed.
+182 KB of arena unrolled). Every other LSTM, and every LSTM in int16x8 (MODES), is left to
+hub.graph.rules.unroll_rnn, which skips the nodes marked `kept`. Exact: the node computes what it computed.
 """
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ from onnx import helper, numpy_helper
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, static_shape
+from hub.knowledge.sequence_lstm import CONVERTER_MODES
 
 UNBLOCKS = ("LSTM",)
 DOES = "runs it as TFLM's fused UNIDIRECTIONAL_SEQUENCE_LSTM (unrolled instead when the cell has peepholes, " \
        "clip or a used final cell state)"
 
 INTO = "fused UNIDIRECTIONAL_SEQUENCE_LSTM"  # Rewrite.into: the path the report names
+MODES = CONVERTER_MODES  # int16x8: TF's converter cannot quantize the fused op; unroll_rnn takes those LSTMs
+MARK = "hub: kept whole for TFLM's fused LSTM kernel"  # the node's doc_string: unroll_rnn leaves marked nodes
 DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh", "Tanh"]
 X, W, R, B, SEQUENCE_LENS, INITIAL_H, INITIAL_C, P = range(8)  # ONNX LSTM input positions
 Y, Y_H, Y_C = range(3)  # ONNX LSTM output positions
@@ -36,10 +39,16 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
     for node in [n for n in model.graph.node if n.op_type == "LSTM"]:
         if fusable(model, node):
             _drop_empty_inputs(model, node)
+            node.doc_string = MARK
             if _read(model, node, Y_H):
                 _final_state_from_sequence(model, node)
             rewrites.append(Rewrite(node=node.name, op="LSTM", into=INTO, path="fused"))
     return model, rewrites
+
+
+def kept(node: onnx.NodeProto) -> bool:
+    """Whether this rule kept the node whole (this run of the rules, in this quantize mode)."""
+    return node.doc_string == MARK
 
 
 def fusable(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:

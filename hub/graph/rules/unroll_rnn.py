@@ -88,7 +88,7 @@ class Cell:
 def _cell(model: onnx.ModelProto, node: onnx.NodeProto) -> Cell | None:
     """The node as a Cell, or None when it uses something the unrolling does not handle."""
     op, ins = node.op_type, list(node.input) + [""] * 8
-    if op == "LSTM" and fuse_lstm.fusable(model, node):
+    if fuse_lstm.kept(node):
         return None  # TFLM's fused kernel runs it (hub.graph.rules.fuse_lstm)
     shape = static_shape(model, ins[0])
     W, R = constant(model, ins[1]), constant(model, ins[2])

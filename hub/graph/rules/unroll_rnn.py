@@ -50,6 +50,7 @@ DOES = "unrolls it over its static length into builtins"
 GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}
 DEFAULT_ACTIVATIONS = {"GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"], "RNN": ["Tanh"]}
 CONCAT_MAX = 10  # TFLM's CONCATENATION takes at most 10 inputs
+SPLIT_MARK = "/hub_one_split"  # a Split's name ends so: the converter child writes it as one op (hub.convert.split)
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
@@ -169,8 +170,11 @@ class Emitter:
         return self.op(op, inputs, key, out, **attrs)[0]
 
     def split(self, x: str, sizes: list[int], axis: int, key: str) -> list[str]:
-        return self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key, outputs=len(sizes),
-                       axis=axis)
+        """A Split the converter child writes as one SPLIT (hub.convert.split), not a slice per output."""
+        outputs = self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key, outputs=len(sizes),
+                          axis=axis)
+        self.nodes[-1].name = outputs[0] + SPLIT_MARK
+        return outputs
 
     def gemm(self, x: str, weight: np.ndarray, bias: np.ndarray | None, key: str, out: str | None = None) -> str:
         """x @ weight^T (+ bias): FULLY_CONNECTED after onnx2tf. `weight` is [out, in]."""

@@ -147,7 +147,7 @@ def converted_bidirectional(tmp_path_factory):
 def test_fused_lstm_in_the_flatbuffer_matches_the_source_on_tflm(converted_bidirectional):
     report = converted_bidirectional
     ops = report.model.ops
-    assert ops.get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3 and sum(ops.values()) < 15, ops
+    assert ops.get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3 and sum(ops.values()) <= 20, ops  # unrolled: hundreds
     paths = [r.path for p in report.passes for r in p.rewrites]
     assert paths == ["fused", "fused"]
     fidelity = report.verification.fidelity

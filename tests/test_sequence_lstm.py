@@ -143,7 +143,7 @@ def converted_bidirectional(tmp_path_factory):
                        out=str(tmp_path_factory.mktemp("out") / "bilstm"))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # minutes on a shared machine; the KWS LSTM in tests/test_rewrite_rnn.py holds it by default
 def test_fused_lstm_in_the_flatbuffer_matches_the_source_on_tflm(converted_bidirectional):
     report = converted_bidirectional
     ops = report.model.ops

@@ -117,7 +117,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
     if tflm and request.rewrite:
         with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
-            graph = check_health(reference, rewrite_graph(reference, samples.samples), "rewrite")
+            graph = check_health(reference, rewrite_graph(reference, samples.samples, checked.quantize), "rewrite")
     if tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
         with progress.stage("analyse", "Checking TFLM compatibility"):
             check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize), graph.passes)

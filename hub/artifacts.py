@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import onnx
@@ -82,6 +82,8 @@ class Rewrite:
     node: str  # the node's name in the normalised graph
     op: str  # what was rewritten: an ONNX op ("LayerNormalization") or a pattern ("Gelu" for Erf's GELU form)
     into: str  # what it became, e.g. "tanh form" or "builtins"
+    # recurrent nodes: "fused" (TFLM's sequence kernel, hub.graph.rules.fuse_lstm) or "unrolled" (per-step builtins)
+    path: Literal["fused", "unrolled"] | None = None
 
 
 @dataclass

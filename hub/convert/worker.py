@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from hub.convert import lstm, split
 from hub.convert.layout import channels_last, moved_channels_last
 from hub.options import CONVERTER_OPTIONS
 
@@ -54,7 +55,10 @@ def main(job_dir: str) -> int:
     import onnx
     import onnx2tf
     import onnx2tf.onnx2tf as onnx2tf_core
+    import onnx2tf.ops.LSTM as onnx2tf_lstm
+    import onnx2tf.ops.Split as onnx2tf_split
     import tensorflow as tf
+    import tf_keras
 
     timings["import"] = time.perf_counter() - t0
     calibration = dict(np.load(job_path / "calibration.npz"))
@@ -69,6 +73,8 @@ def main(job_dir: str) -> int:
         return np.ascontiguousarray(first.transpose(channels_last(4)))
 
     onnx2tf_core.download_test_image_data = own_samples
+    lstm.install(onnx2tf_lstm, tf_keras)  # plain LSTM cells as Keras LSTMs: TFLM's fused kernel
+    split.install(onnx2tf_split, tf)  # unrolled cells' Splits as one SPLIT, not a slice per output
 
     t0 = time.perf_counter()
     keras_model = onnx2tf.convert(

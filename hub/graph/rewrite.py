@@ -25,11 +25,15 @@ from hub.graph.shapes import infer_shapes
 MAX_ERROR_SAMPLES = 16  # enough to see an approximation's worst case; onnxruntime runs each rule twice
 
 
-def rewrite(normalised: NormalisedModel, samples: dict[str, np.ndarray] | None = None) -> NormalisedModel:
-    """Apply every rewrite rule in order; `samples` ({input: (N, ...)}) measure each rule's error."""
+def rewrite(normalised: NormalisedModel, samples: dict[str, np.ndarray] | None = None,
+            quantize: str | None = None) -> NormalisedModel:
+    """Apply every rewrite rule in order; `samples` ({input: (N, ...)}) measure each rule's error. A rule that
+    declares `MODES` runs only for those quantize modes (when `quantize` is given)."""
     model = normalised.onnx_model
     results = []
     for rule in RULES:
+        if quantize is not None and quantize not in getattr(rule, "MODES", (quantize,)):
+            continue
         before = model
         model, rewrites = rule.run(_copy(model))
         if not rewrites:

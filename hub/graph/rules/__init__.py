@@ -15,8 +15,8 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx,
-                             gelu_tanh, l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads,
-                             topk_to_argmax, unfold_gather, unit_batch_transpose, unroll_rnn)
+                             fuse_lstm, gelu_tanh, l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid,
+                             split_qkv_heads, topk_to_argmax, unfold_gather, unit_batch_transpose, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -36,6 +36,7 @@ RULES: tuple[ModuleType, ...] = (
     gelu_tanh,
     erf_approx,  # after gelu_tanh, which takes the Erf of each GELU whole
     split_qkv_heads,
+    fuse_lstm,  # before unroll_rnn, which leaves the LSTMs it keeps whole
     unroll_rnn,
     rewrite_hardsigmoid,
     chain_concat,

@@ -24,10 +24,12 @@ concatenated (CONCATENATION in groups of at most 10 inputs, TFLM's limit). A con
 only picks one time step out of Y (torch's `y[:, -1]` is Squeeze -> Transpose -> Gather)
 reads that step's state instead, so Y is not built at all.
 
-Handled: directions forward, reverse and bidirectional; layouts 0 and 1; initial states
-given or absent (zeros), constant or computed; default activations only. Left as they are
-(onnx2tf's lowering, which TFLM cannot run): clip, other activations, LSTM peepholes or
-input_forget, sequence_lens that differ from the static length, a dynamic shape.
+LSTMs the fused kernel computes are not unrolled: hub.graph.rules.fuse_lstm keeps them whole for
+TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM; this rule is their fallback (peepholes, clip, a used Y_c, initial
+states that are not zero, ...). Handled: directions forward, reverse and bidirectional; layouts 0 and 1; initial states
+given or absent (zeros), constant or computed; default activations only; LSTM peepholes and
+clip (gate by gate). Left as they are (onnx2tf's lowering, which TFLM cannot run): GRU/RNN clip,
+other activations, input_forget, sequence_lens that differ from the static length, a dynamic shape.
 Exact up to float rounding (unit tests: 1e-5 against onnxruntime).
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import attr, constant, consumers, graph_output_names, producer, static_shape
+from hub.graph.rules import fuse_lstm
 
 UNBLOCKS = ("LSTM", "GRU", "RNN")  # the ops hub check names this rule for
 DOES = "unrolls it over its static length into builtins"
@@ -47,6 +50,7 @@ DOES = "unrolls it over its static length into builtins"
 GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}
 DEFAULT_ACTIVATIONS = {"GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"], "RNN": ["Tanh"]}
 CONCAT_MAX = 10  # TFLM's CONCATENATION takes at most 10 inputs
+SPLIT_MARK = "/hub_one_split"  # a Split's name ends so: the converter child writes it as one op (hub.convert.split)
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
@@ -55,7 +59,8 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
         cell = _cell(model, node)
         if cell is not None:
             _unroll(model, cell)
-            rewrites.append(Rewrite(node=node.name, op=node.op_type, into=f"unrolled over {cell.seq} steps"))
+            rewrites.append(Rewrite(node=node.name, op=node.op_type, into=f"unrolled over {cell.seq} steps",
+                                    path="unrolled"))
     return model, rewrites
 
 
@@ -73,6 +78,8 @@ class Cell:
     R: np.ndarray  # [dirs, gates * hidden, hidden]
     B: np.ndarray  # [dirs, 2 * gates * hidden]: Wb then Rb
     linear_before_reset: int = 0
+    clip: float | None = None  # LSTM: every activation's input clipped to [-clip, clip]
+    P: np.ndarray | None = None  # LSTM peepholes [dirs, 3 * hidden] (i, o, f), None when absent or zero
 
     @property
     def op(self) -> str:
@@ -82,6 +89,8 @@ class Cell:
 def _cell(model: onnx.ModelProto, node: onnx.NodeProto) -> Cell | None:
     """The node as a Cell, or None when it uses something the unrolling does not handle."""
     op, ins = node.op_type, list(node.input) + [""] * 8
+    if fuse_lstm.kept(node):
+        return None  # TFLM's fused kernel runs it (hub.graph.rules.fuse_lstm)
     shape = static_shape(model, ins[0])
     W, R = constant(model, ins[1]), constant(model, ins[2])
     hidden = int(attr(node, "hidden_size", 0) or 0)
@@ -97,15 +106,18 @@ def _cell(model: onnx.ModelProto, node: onnx.NodeProto) -> Cell | None:
     activations = [a.decode() if isinstance(a, bytes) else a for a in attr(node, "activations", [])]
     if activations and activations != DEFAULT_ACTIVATIONS[op] * len(directions):
         return None
-    if attr(node, "clip") is not None or attr(node, "input_forget", 0):
+    clip = attr(node, "clip")
+    if attr(node, "input_forget", 0) or (clip is not None and op != "LSTM"):
         return None
     B = constant(model, ins[3]) if ins[3] else np.zeros((len(directions), 2 * GATES[op] * hidden), np.float32)
     if B is None or not _full_length(model, ins[4], seq):
         return None
-    if op == "LSTM" and ins[7] and not _is_zero(constant(model, ins[7])):
-        return None  # peepholes (none from torch)
+    P = constant(model, ins[7]) if op == "LSTM" and ins[7] else None
+    if op == "LSTM" and ins[7] and P is None:
+        return None  # computed peepholes
     return Cell(node, seq, batch, hidden, layout, directions, W, R, B.astype(np.float32),
-                int(attr(node, "linear_before_reset", 0)))
+                int(attr(node, "linear_before_reset", 0)), None if clip is None else float(clip),
+                None if _is_zero(P) or P is None else P.astype(np.float32))
 
 
 def _full_length(model: onnx.ModelProto, name: str, seq: int) -> bool:
@@ -158,8 +170,11 @@ class Emitter:
         return self.op(op, inputs, key, out, **attrs)[0]
 
     def split(self, x: str, sizes: list[int], axis: int, key: str) -> list[str]:
-        return self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key, outputs=len(sizes),
-                       axis=axis)
+        """A Split the converter child writes as one SPLIT (hub.convert.split), not a slice per output."""
+        outputs = self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key, outputs=len(sizes),
+                          axis=axis)
+        self.nodes[-1].name = outputs[0] + SPLIT_MARK
+        return outputs
 
     def gemm(self, x: str, weight: np.ndarray, bias: np.ndarray | None, key: str, out: str | None = None) -> str:
         """x @ weight^T (+ bias): FULLY_CONNECTED after onnx2tf. `weight` is [out, in]."""
@@ -275,6 +290,8 @@ def _step(em: Emitter, cell: Cell, d: int, p: list[str], h: str | None, c: str |
 
     if cell.op == "RNN":
         return em.one("Tanh", [plus_recurrent(p[0], R, "")], f"{key}_h", out), None
+    if cell.op == "LSTM" and (cell.clip is not None or cell.P is not None):
+        return _lstm_step_with_peepholes_or_clip(em, cell, d, plus_recurrent(p[0], R, ""), c, key, out)
     if cell.op == "LSTM":
         ifo, g = em.split(plus_recurrent(p[0], R, ""), [3 * H, H], 1, f"{key}_ifo_g")
         i, f, o = em.split(em.one("Sigmoid", [ifo], f"{key}_sig"), [H, H, H], 1, f"{key}_ifo")
@@ -297,6 +314,31 @@ def _step(em: Emitter, cell: Cell, d: int, p: list[str], h: str | None, c: str |
         return em.one("Sub", [n, em.one("Mul", [z, n], f"{key}_zn")], f"{key}_h", out), None
     zd = em.one("Mul", [z, em.one("Sub", [h, n], f"{key}_hn")], f"{key}_zd")
     return em.one("Add", [n, zd], f"{key}_h", out), None
+
+
+def _lstm_step_with_peepholes_or_clip(em: Emitter, cell: Cell, d: int, a: str, c: str | None, key: str,
+                                      out: str | None) -> tuple[str, str]:
+    """The LSTM step gate by gate, for what the fused form above leaves out: peepholes (P_i, P_f times the
+    previous cell, P_o times the new one) and clip (each activation's input bounded to [-clip, clip])."""
+    H = cell.hidden
+    peep = dict(zip("iof", np.split(cell.P[d], 3))) if cell.P is not None else {}
+    bound = None if cell.clip is None else (em.const(f"{key}_lo", np.array(-cell.clip, np.float32)),
+                                            em.const(f"{key}_hi", np.array(cell.clip, np.float32)))
+
+    def activate(op: str, x: str, gate: str, state: str | None) -> str:
+        if gate in peep and state is not None:
+            x = em.one("Add", [x, em.one("Mul", [state, em.const(f"{key}_p{gate}", peep[gate][None])],
+                                         f"{key}_pc{gate}")], f"{key}_a{gate}p")
+        if bound is not None:
+            x = em.one("Clip", [x, *bound], f"{key}_clip{gate}")
+        return em.one(op, [x], f"{key}_{gate}")
+
+    i, f, o, g = em.split(a, [H, H, H, H], 1, f"{key}_gates")  # _gate_order: i, f, o, c
+    ig = em.one("Mul", [activate("Sigmoid", i, "i", c), activate("Tanh", g, "g", None)], f"{key}_ig")
+    c_new = ig if c is None else em.one("Add", [em.one("Mul", [activate("Sigmoid", f, "f", c), c], f"{key}_fc"), ig],
+                                        f"{key}_c")
+    h = em.one("Mul", [activate("Sigmoid", o, "o", c_new), em.one("Tanh", [c_new], f"{key}_tc")], f"{key}_h", out)
+    return h, c_new
 
 
 def _initial_state(em: Emitter, model: onnx.ModelProto, cell: Cell, name: str, d: int, key: str) -> str | None:

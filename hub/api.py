@@ -13,13 +13,14 @@ from pathlib import Path
 import onnx
 
 import hub.adapters
-from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, LoadOptions, ModelSummary,
+from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, InputLayout, LoadOptions, ModelSummary,
                            NormalisedModel, ReferenceOutputs, SourceModel, Verification)
 from hub.check.onnx import analyse_onnx, with_rewrites
 from hub.check.tflite import analyse_tflite
 from hub.convert import converter
 from hub.convert.calibration import CalibrationSet, build_calibration, parse_input_range
 from hub.convert.dataset import Dataset, load_data
+from hub.convert.layout import decide_layouts
 from hub.errors import IncompatibleError, InputError
 from hub.firmware import ethos_u
 from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
@@ -115,6 +116,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     with progress.stage("reference", "Checking the ONNX export against the source"):  # the reference is the source
         expected = source_reference(source, reference.onnx_model, samples.held_out_samples())
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
+    layouts = decide_layouts(reference.onnx_model)  # before a rewrite unrolls the recurrent ops that name axes
     if tflm and request.rewrite:
         with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
             graph = check_health(reference, rewrite_graph(reference, samples.samples), "rewrite")
@@ -122,7 +124,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("analyse", "Checking TFLM compatibility"):
             check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize), graph.passes)
     with progress.stage("convert", f"Converting to {checked.quantize} TFLite with onnx2tf"):
-        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path))
+        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path, layouts))
     compression = verification = None
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
@@ -136,21 +138,21 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = scheduled.joined(verify_stage(converted.tflite_bytes, reference.onnx_model,
                                                          samples.held_out_samples(), min_cosine=request.min_cosine,
-                                                         expected=expected))
+                                                         expected=expected, layouts=layouts))
             verification = judge_arena(verification, graph.onnx_model, checked.quantize.value)
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
-                                                    verification, expected)
+                                                    verification, expected, layouts)
             for message in messages:
                 warn(f"{path.name}: {message}")
         if data is not None:
             verification = _accuracy(verification, data, request.max_accuracy_drop, converted.tflite_bytes,
                                      source.run or onnx_runner(reference.onnx_model),
-                                     source.framework if source.run else "onnxruntime", reference, progress)
+                                     source.framework if source.run else "onnxruntime", reference, progress, layouts)
     report = ConvertReport(target=request.target, quantize=checked.quantize,
                            source={"path": str(path), "framework": source.framework},
-                           model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
+                           model=_model_summary(converted.tflite_bytes, layouts), calibration=converted.calibration,
                            passes=graph.passes + tflite_passes, check=check, verification=verification,
                            output=checked.out, compression=compression,
                            float_islands=float_islands(read_tflite(converted.tflite_bytes)))
@@ -216,7 +218,7 @@ def _data(path: Path | None, graph: NormalisedModel, source: SourceModel,
 
 def _accuracy(verification: Verification, data: Dataset, max_drop: float | None, tflite_bytes: bytes,
               run: accuracy_stage.Runner | None, reference: str | None, graph: NormalisedModel | None,
-              progress: Progress) -> Verification:
+              progress: Progress, layouts: list[InputLayout] | None = None) -> Verification:
     """Accuracy on --data (hub.verify.accuracy), joined to the verification; past --max-accuracy-drop it fails."""
     if not verification.tflm.invokes:
         return verification
@@ -227,7 +229,7 @@ def _accuracy(verification: Verification, data: Dataset, max_drop: float | None,
         with bar(f"Running the source ({reference}) on --data", len(data.x), progress.enabled) as step:
             source = accuracy_stage.source_outputs(run, spec, data.x, step, outputs)
     with progress.stage("accuracy", f"Running {len(data.x)} samples of --data on the TFLM interpreter"):
-        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, spec, data.x, graph.outputs if graph else None)
+        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, spec, data.x, graph.outputs if graph else None, layouts)
     measured, finding = accuracy_stage.judge(accuracy_stage.measure(data, on_tflm, source, reference), max_drop)
     return replace(verification, accuracy=measured, findings=verification.findings + ([finding] if finding else []),
                    ok=verification.ok and measured.ok)
@@ -260,9 +262,9 @@ def _calibration(request: ConvertRequest, checked: Checked, normalised: Normalis
 
 
 def _onnx2tf(graph: NormalisedModel, samples: CalibrationSet, options: converter.ConvertOptions, check,
-             path: Path) -> ConvertedModel:
+             path: Path, layouts: list[InputLayout]) -> ConvertedModel:
     try:
-        return converter.convert(graph, samples, options)
+        return converter.convert(graph, samples, options, layouts)
     except IncompatibleError as exc:
         raise _conversion_failure(exc, check, path) from None
 
@@ -282,7 +284,8 @@ def _write_output(report: ConvertReport, graph: NormalisedModel, converted: Conv
             with progress.stage("export", "Writing firmware files"):
                 arena = verification.memory.arena_recommended_bytes
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
-                                                                   constants=_decode_constants(report.compression))]
+                                                                   constants=_decode_constants(report.compression),
+                                                                   layouts=converted.input_layouts)]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
         document = report.to_dict()
         write_html(document, tmp / "report.html")
@@ -297,10 +300,11 @@ def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: l
     compressed, compression = compress(plain)
     samples = held_out or None
     if samples:
-        check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
+        layouts = converted.input_layouts
+        check_lossless(tflm_raw_outputs(plain, samples, layouts), tflm_raw_outputs(compressed, samples, layouts))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
     compression = compression.measured(before=verify_stage(scheduled_plain.tflite_bytes, reference, held_out,
-                                                           expected=expected))
+                                                           expected=expected, layouts=converted.input_layouts))
     return replace(converted, tflite_bytes=compressed), compression
 
 
@@ -332,9 +336,10 @@ def _schedule(converted: ConvertedModel, mode: str):
     return replace(converted, tflite_bytes=tflite_bytes), result
 
 
-def _model_summary(tflite_bytes: bytes) -> ModelSummary:
+def _model_summary(tflite_bytes: bytes, layouts: list[InputLayout] | None = None) -> ModelSummary:
     model = read_tflite(tflite_bytes)
-    return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
+    return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"),
+                        layouts or [])
 
 
 def _conversion_failure(exc: IncompatibleError, check, path: Path) -> IncompatibleError:
@@ -412,7 +417,7 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
     run = None if normalised is None else (ref_source.run or onnx_runner(reference_model))
     name = None if normalised is None else (ref_source.framework if ref_source.run else "onnxruntime")
     return _accuracy(verification, dataset, max_accuracy_drop, source.tflite_bytes, run, name, normalised,
-                     progress or Progress(enabled=False))
+                     progress or Progress(enabled=False), decide_layouts(reference_model) if reference_model else None)
 
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:

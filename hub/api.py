@@ -20,7 +20,7 @@ from hub.check.tflite import analyse_tflite
 from hub.convert import converter
 from hub.convert.calibration import CalibrationSet, build_calibration, parse_input_range
 from hub.convert.dataset import Dataset, load_data
-from hub.convert.layout import decide_layouts
+from hub.convert.layout import data_layouts, decide_layouts
 from hub.errors import IncompatibleError, InputError
 from hub.firmware import ethos_u
 from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
@@ -44,7 +44,7 @@ from hub.verify import accuracy as accuracy_stage
 from hub.verify.arena_check import judge_arena
 from hub.verify.diagnose import judge_fidelity
 from hub.verify.export_check import source_reference
-from hub.verify.tflm import tflm_raw_outputs
+from hub.verify.tflm import reference_layouts, tflm_raw_outputs
 from hub.verify.tflm import verify as verify_stage
 
 
@@ -111,12 +111,12 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         source = _convertible(load_source(path, options))
     with progress.stage("normalise", "Normalising the ONNX graph"):
         reference = check_graph(normalise_source(source, options, request.passes), "normalise")
-    samples = _calibration(request, checked, reference, source)
-    data = _data(request.data, reference, source, checked.value_range)  # read now: a bad file costs no conversion
+    layouts = decide_layouts(reference.onnx_model)  # before a rewrite unrolls the recurrent ops that name axes
+    samples = _calibration(request, checked, reference, source, layouts)
+    data = _data(request.data, reference, source, checked.value_range, layouts)  # read now: a bad file costs no conversion
     with progress.stage("reference", "Checking the ONNX export against the source"):  # the reference is the source
         expected = source_reference(source, reference.onnx_model, samples.held_out_samples())
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
-    layouts = decide_layouts(reference.onnx_model)  # before a rewrite unrolls the recurrent ops that name axes
     if tflm and request.rewrite:
         with progress.stage("rewrite", "Rewriting what TFLM has no kernel for"):
             graph = check_health(reference, rewrite_graph(reference, samples.samples), "rewrite")
@@ -205,15 +205,15 @@ def _check_data_options(data: Path | None, max_drop: float | None, on_tflm: bool
         raise InputError("--data measures accuracy on the TFLM interpreter: use --target tflm or ethos-u")
 
 
-def _data(path: Path | None, graph: NormalisedModel, source: SourceModel,
-          value_range: tuple[float, float]) -> Dataset | None:
+def _data(path: Path | None, graph: NormalisedModel, source: SourceModel, value_range: tuple[float, float],
+          layouts: list[InputLayout]) -> Dataset | None:
     """--data's samples (and labels) in the graph's layout, for the one input accuracy is measured on."""
     if path is None:
         return None
     if len(graph.inputs) != 1:
         raise InputError(f"--data measures models with one input; this one has {len(graph.inputs)}", path)
     spec = graph.inputs[0]
-    return load_data(path, spec, source.source_layouts.get(spec.name), value_range)
+    return load_data(path, spec, data_layouts(source.source_layouts, layouts).get(spec.name), value_range)
 
 
 def _accuracy(verification: Verification, data: Dataset, max_drop: float | None, tflite_bytes: bytes,
@@ -250,11 +250,12 @@ def _convertible(source: SourceModel) -> SourceModel:
     return source
 
 
-def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel,
-                 source: SourceModel) -> CalibrationSet:
+def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel, source: SourceModel,
+                 layouts: list[InputLayout]) -> CalibrationSet:
     """--calibration's samples (else synthetic ones over --input-range), and the held-out ones verify runs."""
     value_range = checked.value_range
-    samples = build_calibration(normalised.inputs, request.calibration, value_range, source.source_layouts)
+    samples = build_calibration(normalised.inputs, request.calibration, value_range,
+                                data_layouts(source.source_layouts, layouts))
     if samples.synthetic and checked.quantize.quantized:
         warn(f"{request.model.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
              "pass --calibration with real samples for production accuracy")
@@ -406,18 +407,21 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
         reference_model = normalised.onnx_model
         cal = build_calibration(normalised.inputs, None, parse_input_range(input_range))
         held_out = cal.held_out_samples()
+    layouts = reference_layouts(read_tflite(source.tflite_bytes), reference_model) if reference_model else []
     dataset = None
     if data is not None:
-        dataset = (_data(Path(data), normalised, ref_source, parse_input_range(input_range)) if normalised is not None
+        dataset = (_data(Path(data), normalised, ref_source, parse_input_range(input_range), layouts)
+                   if normalised is not None
                    else load_data(data, *accuracy_stage.tflite_input_spec(source.tflite_bytes),
                                   parse_input_range(input_range)))
-    verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
+    verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine,
+                                layouts=layouts)
     if dataset is None:
         return verification
     run = None if normalised is None else (ref_source.run or onnx_runner(reference_model))
     name = None if normalised is None else (ref_source.framework if ref_source.run else "onnxruntime")
     return _accuracy(verification, dataset, max_accuracy_drop, source.tflite_bytes, run, name, normalised,
-                     progress or Progress(enabled=False), decide_layouts(reference_model) if reference_model else None)
+                     progress or Progress(enabled=False), layouts)
 
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:

@@ -29,6 +29,8 @@ AXIS_KEEPING = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", 
 RNN_OPS = {"LSTM", "GRU", "RNN"}
 RNN_AXES = {0: ("time", "batch", "features"), 1: ("batch", "time", "features")}
 # A channels-last input's axes, in the source's (N, C, ...) order, by rank.
+# source_layouts' value (hub.convert.calibration) for an input that takes samples in the source's order only.
+SOURCE_ORDER_ONLY = "source order only"
 SOURCE_AXES = {3: ("batch", "channels", "length"), 4: ("batch", "channels", "height", "width"),
                5: ("batch", "channels", "depth", "height", "width")}
 
@@ -128,3 +130,10 @@ def kept_names(layouts: list[InputLayout]) -> list[str]:
     """The inputs onnx2tf must leave in the source's order (its keep_shape_absolutely_input_names)."""
     return [layout.name for layout in layouts if not layout.moved and len(layout.source_shape) in SOURCE_AXES]
 
+
+
+def data_layouts(source_layouts: dict[str, str | None], layouts: list[InputLayout]) -> dict[str, str | None]:
+    """The layouts calibration and --data accept per input (hub.convert.calibration): the source framework's,
+    except that an input kept in the source's order takes that order only."""
+    kept = {layout.name: SOURCE_ORDER_ONLY for layout in layouts if not layout.moved and len(layout.source_shape) > 2}
+    return {**source_layouts, **kept}

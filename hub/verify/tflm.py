@@ -50,9 +50,8 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     if reference is not None and not samples:
         samples = synthetic_samples(reference)
     use_samples = samples if reference is not None else None
-    if layouts is None and reference is not None:  # hub verify --reference: hub convert's decision, where the file has it
-        shapes = {tuple(spec["shape"]) for spec in model.io_specs("inputs")}
-        layouts = [layout for layout in decide_layouts(reference) if layout.tflite_shape in shapes]
+    if layouts is None and reference is not None:
+        layouts = reference_layouts(model, reference)
     try:
         inputs = [to_tflite_inputs(model, s, layouts) for s in use_samples] if use_samples else []
     except ValueError as exc:
@@ -80,6 +79,13 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     if min_cosine is not None:
         ok = ok and _check_cosine(fidelity, min_cosine, findings)
     return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
+
+
+def reference_layouts(model: TFLiteModel, reference: onnx.ModelProto) -> list[InputLayout]:
+    """hub convert's layout decision on `reference` (hub verify --reference), for the inputs the .tflite holds
+    that way; the others (a file converted otherwise) are matched by shape (hub.verify.samples)."""
+    shapes = {tuple(spec["shape"]) for spec in model.io_specs("inputs")}
+    return [layout for layout in decide_layouts(reference) if layout.tflite_shape in shapes]
 
 
 def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,

@@ -84,12 +84,12 @@ def main(job_dir: str) -> int:
     onnx_shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     init_names = {i.name for i in model.graph.initializer}
     onnx_inputs = [i.name for i in model.graph.input if i.name not in init_names]
-    ordered = []
+    ordered = {}  # by the Keras input's name: the converter's calibrator matches a list to ITS input order
     for name, tensor in zip(onnx_inputs, keras_model.inputs):
         perm = _checked_permutation(perms.get(name, list(range(len(onnx_shapes[name])))), onnx_shapes[name],
                                     list(tensor.shape))
-        ordered.append(np.ascontiguousarray(calibration[name].transpose(perm)).astype(np.float32)
-                       if calibration[name].dtype.kind == "f" else calibration[name])
+        ordered[tensor.name] = (np.ascontiguousarray(calibration[name].transpose(perm)).astype(np.float32)
+                                if calibration[name].dtype.kind == "f" else calibration[name])
 
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
@@ -102,7 +102,7 @@ def main(job_dir: str) -> int:
     return 0
 
 
-def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,
+def _configure(converter, tf, quantize: str, samples: dict, per_channel_dense: bool = False,
                per_tensor_weights: bool = False) -> None:
     """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops.
     Takes every option hub.options marks `converter`, by name."""
@@ -113,11 +113,14 @@ def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: b
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
         return
-    count = len(samples[0]) if samples else 0
+    count = len(next(iter(samples.values()))) if samples else 0
 
     def representative_dataset():
+        # A list would be matched to the flatbuffer's input order, which need not be the graph's (two inputs
+        # "mfcc", "fbank" came out in name order): by name when there are several.
         for i in range(count):
-            yield [s[i : i + 1] for s in samples]
+            batch = {name: s[i : i + 1] for name, s in samples.items()}
+            yield batch if len(batch) > 1 else list(batch.values())
 
     converter.representative_dataset = representative_dataset
     # Per-tensor FULLY_CONNECTED weights by default, as the MLPerf Tiny reference files have them:

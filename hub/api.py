@@ -111,7 +111,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         source = _convertible(load_source(path, options))
     with progress.stage("normalise", "Normalising the ONNX graph"):
         reference = check_graph(normalise_source(source, options, request.passes), "normalise")
-    layouts = decide_layouts(reference.onnx_model)  # before a rewrite unrolls the recurrent ops that name axes
+    layouts = decide_layouts(reference.onnx_model, source.source_layouts)  # before a rewrite: LSTMs name axes
     samples = _calibration(request, checked, reference, source, layouts)
     data = _data(request.data, reference, source, checked.value_range, layouts)  # read now: a bad file costs no conversion
     with progress.stage("reference", "Checking the ONNX export against the source"):  # the reference is the source

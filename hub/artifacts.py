@@ -50,6 +50,9 @@ class InputLayout:
     axes: tuple[str, ...]  # the .tflite axes' names, e.g. ("batch", "time", "features")
     source_axes: tuple[str, ...]  # the same names in the source's order
     reason: str  # why, e.g. "feeds Conv conv1"
+    # The layout the user's framework holds the input in when it is not the ONNX graph's: "NHWC" for a Keras
+    # image, which hub exports NCHW (SourceModel.source_layouts): moved channels-last, it is back in Keras' order.
+    framework_layout: str | None = None
 
     @property
     def moved(self) -> bool:
@@ -62,7 +65,8 @@ class InputLayout:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "axes": list(self.axes), "shape": list(self.tflite_shape),
                 "source_axes": list(self.source_axes), "source_shape": list(self.source_shape),
-                "perm": list(self.perm), "channels_moved_last": self.moved, "reason": self.reason}
+                "perm": list(self.perm), "channels_moved_last": self.moved, "reason": self.reason,
+                "framework_layout": self.framework_layout}
 
 
 @dataclass

@@ -102,6 +102,9 @@ def test_the_header_names_the_axes_and_says_when_channels_moved(small_cnn_int8_t
     assert ('input "image": int8 (batch=1, height=16, width=16, channels=3): channels moved last from the '
             "source's (N, C, H, W); transpose the source's samples by (0, 2, 3, 1)") in header
     assert "(NHWC for images)" in settings_header("cnn", model, 4096)  # a .tflite hub did not convert
+    keras = decide_layouts(onnx.load(str(reference)), {"image": "NHWC"})  # a Keras image, exported NCHW by hub
+    assert ("(batch=1, height=16, width=16, channels=3), the Keras model's own NHWC order"
+            in settings_header("cnn", model, 4096, layouts=keras))
 
 
 # --- converted: what firmware feeds --------------------------------------------------------------------------

@@ -28,9 +28,9 @@ AXIS_KEEPING = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", 
 # What a recurrent op's X axes are (ONNX LSTM/GRU/RNN `layout` attribute 0 and 1), to name a sequence's axes.
 RNN_OPS = {"LSTM", "GRU", "RNN"}
 RNN_AXES = {0: ("time", "batch", "features"), 1: ("batch", "time", "features")}
-# A channels-last input's axes, in the source's (N, C, ...) order, by rank.
 # source_layouts' value (hub.convert.calibration) for an input that takes samples in the source's order only.
 SOURCE_ORDER_ONLY = "source order only"
+# A channels-last input's axes, in the source's (N, C, ...) order, by rank.
 SOURCE_AXES = {3: ("batch", "channels", "length"), 4: ("batch", "channels", "height", "width"),
                5: ("batch", "channels", "depth", "height", "width")}
 
@@ -46,8 +46,9 @@ def moved_channels_last(onnx_shape: tuple[int, ...] | list[int], other: tuple[in
     return len(other) == len(onnx_shape) >= 3 and tuple(other) == tuple(onnx_shape[p] for p in perm)
 
 
-def decide_layouts(model: onnx.ModelProto) -> list[InputLayout]:
-    """Every real input's layout in the .tflite (see the module docstring), in the graph's input order."""
+def decide_layouts(model: onnx.ModelProto, source_layouts: dict[str, str | None] | None = None) -> list[InputLayout]:
+    """Every real input's layout in the .tflite (see the module docstring), in the graph's input order;
+    `source_layouts` (SourceModel's) says which inputs the user's framework holds channels-last (Keras)."""
     graph = _data_flow(model)
     initializers = {t.name for t in model.graph.initializer}
     layouts = []
@@ -60,7 +61,8 @@ def decide_layouts(model: onnx.ModelProto) -> list[InputLayout]:
             perm = channels_last(len(shape))
             names = SOURCE_AXES[len(shape)]
             layouts.append(InputLayout(value.name, shape, perm, tuple(names[p] for p in perm), names,
-                                       f"feeds {channel_op.op_type} {channel_op.name or channel_op.output[0]}"))
+                                       f"feeds {channel_op.op_type} {channel_op.name or channel_op.output[0]}",
+                                       (source_layouts or {}).get(value.name)))
         else:
             names = _sequence_axes(model, value.name, len(shape)) or _generic_axes(len(shape))
             layouts.append(InputLayout(value.name, shape, tuple(range(len(shape))), names, names,
@@ -129,7 +131,6 @@ def to_tflite(layout: InputLayout, array: np.ndarray) -> np.ndarray:
 def kept_names(layouts: list[InputLayout]) -> list[str]:
     """The inputs onnx2tf must leave in the source's order (its keep_shape_absolutely_input_names)."""
     return [layout.name for layout in layouts if not layout.moved and len(layout.source_shape) in SOURCE_AXES]
-
 
 
 def data_layouts(source_layouts: dict[str, str | None], layouts: list[InputLayout]) -> dict[str, str | None]:

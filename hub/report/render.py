@@ -111,6 +111,8 @@ def input_layout_text(layout: dict) -> str:
     axes = ", ".join(f"{a}={d}" for a, d in zip(layout["axes"], layout["shape"]))
     if not layout["channels_moved_last"]:
         return f"({axes}), in the source model's order (no transpose)"
+    if layout.get("framework_layout") == "NHWC":
+        return f"({axes}), the Keras model's own NHWC order ({layout['reason']})"
     source = ", ".join(AXIS_LETTERS.get(a, a) for a in layout["source_axes"])
     return (f"({axes}): channels moved last from the source's ({source}); transpose the source's samples by "
             f"{tuple(layout['perm'])} ({layout['reason']})")

@@ -2,8 +2,8 @@
 inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names), laid out as the conversion's
 InputLayout says (hub.convert.layout: exactly what firmware fills; only a .tflite hub did not convert, with no
 reference graph, falls back to guessing channels-last from the shapes), quantised with the input's scale/zero
-point; outputs are dequantised and transposed back to the ONNX output's layout. Shared by the TFLM run (hub.verify.tflm) and the fidelity maths
-(hub.verify.metrics)."""
+point; outputs are dequantised and transposed back to the ONNX output's layout. Shared by the TFLM run
+(hub.verify.tflm) and the fidelity maths (hub.verify.metrics)."""
 from __future__ import annotations
 
 import numpy as np

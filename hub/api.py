@@ -279,7 +279,7 @@ def _write_output(report: ConvertReport, graph: NormalisedModel, converted: Conv
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
         report.portability = portability_sections(graph.onnx_model, measured=report.measured)
         if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
-            report.firmware = ethos_u.write_outputs(report.ethos_u, ident, tmp)
+            report.firmware = ethos_u.write_outputs(report.ethos_u, ident, tmp, converted.input_layouts)
             report.portability.setdefault("targets", []).append(ethos_u_row(report.ethos_u))
         elif verification is not None and verification.tflm.loads:
             with progress.stage("export", "Writing firmware files"):

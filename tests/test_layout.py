@@ -134,12 +134,12 @@ def tflm_run(tflite: bytes, samples: dict[str, np.ndarray], header: str) -> np.n
     interpreter = runtime.Interpreter.from_bytes(tflite, arena_size=int(c["kTensorArenaSize"]))
     for index, name in re.findall(r"/\* Input(\d+): '(\w+)'", header):
         scale, zero = float(c[f"kInput{index}Scale"].rstrip("f")), int(c[f"kInput{index}ZeroPoint"])
-        q = np.clip(np.round(samples[name] / scale) + zero, -128, 127).astype(np.int8)
+        q = np.clip(np.round(samples[name] / scale) + zero, -128, 127).astype(np.int8) if scale else samples[name]
         dims = [int(c[f"kInput{index}Dim{i}"]) for i in range(int(c[f"kInput{index}Rank"]))]
         interpreter.set_input(q.reshape(dims), int(index))  # reshape only: the order is the header's
     interpreter.invoke()
-    out = interpreter.get_output(0).astype(np.float64)
-    return (out - int(c["kOutput0ZeroPoint"])) * float(c["kOutput0Scale"].rstrip("f"))
+    out, scale = interpreter.get_output(0).astype(np.float64), float(c["kOutput0Scale"].rstrip("f"))
+    return (out - int(c["kOutput0ZeroPoint"])) * scale if scale else out  # scale 0: a float32 model
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,7 +147,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def converted(folder: Path, module: nn.Module, shapes: dict[str, tuple[int, ...]], name: str) -> Path:
+def converted(folder: Path, module: nn.Module, shapes: dict[str, tuple[int, ...]], name: str,
+              quantize: str = "int8") -> Path:
     """`module` exported and through `hub convert` (calibrated on normal samples), its output folder."""
     torch.manual_seed(0)
     torch.onnx.export(module.eval(), tuple(torch.zeros(s) for s in shapes.values()), str(folder / f"{name}.onnx"),
@@ -156,11 +157,12 @@ def converted(folder: Path, module: nn.Module, shapes: dict[str, tuple[int, ...]
     np.savez(folder / "calibration.npz", **{k: rng.standard_normal((40, *s[1:])).astype(np.float32)
                                              for k, s in shapes.items()})
     api.convert(folder / f"{name}.onnx", calibration=folder / "calibration.npz", out=folder / "out", name=name,
-                schedule="default")  # the least-arena search measures on TFLM: time this test does not need
+                schedule="default", quantize=quantize)  # the least-arena search measures on TFLM: time this test does not need
     return folder / "out"
 
 
-def matches_source(module: nn.Module, out: Path, name: str, shapes: dict[str, tuple[int, ...]]) -> str:
+def matches_source(module: nn.Module, out: Path, name: str, shapes: dict[str, tuple[int, ...]],
+                   min_cosine: float = 0.99) -> str:
     """TFLM fed samples in the source's own order (a sequence frame after frame), as the header says, against
     the PyTorch module itself; returns the header."""
     header = (out / f"{name}_model_settings.h").read_text()
@@ -172,7 +174,7 @@ def matches_source(module: nn.Module, out: Path, name: str, shapes: dict[str, tu
         got.append(tflm_run(tflite, sample, header))
         with torch.no_grad():
             want.append(module(*(torch.from_numpy(v) for v in sample.values())).numpy())
-    assert cosine(np.array(got), np.array(want)) >= 0.99
+    assert cosine(np.array(got), np.array(want)) >= min_cosine
     return header
 
 
@@ -230,5 +232,7 @@ def test_an_audio_spectrogram_transformer_converts_and_matches(tmp_path):
         def forward(self, fbank):
             return self.model(fbank).logits
 
+    # float32: the conversion itself is exact now (onnx2tf moving the input: cosine 0.953). int8 of this random
+    # 1-layer AST measured 0.958, diagnosed by hub as quantization (a LayerNorm RSQRT's range), not layout.
     module, shapes = Logits(), {"fbank": (1, 98, 40)}
-    matches_source(module, converted(tmp_path, module, shapes, "ast"), "ast", shapes)
+    matches_source(module, converted(tmp_path, module, shapes, "ast", "float32"), "ast", shapes, 0.9999)

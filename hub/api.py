@@ -13,13 +13,14 @@ from pathlib import Path
 import onnx
 
 import hub.adapters
-from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, LoadOptions, ModelSummary,
+from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, InputLayout, LoadOptions, ModelSummary,
                            NormalisedModel, ReferenceOutputs, SourceModel, Verification)
 from hub.check.onnx import analyse_onnx, with_rewrites
 from hub.check.tflite import analyse_tflite
 from hub.convert import converter
 from hub.convert.calibration import CalibrationSet, build_calibration, parse_input_range
 from hub.convert.dataset import Dataset, load_data
+from hub.convert.layout import data_layouts, decide_layouts
 from hub.errors import IncompatibleError, InputError
 from hub.firmware import ethos_u
 from hub.firmware.export import export_firmware, identifier_from_file, sanitize_identifier
@@ -43,7 +44,7 @@ from hub.verify import accuracy as accuracy_stage
 from hub.verify.arena_check import judge_arena
 from hub.verify.diagnose import judge_fidelity
 from hub.verify.export_check import source_reference
-from hub.verify.tflm import tflm_raw_outputs
+from hub.verify.tflm import reference_layouts, tflm_raw_outputs
 from hub.verify.tflm import verify as verify_stage
 
 
@@ -110,8 +111,9 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         source = _convertible(load_source(path, options))
     with progress.stage("normalise", "Normalising the ONNX graph"):
         reference = check_graph(normalise_source(source, options, request.passes), "normalise")
-    samples = _calibration(request, checked, reference, source)
-    data = _data(request.data, reference, source, checked.value_range)  # read now: a bad file costs no conversion
+    layouts = decide_layouts(reference.onnx_model, source.source_layouts)  # before a rewrite: LSTMs name axes
+    samples = _calibration(request, checked, reference, source, layouts)
+    data = _data(request.data, reference, source, checked.value_range, layouts)  # read now: a bad file costs no conversion
     with progress.stage("reference", "Checking the ONNX export against the source"):  # the reference is the source
         expected = source_reference(source, reference.onnx_model, samples.held_out_samples())
     graph, check = reference, None  # the fidelity reference stays the graph before any rewrite
@@ -122,7 +124,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("analyse", "Checking TFLM compatibility"):
             check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize), graph.passes)
     with progress.stage("convert", f"Converting to {checked.quantize} TFLite with onnx2tf"):
-        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path))
+        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path, layouts))
     compression = verification = None
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
@@ -136,22 +138,22 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("verify", "Verifying on the TFLM interpreter"):
             verification = scheduled.joined(verify_stage(converted.tflite_bytes, reference.onnx_model,
                                                          samples.held_out_samples(), min_cosine=request.min_cosine,
-                                                         expected=expected))
+                                                         expected=expected, layouts=layouts))
             verification = judge_arena(verification, graph.onnx_model, checked.quantize.value)
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
-                                                    verification, expected)
+                                                    verification, expected, layouts)
             for message in messages:
                 warn(f"{path.name}: {message}")
         if data is not None:
             verification = _accuracy(verification, data, request.max_accuracy_drop, converted.tflite_bytes,
                                      source.run or onnx_runner(reference.onnx_model),
-                                     source.framework if source.run else "onnxruntime", reference, progress)
+                                     source.framework if source.run else "onnxruntime", reference, progress, layouts)
     report = ConvertReport(target=request.target, quantize=checked.quantize,
                            source={"path": str(path), "framework": source.framework,
                                    **({"exporter": source.exporter} if source.exporter else {})},
-                           model=_model_summary(converted.tflite_bytes), calibration=converted.calibration,
+                           model=_model_summary(converted.tflite_bytes, layouts), calibration=converted.calibration,
                            passes=graph.passes + tflite_passes, check=check, verification=verification,
                            output=checked.out, compression=compression,
                            float_islands=float_islands(read_tflite(converted.tflite_bytes)))
@@ -204,20 +206,20 @@ def _check_data_options(data: Path | None, max_drop: float | None, on_tflm: bool
         raise InputError("--data measures accuracy on the TFLM interpreter: use --target tflm or ethos-u")
 
 
-def _data(path: Path | None, graph: NormalisedModel, source: SourceModel,
-          value_range: tuple[float, float]) -> Dataset | None:
+def _data(path: Path | None, graph: NormalisedModel, source: SourceModel, value_range: tuple[float, float],
+          layouts: list[InputLayout]) -> Dataset | None:
     """--data's samples (and labels) in the graph's layout, for the one input accuracy is measured on."""
     if path is None:
         return None
     if len(graph.inputs) != 1:
         raise InputError(f"--data measures models with one input; this one has {len(graph.inputs)}", path)
     spec = graph.inputs[0]
-    return load_data(path, spec, source.source_layouts.get(spec.name), value_range)
+    return load_data(path, spec, data_layouts(source.source_layouts, layouts).get(spec.name), value_range)
 
 
 def _accuracy(verification: Verification, data: Dataset, max_drop: float | None, tflite_bytes: bytes,
               run: accuracy_stage.Runner | None, reference: str | None, graph: NormalisedModel | None,
-              progress: Progress) -> Verification:
+              progress: Progress, layouts: list[InputLayout] | None = None) -> Verification:
     """Accuracy on --data (hub.verify.accuracy), joined to the verification; past --max-accuracy-drop it fails."""
     if not verification.tflm.invokes:
         return verification
@@ -228,7 +230,7 @@ def _accuracy(verification: Verification, data: Dataset, max_drop: float | None,
         with bar(f"Running the source ({reference}) on --data", len(data.x), progress.enabled) as step:
             source = accuracy_stage.source_outputs(run, spec, data.x, step, outputs)
     with progress.stage("accuracy", f"Running {len(data.x)} samples of --data on the TFLM interpreter"):
-        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, spec, data.x, graph.outputs if graph else None)
+        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, spec, data.x, graph.outputs if graph else None, layouts)
     measured, finding = accuracy_stage.judge(accuracy_stage.measure(data, on_tflm, source, reference), max_drop)
     return replace(verification, accuracy=measured, findings=verification.findings + ([finding] if finding else []),
                    ok=verification.ok and measured.ok)
@@ -249,11 +251,12 @@ def _convertible(source: SourceModel) -> SourceModel:
     return source
 
 
-def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel,
-                 source: SourceModel) -> CalibrationSet:
+def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel, source: SourceModel,
+                 layouts: list[InputLayout]) -> CalibrationSet:
     """--calibration's samples (else synthetic ones over --input-range), and the held-out ones verify runs."""
     value_range = checked.value_range
-    samples = build_calibration(normalised.inputs, request.calibration, value_range, source.source_layouts)
+    samples = build_calibration(normalised.inputs, request.calibration, value_range,
+                                data_layouts(source.source_layouts, layouts))
     if samples.synthetic and checked.quantize.quantized:
         warn(f"{request.model.name}: calibrating on synthetic data over [{value_range[0]}, {value_range[1]}]; "
              "pass --calibration with real samples for production accuracy")
@@ -261,9 +264,9 @@ def _calibration(request: ConvertRequest, checked: Checked, normalised: Normalis
 
 
 def _onnx2tf(graph: NormalisedModel, samples: CalibrationSet, options: converter.ConvertOptions, check,
-             path: Path) -> ConvertedModel:
+             path: Path, layouts: list[InputLayout]) -> ConvertedModel:
     try:
-        return converter.convert(graph, samples, options)
+        return converter.convert(graph, samples, options, layouts)
     except IncompatibleError as exc:
         raise _conversion_failure(exc, check, path) from None
 
@@ -277,13 +280,14 @@ def _write_output(report: ConvertReport, graph: NormalisedModel, converted: Conv
         (tmp / "model.tflite").write_bytes(converted.tflite_bytes)
         report.portability = portability_sections(graph.onnx_model, measured=report.measured)
         if report.ethos_u is not None:  # the firmware is the Vela-compiled model's
-            report.firmware = ethos_u.write_outputs(report.ethos_u, ident, tmp)
+            report.firmware = ethos_u.write_outputs(report.ethos_u, ident, tmp, converted.input_layouts)
             report.portability.setdefault("targets", []).append(ethos_u_row(report.ethos_u))
         elif verification is not None and verification.tflm.loads:
             with progress.stage("export", "Writing firmware files"):
                 arena = verification.memory.arena_recommended_bytes
                 report.firmware = [p.name for p in export_firmware(converted.tflite_bytes, ident, tmp, arena,
-                                                                   constants=_decode_constants(report.compression))]
+                                                                   constants=_decode_constants(report.compression),
+                                                                   layouts=converted.input_layouts)]
         report.timings_s = {**progress.timings, **{k: round(v, 3) for k, v in converted.timings_s.items()}}
         document = report.to_dict()
         write_html(document, tmp / "report.html")
@@ -298,10 +302,11 @@ def _compress(converted: ConvertedModel, reference: onnx.ModelProto, held_out: l
     compressed, compression = compress(plain)
     samples = held_out or None
     if samples:
-        check_lossless(tflm_raw_outputs(plain, samples), tflm_raw_outputs(compressed, samples))
+        layouts = converted.input_layouts
+        check_lossless(tflm_raw_outputs(plain, samples, layouts), tflm_raw_outputs(compressed, samples, layouts))
     scheduled_plain, _ = _schedule(converted, schedule_mode)
     compression = compression.measured(before=verify_stage(scheduled_plain.tflite_bytes, reference, held_out,
-                                                           expected=expected))
+                                                           expected=expected, layouts=converted.input_layouts))
     return replace(converted, tflite_bytes=compressed), compression
 
 
@@ -333,9 +338,10 @@ def _schedule(converted: ConvertedModel, mode: str):
     return replace(converted, tflite_bytes=tflite_bytes), result
 
 
-def _model_summary(tflite_bytes: bytes) -> ModelSummary:
+def _model_summary(tflite_bytes: bytes, layouts: list[InputLayout] | None = None) -> ModelSummary:
     model = read_tflite(tflite_bytes)
-    return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"))
+    return ModelSummary(model.size_bytes, model.op_histogram(), model.io_specs("inputs"), model.io_specs("outputs"),
+                        layouts or [])
 
 
 def _conversion_failure(exc: IncompatibleError, check, path: Path) -> IncompatibleError:
@@ -405,18 +411,21 @@ def verify(model: str | Path, *, reference: str | Path | None = None, min_cosine
         reference_model = normalised.onnx_model
         cal = build_calibration(normalised.inputs, None, parse_input_range(input_range))
         held_out = cal.held_out_samples()
+    layouts = reference_layouts(read_tflite(source.tflite_bytes), reference_model) if reference_model else []
     dataset = None
     if data is not None:
-        dataset = (_data(Path(data), normalised, ref_source, parse_input_range(input_range)) if normalised is not None
+        dataset = (_data(Path(data), normalised, ref_source, parse_input_range(input_range), layouts)
+                   if normalised is not None
                    else load_data(data, *accuracy_stage.tflite_input_spec(source.tflite_bytes),
                                   parse_input_range(input_range)))
-    verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine)
+    verification = verify_stage(source.tflite_bytes, reference_model, held_out or None, min_cosine=min_cosine,
+                                layouts=layouts)
     if dataset is None:
         return verification
     run = None if normalised is None else (ref_source.run or onnx_runner(reference_model))
     name = None if normalised is None else (ref_source.framework if ref_source.run else "onnxruntime")
     return _accuracy(verification, dataset, max_accuracy_drop, source.tflite_bytes, run, name, normalised,
-                     progress or Progress(enabled=False))
+                     progress or Progress(enabled=False), layouts)
 
 
 def export(model: str | Path, *, name: str | None = None, out: str | Path | None = None, force: bool = False) -> dict:

@@ -39,6 +39,36 @@ class TensorSpec:
     dtype: str  # numpy dtype name, e.g. "float32"
 
 
+@dataclass(frozen=True)
+class InputLayout:
+    """How one input's axes are ordered in the .tflite, decided once from the graph (hub.convert.layout):
+    calibration, verification, the firmware header and the report all read it."""
+
+    name: str
+    source_shape: tuple[int, ...]  # the source model's (the ONNX graph's) order
+    perm: tuple[int, ...]  # .tflite axis i holds source axis perm[i]; identity: the source's order kept
+    axes: tuple[str, ...]  # the .tflite axes' names, e.g. ("batch", "time", "features")
+    source_axes: tuple[str, ...]  # the same names in the source's order
+    reason: str  # why, e.g. "feeds Conv conv1"
+    # The layout the user's framework holds the input in when it is not the ONNX graph's: "NHWC" for a Keras
+    # image, which hub exports NCHW (SourceModel.source_layouts): moved channels-last, it is back in Keras' order.
+    framework_layout: str | None = None
+
+    @property
+    def moved(self) -> bool:
+        return tuple(self.perm) != tuple(range(len(self.perm)))
+
+    @property
+    def tflite_shape(self) -> tuple[int, ...]:
+        return tuple(self.source_shape[p] for p in self.perm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "axes": list(self.axes), "shape": list(self.tflite_shape),
+                "source_axes": list(self.source_axes), "source_shape": list(self.source_shape),
+                "perm": list(self.perm), "channels_moved_last": self.moved, "reason": self.reason,
+                "framework_layout": self.framework_layout}
+
+
 @dataclass
 class SourceModel:
     """A model brought in by an adapter, as ONNX (or as TFLite, which is not converted back)."""
@@ -114,6 +144,7 @@ class ConvertedModel:
     target: str  # "tflm" | "tflite"
     calibration: dict[str, Any]  # {"source", "samples", "synthetic", "layout", ...}
     timings_s: dict[str, float] = field(default_factory=dict)
+    input_layouts: list[InputLayout] = field(default_factory=list)  # as the .tflite holds each input
 
 
 @dataclass
@@ -318,10 +349,12 @@ class ModelSummary:
     ops: dict[str, int]  # {"CONV_2D": 9, ...} sorted by name
     inputs: list[dict[str, Any]]  # name, tensor, shape, dtype, scale, zero_point
     outputs: list[dict[str, Any]]
+    input_layouts: list[InputLayout] = field(default_factory=list)  # the inputs' axes (hub.convert.layout)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tflite_bytes": self.tflite_bytes, "ops": dict(self.ops), "op_count": sum(self.ops.values()),
-                "inputs": self.inputs, "outputs": self.outputs}
+                "inputs": self.inputs, "outputs": self.outputs,
+                "input_layouts": [layout.to_dict() for layout in self.input_layouts]}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hub.artifacts import TensorSpec
-from hub.convert.layout import channels_last
+from hub.convert.layout import SOURCE_ORDER_ONLY, channels_last
 from hub.errors import InputError
 
 SYNTHETIC_CALIBRATION_SAMPLES = 32
@@ -210,7 +210,9 @@ def _fit(array: np.ndarray, spec: TensorSpec, source_layout: str | None, path: P
         raise InputError(f"calibration data for {spec.name!r} has shape {array.shape}; expected {expected}", path)
     if array.shape[0] < 2:
         raise InputError(f"calibration data for {spec.name!r} holds a single sample; give at least 2 as {expected}", path)
-    candidates = _layouts(want)
+    # An input hub.convert.layout keeps in the source's order takes samples in that order only: a transposed
+    # sequence is refused, not guessed (its channels-last form is no layout the .tflite or firmware uses).
+    candidates = _layouts(want) if source_layout != SOURCE_ORDER_ONLY else _layouts(want)[:1]
     matches = [name for name, perm in candidates if tuple(array.shape[1:]) == tuple(want[p] for p in perm)]
     if not matches:
         raise InputError(f"calibration data for {spec.name!r} has shape {array.shape}; expected {expected}"

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hub.artifacts import ConvertedModel, NormalisedModel
+from hub.artifacts import ConvertedModel, InputLayout, NormalisedModel
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
+from hub.convert.layout import decide_layouts, kept_names
 from hub.errors import IncompatibleError
 from hub.options import CONVERTER_OPTIONS, converter_fields
 from hub.targets import resolve
@@ -47,14 +48,19 @@ ConvertOptions = make_dataclass("ConvertOptions", [
 ConvertOptions.__module__ = __name__
 
 
-def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions) -> ConvertedModel:
+def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions,
+            layouts: list[InputLayout] | None = None) -> ConvertedModel:
+    """`layouts`: the inputs' layouts decided on the graph before any rewrite (hub.convert.layout: its axis
+    names come from the recurrent ops a rewrite may unroll); by default decided on `model` itself."""
     resolve(options.target, options.quantize)
+    layouts = layouts if layouts is not None else decide_layouts(model.onnx_model)
     with tempfile.TemporaryDirectory(prefix="hub-convert-") as tmp:
         job = Path(tmp)
         onnx.save(model.onnx_model, str(job / "model.onnx"))
         np.savez(job / "calibration.npz", **calibration.samples)
         (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
-                                                   **converter_fields(options)}))
+                                                   "input_perms": {i.name: list(i.perm) for i in layouts},
+                                                   "keep_inputs": kept_names(layouts), **converter_fields(options)}))
         t0 = time.perf_counter()
         memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert.worker", [str(job)], timeout_s=options.timeout_s,
@@ -70,6 +76,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
             target=options.target,
             calibration=calibration.summary(),
             timings_s={"convert": wall, **{f"convert.{k}": v for k, v in timings.items()}},
+            input_layouts=layouts,
         )
 
 

@@ -1,7 +1,8 @@
 """Child-process side of the convert stage: ONNX -> one TFLite variant.
 
 Run as `python -m hub.convert.worker JOB_DIR`. JOB_DIR holds model.onnx,
-calibration.npz (ONNX layout) and job.json; the worker writes model.tflite and
+calibration.npz (ONNX layout) and job.json (with each input's permutation, hub.convert.layout's
+decision: onnx2tf is told to keep every input not moved channels-last); the worker writes model.tflite and
 result.json there. It runs apart from `hub` so that tensorflow's import, its
 memory, onnx2tf's sys.exit() calls and any crash stay out of the parent.
 
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 from hub.convert import lstm, split
-from hub.convert.layout import channels_last, moved_channels_last
 from hub.options import CONVERTER_OPTIONS
 
 
@@ -35,13 +35,11 @@ def _block_network() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _layout_permutation(onnx_shape: list[int], tf_shape: list[int]) -> list[int]:
-    """How onnx2tf laid out an input: identity, or channels moved last (NCHW -> NHWC)."""
-    if list(tf_shape) == list(onnx_shape):
-        return list(range(len(onnx_shape)))
-    if moved_channels_last(onnx_shape, tf_shape):
-        return list(channels_last(len(onnx_shape)))
-    raise RuntimeError(f"onnx2tf input shape {tf_shape} does not match ONNX shape {onnx_shape}")
+def _checked_permutation(perm: list[int], onnx_shape: list[int], tf_shape: list[int]) -> list[int]:
+    """The input's decided permutation, once onnx2tf is seen to have laid the input out that way."""
+    if [onnx_shape[p] for p in perm] != list(tf_shape):
+        raise RuntimeError(f"onnx2tf input shape {tf_shape} is not ONNX shape {onnx_shape} permuted by {perm}")
+    return perm
 
 
 def main(job_dir: str) -> int:
@@ -63,14 +61,15 @@ def main(job_dir: str) -> int:
     timings["import"] = time.perf_counter() - t0
     calibration = dict(np.load(job_path / "calibration.npz"))
     model = onnx.load(str(job_path / "model.onnx"))
-    first = next(iter(calibration.values()), None)
+    perms = job["input_perms"]  # {input name: permutation}, hub.convert.layout's decision
+    first = next(iter(calibration.items()), None)
 
     # onnx2tf downloads sample images when every input is a 3-channel image
-    # (field notes); hand it our own samples instead, already channels-last.
+    # (field notes); hand it our own samples instead, in the input's .tflite layout.
     def own_samples() -> "np.ndarray":
-        if first is None or first.ndim != 4:
+        if first is None or first[1].ndim != 4:
             return np.zeros((1, 32, 32, 3), np.float32)
-        return np.ascontiguousarray(first.transpose(channels_last(4)))
+        return np.ascontiguousarray(first[1].transpose(perms.get(first[0], range(4))))
 
     onnx2tf_core.download_test_image_data = own_samples
     lstm.install(onnx2tf_lstm, tf_keras)  # plain LSTM cells as Keras LSTMs: TFLM's fused kernel
@@ -84,17 +83,19 @@ def main(job_dir: str) -> int:
         not_use_onnxsim=job.get("skip_onnxsim", True),
         non_verbose=True,
         verbosity="error",
+        keep_shape_absolutely_input_names=job["keep_inputs"] or None,
     )
     timings["onnx2tf"] = time.perf_counter() - t0
 
     onnx_shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     init_names = {i.name for i in model.graph.initializer}
     onnx_inputs = [i.name for i in model.graph.input if i.name not in init_names]
-    ordered = []
+    ordered = {}  # by the Keras input's name: the converter's calibrator matches a list to ITS input order
     for name, tensor in zip(onnx_inputs, keras_model.inputs):
-        perm = _layout_permutation(onnx_shapes[name], list(tensor.shape))
-        ordered.append(np.ascontiguousarray(calibration[name].transpose(0, *[p for p in perm[1:]])).astype(np.float32)
-                       if calibration[name].dtype.kind == "f" else calibration[name])
+        perm = _checked_permutation(perms.get(name, list(range(len(onnx_shapes[name])))), onnx_shapes[name],
+                                    list(tensor.shape))
+        ordered[tensor.name] = (np.ascontiguousarray(calibration[name].transpose(perm)).astype(np.float32)
+                                if calibration[name].dtype.kind == "f" else calibration[name])
 
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
@@ -107,7 +108,7 @@ def main(job_dir: str) -> int:
     return 0
 
 
-def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,
+def _configure(converter, tf, quantize: str, samples: dict, per_channel_dense: bool = False,
                per_tensor_weights: bool = False) -> None:
     """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops.
     Takes every option hub.options marks `converter`, by name."""
@@ -118,11 +119,14 @@ def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: b
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
         return
-    count = len(samples[0]) if samples else 0
+    count = len(next(iter(samples.values()))) if samples else 0
 
     def representative_dataset():
+        # A list would be matched to the flatbuffer's input order, which need not be the graph's (two inputs
+        # "mfcc", "fbank" came out in name order): by name when there are several.
         for i in range(count):
-            yield [s[i : i + 1] for s in samples]
+            batch = {name: s[i : i + 1] for name, s in samples.items()}
+            yield batch if len(batch) > 1 else list(batch.values())
 
     converter.representative_dataset = representative_dataset
     # Per-tensor FULLY_CONNECTED weights by default, as the MLPerf Tiny reference files have them:

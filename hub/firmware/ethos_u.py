@@ -20,7 +20,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from hub.artifacts import CheckResult, Finding
+from hub.artifacts import CheckResult, Finding, InputLayout
 from hub.check.layers import tflite_layers
 from hub.child import run_python_module
 from hub.errors import IncompatibleError, InputError
@@ -175,7 +175,7 @@ def _arena(compiled) -> int:
     return tflite_layers(compiled).arena(None)[0]
 
 
-def write_outputs(result: EthosUResult, ident: str, folder: Path) -> list[str]:
+def write_outputs(result: EthosUResult, ident: str, folder: Path, layouts: list[InputLayout] | None = None) -> list[str]:
     """model_vela.tflite and its firmware files (a resolver with AddEthosU and the CPU ops left over) into
     `folder`. Returns the firmware file names (the report's ethos-u row: hub.report.portability.ethos_u_row)."""
     (folder / "model_vela.tflite").write_bytes(result.tflite_bytes)
@@ -184,7 +184,7 @@ def write_outputs(result: EthosUResult, ident: str, folder: Path) -> list[str]:
     note = ("hub: estimated, not measured (the host cannot run the ethos-u op): TFLM's planner over the "
             "Vela model's tensors, scratch included, + 10 % headroom, whole KB")
     files = export_firmware(result.tflite_bytes, ident, folder, recommended_arena(result.arena_bytes), note,
-                            constants)
+                            constants, layouts)
     return ["model_vela.tflite", *(f.name for f in files)]
 
 

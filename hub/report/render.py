@@ -102,6 +102,22 @@ def island_text(island: dict) -> str:
             f"{at(island['entry_dequantize'])} to QUANTIZE {at(island['exit_quantize'])}")
 
 
+AXIS_LETTERS = {"batch": "N", "channels": "C", "depth": "D", "height": "H", "width": "W", "length": "W"}
+
+
+def input_layout_text(layout: dict) -> str:
+    """One input's axes in the .tflite (hub.artifacts.InputLayout.to_dict) in words, as firmware must fill it:
+    the settings header and the report say the same."""
+    axes = ", ".join(f"{a}={d}" for a, d in zip(layout["axes"], layout["shape"]))
+    if not layout["channels_moved_last"]:
+        return f"({axes}), in the source model's order (no transpose)"
+    if layout.get("framework_layout") == "NHWC":
+        return f"({axes}), the Keras model's own NHWC order ({layout['reason']})"
+    source = ", ".join(AXIS_LETTERS.get(a, a) for a in layout["source_axes"])
+    return (f"({axes}): channels moved last from the source's ({source}); transpose the source's samples by "
+            f"{tuple(layout['perm'])} ({layout['reason']})")
+
+
 ISLANDS_NOTE = "ops computing in float32 inside the quantized model, between DEQUANTIZE and QUANTIZE: slow without an FPU"
 
 
@@ -180,6 +196,11 @@ def render_html(report: dict[str, Any]) -> str:
         parts += ["<h2>Optimized: teacher and student</h2>", _html_optimize(report["optimize"])]
     if report.get("accuracy"):
         parts += ["<h2>Accuracy on your data</h2>", _html_accuracy(report["accuracy"])]
+    layouts = (report.get("model") or {}).get("input_layouts") or []
+    if layouts:
+        parts += ["<h2>Inputs, as firmware fills them</h2>", "<ul id=\"inputs\">" + "".join(
+            f"<li><code>{escape(layout['name'])}</code>: {escape(input_layout_text(layout))}</li>" for layout in layouts)
+            + "</ul>"]
     parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
         parts += ["<h2>Board fit</h2>", _html_board(report["board"])]

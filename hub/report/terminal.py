@@ -10,7 +10,7 @@ from rich.table import Table
 from hub.artifacts import REFERENCE_NAMES, ConvertReport, Fidelity, Verification
 from hub.graph.network import module_path_from_name
 from hub.graph.rewrite import summary_line
-from hub.report.render import island_text
+from hub.report.render import input_layout_text, island_text
 
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
 # a file, which cut "CONV_2D x9" in two); tables still fit the width.
@@ -28,10 +28,13 @@ def print_convert_summary(report: ConvertReport) -> None:
               f"{report.target} {report.quantize}: [bold]{report.output}[/]")
     ops = ", ".join(f"{k} x{v}" for k, v in model.ops.items())
     out.print(f"  model.tflite  {_kb(model.tflite_bytes)}, {sum(model.ops.values())} ops: {ops}")
+    layouts = {layout.name: layout.to_dict() for layout in model.input_layouts}
     for io, tensors in (("input", model.inputs), ("output", model.outputs)):
         for t in tensors:
             q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if isinstance(t.get("scale"), float) else ""
             out.print(f"  {io:<6} {t['name']}: {t['dtype']}{tuple(t['shape'])}{q}")
+            if io == "input" and t["name"] in layouts:
+                out.print(f"         axes {input_layout_text(layouts[t['name']])}", markup=False)
     rewrote = summary_line(report.passes)
     if rewrote:
         out.print(f"  rewrites     {rewrote}")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hub.artifacts import Finding, TensorSpec
+from hub.artifacts import Finding, InputLayout, TensorSpec
 from hub.convert.dataset import Dataset
 from hub.errors import InputError
 from hub.tflite.model import read_tflite
@@ -167,12 +167,12 @@ def _errors(name: str, got: np.ndarray, expected: np.ndarray) -> OutputError:
 
 # --- running the samples -------------------------------------------------------------------------
 
-def tflm_outputs(tflite_bytes: bytes, spec: TensorSpec, x: np.ndarray,
-                 onnx_outputs: list[TensorSpec] | None) -> dict[str, np.ndarray]:
-    """Every output of the model on TFLM for every sample of `x` ({spec.name}: source layout), in one child,
-    dequantised and in the source's layout; keyed by the source's output names (matched by name, else by
-    position), or the TFLite ones when there is no source."""
-    raw = tflm_raw_outputs(tflite_bytes, [{spec.name: x[i:i + 1]} for i in range(len(x))])
+def tflm_outputs(tflite_bytes: bytes, spec: TensorSpec, x: np.ndarray, onnx_outputs: list[TensorSpec] | None,
+                 layouts: list[InputLayout] | None = None) -> dict[str, np.ndarray]:
+    """Every output of the model on TFLM for every sample of `x` ({spec.name}: source layout, fed as `layouts`
+    lays it out), in one child, dequantised and in the source's layout; keyed by the source's output names
+    (matched by name, else by position), or the TFLite ones when there is no source."""
+    raw = tflm_raw_outputs(tflite_bytes, [{spec.name: x[i:i + 1]} for i in range(len(x))], layouts)
     specs = read_tflite(tflite_bytes).io_specs("outputs")
     targets = onnx_outputs if onnx_outputs and len(onnx_outputs) == len(specs) else None
     out = {}

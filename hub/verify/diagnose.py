@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import Diagnosis, Fidelity, Finding, NormalisedModel, OutputFidelity, ReferenceOutputs, Verification
+from hub.artifacts import (Diagnosis, Fidelity, Finding, InputLayout, NormalisedModel, OutputFidelity, ReferenceOutputs,
+                           Verification)
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
+from hub.convert.layout import decide_layouts
 from hub.errors import HubError
 from hub.tflite.model import TFLiteModel, read_tflite
 from hub.verify.samples import synthetic_samples, to_tflite_inputs
@@ -124,8 +126,8 @@ def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_samp
 
 
 def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
-                   tflite_bytes: bytes, verification: Verification, expected: ReferenceOutputs | None = None
-                   ) -> tuple[Verification, list[str]]:
+                   tflite_bytes: bytes, verification: Verification, expected: ReferenceOutputs | None = None,
+                   layouts: list[InputLayout] | None = None) -> tuple[Verification, list[str]]:
     """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
     naming the node where outputs diverge, and verification fails. When float32 matches, it is
     quantization's: a warning naming the likely cause. When the float32 model cannot be made or run,
@@ -141,9 +143,9 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
     if options.quantize != "float32":
         reason = "the float32 model that would tell why did not run on TFLM"
         try:
-            float_bytes = convert(normalised, calibration, replace(options, quantize="float32")).tflite_bytes
+            float_bytes = convert(normalised, calibration, replace(options, quantize="float32"), layouts).tflite_bytes
             float_fidelity = verify(float_bytes, normalised.onnx_model, calibration.held_out_samples(),
-                                    measure_arena=False, expected=expected).fidelity
+                                    measure_arena=False, expected=expected, layouts=layouts).fidelity
         except HubError as exc:
             float_fidelity, reason = None, f"the float32 conversion that would tell why failed: {exc.message}"
         if float_fidelity is None:  # unproven: poor fidelity nobody can pin on quantization does not pass
@@ -153,7 +155,7 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
     float_why = poor(float_fidelity, "float32")
     if float_why is not None:
         diagnosis, finding = _conversion_error(normalised.onnx_model, calibration, float_bytes, float_fidelity,
-                                               float_why, options.quantize, why)
+                                               float_why, options.quantize, why, layouts)
         return _joined(verification, diagnosis, finding, fails=True), []
     causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic)
     diagnosis = Diagnosis("quantization", float_fidelity.cosine, causes=causes)
@@ -165,9 +167,11 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
 
 
 def _conversion_error(reference: onnx.ModelProto, calibration: CalibrationSet, float_bytes: bytes,
-                      float_fidelity: Fidelity, float_why: str, quantize: str, why: str) -> tuple[Diagnosis, Finding]:
+                      float_fidelity: Fidelity, float_why: str, quantize: str, why: str,
+                      layouts: list[InputLayout] | None) -> tuple[Diagnosis, Finding]:
     sample = (calibration.held_out_samples() or synthetic_samples(reference))[0]
-    where = locate_divergence(float_bytes, reference, sample, to_tflite_inputs(read_tflite(float_bytes), sample))
+    where = locate_divergence(float_bytes, reference, sample,
+                              to_tflite_inputs(read_tflite(float_bytes), sample, layouts or decide_layouts(reference)))
     diagnosis = Diagnosis("conversion", float_fidelity.cosine, diverges_at=where)
     place = (f"outputs first diverge at node {where['node']} ({where['op']})" if where and where.get("node")
              else "the node where outputs first diverge was not found")

@@ -1,14 +1,16 @@
 """Samples between ONNX and TFLite: held-out samples (ONNX layout, e.g. NCHW float32) are mapped to TFLite
-inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names), transposed to channels-last when
-the shapes say so, quantised with the input's scale/zero point; outputs are dequantised and transposed back
-to the ONNX output's layout. Shared by the TFLM run (hub.verify.tflm) and the fidelity maths
-(hub.verify.metrics)."""
+inputs by signature name (onnx2tf keys the SignatureDef by the ONNX names), laid out as the conversion's
+InputLayout says (hub.convert.layout: exactly what firmware fills; only a .tflite hub did not convert, with no
+reference graph, falls back to guessing channels-last from the shapes), quantised with the input's scale/zero
+point; outputs are dequantised and transposed back to the ONNX output's layout. Shared by the TFLM run
+(hub.verify.tflm) and the fidelity maths (hub.verify.metrics)."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
-from hub.convert.layout import channels_last, moved_channels_last
+from hub.artifacts import InputLayout
+from hub.convert.layout import channels_last, moved_channels_last, to_tflite
 from hub.tflite.model import TFLiteModel, numpy_dtype
 
 
@@ -50,16 +52,23 @@ def dequantise(array: np.ndarray, spec: dict) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def to_tflite_inputs(model: TFLiteModel, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
+def to_tflite_inputs(model: TFLiteModel, sample: dict[str, np.ndarray],
+                     layouts: list[InputLayout] | None = None) -> list[np.ndarray]:
     """One sample {onnx_input_name: array} -> arrays in TFLite input order, layout and dtype."""
     specs = model.io_specs("inputs")
     names = list(sample)
+    by_name = {layout.name: layout for layout in layouts or []}
     arrays = []
     for i, spec in enumerate(specs):
         key = spec["name"] if spec["name"] in sample else (names[i] if len(names) == len(specs) else None)
         if key is None:
             raise ValueError(f"no sample for TFLite input {spec['name']!r} (sample has {names})")
-        data = to_tflite_layout(np.asarray(sample[key], dtype=np.float32), tuple(spec["shape"]))
+        array = np.asarray(sample[key], dtype=np.float32)
+        if key not in by_name:
+            data = to_tflite_layout(array, tuple(spec["shape"]))
+        elif tuple((data := to_tflite(by_name[key], array)).shape) != tuple(spec["shape"]):
+            raise ValueError(f"input {key!r} laid out as {tuple(data.shape)} does not fit the TFLite input "
+                             f"{tuple(spec['shape'])}")
         arrays.append(quantise(data, spec))
     return arrays
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hub.artifacts import REFERENCE_NAMES, Fidelity, Finding, Memory, ReferenceOutputs, TFLMRun, Verification
+from hub.artifacts import (REFERENCE_NAMES, Fidelity, Finding, InputLayout, Memory, ReferenceOutputs, TFLMRun,
+                           Verification)
 from hub.check.tflite import abort_causes, custom_op_findings, offset_buffer_findings
 from hub.child import ChildResult, run_python_module
+from hub.convert.layout import decide_layouts
 from hub.errors import IncompatibleError, InputError
 from hub.knowledge.arena import recommended_arena
 from hub.tflite.model import TFLiteModel, read_tflite
@@ -40,15 +42,18 @@ CHILD_MEMORY_MB = 4096
 
 def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list[dict[str, np.ndarray]] | None,
            *, min_cosine: float | None = None, measure_arena: bool = True,
-           expected: ReferenceOutputs | None = None) -> Verification:
+           expected: ReferenceOutputs | None = None, layouts: list[InputLayout] | None = None) -> Verification:
     """Run `tflite_bytes` on TFLM in a child; measure its arena (unless told not to); compare with `expected`
-    (the source's outputs on `samples`), else with onnxruntime on `reference`, on `samples`."""
+    (the source's outputs on `samples`), else with onnxruntime on `reference`, on `samples`. The samples are
+    laid out as `layouts` (the conversion's), else as hub.convert.layout decides on `reference`."""
     model = read_tflite(tflite_bytes)
     if reference is not None and not samples:
         samples = synthetic_samples(reference)
     use_samples = samples if reference is not None else None
+    if layouts is None and reference is not None:
+        layouts = reference_layouts(model, reference)
     try:
-        inputs = [to_tflite_inputs(model, s) for s in use_samples] if use_samples else []
+        inputs = [to_tflite_inputs(model, s, layouts) for s in use_samples] if use_samples else []
     except ValueError as exc:
         raise InputError(f"the reference's inputs do not fit the TFLite model: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="hub-verify-") as tmp:
@@ -76,20 +81,29 @@ def verify(tflite_bytes: bytes, reference: onnx.ModelProto | None, samples: list
     return Verification(tflm=tflm, memory=memory, fidelity=fidelity, findings=findings, ok=ok)
 
 
+def reference_layouts(model: TFLiteModel, reference: onnx.ModelProto) -> list[InputLayout]:
+    """hub convert's layout decision on `reference` (hub verify --reference), for the inputs the .tflite holds
+    that way; the others (a file converted otherwise) are matched by shape (hub.verify.samples)."""
+    shapes = {tuple(spec["shape"]) for spec in model.io_specs("inputs")}
+    return [layout for layout in decide_layouts(reference) if layout.tflite_shape in shapes]
+
+
 def tflm_outputs(tflite_bytes: bytes, samples: np.ndarray, input_name: str,
-                 output_shape: tuple[int, ...] | None = None) -> np.ndarray:
+                 output_shape: tuple[int, ...] | None = None, layouts: list[InputLayout] | None = None) -> np.ndarray:
     """The first output of the model on TFLM for each of `samples` (one input, ONNX layout), dequantised and
     in the ONNX output's layout (`output_shape`): accuracy measured on the interpreter itself (hub optimize)."""
-    outputs = tflm_raw_outputs(tflite_bytes, [{input_name: sample[None]} for sample in samples])
+    outputs = tflm_raw_outputs(tflite_bytes, [{input_name: sample[None]} for sample in samples], layouts)
     spec = read_tflite(tflite_bytes).io_specs("outputs")[0]
     return np.concatenate([from_tflite_layout(dequantise(out[0], spec), output_shape) for out in outputs])
 
 
-def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    """Every output of the model on TFLM for each sample ({input name: ONNX-layout array}), as the
-    interpreter wrote it (int8 stays int8): for comparing two flatbuffers bit for bit (hub.tflite.compress)."""
+def tflm_raw_outputs(tflite_bytes: bytes, samples: list[dict[str, np.ndarray]],
+                     layouts: list[InputLayout] | None = None) -> list[list[np.ndarray]]:
+    """Every output of the model on TFLM for each sample ({input name: ONNX-layout array}, laid out as
+    `layouts`), as the interpreter wrote it (int8 stays int8): for comparing two flatbuffers bit for bit
+    (hub.tflite.compress)."""
     model = read_tflite(tflite_bytes)
-    inputs = [to_tflite_inputs(model, s) for s in samples]
+    inputs = [to_tflite_inputs(model, s, layouts) for s in samples]
     with tempfile.TemporaryDirectory(prefix="hub-run-") as tmp:
         child, result, outputs = _run_worker(Path(tmp), tflite_bytes, model, inputs, measure_arena=False)
     if not outputs or len(outputs) != len(samples):

@@ -277,7 +277,8 @@ class LayerProfile:
         return tuple(sorted(self.layers, key=badness)[:n])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "quantize": self.quantize, "layers": [x.to_dict() for x in self.layers]}
+        return {"samples": self.samples, "quantize": self.quantize, "worst": [x.op_index for x in self.worst()],
+                "layers": [x.to_dict() for x in self.layers]}
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,20 @@
 """The per-layer error profile (hub.verify.layer_error) on a model with one deliberately bad layer."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from hub.artifacts import Diagnosis
 from hub.convert.calibration import build_calibration
 from hub.convert.converter import ConvertOptions, convert
 from hub.graph.normalise import normalise
+from hub.output import to_json
+from hub.report.charts import layer_error_chart
+from hub.verify.diagnose import profile_causes
 from hub.verify.layer_error import profile_layers
 
 OUTLIER = 300.0  # one channel of the middle conv's output this far above the others (which are ~1)
@@ -63,3 +69,13 @@ def test_profile_names_the_outlier_layer(outlier_profile):
     assert worst.isolated_cosine < 0.8 and worst.isolated_rmse_over_scale < 0.5
     assert layers[0].cosine > 0.999 and layers[0].isolated_cosine > 0.999  # the first conv is fine
     assert layers[-1].cosine < 0.8 and layers[-1].isolated_cosine > layers[-1].cosine  # the damage shows downstream
+
+
+def test_report_carries_the_table_the_chart_and_the_warning_text(outlier_profile):
+    doc = Diagnosis("quantization", 1.0, causes=[], layer_profile=outlier_profile).to_dict()
+    assert doc["layer_profile"]["worst"][0] == 1 and len(doc["layer_profile"]["layers"]) == len(outlier_profile.layers)
+    svg = layer_error_chart(json.loads(to_json(doc["layer_profile"])))
+    assert svg.startswith("<svg") and "#1 CONV_2D" in svg and "this op alone quantized" in svg
+    causes = profile_causes(outlier_profile, synthetic=True)
+    assert causes[0].startswith("the ops adding the most error, measured alone on 8 held-out samples: op #1 CONV_2D")
+    assert not any("synthetic calibration" in c for c in causes)

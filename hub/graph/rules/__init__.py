@@ -15,8 +15,8 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm,
-                             drop_softmax_nan_guard, erf_approx, gelu_tanh, rewrite_hardsigmoid, split_qkv_heads,
-                             topk_to_argmax, unroll_rnn)
+                             drop_softmax_nan_guard, erf_approx, gather_to_slice, gelu_tanh, rewrite_hardsigmoid,
+                             split_qkv_heads, topk_to_argmax, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -42,4 +42,5 @@ RULES: tuple[ModuleType, ...] = (
     topk_to_argmax,
     decompose_lrn,
     drop_softmax_nan_guard,
+    gather_to_slice,
 )

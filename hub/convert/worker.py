@@ -54,9 +54,13 @@ def main(job_dir: str) -> int:
 
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], ordered, **{o.name: job.get(o.name, o.field_default)
-                                                           for o in CONVERTER_OPTIONS})
-    tflite_bytes = converter.convert()
+    options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
+    _configure(converter, tf, job["quantize"], ordered, **options)
+    if options["calibration_method"] == "minmax":
+        tflite_bytes = converter.convert()
+    else:  # the same two steps the converter takes for int8 (lite.py _quantize), the ranges changed between them
+        calibrated = with_ranges(tf, calibrate_only(converter), ordered, options["calibration_method"])
+        tflite_bytes = quantize_calibrated(tf, calibrated, options["per_channel_dense"], options["per_tensor_weights"])
     timings["tflite_converter"] = time.perf_counter() - t0
     (job_path / "model.tflite").write_bytes(tflite_bytes)
     (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
@@ -117,10 +121,57 @@ def tf_ordered(model, keras_model, arrays: dict) -> list:
     return ordered
 
 
+def calibrate_only(converter) -> bytes:
+    """The float model with each activation's min/max on the representative samples, not yet quantized."""
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def quantize_calibrated(tf, calibrated: bytes, per_channel_dense: bool, per_tensor_weights: bool) -> bytes:
+    """A calibrated model quantized as the converter's int8 path does it (int8 inputs and outputs)."""
+    from tensorflow.lite.python import convert as tf_convert  # why here: TensorFlow is imported by then
+
+    return tf_convert.mlir_quantize(calibrated, disable_per_channel=per_tensor_weights, input_data_type=tf.int8,
+                                    output_data_type=tf.int8, disable_per_channel_for_dense_layers=not per_channel_dense)
+
+
+RANGE_VALUES_PER_SAMPLE = 20_000  # values of one activation kept per calibration sample, drawn at random
+
+
+def with_ranges(tf, calibrated: bytes, samples: list, method: str) -> bytes:
+    """`calibrated` with every activation's min/max set by hub.convert.calibration.activation_range from its float
+    values on `samples` (the calibrated model still computes in float)."""
+    import numpy as np  # why here: TensorFlow is imported by then
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from hub.convert.calibration import activation_range  # why here: numpy-only, but the child's, not the parent's
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    ranged = [i for i, t in enumerate(tensors) if t.quantization is not None and t.quantization.min is not None
+              and len(t.quantization.min) == 1]
+    interp = tf.lite.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    rng, seen = np.random.default_rng(0), {i: [] for i in ranged}
+    for k in range(len(samples[0]) if samples else 0):
+        for detail, array in zip(interp.get_input_details(), samples):
+            interp.set_tensor(detail["index"], array[k : k + 1])
+        interp.invoke()
+        for i in ranged:
+            values = interp.get_tensor(i).reshape(-1)
+            seen[i].append(rng.choice(values, RANGE_VALUES_PER_SAMPLE, replace=False)
+                           if values.size > RANGE_VALUES_PER_SAMPLE else values.copy())
+    for i in ranged:
+        lo, hi = activation_range(np.concatenate(seen[i]), method)
+        tensors[i].quantization.min, tensors[i].quantization.max = [lo], [hi]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,
-               per_tensor_weights: bool = False) -> None:
+               per_tensor_weights: bool = False, calibration_method: str = "minmax") -> None:
     """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops.
-    Takes every option hub.options marks `converter`, by name."""
+    Takes every option hub.options marks `converter`, by name (calibration_method acts after calibration:
+    `with_ranges`)."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float32":
         return

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hub.convert.worker import _block_network, _configure, keras_from_job, tf_ordered
+from hub.convert.worker import _block_network, _configure, calibrate_only, keras_from_job, tf_ordered, with_ranges
 from hub.options import CONVERTER_OPTIONS
 
 NUMERIC_VERIFY = "NumericVerify"
@@ -45,10 +45,11 @@ def main(job_dir: str) -> int:
     options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
     t0 = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], tf_ordered(model, keras_model, calibration), **options)
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    ordered = tf_ordered(model, keras_model, calibration)
+    _configure(converter, tf, job["quantize"], ordered, **options)
+    calibrated = calibrate_only(converter)
+    if options["calibration_method"] != "minmax":  # the ranges the conversion used
+        calibrated = with_ranges(tf, calibrated, ordered, options["calibration_method"])
     timings["calibrate"] = time.perf_counter() - t0
     with np.load(job_path / "held_out.npz") as npz:
         held_out = tf_ordered(model, keras_model, dict(npz))

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import (ConvertedModel, Diagnosis, Fidelity, Finding, LayerProfile, NormalisedModel, OutputFidelity,
-                           ReferenceOutputs, Verification)
+from hub.artifacts import (ConvertedModel, Diagnosis, Fidelity, Finding, LayerError, LayerProfile, NormalisedModel,
+                           OutputFidelity, ReferenceOutputs, Verification)
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
@@ -39,7 +39,6 @@ QUANT_MIN_COSINE = 0.95
 QUANT_MIN_TOP1 = 0.9
 LAYER_MIN_COSINE = 0.99  # an op that alone keeps less of its output's variation than this is worth naming
 WORST_LAYERS = 3
-CLIPPED_STEPS = 2.0  # rounding alone is ~0.29 steps RMS; several steps mean values beyond the calibrated range
 WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
 MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
 MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
@@ -67,11 +66,11 @@ def poor(fidelity: Fidelity | OutputFidelity | None, quantize: str) -> str | Non
     return None
 
 
-def quantization_causes(model: TFLiteModel, fidelity: Fidelity, profile: LayerProfile | None,
-                        synthetic: bool) -> list[str]:
+def quantization_causes(model: TFLiteModel, fidelity: Fidelity, profile: LayerProfile | None) -> list[str]:
     """The likely reasons a quantized model is poor while its float32 conversion is exact, each measured:
-    the output's scale, a many-class softmax, the widest activation, and the per-layer profile's worst ops
-    (and clipping there, which blames the calibration samples)."""
+    the output's scale, a many-class softmax, the widest activation, and the per-layer profile's worst ops.
+    Calibration data is never named as a cause: nothing here measures it (hub.verify.layer_error measures
+    ops; an op quantized alone is off by many steps whether its range clipped or its inputs drowned)."""
     causes = []
     out = model.tensors[model.outputs[0]] if model.outputs else None
     out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
@@ -86,24 +85,19 @@ def quantization_causes(model: TFLiteModel, fidelity: Fidelity, profile: LayerPr
     if wide is not None:
         causes.append(wide)
     if profile is not None:
-        causes.extend(profile_causes(profile, synthetic))
+        causes.extend(profile_causes(profile))
     return causes
 
 
-def profile_causes(profile: LayerProfile, synthetic: bool) -> list[str]:
-    worst = [x for x in profile.worst(WORST_LAYERS) if (x.isolated_cosine or x.cosine) < LAYER_MIN_COSINE]
+def profile_causes(profile: LayerProfile) -> list[str]:
+    def alone(x: LayerError) -> float:
+        return x.isolated_cosine if x.isolated_cosine is not None else x.cosine
+
+    worst = [x for x in profile.worst(WORST_LAYERS) if alone(x) < LAYER_MIN_COSINE]
     if not worst:
         return []
-    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.isolated_cosine if x.isolated_cosine is not None else x.cosine:.3f}"
-                      f" alone, {x.cosine:.3f} as converted)" for x in worst)
-    causes = [f"the ops adding the most error, measured alone on {profile.samples} held-out samples: {named}"]
-    clipped = [x for x in worst if (x.isolated_rmse_over_scale or 0.0) > CLIPPED_STEPS]
-    if clipped:
-        x = clipped[0]
-        data = "synthetic samples" if synthetic else "the calibration samples"
-        causes.append(f"clipping: op #{x.op_index} {x.op} alone is off by {x.isolated_rmse_over_scale:.1f} steps of its "
-                      f"scale on the held-out samples, beyond the range {data} set")
-    return causes
+    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {alone(x):.3f} alone, {x.cosine:.3f} as converted)" for x in worst)
+    return [f"the ops adding the most error, measured alone on {profile.samples} held-out samples: {named}"]
 
 
 def remedies(synthetic: bool, quantize: str) -> str:
@@ -181,7 +175,7 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
                                                float_why, options.quantize, why)
         return _joined(verification, diagnosis, finding, fails=True), []
     profile, unmeasured = _profile(normalised, calibration, tflite_bytes, options)
-    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, profile, calibration.synthetic)
+    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, profile)
     diagnosis = Diagnosis("quantization", float_fidelity.cosine, causes=causes, layer_profile=profile)
     message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
                f"{float_fidelity.cosine:.6f}): a quantization error; likely cause: "

@@ -32,6 +32,9 @@ def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converte
                    options: ConvertOptions) -> LayerProfile:
     """The per-layer error profile of `converted` (made from `model` with `calibration` and `options`), on
     the held-out samples. Raises IncompatibleError when the measuring child fails."""
+    if options.quantize != "int8":  # measured: mlir_quantize's int16 debug model fails ("Model input is not
+        # dequantized"); lite.py quantizes int16 activations with its older quantizer, which has no NumericVerify
+        raise IncompatibleError(f"the per-layer error profile measures int8 models, not {options.quantize}")
     if not calibration.held_out:
         raise IncompatibleError("the layer profile needs held-out samples; there are none")
     with tempfile.TemporaryDirectory(prefix="hub-layers-") as tmp:

@@ -39,7 +39,6 @@ def main(job_dir: str) -> int:
     keras_model, model, calibration, timings = keras_from_job(job_path, job)
     # why here: keras_from_job imported it after the network was blocked
     import tensorflow as tf
-    from tensorflow.compiler.mlir.lite import types_pb2
     from tensorflow.lite.python import convert as tf_convert
 
     options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
@@ -53,9 +52,7 @@ def main(job_dir: str) -> int:
     timings["calibrate"] = time.perf_counter() - t0
     with np.load(job_path / "held_out.npz") as npz:
         held_out = tf_ordered(model, keras_model, dict(npz))
-    inference_type = (types_pb2.QUANTIZED_INT16 if job["quantize"] == "int16x8"
-                      else types_pb2.QUANTIZED_INT8)
-    quantize = partial(tf_convert.mlir_quantize, calibrated, fully_quantize=False, inference_type=inference_type,
+    quantize = partial(tf_convert.mlir_quantize, calibrated, fully_quantize=False,
                        disable_per_channel=options.get("per_tensor_weights", False), enable_numeric_verify=True,
                        enable_whole_model_verify=True,
                        disable_per_channel_for_dense_layers=not options.get("per_channel_dense", False))

@@ -16,7 +16,9 @@ import onnx
 
 from hub.artifacts import Rewrite
 from hub.graph.edit import add_initializer, attr, constant, emit, fresh_name, opset, replace_node, static_shape
+from hub.knowledge.tflm_kernels import KERNELS
 
+SLICE_MAX_RANK = KERNELS["STRIDED_SLICE"].max_rank  # a larger Gather stays GATHER (5-D q/k/v: split_qkv_heads)
 UNBLOCKS = ()  # GATHER itself runs on TFLM: this rule only keeps int16x8 models runnable
 DOES = "turns a one-index Gather into Slice, which TFLM runs in int16 too"
 
@@ -27,7 +29,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
         return model, rewrites
     for node in [n for n in model.graph.node if n.op_type == "Gather"]:
         index, shape = constant(model, node.input[1]), static_shape(model, node.input[0])
-        if index is None or index.size != 1 or shape is None:
+        if index is None or index.size != 1 or shape is None or len(shape) > SLICE_MAX_RANK:
             continue
         axis = int(attr(node, "axis", 0)) % len(shape)
         start = int(index.reshape(-1)[0]) % shape[axis]

@@ -29,7 +29,7 @@ from hub.graph.health import check_graph, check_health
 from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite as rewrite_graph
 from hub.knowledge.boards import BOARDS, custom_board, find_board
-from hub.options import SCHEDULES, ConvertRequest, api_signature, converter_fields
+from hub.options import CALIBRATION_METHODS, SCHEDULES, ConvertRequest, api_signature, converter_fields
 from hub.output import atomic_folder, check_destination, to_json
 from hub.progress import Progress, bar, warn
 from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, parse_targets, portability_sections,
@@ -187,6 +187,10 @@ def validate(request: Any) -> Checked:
         raise InputError(f"--compress is for --target tflm (TFLM's DECODE op), not --target {target}")
     if request.schedule not in SCHEDULES:
         raise InputError(f"--schedule {request.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if request.calibration_method not in CALIBRATION_METHODS or (request.calibration_method != "minmax"
+                                                                 and quantize.value != "int8"):
+        raise InputError(f"--calibration-method {request.calibration_method!r}: one of {', '.join(CALIBRATION_METHODS)}"
+                         ", and other than minmax only with --quantize int8")
     value_range = parse_input_range(request.input_range)
     out = Path(request.out) if request.out else Path.cwd() / f"{identifier_from_file(path)}_{target}"
     check_destination(out, request.force)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-
-SCHEDULES = ("min-arena", "default")  # `--schedule`: hub.tflite.schedule's order, or the converter's
+SCHEDULES = ("min-arena", "default")
+CALIBRATION_METHODS = ("minmax", "percentile", "mse")  # `--calibration-method`: hub.convert.calibration.activation_range  # `--schedule`: hub.tflite.schedule's order, or the converter's
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,9 @@ CONVERT_OPTIONS: tuple[Option, ...] = (
            converter=True, sweep=True),
     Option("--per-tensor-weights", bool, False, "Every weight per tensor, conv too (for models clustered per layer: "
            "one look-up table per filter with --compress)", converter=True, sweep=True),
+    Option("--calibration-method", str, "minmax", "int8 activation ranges from the calibration samples: minmax (the "
+           "range seen), percentile (99.99th), mse (least rounding error)", choices=CALIBRATION_METHODS,
+           converter=True, sweep=True),
     Option("--input-shape", list, None, "[NAME=]1,3,32,32 (repeatable): static input shape", load=True, sweep=True),
     Option("--factory", str, None, "PyTorch model factory: module:function or path.py:Class (runs that code)",
            load=True, sweep=True),

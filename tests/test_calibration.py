@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hub.artifacts import TensorSpec
-from hub.convert.calibration import build_calibration, parse_input_range
+from hub.convert.calibration import activation_range, build_calibration, parse_input_range
 from hub.errors import InputError
 
 IMAGE = [TensorSpec("image", (1, 3, 16, 12), "float32")]
@@ -132,3 +132,15 @@ def test_input_range(text, expected):
 def test_bad_input_range(text):
     with pytest.raises(InputError, match="--input-range"):
         parse_input_range(text)
+
+
+def test_activation_ranges_clip_outliers_and_keep_zero():
+    values = np.concatenate([np.random.default_rng(0).uniform(0.0, 1.0, 100_000), [50.0]])  # one outlier
+    assert activation_range(values, "minmax") == (0.0, 50.0)
+    lo, hi = activation_range(values, "percentile")
+    assert lo == 0.0 and 0.99 < hi < 1.0
+    assert activation_range(values, "mse")[1] > 0.9 * 50  # one value in 100,000: clipping it costs more than rounding saves
+    tails = np.random.default_rng(1).laplace(0.0, 1.0, 100_000)  # a long tail on both sides: clipping it pays
+    lo, hi = activation_range(tails, "mse")
+    assert tails.min() < lo < 0.0 < hi < tails.max()
+    assert activation_range(np.full(10, 3.0), "percentile") == (0.0, 3.0)  # the range always holds 0

@@ -108,6 +108,11 @@ def test_quantization_error_warns_naming_the_cause_and_exits_0(wide_range_path, 
     assert any(c.startswith("a wide dynamic range") for c in diagnosis["causes"])
     assert "a quantization error; likely cause: a wide dynamic range" in proc.stderr
     assert "--quantize int16x8" in proc.stderr
+    # the per-layer profile (hub.verify.layer_error) names the deliberately bad layer: the Gemm + 10000
+    profile = diagnosis["layer_profile"]
+    assert profile["worst"][0] == 0 and profile["layers"][0]["op"] == "FULLY_CONNECTED", profile
+    assert "measured alone on 8 held-out samples: op #0 FULLY_CONNECTED" in proc.stderr
+    assert "synthetic calibration" not in proc.stderr  # a guess, not measured: no longer named as a cause
 
 
 @pytest.mark.slow

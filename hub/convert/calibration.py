@@ -254,3 +254,36 @@ def _from_images(folder: Path, inputs: list[TensorSpec], input_range: tuple[floa
         image = image[..., None] if image.ndim == 2 else image[..., ::-1]  # BGR -> RGB
         images.append(image.transpose(2, 0, 1).astype(np.float32) / 255.0 * (hi - lo) + lo)
     return {inputs[0].name: np.stack(images)}
+
+
+# --calibration-method: how each activation's int8 range is set from the calibration samples' float values.
+# minmax is the TF converter's own (the range seen); percentile clips the outermost PERCENTILE_TAIL of values on
+# each side; mse takes the range, the seen one shrunk by one factor, whose 256-step rounding has the least squared
+# error (on at most MSE_VALUES of them, drawn evenly).
+PERCENTILE_TAIL = 0.01  # percent of values beyond each end of the range (99.99th percentile)
+MSE_GRID = 33  # fractions of the seen range tried, from MSE_LOWEST to 1
+MSE_LOWEST = 0.2
+MSE_VALUES = 100_000
+INT8_LEVELS = 256
+
+
+def activation_range(values: np.ndarray, method: str) -> tuple[float, float]:
+    """The (lo, hi) an activation is quantized over, from its float values on the calibration samples; it always
+    contains 0 (the quantizer needs an exact zero)."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if method == "percentile":
+        lo, hi = (min(float(np.percentile(values, PERCENTILE_TAIL)), 0.0),
+                  max(float(np.percentile(values, 100 - PERCENTILE_TAIL)), 0.0))
+    elif method == "mse":
+        sample = values[:: max(1, len(values) // MSE_VALUES)]
+        lo, hi = min(((lo * f, hi * f) for f in np.linspace(MSE_LOWEST, 1.0, MSE_GRID)),
+                     key=lambda r: _rounding_mse(sample, *r))
+    elif method != "minmax":
+        raise ValueError(f"unknown calibration method {method}")
+    return lo, hi
+
+
+def _rounding_mse(values: np.ndarray, lo: float, hi: float) -> float:
+    scale = (hi - lo) / (INT8_LEVELS - 1) or 1.0
+    return float(np.mean((np.clip(np.round((values - lo) / scale), 0, INT8_LEVELS - 1) * scale + lo - values) ** 2))

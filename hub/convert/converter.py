@@ -56,11 +56,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
     layouts = layouts if layouts is not None else decide_layouts(model.onnx_model)
     with tempfile.TemporaryDirectory(prefix="hub-convert-") as tmp:
         job = Path(tmp)
-        onnx.save(model.onnx_model, str(job / "model.onnx"))
-        np.savez(job / "calibration.npz", **calibration.samples)
-        (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
-                                                   "input_perms": {i.name: list(i.perm) for i in layouts},
-                                                   "keep_inputs": kept_names(layouts), **converter_fields(options)}))
+        write_job(job, model, calibration, options, layouts)
         t0 = time.perf_counter()
         memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert.worker", [str(job)], timeout_s=options.timeout_s,
@@ -78,6 +74,16 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
             timings_s={"convert": wall, **{f"convert.{k}": v for k, v in timings.items()}},
             input_layouts=layouts,
         )
+
+
+def write_job(job: Path, model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions,
+              layouts: list[InputLayout]) -> None:
+    """JOB_DIR as hub.convert.worker reads it (and hub.verify.layer_error_worker, which builds the same graph)."""
+    onnx.save(model.onnx_model, str(job / "model.onnx"))
+    np.savez(job / "calibration.npz", **calibration.samples)
+    (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
+                                              "input_perms": {i.name: list(i.perm) for i in layouts},
+                                              "keep_inputs": kept_names(layouts), **converter_fields(options)}))
 
 
 # How an allocation failure surfaces from the converter child: C++ (the MLIR converter), Python, TensorFlow.

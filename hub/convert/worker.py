@@ -46,6 +46,29 @@ def main(job_dir: str) -> int:
     _block_network()
     job_path = Path(job_dir)
     job = json.loads((job_path / "job.json").read_text())
+    keras_model, model, calibration, timings = keras_from_job(job_path, job)
+    ordered = tf_ordered(model, keras_model, calibration, job["input_perms"])
+    # why here: keras_from_job imported (and timed) it after the network was blocked
+    import tensorflow as tf
+
+    t0 = time.perf_counter()
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
+    _configure(converter, tf, job["quantize"], ordered, **options)
+    if options["calibration_method"] == "minmax":
+        tflite_bytes = converter.convert()
+    else:  # the same two steps the converter takes for int8 (lite.py _quantize), the ranges changed between them
+        calibrated = with_ranges(tf, calibrate_only(converter), ordered, options["calibration_method"])
+        tflite_bytes = quantize_calibrated(tf, calibrated, options["per_channel_dense"], options["per_tensor_weights"])
+    timings["tflite_converter"] = time.perf_counter() - t0
+    (job_path / "model.tflite").write_bytes(tflite_bytes)
+    (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
+    return 0
+
+
+def keras_from_job(job_path: Path, job: dict):
+    """onnx2tf's Keras graph of JOB_DIR/model.onnx, the ONNX model, its calibration.npz samples and the
+    timings; shared with hub.verify.layer_error_worker, which profiles the same graph."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # why here: after the network is blocked, and timed (TensorFlow's import is report.json's convert.import)
@@ -86,32 +109,87 @@ def main(job_dir: str) -> int:
         keep_shape_absolutely_input_names=job["keep_inputs"] or None,
     )
     timings["onnx2tf"] = time.perf_counter() - t0
+    return keras_model, model, calibration, timings
+
+
+def tf_ordered(model, keras_model, arrays: dict, perms: dict[str, list[int]]) -> dict:
+    """Samples keyed by ONNX input name -> by Keras input name, each in the layout hub.convert.layout decided
+    (`perms`): the converter's calibrator matches a list to ITS input order, so samples go by name."""
+    import numpy as np  # why here: the worker imports nothing heavy before the network is blocked
 
     onnx_shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     init_names = {i.name for i in model.graph.initializer}
     onnx_inputs = [i.name for i in model.graph.input if i.name not in init_names]
-    ordered = {}  # by the Keras input's name: the converter's calibrator matches a list to ITS input order
+    ordered = {}
     for name, tensor in zip(onnx_inputs, keras_model.inputs):
         perm = _checked_permutation(perms.get(name, list(range(len(onnx_shapes[name])))), onnx_shapes[name],
                                     list(tensor.shape))
-        ordered[tensor.name] = (np.ascontiguousarray(calibration[name].transpose(perm)).astype(np.float32)
-                                if calibration[name].dtype.kind == "f" else calibration[name])
+        ordered[tensor.name] = (np.ascontiguousarray(arrays[name].transpose(perm)).astype(np.float32)
+                                if arrays[name].dtype.kind == "f" else arrays[name])
+    return ordered
 
-    t0 = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], ordered, **{o.name: job.get(o.name, o.field_default)
-                                                           for o in CONVERTER_OPTIONS})
-    tflite_bytes = converter.convert()
-    timings["tflite_converter"] = time.perf_counter() - t0
-    (job_path / "model.tflite").write_bytes(tflite_bytes)
-    (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
-    return 0
+
+def feed(interp, samples: dict, k: int) -> None:
+    """Set sample k of `samples` (by Keras input name) on a TFLite interpreter. Several inputs go by the
+    signature's names (those names), never by position: the file's input order need not be the graph's."""
+    if len(samples) == 1:
+        detail, array = interp.get_input_details()[0], next(iter(samples.values()))
+        interp.set_tensor(detail["index"], array[k : k + 1].astype(detail["dtype"]))
+        return
+    for name, detail in interp.get_signature_runner().get_input_details().items():
+        interp.set_tensor(detail["index"], samples[name][k : k + 1].astype(detail["dtype"]))
+
+
+def calibrate_only(converter) -> bytes:
+    """The float model with each activation's min/max on the representative samples, not yet quantized."""
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def quantize_calibrated(tf, calibrated: bytes, per_channel_dense: bool, per_tensor_weights: bool) -> bytes:
+    """A calibrated model quantized as the converter's int8 path does it (int8 inputs and outputs)."""
+    from tensorflow.lite.python import convert as tf_convert  # why here: TensorFlow is imported by then
+
+    return tf_convert.mlir_quantize(calibrated, disable_per_channel=per_tensor_weights, input_data_type=tf.int8,
+                                    output_data_type=tf.int8, disable_per_channel_for_dense_layers=not per_channel_dense)
+
+
+RANGE_VALUES_PER_SAMPLE = 20_000  # values of one activation kept per calibration sample, drawn at random
+
+
+def with_ranges(tf, calibrated: bytes, samples: dict, method: str) -> bytes:
+    """`calibrated` with every activation's min/max set by hub.convert.calibration.activation_range from its float
+    values on `samples` (the calibrated model still computes in float)."""
+    import numpy as np  # why here: TensorFlow is imported by then
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from hub.convert.calibration import activation_range  # why here: numpy-only, but the child's, not the parent's
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    ranged = [i for i, t in enumerate(tensors) if t.quantization is not None and t.quantization.min is not None
+              and len(t.quantization.min) == 1]
+    interp = tf.lite.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    rng, seen = np.random.default_rng(0), {i: [] for i in ranged}
+    for k in range(len(next(iter(samples.values()))) if samples else 0):
+        feed(interp, samples, k)
+        interp.invoke()
+        for i in ranged:
+            values = interp.get_tensor(i).reshape(-1)
+            seen[i].append(rng.choice(values, RANGE_VALUES_PER_SAMPLE, replace=False)
+                           if values.size > RANGE_VALUES_PER_SAMPLE else values.copy())
+    for i in ranged:
+        lo, hi = activation_range(np.concatenate(seen[i]), method)
+        tensors[i].quantization.min, tensors[i].quantization.max = [lo], [hi]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _configure(converter, tf, quantize: str, samples: dict, per_channel_dense: bool = False,
-               per_tensor_weights: bool = False) -> None:
+               per_tensor_weights: bool = False, calibration_method: str = "minmax") -> None:
     """Set the converter for exactly one variant. Only TFLite builtins: TFLM has no Flex ops.
-    Takes every option hub.options marks `converter`, by name."""
+    Takes every option hub.options marks `converter`, by name (calibration_method acts after calibration:
+    `with_ranges`)."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float32":
         return

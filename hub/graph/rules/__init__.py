@@ -14,9 +14,10 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx,
-                             fuse_lstm, gelu_tanh, l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid,
-                             split_qkv_heads, topk_to_argmax, unfold_gather, unit_batch_transpose, unroll_rnn)
+from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm,
+                             drop_softmax_nan_guard, erf_approx, fuse_lstm, gather_to_slice, gelu_tanh, l2_normalize,
+                             neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax,
+                             unfold_gather, unit_batch_transpose, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -48,4 +49,6 @@ RULES: tuple[ModuleType, ...] = (
     l2_normalize,
     reciprocal_sqrt,
     neg_to_mul,
+    drop_softmax_nan_guard,
+    gather_to_slice,
 )

@@ -234,6 +234,44 @@ class OutputFidelity:
 
 
 @dataclass(frozen=True)
+class LayerError:
+    """One quantized op's output against the float model's tensor on the held-out samples (hub.verify.layer_error),
+    dequantized: `rmse_over_scale` (RMSE in steps of the tensor's scale: ~0.29 is pure rounding, more is
+    clipping) and `cosine` as converted (the error accumulated up to this op); `isolated_*` with only this op
+    quantized (its inputs are the quantized model's own, so the figure is the error this op alone adds)."""
+
+    op_index: int  # in the converted model; -1 when no op of it writes `tensor`
+    op: str  # builtin name, e.g. "CONV_2D"
+    tensor: str
+    rmse_over_scale: float
+    cosine: float
+    isolated_cosine: float | None
+    isolated_rmse_over_scale: float | None = None
+    scale: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """The per-layer error profile of a quantized model, in the converted model's op order."""
+
+    layers: tuple[LayerError, ...]
+    samples: int = 0  # held-out samples measured
+    quantize: str = "int8"
+
+    def worst(self, n: int = 3) -> tuple[LayerError, ...]:
+        """The n ops that add the most error themselves (lowest isolated cosine, else as converted)."""
+        def badness(layer: LayerError) -> float:
+            return layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
+        return tuple(sorted(self.layers, key=badness)[:n])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "quantize": self.quantize, "layers": [x.to_dict() for x in self.layers]}
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """Why fidelity is poor (hub.verify.diagnose): "conversion" (float32 is poor too: `diverges_at`, the
     divergence search's document) or "quantization" (float32 matches: the likely `causes`)."""
@@ -242,6 +280,7 @@ class Diagnosis:
     float32_cosine: float | None
     causes: list[str] = field(default_factory=list)  # quantization
     diverges_at: dict[str, Any] | None = None  # conversion; None when the search failed
+    layer_profile: LayerProfile | None = None  # quantization; None when it could not be measured
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"kind": self.kind, "float32_cosine": self.float32_cosine}
@@ -249,6 +288,8 @@ class Diagnosis:
             doc["diverges_at"] = self.diverges_at
         else:
             doc["causes"] = list(self.causes)
+            if self.layer_profile is not None:
+                doc["layer_profile"] = self.layer_profile.to_dict()
         return doc
 
 

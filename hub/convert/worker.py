@@ -47,6 +47,25 @@ def main(job_dir: str) -> int:
     _block_network()
     job_path = Path(job_dir)
     job = json.loads((job_path / "job.json").read_text())
+    keras_model, model, calibration, timings = keras_from_job(job_path, job)
+    ordered = tf_ordered(model, keras_model, calibration)
+    # why here: keras_from_job imported (and timed) it after the network was blocked
+    import tensorflow as tf
+
+    t0 = time.perf_counter()
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    _configure(converter, tf, job["quantize"], ordered, **{o.name: job.get(o.name, o.field_default)
+                                                           for o in CONVERTER_OPTIONS})
+    tflite_bytes = converter.convert()
+    timings["tflite_converter"] = time.perf_counter() - t0
+    (job_path / "model.tflite").write_bytes(tflite_bytes)
+    (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
+    return 0
+
+
+def keras_from_job(job_path: Path, job: dict):
+    """onnx2tf's Keras graph of JOB_DIR/model.onnx, the ONNX model, its calibration.npz samples and the
+    timings; shared with hub.verify.layer_error_worker, which profiles the same graph."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # why here: after the network is blocked, and timed (TensorFlow's import is report.json's convert.import)
@@ -54,7 +73,7 @@ def main(job_dir: str) -> int:
     import onnx
     import onnx2tf
     import onnx2tf.onnx2tf as onnx2tf_core
-    import tensorflow as tf
+    import tensorflow  # noqa: F401  (timed here: onnx2tf imports it anyway)
 
     timings["import"] = time.perf_counter() - t0
     calibration = dict(np.load(job_path / "calibration.npz"))
@@ -80,6 +99,12 @@ def main(job_dir: str) -> int:
         verbosity="error",
     )
     timings["onnx2tf"] = time.perf_counter() - t0
+    return keras_model, model, calibration, timings
+
+
+def tf_ordered(model, keras_model, arrays: dict) -> list:
+    """Samples keyed by ONNX input name -> one array per Keras input, in its order and layout."""
+    import numpy as np  # why here: the worker imports nothing heavy before the network is blocked
 
     onnx_shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     init_names = {i.name for i in model.graph.initializer}
@@ -87,18 +112,9 @@ def main(job_dir: str) -> int:
     ordered = []
     for name, tensor in zip(onnx_inputs, keras_model.inputs):
         perm = _layout_permutation(onnx_shapes[name], list(tensor.shape))
-        ordered.append(np.ascontiguousarray(calibration[name].transpose(0, *[p for p in perm[1:]])).astype(np.float32)
-                       if calibration[name].dtype.kind == "f" else calibration[name])
-
-    t0 = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    _configure(converter, tf, job["quantize"], ordered, **{o.name: job.get(o.name, o.field_default)
-                                                           for o in CONVERTER_OPTIONS})
-    tflite_bytes = converter.convert()
-    timings["tflite_converter"] = time.perf_counter() - t0
-    (job_path / "model.tflite").write_bytes(tflite_bytes)
-    (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
-    return 0
+        ordered.append(np.ascontiguousarray(arrays[name].transpose(0, *[p for p in perm[1:]])).astype(np.float32)
+                       if arrays[name].dtype.kind == "f" else arrays[name])
+    return ordered
 
 
 def _configure(converter, tf, quantize: str, samples: list, per_channel_dense: bool = False,

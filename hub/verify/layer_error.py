@@ -1,0 +1,99 @@
+"""The per-layer error profile of a quantized model: which ops lose the signal, measured, not guessed.
+
+`profile_layers` takes what the pipeline already has (the normalised ONNX graph, the calibration and
+held-out samples, the converted model and the options it was converted with) and returns a LayerProfile:
+for every quantized op of the converted model, its output against the float model's tensor on the
+held-out samples, as converted and with only that op quantized (TensorFlow's QuantizationDebugger's two
+views). The measuring runs in hub.verify.layer_error_worker, a child: it needs TensorFlow, which the
+parent never imports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hub.artifacts import ConvertedModel, LayerError, LayerProfile, NormalisedModel
+from hub.child import run_python_module
+from hub.convert.calibration import CalibrationSet
+from hub.convert.converter import ConvertOptions, memory_limit_mb
+from hub.errors import IncompatibleError
+from hub.options import converter_fields
+from hub.tflite.model import TFLiteModel, read_tflite
+
+PROFILE_TIMEOUT_S = 600.0
+
+
+def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converted: ConvertedModel,
+                   options: ConvertOptions) -> LayerProfile:
+    """The per-layer error profile of `converted` (made from `model` with `calibration` and `options`), on
+    the held-out samples. Raises IncompatibleError when the measuring child fails."""
+    if not calibration.held_out:
+        raise IncompatibleError("the layer profile needs held-out samples; there are none")
+    with tempfile.TemporaryDirectory(prefix="hub-layers-") as tmp:
+        job = Path(tmp)
+        onnx.save(model.onnx_model, str(job / "model.onnx"))
+        np.savez(job / "calibration.npz", **calibration.samples)
+        np.savez(job / "held_out.npz", **calibration.held_out)
+        (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
+                                                  **converter_fields(options)}))
+        child = run_python_module("hub.verify.layer_error_worker", [str(job)], timeout_s=PROFILE_TIMEOUT_S,
+                                  memory_mb=options.memory_mb or memory_limit_mb(model.onnx_model), cwd=tmp)
+        result = job / "result.json"
+        if child.returncode != 0 or not result.exists():
+            raise IncompatibleError("the per-layer error profile could not be measured: "
+                                    + (child.last_error_line() or f"exit code {child.returncode}"))
+        views = json.loads(result.read_text())["views"]
+    samples = len(next(iter(calibration.held_out.values())))
+    return LayerProfile(layers=layer_errors(read_tflite(converted.tflite_bytes), views["converted"],
+                                            views["isolated"]),
+                        samples=samples, quantize=options.quantize)
+
+
+def layer_errors(model: TFLiteModel, converted: dict[str, dict], isolated: dict[str, dict]) -> tuple[LayerError, ...]:
+    """The worker's sums per debug-model tensor name -> one LayerError per op of `model`, in op order.
+    The debug model names a quantized tensor after the converted model's, with a counter appended
+    (MLIR keeps the plain name for the float copy)."""
+    writers = {model.tensors[i].name: op for op in model.ops for i in op.outputs}
+    isolated_by_name = {_plain_name(name, writers): sums for name, sums in isolated.items()}
+    rows = []
+    for name, sums in converted.items():
+        plain = _plain_name(name, writers)
+        op = writers.get(plain)
+        alone = isolated_by_name.get(plain)
+        rows.append(LayerError(
+            op_index=op.index if op is not None else -1, op=op.name if op is not None else "?", tensor=plain,
+            rmse_over_scale=_rmse_over_scale(sums), cosine=_cosine(sums),
+            isolated_cosine=_cosine(alone) if alone else None,
+            isolated_rmse_over_scale=_rmse_over_scale(alone) if alone else None, scale=sums["scale"]))
+    return tuple(sorted(rows, key=lambda r: (r.op_index < 0, r.op_index)))
+
+
+def _plain_name(debug_name: str, writers: dict) -> str:
+    if debug_name in writers:
+        return debug_name
+    stem = re.sub(r"\d+$", "", debug_name)
+    # the longest converted-model name that the debug name extends by digits only
+    for cut in range(len(debug_name) - 1, len(stem) - 1, -1):
+        if debug_name[:cut] in writers:
+            return debug_name[:cut]
+    return debug_name
+
+
+def _rmse_over_scale(sums: dict) -> float:
+    return math.sqrt(sums["sq_error"] / max(sums["count"], 1)) / sums["scale"] if sums["scale"] else math.inf
+
+
+def _cosine(sums: dict) -> float:
+    norm = math.sqrt(sums["sq_float"] * sums["sq_quant"])
+    if norm == 0.0:  # all zero on both sides is agreement; one side alone is not
+        return 1.0 if sums["sq_float"] == sums["sq_quant"] else 0.0
+    return sums["dot"] / norm
+
+
+__all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors"]

@@ -407,12 +407,13 @@ class MixedPrecision:
     candidates: int  # compute ops with an int16 twin TFLM runs
     chosen: PrecisionStep
     steps: list[PrecisionStep]
-    ranking: str  # how the layers were ranked, in words
+    ranking: str  # how the layers were ranked, in words ("" when int8 met the goal: nothing ranked)
+    note: str | None = None  # why nothing was promoted although int8 misses (the int16x8 conversion failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "bound": self.bound, "reachable": self.reachable,
                 "candidates": self.candidates, "chosen": self.chosen.to_dict(),
-                "steps": [s.to_dict() for s in self.steps], "ranking": self.ranking}
+                "steps": [s.to_dict() for s in self.steps], "ranking": self.ranking, "note": self.note}
 
 
 @dataclass

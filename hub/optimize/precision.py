@@ -11,17 +11,24 @@ at the boundaries). This module only decides which ops, in what order, and when 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hub.artifacts import MixedPrecision, PrecisionStep, Verification
+from hub.artifacts import (ConvertedModel, LayerProfile, MixedPrecision, NormalisedModel, PrecisionStep,
+                           ReferenceOutputs, TensorSpec, Verification)
+from hub.convert import converter
+from hub.convert.calibration import CalibrationSet
+from hub.convert.dataset import Dataset
+from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
 from hub.tflite.mixed import Twin, splice, twins
 from hub.tflite.model import read_tflite
-from hub.verify.samples import to_tflite_inputs
+from hub.tflite.passes import run_passes
+from hub.verify import accuracy as accuracy_stage
+from hub.verify.layer_error import profile_layers
+from hub.verify.tflm import verify
 
 DEFAULT_MIN_COSINE = 0.99  # --quantize auto's target when neither --min-cosine nor --max-accuracy-drop is given
 
@@ -45,63 +52,104 @@ class Goal:
         return b is None or (a >= b if self.metric == "cosine" else a <= b)
 
 
-# A measurement on TFLM: (score for the goal, the verification of that model).
+@dataclass(frozen=True)
+class AccuracyGoal:
+    """--max-accuracy-drop on --data: the source's outputs, computed once, against each mix's on TFLM."""
+
+    data: Dataset
+    spec: TensorSpec  # the one input --data feeds
+    outputs: list[TensorSpec]
+    source: dict[str, np.ndarray] | None
+    reference: str | None
+
+    def drop(self, tflite_bytes: bytes) -> float | None:
+        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, self.spec, self.data.x, self.outputs)
+        return accuracy_stage.measure(self.data, on_tflm, self.source, self.reference).drop
+
+
+# One mix measured on TFLM: (its score for the goal, its verification).
 Measure = Callable[[bytes], tuple[float | None, Verification]]
 
 
-def needs_int16(int8_score: float | None, goal: Goal) -> bool:
-    """Whether int8 alone misses the goal (then auto converts int16x8 too)."""
-    return not goal.met(int8_score)
+def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, options: converter.ConvertOptions,
+         expected: ReferenceOutputs | None, goal: Goal,
+         accuracy: AccuracyGoal | None = None) -> tuple[ConvertedModel, MixedPrecision]:
+    """`--quantize auto` from the int8 conversion `int8` (made from `graph` with `samples` and `options`): int8 when
+    it meets `goal` (nothing more converted), else the least-promoted int8/int16x8 mix that does (or the best
+    measured)."""
+    measure = _measurer(graph, samples, expected, goal, accuracy)
+    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes))
+    if goal.met(first.score):
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "", None)
+    try:
+        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8"))
+    except IncompatibleError as exc:  # an op the converter has no int16x8 version of: int8 stays
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "",
+                                                         f"the int16x8 conversion failed: {exc.message}")
+    candidates = twins(int8.tflite_bytes, int16.tflite_bytes)
+    try:
+        order, ranking = rank(profile_layers(graph, samples, int8, options), candidates), RANKING
+    except IncompatibleError as exc:
+        order, ranking = rank(None, candidates), ORDER_RANKING.format(why=exc.message)
+    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, order, goal, measure, first, ranking)
+    timings = {**int8.timings_s, **{f"int16x8.{k}": v for k, v in int16.timings_s.items()}}
+    return replace(int8, tflite_bytes=data, quantize="auto", timings_s=timings), mixed
 
 
-def search(int8_bytes: bytes, int16_bytes: bytes, samples: list[dict[str, np.ndarray]], goal: Goal,
-           measure: Measure, first: PrecisionStep) -> tuple[bytes, MixedPrecision]:
-    """The least-promoted mix that meets `goal` (capped at whole-int16x8's score), with every step measured."""
-    steps = [first]
+def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: ReferenceOutputs | None, goal: Goal,
+              accuracy: AccuracyGoal | None) -> Measure:
+    """A mix after the flatbuffer passes, on TFLM: fidelity against the source, arena, invoke time; the score."""
+    held_out = samples.held_out_samples()
+
+    def measure(data: bytes) -> tuple[float | None, Verification]:
+        passed, _ = run_passes(data)
+        verification = verify(passed, graph.onnx_model, held_out, expected=expected)
+        if not verification.tflm.invokes:
+            return None, verification
+        if goal.metric == "accuracy_drop" and accuracy is not None:
+            return accuracy.drop(passed), verification
+        return (verification.fidelity.cosine if verification.fidelity else None), verification
+
+    return measure
+
+
+def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order: list[Twin], goal: Goal,
+           measure: Measure, first: PrecisionStep, ranking: str) -> tuple[bytes, MixedPrecision]:
+    """Promote the top 1, 2, 4, ... of `order` until `goal` (capped at whole int16x8's score) holds, then bisect
+    between the last miss and that hit; every mix measured. No mix holds: the better of int8 and int16x8."""
     whole16 = _step("int16x8 (every op)", -1, int16_bytes, *measure(int16_bytes))
-    steps.append(whole16)
-    cap = goal.bound if goal.better(whole16.score, goal.bound) else whole16.score  # int16x8 may not reach it
-    reachable = Goal(goal.metric, cap) if cap is not None else goal
-    candidates = twins(int8_bytes, int16_bytes)
-    order = rank(int8_bytes, int16_bytes, candidates, samples)
+    steps = [first, whole16]
+    reachable = goal.bound if whole16.score is None or goal.better(whole16.score, goal.bound) else whole16.score
+    target = Goal(goal.metric, reachable)
     best: tuple[bytes, PrecisionStep] | None = None
     low, k = 0, 1
-    while k <= len(order) and best is None:
+    while best is None and low < len(order):
+        k = min(k, len(order))
         data, step = _try(int8_bytes, int16_bytes, candidates, order[:k], measure)
         steps.append(step)
-        if reachable.met(step.score):
+        if target.met(step.score):
             best = (data, step)
         else:
-            low, k = k, (k * 2 if k * 2 < len(order) or k == len(order) else len(order))
-    if best is not None:  # bisect between the last miss and the hit
+            low, k = k, k * 2
+    if best is not None:
         high = best[1].promoted_compute
-        while high - low > max(1, high // 8):
+        while high - low > max(1, high // 8):  # stop within an eighth of the least promotion that holds
             mid = (low + high) // 2
             data, step = _try(int8_bytes, int16_bytes, candidates, order[:mid], measure)
             steps.append(step)
-            if reachable.met(step.score):
+            if target.met(step.score):
                 best, high = (data, step), mid
             else:
                 low = mid
-    chosen_bytes, chosen = best if best is not None else _fallback(int8_bytes, int16_bytes, first, whole16, goal)
-    return chosen_bytes, MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=cap, candidates=len(order),
-                                        chosen=chosen, steps=steps, ranking=RANKING)
+    if best is None:
+        best = (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
+    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None)
 
 
-def first_step(int8_bytes: bytes, score: float | None, verification: Verification) -> PrecisionStep:
-    return _step("int8", 0, int8_bytes, score, verification)
-
-
-def int8_only(first: PrecisionStep, goal: Goal) -> MixedPrecision:
-    """int8 met the goal: nothing promoted, nothing more converted."""
-    return MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=goal.bound, candidates=0, chosen=first,
-                          steps=[first], ranking=RANKING)
-
-
-def _fallback(int8_bytes: bytes, int16_bytes: bytes, first: PrecisionStep, whole16: PrecisionStep,
-              goal: Goal) -> tuple[bytes, PrecisionStep]:
-    """No mix met the goal: the better of int8 and whole int16x8."""
-    return (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
+def _result(goal: Goal, reachable: float | None, candidates: int, chosen: PrecisionStep, steps: list[PrecisionStep],
+            ranking: str, note: str | None) -> MixedPrecision:
+    return MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=reachable, candidates=candidates,
+                          chosen=chosen, steps=steps, ranking=ranking, note=note)
 
 
 def _try(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], top: list[Twin],
@@ -126,8 +174,8 @@ def _op_names(int8_bytes: bytes, promoted: list[Twin]) -> list[str]:
 
 
 def close_regions(int8_bytes: bytes, candidates: list[Twin], top: list[Twin]) -> list[Twin]:
-    """`top` plus the data-movement ops (RESHAPE, PAD, ...) whose producer and every consumer are promoted, so a
-    region stays int16 through them instead of requantizing twice."""
+    """`top` plus the data-movement ops (RESHAPE, PAD, ...) fed only by promoted ops and feeding only promoted ops
+    or other data movement, so a region stays int16 through them instead of requantizing twice."""
     model = read_tflite(int8_bytes)
     chosen = {t.op for t in top}
     movers = {t.op: t for t in candidates if t.name in DATA_MOVEMENT}
@@ -145,62 +193,23 @@ def close_regions(int8_bytes: bytes, candidates: list[Twin], top: list[Twin]) ->
                 continue
             fed = [producer.get(i) for i in op.inputs if i in producer]
             outs = [c for o in op.outputs for c in consumers.get(o, [])]
-            if fed and all(p in chosen for p in fed) and outs and all(c in chosen for c in outs):
+            if fed and all(p in chosen for p in fed) and outs and all(c in chosen or c in movers for c in outs):
                 chosen.add(index)
                 changed = True
     return [t for t in candidates if t.op in chosen]
 
 
-RANKING = ("each op's own error: its int8 output against the int16x8 model's (dequantized, RMSE over the "
-           "reference's spread) minus the worst of its inputs', on the held-out samples (LiteRT interpreter, "
-           "all tensors kept)")
+RANKING = ("the per-layer error profile (hub.verify.layer_error): each op's output cosine against the float "
+           "model with only that op quantized, lowest first")
+ORDER_RANKING = "network order (the per-layer profile could not be measured: {why})"
 
 
-def rank(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin],
-         samples: list[dict[str, np.ndarray]]) -> list[Twin]:
-    """Compute ops by the error they add themselves, worst first (data-movement ops left to close_regions)."""
-    errors8 = _tensor_errors(int8_bytes, int16_bytes, samples)
-    model = read_tflite(int8_bytes)
-    scored = []
-    for twin in candidates:
-        if twin.name in DATA_MOVEMENT:
-            continue
-        op = model.ops[twin.op]
-        out = max((errors8.get(model.tensors[o].name, 0.0) for o in op.outputs), default=0.0)
-        inp = max((errors8.get(model.tensors[i].name, 0.0) for i in op.inputs if i >= 0), default=0.0)
-        scored.append((out - inp, twin))
-    scored.sort(key=lambda s: -s[0])
-    return [t for _, t in scored]
-
-
-def _tensor_errors(int8_bytes: bytes, int16_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> dict[bytes, float]:
-    """{tensor name: RMSE of the int8 model's dequantized tensor against the int16x8 one's, over its spread}."""
-    from ai_edge_litert.interpreter import Interpreter  # why here: the TFLite runtime, only when auto ranks
-
-    values = []
-    for data in (int8_bytes, int16_bytes):
-        model = read_tflite(data)
-        interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True)
-        interpreter.allocate_tensors()
-        per_name: dict[str, list[np.ndarray]] = {}
-        for sample in samples:
-            for detail, x in zip(interpreter.get_input_details(), to_tflite_inputs(model, sample)):
-                interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
-            interpreter.invoke()
-            for t in model.tensors:
-                if t.is_constant or not t.scales or t.per_channel:
-                    continue
-                raw = interpreter.get_tensor(t.index).astype(np.float64)
-                per_name.setdefault(t.name, []).append((raw - t.zero_points[0]) * t.scales[0])
-        values.append(per_name)
-    errors = {}
-    for name, got in values[0].items():
-        want = values[1].get(name)
-        if want is None:
-            continue
-        a, b = np.concatenate([g.ravel() for g in got]), np.concatenate([w.ravel() for w in want])
-        if a.shape != b.shape:
-            continue
-        spread = float(np.std(b)) or 1.0
-        errors[name] = math.sqrt(float(np.mean((a - b) ** 2))) / spread
-    return errors
+def rank(profile: LayerProfile | None, candidates: list[Twin]) -> list[Twin]:
+    """Compute ops by the error they add alone (the profile's isolated view, else as converted), worst first;
+    data-movement ops are left to close_regions, ops the profile does not name go last in network order."""
+    badness = {}
+    for layer in profile.layers if profile is not None else ():
+        alone = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
+        badness[layer.op_index] = (alone, -(layer.isolated_rmse_over_scale or layer.rmse_over_scale))
+    compute = [t for t in candidates if t.name not in DATA_MOVEMENT]
+    return sorted(compute, key=lambda t: badness.get(t.op, (2.0, 0.0)))

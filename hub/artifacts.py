@@ -387,6 +387,7 @@ class PrecisionStep:
     promoted_compute: int  # compute ops promoted to int16 (0: int8; -1: the whole int16x8 model)
     score: float | None  # what the goal judges: cosine against the source, or the accuracy drop in points
     cosine: float | None
+    top1_agreement: float | None
     tflite_bytes: int
     arena_bytes: int | None
     invoke_us_host: float | None
@@ -403,7 +404,7 @@ class MixedPrecision:
 
     metric: str  # "cosine" | "accuracy_drop"
     bound: float  # --min-cosine (default 0.99) or --max-accuracy-drop
-    reachable: float | None  # the bound auto aimed at: whole int16x8's score when that misses `bound`
+    reachable: float | None  # the bound auto aimed at: near whole int16x8's score when that misses `bound`
     candidates: int  # compute ops with an int16 twin TFLM runs
     chosen: PrecisionStep
     steps: list[PrecisionStep]

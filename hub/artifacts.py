@@ -233,12 +233,17 @@ class OutputFidelity:
         return doc
 
 
+WORST_STEP = 0.01  # LayerProfile.worst: isolated cosines this close rank in graph order
+
+
 @dataclass(frozen=True)
 class LayerError:
     """One quantized op's output against the float model's tensor on the held-out samples (hub.verify.layer_error),
     dequantized: `rmse_over_scale` (RMSE in steps of the tensor's scale: ~0.29 is pure rounding, more is
-    clipping) and `cosine` as converted (the error accumulated up to this op); `isolated_*` with only this op
-    quantized (its inputs are the quantized model's own, so the figure is the error this op alone adds)."""
+    clipping) and `cosine` (the mean over channels, the last axis, of the cosine of each channel's values around
+    their mean: robust to an outlier channel and to offsets) as converted (the error accumulated up to this op);
+    `isolated_*` with only this op quantized (its inputs the float model's, quantized: the error it alone adds,
+    hub.verify.layer_error_worker)."""
 
     op_index: int  # in the converted model; -1 when no op of it writes `tensor`
     op: str  # builtin name, e.g. "CONV_2D"
@@ -262,13 +267,18 @@ class LayerProfile:
     quantize: str = "int8"
 
     def worst(self, n: int = 3) -> tuple[LayerError, ...]:
-        """The n ops that add the most error themselves (lowest isolated cosine, else as converted)."""
-        def badness(layer: LayerError) -> float:
-            return layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
+        """The n ops that add the most error themselves: lowest isolated cosine (else as converted), in steps of
+        WORST_STEP, then in graph order. An op quantized alone has its inputs quantized too, so a tensor whose
+        range drowns its values hurts its producer and its consumers alike: the producer, where the range was
+        set, comes first."""
+        def badness(layer: LayerError) -> tuple[float, int]:
+            cosine = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
+            return (round(cosine / WORST_STEP), layer.op_index)
         return tuple(sorted(self.layers, key=badness)[:n])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "quantize": self.quantize, "layers": [x.to_dict() for x in self.layers]}
+        return {"samples": self.samples, "quantize": self.quantize, "worst": [x.op_index for x in self.worst()],
+                "layers": [x.to_dict() for x in self.layers]}
 
 
 @dataclass(frozen=True)

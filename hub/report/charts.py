@@ -250,3 +250,46 @@ def _front(points: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]]:
             front.append(p)
             best = p["accuracy"]
     return front
+
+
+def layer_error_chart(profile: dict[str, Any]) -> str:
+    """Per-layer error (hub.verify.layer_error) over the ops in execution order: 1 - cosine on a log axis, as
+    converted (the error accumulated there) as a line, each op quantized alone as dots; the worst ops named."""
+    layers = profile.get("layers") or []
+    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+    floor = 1e-6  # 1 - cosine below this is float rounding; it sits on the axis
+
+    def loss(cosine: float | None) -> float:
+        return max(1.0 - cosine, floor) if cosine is not None else floor
+
+    top = max([loss(la["cosine"]) for la in layers] + [loss(la["isolated_cosine"]) for la in layers] + [1e-2])
+    decades = max(1, math.ceil(math.log10(top / floor)))
+
+    def y(value: float) -> float:
+        return H - BOTTOM - plot_h * math.log10(value / floor) / decades
+
+    def x(i: int) -> float:
+        return LEFT + plot_w * (i + 0.5) / max(len(layers), 1)
+
+    body = _frame("op, in execution order", "1 - cosine (log)")
+    for k in range(decades + 1):
+        v = floor * 10**k
+        body.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+                    f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#555">{v:.0e}</text>')
+    if layers:
+        path = " ".join(f"{x(i):.1f},{y(loss(la['cosine'])):.1f}" for i, la in enumerate(layers))
+        body.append(f'<polyline points="{path}" fill="none" stroke="{PALETTE[0]}" stroke-width="1.5"/>')
+    worst = set(profile.get("worst", []))
+    for i, la in enumerate(layers):
+        alone = la.get("isolated_cosine")
+        tip = (f"op #{la['op_index']} {la['op']}: cosine {la['cosine']:.4f} as converted"
+               + (f", {alone:.4f} alone" if alone is not None else "") + f"; {la['tensor']}")
+        color = PALETTE[3] if la["op_index"] in worst else PALETTE[1]
+        body.append(f'<circle cx="{x(i):.1f}" cy="{y(loss(alone)):.1f}" r="3.5" fill="{color}">'
+                    f"<title>{escape(tip)}</title></circle>")
+        if la["op_index"] in worst:
+            body.append(f'<text x="{x(i) + 5:.1f}" y="{y(loss(alone)) - 5:.1f}" fill="{PALETTE[3]}">'
+                        f"#{la['op_index']} {escape(la['op'])}</text>")
+    body.append(f'<text x="{W - RIGHT}" y="{TOP - 8}" text-anchor="end" fill="#555"><tspan fill="{PALETTE[0]}">'
+                f'&#8212; as converted</tspan>  <tspan fill="{PALETTE[1]}">&#9679; this op alone quantized</tspan></text>')
+    return _svg(body, f"Per-layer error on {profile.get('samples', 0)} held-out samples ({profile.get('quantize', '')})")

@@ -20,9 +20,9 @@ import onnx
 
 import hub.adapters
 from hub.artifacts import LoadOptions, Measured
+from hub.check.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 from hub.check.onnx import analyse_onnx
 from hub.check.tflite import analyse_tflite
-from hub.check.layers import ACTIVATION_BYTES, LayerTable, live_bytes, onnx_layers, tflite_layers
 from hub.errors import HubError, InputError, first_line
 from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite

@@ -287,6 +287,9 @@ def _html_extras(report: dict) -> list[str]:
         out += [f"<h2>{escape(key.replace('_', ' '))}</h2>", _html_value(value)]
         if key == "memory" and value.get("arena_lower_bound_bytes"):  # hub.tflite.schedule's bound beside the arena
             out.append(charts.arena_bars(value))
+        profile = (value.get("diagnosis") or {}).get("layer_profile") if key == "fidelity" else None
+        if profile:  # hub.verify.layer_error's profile, beside its table
+            out += ["<h3>Per-layer error</h3>", charts.layer_error_chart(profile)]
     return out
 
 

@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import Diagnosis, Fidelity, Finding, NormalisedModel, OutputFidelity, ReferenceOutputs, Verification
+from hub.artifacts import (ConvertedModel, Diagnosis, Fidelity, Finding, LayerProfile, NormalisedModel, OutputFidelity,
+                           ReferenceOutputs, Verification)
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
 from hub.errors import HubError
 from hub.tflite.model import TFLiteModel, read_tflite
+from hub.verify.layer_error import profile_layers
 from hub.verify.samples import synthetic_samples, to_tflite_inputs
 from hub.verify.tflm import verify
 
@@ -35,6 +37,9 @@ FLOAT_MIN_COSINE = 0.999
 FLOAT_MAX_RELATIVE_ERROR = 0.01
 QUANT_MIN_COSINE = 0.95
 QUANT_MIN_TOP1 = 0.9
+LAYER_MIN_COSINE = 0.99  # an op that alone keeps less of its output's variation than this is worth naming
+WORST_LAYERS = 3
+CLIPPED_STEPS = 2.0  # rounding alone is ~0.29 steps RMS; several steps mean values beyond the calibrated range
 WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
 MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
 MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
@@ -62,8 +67,11 @@ def poor(fidelity: Fidelity | OutputFidelity | None, quantize: str) -> str | Non
     return None
 
 
-def quantization_causes(model: TFLiteModel, fidelity: Fidelity, synthetic: bool) -> list[str]:
-    """The likely reasons a quantized model is poor while its float32 conversion is exact."""
+def quantization_causes(model: TFLiteModel, fidelity: Fidelity, profile: LayerProfile | None,
+                        synthetic: bool) -> list[str]:
+    """The likely reasons a quantized model is poor while its float32 conversion is exact, each measured:
+    the output's scale, a many-class softmax, the widest activation, and the per-layer profile's worst ops
+    (and clipping there, which blames the calibration samples)."""
     causes = []
     out = model.tensors[model.outputs[0]] if model.outputs else None
     out_scale = out.scales[0] if out is not None and len(out.scales) == 1 else None
@@ -77,8 +85,24 @@ def quantization_causes(model: TFLiteModel, fidelity: Fidelity, synthetic: bool)
     wide = _widest_activation(model, out_scale)
     if wide is not None:
         causes.append(wide)
-    if synthetic:
-        causes.append("synthetic calibration: the int ranges were fitted to random inputs, not your data")
+    if profile is not None:
+        causes.extend(profile_causes(profile, synthetic))
+    return causes
+
+
+def profile_causes(profile: LayerProfile, synthetic: bool) -> list[str]:
+    worst = [x for x in profile.worst(WORST_LAYERS) if (x.isolated_cosine or x.cosine) < LAYER_MIN_COSINE]
+    if not worst:
+        return []
+    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.isolated_cosine if x.isolated_cosine is not None else x.cosine:.3f}"
+                      f" alone, {x.cosine:.3f} as converted)" for x in worst)
+    causes = [f"the ops adding the most error, measured alone on {profile.samples} held-out samples: {named}"]
+    clipped = [x for x in worst if (x.isolated_rmse_over_scale or 0.0) > CLIPPED_STEPS]
+    if clipped:
+        x = clipped[0]
+        data = "synthetic samples" if synthetic else "the calibration samples"
+        causes.append(f"clipping: op #{x.op_index} {x.op} alone is off by {x.isolated_rmse_over_scale:.1f} steps of its "
+                      f"scale on the held-out samples, beyond the range {data} set")
     return causes
 
 
@@ -131,7 +155,8 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
     quantization's: a warning naming the likely cause. When the float32 model cannot be made or run,
     nothing proves the conversion exact: an error finding, and verification fails (unproven). The float32
     model is measured against `expected` (the source's outputs, as the verification was), else onnxruntime.
-    Costs one float32 conversion, only when a quantized model is poor. Returns `verification` with the
+    Costs one float32 conversion and, for a quantization error, the per-layer profile
+    (hub.verify.layer_error), only when a quantized model is poor. Returns `verification` with the
     diagnosis and findings joined (a new value; the one given is
     left as it is), and the warnings to show the user (they are findings too)."""
     why = poor(verification.fidelity, options.quantize)
@@ -155,13 +180,25 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
         diagnosis, finding = _conversion_error(normalised.onnx_model, calibration, float_bytes, float_fidelity,
                                                float_why, options.quantize, why)
         return _joined(verification, diagnosis, finding, fails=True), []
-    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, calibration.synthetic)
-    diagnosis = Diagnosis("quantization", float_fidelity.cosine, causes=causes)
+    profile, unmeasured = _profile(normalised, calibration, tflite_bytes, options)
+    causes = quantization_causes(read_tflite(tflite_bytes), verification.fidelity, profile, calibration.synthetic)
+    diagnosis = Diagnosis("quantization", float_fidelity.cosine, causes=causes, layer_profile=profile)
     message = (f"{options.quantize} fidelity is poor ({why}) while float32 matches the source (cosine "
                f"{float_fidelity.cosine:.6f}): a quantization error; likely cause: "
-               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, calibration)"))
+               + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, per-layer error)")
+               + unmeasured)
     hint = remedies(calibration.synthetic, options.quantize)
     return _joined(verification, diagnosis, _finding("warning", message, hint)), [f"{message} ({hint})"]
+
+
+def _profile(normalised: NormalisedModel, calibration: CalibrationSet, tflite_bytes: bytes,
+             options: ConvertOptions) -> tuple[LayerProfile | None, str]:
+    """The per-layer profile, or None and the sentence saying why it is missing."""
+    converted = ConvertedModel(tflite_bytes, options.quantize, options.target, calibration.summary(), {})
+    try:
+        return profile_layers(normalised, calibration, converted, options), ""
+    except HubError as exc:
+        return None, f" ({exc.message})"
 
 
 def _conversion_error(reference: onnx.ModelProto, calibration: CalibrationSet, float_bytes: bytes,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 from pathlib import Path
 
@@ -56,44 +55,42 @@ def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converte
 
 
 def layer_errors(model: TFLiteModel, converted: dict[str, dict], isolated: dict[str, dict]) -> tuple[LayerError, ...]:
-    """The worker's sums per debug-model tensor name -> one LayerError per op of `model`, in op order.
-    The debug model names a quantized tensor after the converted model's, with a counter appended
-    (MLIR keeps the plain name for the float copy)."""
+    """The worker's sums per tensor name -> one LayerError per quantized op of `model`, in op order."""
     writers = {model.tensors[i].name: op for op in model.ops for i in op.outputs}
-    isolated_by_name = {_plain_name(name, writers): sums for name, sums in isolated.items()}
     rows = []
     for name, sums in converted.items():
-        plain = _plain_name(name, writers)
-        op = writers.get(plain)
-        alone = isolated_by_name.get(plain)
+        op, alone = writers.get(name), isolated.get(name)
         rows.append(LayerError(
-            op_index=op.index if op is not None else -1, op=op.name if op is not None else "?", tensor=plain,
+            op_index=op.index if op is not None else -1, op=op.name if op is not None else "?", tensor=name,
             rmse_over_scale=_rmse_over_scale(sums), cosine=_cosine(sums),
             isolated_cosine=_cosine(alone) if alone else None,
             isolated_rmse_over_scale=_rmse_over_scale(alone) if alone else None, scale=sums["scale"]))
     return tuple(sorted(rows, key=lambda r: (r.op_index < 0, r.op_index)))
 
 
-def _plain_name(debug_name: str, writers: dict) -> str:
-    if debug_name in writers:
-        return debug_name
-    stem = re.sub(r"\d+$", "", debug_name)
-    # the longest converted-model name that the debug name extends by digits only
-    for cut in range(len(debug_name) - 1, len(stem) - 1, -1):
-        if debug_name[:cut] in writers:
-            return debug_name[:cut]
-    return debug_name
-
-
 def _rmse_over_scale(sums: dict) -> float:
-    return math.sqrt(sums["sq_error"] / max(sums["count"], 1)) / sums["scale"] if sums["scale"] else math.inf
+    """RMSE in steps of the tensor's scale, over every value."""
+    n = max(sums["n"] * len(sums["qq"]), 1)
+    sq_error = sum(qq - 2 * qf + ff for qq, qf, ff in zip(sums["qq"], sums["qf"], sums["ff"]))
+    rmse = math.sqrt(max(sq_error, 0.0) / n)
+    return rmse / sums["scale"] if sums["scale"] else math.inf
 
 
 def _cosine(sums: dict) -> float:
-    norm = math.sqrt(sums["sq_float"] * sums["sq_quant"])
-    if norm == 0.0:  # all zero on both sides is agreement; one side alone is not
-        return 1.0 if sums["sq_float"] == sums["sq_quant"] else 0.0
-    return sums["dot"] / norm
+    """The mean over channels of the cosine of each channel's values around their mean (their correlation).
+    Per channel: one outlier channel, which sets the tensor's scale, would otherwise hide that the others
+    drowned in it; around the mean: an offset (a bias of 10000) would hide that the variation was rounded
+    away. A channel constant in float agrees when it is constant quantized too."""
+    n = max(sums["n"], 1)
+    cosines = []
+    for q, f, qq, ff, qf in zip(sums["q"], sums["f"], sums["qq"], sums["ff"], sums["qf"]):
+        var_q, var_f, cov = qq - q * q / n, ff - f * f / n, qf - q * f / n
+        tiny = 1e-12 * max(qq, ff, 1e-30)  # float rounding of the sums, not variation
+        if var_f <= tiny:
+            cosines.append(float(var_q <= tiny))
+        else:
+            cosines.append(cov / math.sqrt(var_f * var_q) if var_q > tiny else 0.0)
+    return sum(cosines) / len(cosines) if cosines else 1.0
 
 
 __all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors"]

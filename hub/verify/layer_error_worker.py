@@ -1,25 +1,27 @@
 """Child-process side of the per-layer error profile (hub.verify.layer_error).
 
 Run as `python -m hub.verify.layer_error_worker JOB_DIR`. JOB_DIR holds what the convert worker gets
-(model.onnx, calibration.npz, job.json) plus held_out.npz (ONNX names and layout) and model.tflite (the
-converted model); the worker writes result.json.
+(model.onnx, calibration.npz, job.json) plus held_out.npz (ONNX names and layout); the worker writes
+result.json.
 
 The method is TensorFlow's QuantizationDebugger's (tensorflow/lite/tools/optimize/debugging/python/
 debugger.py): the converter calibrates only (`_experimental_calibrate_only`), then `mlir_quantize` with
-`enable_numeric_verify` writes a debug model in which every quantized op's output feeds a NumericVerify op
-together with the output of the same op computed in float. Its two variants are the profile's two views:
-- `enable_whole_model_verify=True`: the float ops run from the float ops before them, so the float side is
-  the float model's tensor and the difference is the error accumulated up to that op, as converted;
-- False: each float op runs from the (dequantized) quantized ops before it, so the difference is the error
-  that op alone adds: the model with only that layer quantized.
-Ops are matched to the converted model by the quantized tensor's name (NumericVerify's output is named
-`NumericVerify/{name}:{index}`): both come from one Keras graph through one quantizer.
+`enable_numeric_verify` and `enable_whole_model_verify` writes a debug model in which every quantized op's
+output feeds a NumericVerify op together with the same tensor of the float model. Two views:
+- as converted: every op quantized; the difference is the error accumulated up to that op;
+- isolated: every other op denylisted (`denylisted_nodes`, the debugger's selective quantization), so the
+  op's inputs are the float model's, quantized: the error that op alone adds. (The debugger's layer-wise
+  mode instead feeds each float op the quantized model's inputs: an op downstream of a bad one then sees
+  inputs beyond its calibrated range and takes the blame.)
+Tensors are matched by name: the calibrated model names them as the converted model does (one Keras graph
+through one quantizer); the debug model appends a counter to the quantized copy's name.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +54,51 @@ def main(job_dir: str) -> int:
         held_out = tf_ordered(model, keras_model, dict(npz))
     inference_type = (types_pb2.QUANTIZED_INT16 if job["quantize"] == "int16x8"
                       else types_pb2.QUANTIZED_INT8)
-    views = {}
-    for view, whole in (("converted", True), ("isolated", False)):
-        t0 = time.perf_counter()
-        debug_model = tf_convert.mlir_quantize(
-            calibrated, disable_per_channel=options.get("per_tensor_weights", False), fully_quantize=False,
-            inference_type=inference_type, enable_numeric_verify=True, enable_whole_model_verify=whole,
-            disable_per_channel_for_dense_layers=not options.get("per_channel_dense", False))
-        views[view] = verify_pairs(tf, debug_model, held_out)
-        timings[view] = time.perf_counter() - t0
+    quantize = partial(tf_convert.mlir_quantize, calibrated, fully_quantize=False, inference_type=inference_type,
+                       disable_per_channel=options.get("per_tensor_weights", False), enable_numeric_verify=True,
+                       enable_whole_model_verify=True,
+                       disable_per_channel_for_dense_layers=not options.get("per_channel_dense", False))
+    names = op_output_names(tf, calibrated)
+    t0 = time.perf_counter()
+    converted = plain_names(verify_pairs(tf, quantize(), held_out), names)
+    timings["converted"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    isolated = {}
+    for name in converted:
+        alone = plain_names(verify_pairs(tf, quantize(denylisted_nodes=[n for n in names if n != name]), held_out),
+                            names)
+        isolated.update({k: v for k, v in alone.items() if k == name})
+    timings["isolated"] = time.perf_counter() - t0
+    views = {"converted": converted, "isolated": isolated}
     (job_path / "result.json").write_text(json.dumps({"views": views, "timings_s": timings}))
     return 0
 
 
+def op_output_names(tf, model: bytes) -> list[str]:
+    """Every op output's tensor name: the calibrated model names them as the converted model does."""
+    interp = tf.lite.Interpreter(model_content=model)
+    return [interp._get_tensor_details(i, subgraph_index=0)["name"] for op in interp._get_ops_details()
+            for i in op["outputs"]]
+
+
+def plain_names(sums: dict[str, dict], names: list[str]) -> dict[str, dict]:
+    """The debug model names a quantized tensor after the float one with a counter appended (MLIR keeps
+    the plain name for the float copy): back to the plain name, the longest of `names` it extends by digits."""
+    return {_plain(debug_name, set(names)): value for debug_name, value in sums.items()}
+
+
+def _plain(debug_name: str, known: set[str]) -> str:
+    for cut in range(len(debug_name), 0, -1):
+        head, tail = debug_name[:cut], debug_name[cut:]
+        if head in known and (not tail or tail.isdigit()):
+            return head
+    return debug_name
+
+
 def verify_pairs(tf, debug_model: bytes, samples: list[np.ndarray]) -> dict[str, dict]:
-    """quantized tensor name -> {"sq_error", "sq_float", "dot", "sq_quant", "scale", "count"} summed over
-    the samples, from every NumericVerify op's (quantized, float) input pair."""
+    """quantized tensor name -> sums over the samples of every NumericVerify op's (quantized q, float f) input
+    pair, per channel (the last axis, channels in TFLite's layout): "q", "f", "qq", "ff", "qf" (lists), with
+    the tensor's "scale" and the values per channel "n"."""
     interp = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     pairs = [op["inputs"] for op in interp._get_ops_details() if op["op_name"] == NUMERIC_VERIFY]
@@ -81,17 +112,17 @@ def verify_pairs(tf, debug_model: bytes, samples: list[np.ndarray]) -> dict[str,
             q_detail = interp._get_tensor_details(q_index, subgraph_index=0)
             scales = q_detail["quantization_parameters"]["scales"]
             zero_points = q_detail["quantization_parameters"]["zero_points"]
-            if len(scales) != 1:
+            if len(scales) != 1:  # activations are quantized per tensor; anything else is not an op output
                 continue
             quant = (interp.get_tensor(q_index).astype(np.float64) - zero_points[0]) * scales[0]
             real = interp.get_tensor(f_index).astype(np.float64).reshape(quant.shape)
-            entry = sums.setdefault(q_detail["name"], {"sq_error": 0.0, "sq_float": 0.0, "sq_quant": 0.0, "dot": 0.0,
-                                                       "scale": float(scales[0]), "count": 0})
-            entry["sq_error"] += float(np.sum((quant - real) ** 2))
-            entry["sq_float"] += float(np.sum(real**2))
-            entry["sq_quant"] += float(np.sum(quant**2))
-            entry["dot"] += float(np.sum(quant * real))
-            entry["count"] += int(quant.size)
+            channels = quant.shape[-1] if quant.ndim else 1
+            q, f = quant.reshape(-1, channels), real.reshape(-1, channels)
+            new = {"q": q.sum(0), "f": f.sum(0), "qq": (q * q).sum(0), "ff": (f * f).sum(0), "qf": (q * f).sum(0)}
+            entry = sums.setdefault(q_detail["name"], {"scale": float(scales[0]), "n": 0})
+            for key, value in new.items():
+                entry[key] = (np.asarray(entry.get(key, 0.0)) + value).tolist()
+            entry["n"] += len(q)
     return sums
 
 

@@ -14,8 +14,9 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm, erf_approx, gelu_tanh,
-                             rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax, unroll_rnn)
+from hub.graph.rules import (chain_concat, decompose_layernorm, decompose_lrn, decompose_rmsnorm,
+                             drop_softmax_nan_guard, erf_approx, gelu_tanh, rewrite_hardsigmoid, split_qkv_heads,
+                             topk_to_argmax, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -40,4 +41,5 @@ RULES: tuple[ModuleType, ...] = (
     chain_concat,
     topk_to_argmax,
     decompose_lrn,
+    drop_softmax_nan_guard,
 )

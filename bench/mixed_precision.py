@@ -16,6 +16,7 @@ already meets the target gets int16x8 from its own `hub convert --quantize int16
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -152,7 +153,7 @@ def measure(models: list[str]) -> dict:
         for name in models:
             print(f"== {name}", flush=True)
             rows.append(measure_one(name, Path(tmp)))
-            print(rows[-1].get("auto") or rows[-1].get("error"), flush=True)
+            print("ROW " + json.dumps(rows[-1]), flush=True)  # a long run's figures survive an interruption
     return {"rows": rows}
 
 

@@ -394,7 +394,7 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     `rewrite`, not as a blocker, and the verdict is the rewritten graph's. `--target ethos-u` adds
     per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
     path = Path(model)
-    resolve(target, quantize, command="check")
+    quantize = resolve(target, quantize, command="check")[1].converted_as  # auto is checked as its int8 base
     npu = npu_option(target, npu)
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":

@@ -59,45 +59,60 @@ def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
     """The int8 model with the `promote` ops replaced by their int16x8 twins, QUANTIZE ops at the boundaries."""
     if not promote:
         return int8_bytes
-    m8, m16 = _unpack(int8_bytes), _unpack(int16_bytes)
-    sg8, sg16 = m8.subgraphs[0], m16.subgraphs[0]
-    chosen = {t.op: t.twin for t in promote}
-    int8_consumers = {int(t) for i, op in enumerate(sg8.operators) if i not in chosen for t in op.inputs if t >= 0}
-    int8_consumers |= {int(t) for t in sg8.outputs}
-    by_name16 = {t.name: k for k, t in enumerate(sg16.tensors)}
-    by_name8 = {t.name: k for k, t in enumerate(sg8.tensors) if not _is_constant(m8, k)}
-    twin_of: dict[int, int] = {}  # int8 tensor -> its int16 twin in the spliced model
+    job = _Splice(_unpack(int8_bytes), _unpack(int16_bytes), {t.op: t.twin for t in promote})
+    sg8 = job.m8.subgraphs[0]
     operators = []
     for i, op in enumerate(sg8.operators):
-        if i not in chosen:
-            operators.append(op)
-            continue
-        new = copy.deepcopy(sg16.operators[chosen[i]])
-        new.opcodeIndex = _opcode(m8, m16.operatorCodes[new.opcodeIndex])
-        inputs = []
-        for k16 in new.inputs:
-            k16 = int(k16)
-            t8 = None if k16 < 0 or _is_constant(m16, k16) else by_name8.get(sg16.tensors[k16].name)
-            if k16 < 0:
-                inputs.append(-1)
-            elif t8 is None:  # a constant: weights and bias of the int16x8 twin
-                inputs.append(_copy_tensor(m16, m8, k16, b""))
-            else:
-                if t8 not in twin_of:  # produced in int8 (or a model input): requantize it to int16 once
-                    twin_of[t8] = _copy_tensor(m16, m8, by_name16[sg8.tensors[t8].name], INT16_SUFFIX)
-                    operators.append(_quantize(m8, t8, twin_of[t8]))
-                inputs.append(twin_of[t8])
-        new.inputs = np.array(inputs, dtype=np.int32)
-        outputs = []
-        for t8 in (int(t) for t in op.outputs):
-            twin_of[t8] = _copy_tensor(m16, m8, by_name16[sg8.tensors[t8].name], INT16_SUFFIX)
-            outputs.append(twin_of[t8])
-        new.outputs = np.array(outputs, dtype=np.int32)
-        operators.append(new)
-        operators += [_quantize(m8, twin_of[t8], t8) for t8 in (int(t) for t in op.outputs) if t8 in int8_consumers]
+        operators += job.promoted(op, job.chosen[i]) if i in job.chosen else [op]
     sg8.operators = operators
-    _drop_unused(m8)  # the converter's output: no offline memory plan names tensor indices yet
-    return offline_plan.pack(m8, len(int8_bytes) + len(int16_bytes))
+    _drop_unused(job.m8)  # the converter's output: no offline memory plan names tensor indices yet
+    return offline_plan.pack(job.m8, len(int8_bytes) + len(int16_bytes))
+
+
+class _Splice:
+    """One splice: the int8 model being rewritten, the int16x8 model its twins come from, and the tensors made."""
+
+    def __init__(self, m8: schema.ModelT, m16: schema.ModelT, chosen: dict[int, int]):
+        self.m8, self.m16, self.chosen = m8, m16, chosen
+        sg8, sg16 = m8.subgraphs[0], m16.subgraphs[0]
+        self.int8_readers = {int(t) for i, op in enumerate(sg8.operators) if i not in chosen for t in op.inputs
+                             if t >= 0} | {int(t) for t in sg8.outputs}  # tensors an int8 op or the caller reads
+        self.by_name16 = {t.name: k for k, t in enumerate(sg16.tensors)}
+        self.by_name8 = {t.name: k for k, t in enumerate(sg8.tensors) if not _is_constant(m8, k)}
+        self.twin_of: dict[int, int] = {}  # int8 tensor -> its int16 twin in the spliced model
+        self.constants: dict[int, int] = {}  # int16x8 model's constant -> its copy (shared ones copied once)
+
+    def promoted(self, op: schema.OperatorT, twin: int) -> list[schema.OperatorT]:
+        """The int16x8 twin of `op`, after the QUANTIZE int8 -> int16 its inputs need and before the QUANTIZE
+        int16 -> int8 its outputs need."""
+        before: list[schema.OperatorT] = []
+        new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
+        new.opcodeIndex = _opcode(self.m8, self.m16.operatorCodes[new.opcodeIndex])
+        new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
+        outputs = [int(t) for t in op.outputs]
+        for t8 in outputs:
+            self.twin_of[t8] = self._int16_copy(t8)
+        new.outputs = np.array([self.twin_of[t8] for t8 in outputs], dtype=np.int32)
+        after = [_quantize(self.m8, self.twin_of[t8], t8) for t8 in outputs if t8 in self.int8_readers]
+        return [*before, new, *after]
+
+    def _input(self, k16: int, before: list[schema.OperatorT]) -> int:
+        if k16 < 0:
+            return -1
+        if _is_constant(self.m16, k16):  # weights, bias, shapes of the int16x8 twin
+            if k16 not in self.constants:
+                self.constants[k16] = _copy_tensor(self.m16, self.m8, k16, b"")
+            return self.constants[k16]
+        t8 = self.by_name8[self.m16.subgraphs[0].tensors[k16].name]
+        if t8 not in self.twin_of:  # made by an int8 op (or a model input): requantized to int16 once
+            self.twin_of[t8] = self._int16_copy(t8)
+            before.append(_quantize(self.m8, t8, self.twin_of[t8]))
+        return self.twin_of[t8]
+
+    def _int16_copy(self, t8: int) -> int:
+        """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
+        name = self.m8.subgraphs[0].tensors[t8].name
+        return _copy_tensor(self.m16, self.m8, self.by_name16[name], INT16_SUFFIX)
 
 
 def _drop_unused(model: schema.ModelT) -> None:

@@ -137,9 +137,10 @@ def measure_one(name: str, work: Path) -> dict:
         try:
             other = api.convert(path, quantize="int16x8", schedule="default", out=work / f"{name}_int16x8",
                                 force=True, **keywords).to_dict()
-            int16 = {"label": "int16x8", "cosine": other["fidelity"]["cosine"],
-                     "top1_agreement": other["fidelity"]["top1_agreement"], "tflite_bytes": other["model"]["tflite_bytes"],
-                     "arena_bytes": other["memory"]["arena_bytes"], "invoke_us_host": other["tflm"].get("invoke_us_host")}
+            fidelity = other["fidelity"]
+            int16 = {"label": "int16x8", "cosine": fidelity["cosine"], "top1_agreement": fidelity["top1_agreement"],
+                     "tflite_bytes": other["model"]["tflite_bytes"], "arena_bytes": other["memory"]["arena_bytes"],
+                     "invoke_us_host": other["tflm"].get("invoke_us_host")}
         except HubError as exc:
             int16 = {"label": f"int16x8 failed: {exc}"}
     return {"model": name, "int8": _figures(steps[0]), "int16x8": _figures(int16), "auto": _figures(mixed["chosen"]),

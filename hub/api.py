@@ -105,7 +105,8 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     progress = progress or Progress(enabled=False)
     path, tflm = request.model, checked.target.verified_on_tflm  # ethos-u too: its CPU part is TFLM
     options = request.options or LoadOptions()
-    convert_options = converter.ConvertOptions(request.target, checked.quantize.converted_as, **converter_fields(request))
+    convert_options = converter.ConvertOptions(request.target, checked.quantize.converted_as,
+                                               **converter_fields(request))
 
     with progress.stage("load", f"Loading {path.name}"):
         source = _convertible(load_source(path, options))

@@ -7,20 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from hub.artifacts import ConvertedModel
 from hub.convert.calibration import build_calibration
 from hub.convert.converter import ConvertOptions
 from hub.errors import InputError
 from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
-from hub.artifacts import ConvertedModel
 from hub.targets import Quantize, resolve
 from hub.tflite.mixed import splice, twins
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
 from tests.conftest import ROOT, convert_model, run_hub, small_cnn_onnx
 
-DIGITS = ["fixtures/digits_cnn_state.pth", "--factory", "fixtures/torch_models.py:DigitsCNN", "--input-shape", "1,1,8,8",
-          "--calibration", "fixtures/digits_train.npz"]
+DIGITS = ["fixtures/digits_cnn_state.pth", "--factory", "fixtures/torch_models.py:DigitsCNN",
+          "--input-shape", "1,1,8,8", "--calibration", "fixtures/digits_train.npz"]
 
 
 @pytest.fixture(scope="module")

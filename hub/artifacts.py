@@ -403,6 +403,7 @@ class PrecisionStep:
     invoke_us_host: float | None
     invokes: bool
     int16_ops: list[str] = field(default_factory=list)  # "CONV_2D <output tensor>" of every op run in int16
+    tflm_message: str | None = None  # TFLM's failure, when the mix did not invoke
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

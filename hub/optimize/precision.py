@@ -175,7 +175,7 @@ def _step(label: str, promoted: int, data: bytes, score: float | None, verificat
                          top1_agreement=verification.fidelity.top1_agreement if verification.fidelity else None,
                          tflite_bytes=len(data), arena_bytes=verification.memory.arena_bytes,
                          invoke_us_host=verification.tflm.invoke_us_host, invokes=verification.tflm.invokes,
-                         int16_ops=int16_ops or [])
+                         int16_ops=int16_ops or [], tflm_message=verification.tflm.message)
 
 
 def _op_names(int8_bytes: bytes, promoted: list[Twin]) -> list[str]:

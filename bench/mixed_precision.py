@@ -165,7 +165,7 @@ def _num(value, fmt: str) -> str:
 def render(run: dict) -> str:
     lines = ["# int8, int16x8 and --quantize auto, measured on TFLM against the source", "",
              f"`{run['command']}` ({run['date']}, {run['seconds']:.0f} s). Cosine and top-1 agreement against the "
-             "source model (Keras or PyTorch) on 12 held-out samples; file = .tflite bytes; arena = smallest TFLM "
+             "source model (Keras or PyTorch) on 12 held-out samples (MLPerf Tiny: 8 synthetic ones); file = .tflite bytes; arena = smallest TFLM "
              "arena in the converter's operator order; invoke = host CPU time per invoke. auto's target: cosine "
              ">= 0.99, or near int16x8's own when int16x8 stays below 0.99.", "",
              "| model | int8 cos | int8 top1 | int16x8 cos | int16x8 top1 | auto cos | auto top1 | auto int16 ops | "
@@ -183,6 +183,11 @@ def render(run: dict) -> str:
                      f"{c['int16_ops']} of {row['candidates']} | {trio('tflite_bytes', ',')} | "
                      f"{trio('arena_bytes', ',')} | {trio('invoke_us_host', ',.0f')} |")
     notes = [f"- {row['model']}: {row['note']}" for row in run["rows"] if row.get("note")]
+    missing = [m for m in MODELS if m not in {row["model"] for row in run["rows"]}]
+    if missing:
+        notes.append(f"- not measured in this run: {', '.join(missing)}")
+    notes += [f"- {row['model']}: '-' for a mix = it did not invoke on TFLM" for row in run["rows"]
+              if any(s["cosine"] is None for s in row.get("steps", []))]
     if notes:
         lines += ["", "Notes:", *notes]
     lines += ["", "auto's steps (each a mix measured on TFLM: label, cosine, arena):", ""]

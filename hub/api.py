@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -29,6 +30,7 @@ from hub.graph.health import check_graph, check_health
 from hub.graph.normalise import normalise_source
 from hub.graph.rewrite import rewrite as rewrite_graph
 from hub.knowledge.boards import BOARDS, custom_board, find_board
+from hub.optimize import precision
 from hub.options import CALIBRATION_METHODS, SCHEDULES, ConvertRequest, api_signature, converter_fields
 from hub.output import atomic_folder, check_destination, to_json
 from hub.progress import Progress, bar, warn
@@ -105,7 +107,8 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
     progress = progress or Progress(enabled=False)
     path, tflm = request.model, checked.target.verified_on_tflm  # ethos-u too: its CPU part is TFLM
     options = request.options or LoadOptions()
-    convert_options = converter.ConvertOptions(request.target, checked.quantize, **converter_fields(request))
+    convert_options = converter.ConvertOptions(request.target, checked.quantize.converted_as,
+                                               **converter_fields(request))
 
     with progress.stage("load", f"Loading {path.name}"):
         source = _convertible(load_source(path, options))
@@ -122,9 +125,15 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             graph = check_health(reference, rewrite_graph(reference, samples.samples, checked.quantize), "rewrite")
     if tflm:  # the check's tables are TFLM's; mobile LiteRT has every builtin
         with progress.stage("analyse", "Checking TFLM compatibility"):
-            check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize), graph.passes)
-    with progress.stage("convert", f"Converting to {checked.quantize} TFLite with onnx2tf"):
-        converted, tflite_passes = _flatbuffer_passes(_onnx2tf(graph, samples, convert_options, check, path, layouts))
+            check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize.converted_as), graph.passes)
+    with progress.stage("convert", f"Converting to {checked.quantize.converted_as} TFLite with onnx2tf"):
+        converted = _onnx2tf(graph, samples, convert_options, check, path, layouts)
+    mixed = None
+    if checked.quantize is Quantize.AUTO:
+        with progress.stage("precision", "Promoting the layers int8 loses most to int16, measured on TFLM"):
+            converted, mixed = precision.auto(graph, samples, converted, convert_options, expected, _goal(request),
+                                              _accuracy_goal(data, reference, source, progress, layouts))
+    converted, tflite_passes = _flatbuffer_passes(converted)
     compression = verification = None
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
@@ -139,7 +148,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             verification = scheduled.joined(verify_stage(converted.tflite_bytes, reference.onnx_model,
                                                          samples.held_out_samples(), min_cosine=request.min_cosine,
                                                          expected=expected, layouts=layouts))
-            verification = judge_arena(verification, graph.onnx_model, checked.quantize.value)
+            verification = judge_arena(verification, graph.onnx_model, checked.quantize.widest.value)
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
@@ -156,7 +165,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                            model=_model_summary(converted.tflite_bytes, layouts), calibration=converted.calibration,
                            passes=graph.passes + tflite_passes, check=check, verification=verification,
                            output=checked.out, compression=compression,
-                           float_islands=float_islands(read_tflite(converted.tflite_bytes)))
+                           float_islands=float_islands(read_tflite(converted.tflite_bytes)), mixed_precision=mixed)
     if checked.npu is not None and verification.ok:  # Vela compiles only an int8 model TFLM has proven
         with progress.stage("vela", f"Compiling for {checked.npu} with Vela"):
             report.ethos_u = ethos_u.compile_model(converted.tflite_bytes, checked.npu)
@@ -253,6 +262,26 @@ def _convertible(source: SourceModel) -> SourceModel:
     if source.framework == "tflite":
         raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", source.path)
     return source
+
+
+def _goal(request: ConvertRequest) -> precision.Goal:
+    """--quantize auto's target: --max-accuracy-drop on --data, else --min-cosine (default 0.99)."""
+    if request.max_accuracy_drop is not None:
+        return precision.Goal("accuracy_drop", request.max_accuracy_drop)
+    return precision.Goal("cosine", request.min_cosine if request.min_cosine is not None
+                          else precision.DEFAULT_MIN_COSINE)
+
+
+def _accuracy_goal(data: Dataset | None, graph: NormalisedModel, source: SourceModel, progress: Progress,
+                   layouts: list[InputLayout]) -> precision.AccuracyGoal | None:
+    """--data's samples with the source's outputs on them, computed once for every mix auto measures."""
+    if data is None:
+        return None
+    run, name = (source.run, source.framework) if source.run else (onnx_runner(graph.onnx_model), "onnxruntime")
+    spec, outputs = graph.inputs[0], list(graph.outputs)
+    with bar(f"Running the source ({name}) on --data", len(data.x), progress.enabled) as step:
+        outputs_source = accuracy_stage.source_outputs(run, spec, data.x, step, [o.name for o in outputs])
+    return precision.AccuracyGoal(data, spec, outputs, outputs_source, name, layouts)
 
 
 def _calibration(request: ConvertRequest, checked: Checked, normalised: NormalisedModel, source: SourceModel,
@@ -381,7 +410,7 @@ def check(model: str | Path, *, target: str = "tflm", quantize: str = "int8", op
     and judges what is left. `--target ethos-u` adds
     per node whether Vela maps it to the NPU `npu` (hub.firmware.ethos_u.check)."""
     path = Path(model)
-    resolve(target, quantize, command="check")
+    quantize = resolve(target, quantize, command="check")[1].converted_as  # auto is checked as its int8 base
     npu = npu_option(target, npu)
     source = load_source(path, options or LoadOptions())
     if source.framework == "tflite":

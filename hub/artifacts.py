@@ -425,6 +425,45 @@ class Measured:
         return f"tflm-{self.quantize}" if self.target in ("tflm", "ethos-u") else "tflite"  # ethos-u: its TFLM int8
 
 
+@dataclass(frozen=True)
+class PrecisionStep:
+    """One mix `--quantize auto` measured on TFLM (hub.optimize.precision)."""
+
+    label: str  # "int8", "int16x8 (every op)", "top 4" (the 4 worst-ranked compute ops promoted)
+    promoted_compute: int  # compute ops promoted to int16 (0: int8; -1: the whole int16x8 model)
+    score: float | None  # what the goal judges: cosine against the source, or the accuracy drop in points
+    cosine: float | None
+    top1_agreement: float | None
+    tflite_bytes: int
+    arena_bytes: int | None
+    invoke_us_host: float | None
+    invokes: bool
+    int16_ops: list[str] = field(default_factory=list)  # "CONV_2D <output tensor>" of every op run in int16
+    tflm_message: str | None = None  # TFLM's failure, when the mix did not invoke
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """What `--quantize auto` chose and every step it measured: report.json `mixed_precision`."""
+
+    metric: str  # "cosine" | "accuracy_drop"
+    bound: float  # --min-cosine (default 0.99) or --max-accuracy-drop
+    reachable: float | None  # the bound auto aimed at: near whole int16x8's score when that misses `bound`
+    candidates: int  # compute ops with an int16 twin TFLM runs
+    chosen: PrecisionStep
+    steps: list[PrecisionStep]
+    ranking: str  # how the layers were ranked, in words ("" when int8 met the goal: nothing ranked)
+    note: str | None = None  # why nothing was promoted although int8 misses (the int16x8 conversion failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "bound": self.bound, "reachable": self.reachable,
+                "candidates": self.candidates, "chosen": self.chosen.to_dict(),
+                "steps": [s.to_dict() for s in self.steps], "ranking": self.ranking, "note": self.note}
+
+
 @dataclass
 class ConvertReport:
     """What `hub convert` did and found; `to_dict()` is report.json and the --json document."""
@@ -444,6 +483,7 @@ class ConvertReport:
     ethos_u: Any = None  # hub.firmware.ethos_u.EthosUResult of --target ethos-u
     compression: Any = None  # hub.tflite.compress.Compression of --compress
     float_islands: list[Any] = field(default_factory=list)  # hub.tflite.islands.FloatIsland of the produced model
+    mixed_precision: MixedPrecision | None = None  # --quantize auto's mix and steps
 
     @property
     def measured(self) -> Measured:
@@ -468,6 +508,8 @@ class ConvertReport:
         if self.compression is not None:
             doc["compression"] = self.compression.to_dict()
         doc["float_islands"] = [island.to_dict() for island in self.float_islands]
+        if self.mixed_precision is not None:
+            doc["mixed_precision"] = self.mixed_precision.to_dict()
         doc["timings_s"] = dict(self.timings_s)
         doc.update(self.portability)
         return doc  # without `output`: report.json sits in that folder, wherever it is moved

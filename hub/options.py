@@ -59,13 +59,15 @@ class Option:
 # In `hub convert --help` order.
 CONVERT_OPTIONS: tuple[Option, ...] = (
     Option("--target", str, "tflm", "tflm (microcontrollers), ethos-u (Arm NPU, via Vela) or tflite (mobile LiteRT)"),
-    Option("--quantize", str, "int8", "int8 | int16x8 | float32 (tflite also float16)"),
+    Option("--quantize", str, "int8", "int8 | int16x8 | auto (int8, the layers it loses most in int16, measured on "
+           "TFLM until --min-cosine, default 0.99, or --max-accuracy-drop holds) | float32 (tflite also float16)"),
     Option("--calibration", Path, None, ".npy/.npz of samples, or a folder of images", sweep=True),
     Option("--input-range", str, None, "LO,HI of inputs for synthetic/image calibration (default 0,1)", sweep=True),
     Option("--out", Path, None, "Output folder (default <stem>_<target>/ here)"),
     Option("--name", str, None, "C identifier for the firmware files"),
     Option("--force", bool, False, "Replace an existing output folder"),
-    Option("--min-cosine", float, None, "Fail (exit 1) if int8-vs-float cosine is lower", sweep=True),
+    Option("--min-cosine", float, None, "Fail (exit 1) if int8-vs-float cosine is lower (--quantize auto: also "
+           "its target, default 0.99)", sweep=True),
     Option("--data", Path, None, "Accuracy on your data: .npz with x and optionally integer labels y (FILE.npz:ARRAY "
            "for x), or a folder of class subfolders; the source and TFLM measured on every sample", sweep=True),
     Option("--max-accuracy-drop", float, None, "Fail (exit 1) if TFLM's accuracy on --data is more than this many "

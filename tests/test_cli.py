@@ -22,7 +22,7 @@ def test_help_for_each_command(command):
 def test_check_validates_the_quantize_mode(small_cnn_path):
     proc = run_hub("check", small_cnn_path, "--quantize", "int4")
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, float32")
+    assert proc.stderr.strip().endswith("unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, auto, float32")
 
 
 def test_unknown_option_is_a_usage_error():

@@ -81,7 +81,7 @@ def test_calibration_data_changes_quantization(normalised, converted):
 @pytest.mark.parametrize("target,quantize,reason", [
     ("tflm", "float16", "no float16 kernels"),
     ("tflm", "dynamic", "hybrid"),
-    ("tflm", "int4", "unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, float32"),
+    ("tflm", "int4", "unknown --quantize 'int4' for --target tflm: choose one of int8, int16x8, auto, float32"),
     ("esp32", "int8", "unknown --target 'esp32' for hub convert: choose one of tflm, ethos-u, tflite"),
 ])
 def test_refused_requests_name_the_reason(target, quantize, reason):

@@ -490,10 +490,6 @@ def _convert(model: onnx.ModelProto):
     tflite_bytes, normalised = convert_model(model)
     return read_tflite(tflite_bytes), normalised
 
-    normalised = normalise(model, {})
-    cal = build_calibration(normalised.inputs, None, value_range)
-    return read_tflite(convert(normalised, cal, ConvertOptions()).tflite_bytes), normalised
-
 
 @pytest.mark.parametrize("case", ["dense_batchnorm", "non_square_pool"])
 def test_converted_graph_has_no_extra_add_or_strided_slice(case):

@@ -1,6 +1,6 @@
 """Board-fit search (`hub optimize MODEL --data ... --board B`): the most accurate model that fits a board.
 
-Candidates combine a pruning level with a quantization variant (int16x8, int8, int8 after QAT, int8 with
+Candidates combine a pruning level with a quantization variant (int16x8, auto, int8, int8 after QAT, int8 with
 the filters clustered to 16 or 4 values and compressed into TFLM look-up tables). Every candidate is
 converted by hub convert and measured on TFLM: its arena (+ the runtime's RAM the board table states)
 against the board's RAM, its flatbuffer (+ the kernels it registers, hub.knowledge.kernel_flash) against
@@ -39,8 +39,9 @@ class Variant:
         return self.quantize + (f" + cluster {self.cluster}" if self.cluster else "") + (" + QAT" if self.qat else "")
 
 
-VARIANTS = (Variant("int16x8"), Variant("int8"), Variant("int8", qat=True), Variant("int8", cluster=16),
-            Variant("int8", cluster=4))
+# auto: int8 with the layers it loses most in int16 (hub.optimize.precision), between int8's and int16x8's RAM
+VARIANTS = (Variant("int16x8"), Variant("auto"), Variant("int8"), Variant("int8", qat=True),
+            Variant("int8", cluster=16), Variant("int8", cluster=4))
 
 
 @dataclass

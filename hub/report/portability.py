@@ -35,10 +35,12 @@ from hub.verify.tflm import verify
 ALL_TARGETS = ("tflm-int8", "tflm-float32", "tflite", "onnxruntime")
 # The check pass models TFLM; LiteRT ("tflite") is judged from the float32 TFLM check, keeping only
 # what blocks the conversion itself or needs an op outside TFLite's builtin set (see _litert_view).
-CHECKED = {"tflm-int8": ("tflm", "int8"), "tflm-int16x8": ("tflm", "int16x8"), "tflm-float32": ("tflm", "float32"),
-           "tflite": ("tflm", "float32")}
-STORAGE = {"tflm-int8": "int8", "tflm-int16x8": "int16x8", "tflm-float32": "float32", "tflite": "float32",
-           "onnxruntime": "float32"}
+# tflm-auto (--quantize auto's mixed model) is checked and estimated as its int8 base; hub convert's measured
+# figures replace the estimate.
+CHECKED = {"tflm-int8": ("tflm", "int8"), "tflm-int16x8": ("tflm", "int16x8"), "tflm-auto": ("tflm", "int8"),
+           "tflm-float32": ("tflm", "float32"), "tflite": ("tflm", "float32")}
+STORAGE = {"tflm-int8": "int8", "tflm-int16x8": "int16x8", "tflm-auto": "int8", "tflm-float32": "float32",
+           "tflite": "float32", "onnxruntime": "float32"}
 ESTIMATE_NOTE = ("estimated without converting: flash = weights as the target stores them (int8: 1 byte per weight, "
                  "int32 biases; float32: 4 bytes), the flatbuffer adds metadata; arena = TFLM-style greedy plan of "
                  "the activations + modelled persistent data (within 10 % of the measured arenas of the MLPerf Tiny "

@@ -177,7 +177,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 SPECIAL = {"source", "targets", "layers", "totals", "board", "op_histogram", "activation_memory", "notes", "output",
-           "optimize", "accuracy", "float_islands"}
+           "optimize", "accuracy", "float_islands", "mixed_precision"}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -201,6 +201,8 @@ def render_html(report: dict[str, Any]) -> str:
         parts += ["<h2>Inputs, as firmware fills them</h2>", "<ul id=\"inputs\">" + "".join(
             f"<li><code>{escape(layout['name'])}</code>: {escape(input_layout_text(layout))}</li>" for layout in layouts)
             + "</ul>"]
+    if report.get("mixed_precision"):
+        parts += ["<h2>Mixed precision (--quantize auto)</h2>", _html_precision(report["mixed_precision"])]
     parts += ["<h2>Where it runs</h2>", _html_matrix(report)]
     if report.get("board"):
         parts += ["<h2>Board fit</h2>", _html_board(report["board"])]
@@ -281,6 +283,29 @@ def _html_islands(islands: list[dict]) -> str:
     return (f"<p class=\"note\">{escape(ISLANDS_NOTE)}.</p><table id=\"float-islands\"><thead><tr><th>ops</th>"
             "<th>float activations (B, arena)</th><th>live at once (B)</th><th>float constants (B, flash)</th>"
             f"<th>float tensors</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _html_precision(mixed: dict) -> str:
+    """--quantize auto's steps, each a mix measured on TFLM; the chosen one highlighted, its int16 ops listed."""
+    chosen = mixed["chosen"]
+    marks = ['<tr class="chosen">' if step == chosen else "<tr>" for step in mixed["steps"]]
+    rows = "".join(
+        f"{mark}<td>{escape(step['label'])}</td>"
+        f"<td class=\"num\">{len(step['int16_ops'])}</td><td class=\"num\">{_num(step['score'])}</td>"
+        f"<td class=\"num\">{_num(step['cosine'])}</td><td class=\"num\">{_num(step['top1_agreement'])}</td>"
+        f"<td class=\"num\">{_bytes(step['tflite_bytes'])}</td><td class=\"num\">{_bytes(step['arena_bytes'])}</td>"
+        f"<td class=\"num\">{_num(step['invoke_us_host'])}</td></tr>" for mark, step in zip(marks, mixed["steps"]))
+    ops = "".join(f"<li>{escape(op)}</li>" for op in chosen["int16_ops"])
+    note = f"<p class=\"note\">{escape(mixed['note'])}</p>" if mixed.get("note") else ""
+    return (f"<p class=\"note\">Target: {escape(mixed['metric'])} {escape(str(mixed['reachable']))} (asked "
+            f"{escape(str(mixed['bound']))}). Ranking: {escape(mixed['ranking'] or 'none: int8 met the target')}.</p>"
+            f"{note}<table id=\"mixed-precision\"><thead><tr><th>mix</th><th>int16 ops</th><th>score</th><th>cosine"
+            "</th><th>top-1 agreement</th><th>file</th><th>arena</th><th>invoke (us, host)</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>" + (f"<h3>int16 ops of the chosen mix</h3><ul>{ops}</ul>" if ops else ""))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.5g}"
 
 
 def _html_layers(report: dict) -> str:

@@ -39,6 +39,9 @@ def print_convert_summary(report: ConvertReport) -> None:
     if rewrote:
         out.print(f"  rewrites     {rewrote}")
     _print_calibration(report.calibration)
+    if report.mixed_precision is not None:
+        for line in precision_lines(report.mixed_precision):
+            out.print(f"  {line}", markup=False)
     if report.verification is not None:
         _print_verification(report.verification)
     if report.compression is not None:
@@ -62,6 +65,27 @@ def ethos_u_lines(result) -> list[str]:
              f"{result.cycles:,} cycles = {d['inference_ms']:g} ms (Vela's estimate)"]
     lines += [f"  CPU        {op.op} {op.output}: {'; '.join(op.reasons) or 'no reason given'}" for op in result.cpu_ops]
     return lines + [f"  note       {d['note']}"]
+
+
+def precision_lines(mixed) -> list[str]:
+    """--quantize auto's choice and the mixes it measured (hub.artifacts.MixedPrecision)."""
+    goal = (f"cosine >= {mixed.reachable:.4g}" if mixed.metric == "cosine"
+            else f"accuracy drop <= {mixed.reachable:.4g} points")
+    chosen = mixed.chosen
+    what = ("int8 (nothing promoted)" if chosen.promoted_compute == 0 else "int16x8 (every op)"
+            if chosen.promoted_compute == -1 else f"{len(chosen.int16_ops)} ops in int16 "
+            f"({chosen.promoted_compute} of {mixed.candidates} compute ops ranked, plus the data movement between)")
+    lines = [f"precision    auto: {what}; target {goal}"]
+    for step in mixed.steps:
+        lines.append(f"               {step.label:<20} score {_score(step.score)}  {_kb(step.tflite_bytes)}  arena "
+                     f"{_kb(step.arena_bytes)}  invoke {_us(step.invoke_us_host)}")
+    if mixed.note:
+        lines.append(f"               {mixed.note}")
+    return lines
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.5g}"
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:

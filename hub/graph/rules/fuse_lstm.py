@@ -128,7 +128,8 @@ def _final_state_from_sequence(model: onnx.ModelProto, node: onnx.NodeProto) -> 
     directions = 2 if _text(attr(node, "direction", b"forward")) == "bidirectional" else 1
     reverse = _text(attr(node, "direction", b"forward")) == "reverse"
     outputs = list(node.output) + [""] * 3
-    y_h, y = outputs[Y_H], outputs[Y] or _fresh_name(model, f"{node.name or y_h}_Y")
+    y_h = outputs[Y_H]
+    y = outputs[Y] or _fresh_name(model, f"{node.name or y_h}_Y")
     outputs[Y], outputs[Y_H] = y, ""
     while outputs and not outputs[-1]:
         outputs.pop()

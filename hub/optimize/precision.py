@@ -1,0 +1,226 @@
+"""`--quantize auto`: start from int8 and promote the most sensitive layers to int16 activations (int16x8 kernels)
+until a target is met, every step measured on the TFLM interpreter.
+
+The flatbuffer mechanics are hub.tflite.mixed (the int16x8 twins of chosen ops spliced into the int8 model, QUANTIZE
+at the boundaries). This module only decides which ops, in what order, and when to stop:
+- rank: each op's own contribution to the int8 error (`rank`, the one function a per-layer profile replaces);
+- grow: promote the top 1, 2, 4, 8, ... ops (plus the data-movement ops between promoted ones), measuring each mix
+  on TFLM, until the target holds; then the smallest mix between the last miss and the hit that holds (bisection);
+- the target: a cosine against the source (never above what whole-model int16x8 reaches), or an accuracy drop on
+  --data. The caller's `measure` runs the model on TFLM and scores it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hub.artifacts import (ConvertedModel, InputLayout, LayerProfile, MixedPrecision, NormalisedModel, PrecisionStep,
+                           ReferenceOutputs, TensorSpec, Verification)
+from hub.convert import converter
+from hub.convert.calibration import CalibrationSet
+from hub.convert.dataset import Dataset
+from hub.errors import IncompatibleError
+from hub.knowledge.int16_kernels import DATA_MOVEMENT
+from hub.tflite.mixed import Twin, splice, twins
+from hub.tflite.model import read_tflite
+from hub.tflite.passes import run_passes
+from hub.verify import accuracy as accuracy_stage
+from hub.verify.layer_error import profile_layers
+from hub.verify.tflm import verify
+
+DEFAULT_MIN_COSINE = 0.99  # --quantize auto's target when neither --min-cosine nor --max-accuracy-drop is given
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What auto must reach: a cosine against the source (higher is better), or an accuracy drop (lower)."""
+
+    metric: str  # "cosine" | "accuracy_drop"
+    bound: float
+
+    def met(self, score: float | None) -> bool:
+        if score is None:
+            return False
+        return score >= self.bound if self.metric == "cosine" else score <= self.bound
+
+    def better(self, a: float | None, b: float | None) -> bool:
+        """`a` is at least as good as `b`."""
+        if a is None:
+            return False
+        return b is None or (a >= b if self.metric == "cosine" else a <= b)
+
+
+@dataclass(frozen=True)
+class AccuracyGoal:
+    """--max-accuracy-drop on --data: the source's outputs, computed once, against each mix's on TFLM."""
+
+    data: Dataset
+    spec: TensorSpec  # the one input --data feeds
+    outputs: list[TensorSpec]
+    source: dict[str, np.ndarray] | None
+    reference: str | None
+    layouts: list[InputLayout]  # as the .tflite holds each input (hub.convert.layout)
+
+    def drop(self, tflite_bytes: bytes) -> float | None:
+        on_tflm = accuracy_stage.tflm_outputs(tflite_bytes, self.spec, self.data.x, self.outputs, self.layouts)
+        return accuracy_stage.measure(self.data, on_tflm, self.source, self.reference).drop
+
+
+# One mix measured on TFLM: (its score for the goal, its verification).
+Measure = Callable[[bytes], tuple[float | None, Verification]]
+
+
+def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, options: converter.ConvertOptions,
+         expected: ReferenceOutputs | None, goal: Goal,
+         accuracy: AccuracyGoal | None = None) -> tuple[ConvertedModel, MixedPrecision]:
+    """`--quantize auto` from the int8 conversion `int8` (made from `graph` with `samples` and `options`): int8 when
+    it meets `goal` (nothing more converted), else the least-promoted int8/int16x8 mix that does (or the best
+    measured)."""
+    measure = _measurer(graph, samples, expected, goal, accuracy, int8.input_layouts)
+    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes))
+    if goal.met(first.score):
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "", None)
+    try:
+        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8"), int8.input_layouts)
+    except IncompatibleError as exc:  # an op the converter has no int16x8 version of: int8 stays
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "",
+                                                         f"the int16x8 conversion failed: {exc.message}")
+    candidates = twins(int8.tflite_bytes, int16.tflite_bytes)
+    try:
+        order, ranking = rank(profile_layers(graph, samples, int8, options), candidates), RANKING
+    except IncompatibleError as exc:
+        order, ranking = rank(None, candidates), ORDER_RANKING.format(why=exc.message)
+    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, order, goal, measure, first, ranking)
+    timings = {**int8.timings_s, **{f"int16x8.{k}": v for k, v in int16.timings_s.items()}}
+    return replace(int8, tflite_bytes=data, quantize="auto", timings_s=timings), mixed
+
+
+def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: ReferenceOutputs | None, goal: Goal,
+              accuracy: AccuracyGoal | None, layouts: list[InputLayout]) -> Measure:
+    """A mix after the flatbuffer passes, on TFLM: fidelity against the source, arena, invoke time; the score."""
+    held_out = samples.held_out_samples()
+
+    def measure(data: bytes) -> tuple[float | None, Verification]:
+        passed, _ = run_passes(data)
+        verification = verify(passed, graph.onnx_model, held_out, expected=expected, layouts=layouts)
+        if not verification.tflm.invokes:
+            return None, verification
+        if goal.metric == "accuracy_drop" and accuracy is not None:
+            return accuracy.drop(passed), verification
+        return (verification.fidelity.cosine if verification.fidelity else None), verification
+
+    return measure
+
+
+def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order: list[Twin], goal: Goal,
+           measure: Measure, first: PrecisionStep, ranking: str) -> tuple[bytes, MixedPrecision]:
+    """Promote the top 1, 2, 4, ... of `order` until `goal` (capped at whole int16x8's score) holds, then bisect
+    between the last miss and that hit; every mix measured. No mix holds: the better of int8 and int16x8."""
+    whole16 = _step("int16x8 (every op)", -1, int16_bytes, *measure(int16_bytes))
+    steps = [first, whole16]
+    reachable = _reachable(goal, first.score, whole16.score)
+    target = Goal(goal.metric, reachable)
+    best: tuple[bytes, PrecisionStep] | None = None
+    low, k = 0, 1
+    while best is None and low < len(order):
+        k = min(k, len(order))
+        data, step = _try(int8_bytes, int16_bytes, candidates, order[:k], measure)
+        steps.append(step)
+        if target.met(step.score):
+            best = (data, step)
+        else:
+            low, k = k, k * 2
+    if best is not None:
+        high = best[1].promoted_compute
+        while high - low > max(1, high // 8):  # stop within an eighth of the least promotion that holds
+            mid = (low + high) // 2
+            data, step = _try(int8_bytes, int16_bytes, candidates, order[:mid], measure)
+            steps.append(step)
+            if target.met(step.score):
+                best, high = (data, step), mid
+            else:
+                low = mid
+    if best is None:
+        best = (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
+    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None)
+
+
+def _reachable(goal: Goal, int8_score: float | None, int16_score: float | None) -> float:
+    """The bound itself, or, when whole int16x8 misses it too, int16x8's score less a twentieth of its gain over
+    int8 (a mix rarely lands exactly on it: the QUANTIZE boundaries round once more)."""
+    if int16_score is None or goal.better(int16_score, goal.bound):
+        return goal.bound
+    slack = abs(int16_score - int8_score) / 20 if int8_score is not None else 0.0
+    return int16_score - slack if goal.metric == "cosine" else int16_score + slack
+
+
+def _result(goal: Goal, reachable: float | None, candidates: int, chosen: PrecisionStep, steps: list[PrecisionStep],
+            ranking: str, note: str | None) -> MixedPrecision:
+    return MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=reachable, candidates=candidates,
+                          chosen=chosen, steps=steps, ranking=ranking, note=note)
+
+
+def _try(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], top: list[Twin],
+         measure: Measure) -> tuple[bytes, PrecisionStep]:
+    promoted = close_regions(int8_bytes, candidates, top)
+    data = splice(int8_bytes, int16_bytes, promoted)
+    return data, _step(f"top {len(top)}", len(top), data, *measure(data), _op_names(int8_bytes, promoted))
+
+
+def _step(label: str, promoted: int, data: bytes, score: float | None, verification: Verification,
+          int16_ops: list[str] | None = None) -> PrecisionStep:
+    return PrecisionStep(label=label, promoted_compute=promoted, score=score,
+                         cosine=verification.fidelity.cosine if verification.fidelity else None,
+                         top1_agreement=verification.fidelity.top1_agreement if verification.fidelity else None,
+                         tflite_bytes=len(data), arena_bytes=verification.memory.arena_bytes,
+                         invoke_us_host=verification.tflm.invoke_us_host, invokes=verification.tflm.invokes,
+                         int16_ops=int16_ops or [], tflm_message=verification.tflm.message)
+
+
+def _op_names(int8_bytes: bytes, promoted: list[Twin]) -> list[str]:
+    model = read_tflite(int8_bytes)
+    return [f"{t.name} {model.tensors[model.ops[t.op].outputs[0]].name}" for t in promoted]
+
+
+def close_regions(int8_bytes: bytes, candidates: list[Twin], top: list[Twin]) -> list[Twin]:
+    """`top` plus the data-movement ops (RESHAPE, PAD, ...) fed only by promoted ops and feeding only promoted ops
+    or other data movement, so a region stays int16 through them instead of requantizing twice."""
+    model = read_tflite(int8_bytes)
+    chosen = {t.op for t in top}
+    movers = {t.op: t for t in candidates if t.name in DATA_MOVEMENT}
+    producer = {o: op.index for op in model.ops for o in op.outputs}
+    consumers: dict[int, list[int]] = {}
+    for op in model.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op.index)
+    changed = True
+    while changed:
+        changed = False
+        for index, twin in movers.items():
+            op = model.ops[index]
+            if index in chosen:
+                continue
+            fed = [producer.get(i) for i in op.inputs if i in producer]
+            outs = [c for o in op.outputs for c in consumers.get(o, [])]
+            if fed and all(p in chosen for p in fed) and outs and all(c in chosen or c in movers for c in outs):
+                chosen.add(index)
+                changed = True
+    return [t for t in candidates if t.op in chosen]
+
+
+RANKING = ("the per-layer error profile (hub.verify.layer_error): each op's output cosine against the float "
+           "model with only that op quantized, lowest first")
+ORDER_RANKING = "network order (the per-layer profile could not be measured: {why})"
+
+
+def rank(profile: LayerProfile | None, candidates: list[Twin]) -> list[Twin]:
+    """Compute ops by the error they add alone (the profile's isolated view, else as converted), worst first;
+    data-movement ops are left to close_regions, ops the profile does not name go last in network order."""
+    badness = {}
+    for layer in profile.layers if profile is not None else ():
+        alone = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
+        badness[layer.op_index] = (alone, -(layer.isolated_rmse_over_scale or layer.rmse_over_scale))
+    compute = [t for t in candidates if t.name not in DATA_MOVEMENT]
+    return sorted(compute, key=lambda t: badness.get(t.op, (2.0, 0.0)))

@@ -1,0 +1,202 @@
+"""Mixed int8 / int16x8 flatbuffers: the int16x8 ops of chosen layers spliced into the int8 model.
+
+The TFLite converter quantizes a whole model in one mode (int8, or int16 activations with int8 weights); it has
+no per-op int16 (tensorflow/lite/python/lite.py: `_is_int16x8_target_required` reads the one supported_ops set
+for the whole model; the debugger's `denylisted_ops` only leaves ops in float). hub converts the same float
+Keras graph twice, with the same calibration samples, and both models name each activation tensor after the
+same TF op, so an op of the int8 model and its int16x8 twin are found by builtin and output names.
+
+`splice` takes the int8 model and, for each promoted op, puts in its int16x8 twin with the twin's own tensors
+(int16 activations and their scales, int8 weights, int64/int32 biases). Where an int8 tensor meets a promoted op
+a QUANTIZE int8 -> int16 is inserted, where a promoted op's output meets an int8 op (or is a model output) a
+QUANTIZE int16 -> int8 writes the original int8 tensor (TFLM's QUANTIZE requantizes between int8 and int16 both
+ways: hub.knowledge.int16_kernels.REQUANTIZE). Inside a promoted region every tensor keeps the int16x8 model's
+scales, so ops that need equal input and output scales (RESHAPE, CONCATENATION, ...) stay consistent.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from hub.knowledge.int16_kernels import runs_int16
+from hub.tflite import offline_plan  # pack: the schema object API's writer
+from hub.tflite.model import _OP_NAMES
+
+QUANTIZE = schema.BuiltinOperator.QUANTIZE
+INT16_SUFFIX = b"/int16"
+
+
+@dataclass(frozen=True)
+class Twin:
+    """An op of the int8 model and its twin in the int16x8 model."""
+
+    op: int  # index in the int8 model's operators
+    twin: int  # index in the int16x8 model's operators
+    name: str  # builtin name
+
+
+def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
+    """The int8 model's ops that can be promoted: a twin of the same builtin, writing the same tensors from the
+    same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels)."""
+    m8, m16 = _unpack(int8_bytes), _unpack(int16_bytes)
+    by_outputs = {(_builtin(m16, op), _names(m16, op.outputs)): j for j, op in enumerate(m16.subgraphs[0].operators)}
+    found = []
+    for i, op in enumerate(m8.subgraphs[0].operators):
+        builtin = _builtin(m8, op)
+        j = by_outputs.get((builtin, _names(m8, op.outputs)))
+        if j is None or op.intermediates is not None and len(op.intermediates):
+            continue
+        twin = m16.subgraphs[0].operators[j]
+        if _activations(m8, op) == _activations(m16, twin) and runs_int16(_OP_NAMES.get(builtin, "")):
+            found.append(Twin(i, j, _OP_NAMES.get(builtin, str(builtin))))
+    return found
+
+
+def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
+    """The int8 model with the `promote` ops replaced by their int16x8 twins, QUANTIZE ops at the boundaries."""
+    if not promote:
+        return int8_bytes
+    job = _Splice(_unpack(int8_bytes), _unpack(int16_bytes), {t.op: t.twin for t in promote})
+    sg8 = job.m8.subgraphs[0]
+    operators = []
+    for i, op in enumerate(sg8.operators):
+        operators += job.promoted(op, job.chosen[i]) if i in job.chosen else [op]
+    sg8.operators = operators
+    _drop_unused(job.m8)  # the converter's output: no offline memory plan names tensor indices yet
+    return offline_plan.pack(job.m8, len(int8_bytes) + len(int16_bytes))
+
+
+class _Splice:
+    """One splice: the int8 model being rewritten, the int16x8 model its twins come from, and the tensors made."""
+
+    def __init__(self, m8: schema.ModelT, m16: schema.ModelT, chosen: dict[int, int]):
+        self.m8, self.m16, self.chosen = m8, m16, chosen
+        sg8, sg16 = m8.subgraphs[0], m16.subgraphs[0]
+        self.int8_readers = {int(t) for i, op in enumerate(sg8.operators) if i not in chosen for t in op.inputs
+                             if t >= 0} | {int(t) for t in sg8.outputs}  # tensors an int8 op or the caller reads
+        self.by_name16 = {t.name: k for k, t in enumerate(sg16.tensors)}
+        self.by_name8 = {t.name: k for k, t in enumerate(sg8.tensors) if not _is_constant(m8, k)}
+        self.twin_of: dict[int, int] = {}  # int8 tensor -> its int16 twin in the spliced model
+        self.constants: dict[int, int] = {}  # int16x8 model's constant -> its copy (shared ones copied once)
+
+    def promoted(self, op: schema.OperatorT, twin: int) -> list[schema.OperatorT]:
+        """The int16x8 twin of `op`, after the QUANTIZE int8 -> int16 its inputs need and before the QUANTIZE
+        int16 -> int8 its outputs need."""
+        before: list[schema.OperatorT] = []
+        new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
+        new.opcodeIndex = _opcode(self.m8, self.m16.operatorCodes[new.opcodeIndex])
+        new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
+        outputs = [int(t) for t in op.outputs]
+        for t8 in outputs:
+            self.twin_of[t8] = self._int16_copy(t8)
+        new.outputs = np.array([self.twin_of[t8] for t8 in outputs], dtype=np.int32)
+        after = [_quantize(self.m8, self.twin_of[t8], t8) for t8 in outputs if t8 in self.int8_readers]
+        return [*before, new, *after]
+
+    def _input(self, k16: int, before: list[schema.OperatorT]) -> int:
+        if k16 < 0:
+            return -1
+        if _is_constant(self.m16, k16):  # weights, bias, shapes of the int16x8 twin
+            if k16 not in self.constants:
+                self.constants[k16] = _copy_tensor(self.m16, self.m8, k16, b"")
+            return self.constants[k16]
+        t8 = self.by_name8[self.m16.subgraphs[0].tensors[k16].name]
+        if t8 not in self.twin_of:  # made by an int8 op (or a model input): requantized to int16 once
+            self.twin_of[t8] = self._int16_copy(t8)
+            before.append(_quantize(self.m8, t8, self.twin_of[t8]))
+        return self.twin_of[t8]
+
+    def _int16_copy(self, t8: int) -> int:
+        """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
+        name = self.m8.subgraphs[0].tensors[t8].name
+        return _copy_tensor(self.m16, self.m8, self.by_name16[name], INT16_SUFFIX)
+
+
+def _drop_unused(model: schema.ModelT) -> None:
+    """Drop the tensors no op or graph input/output uses any more (the int8 weights of promoted ops) and their
+    buffers, renumbering the rest; buffer 0 stays the empty sentinel."""
+    sg = model.subgraphs[0]
+    used = {int(k) for op in sg.operators for k in [*op.inputs, *op.outputs] if k >= 0}
+    used |= {int(k) for k in [*sg.inputs, *sg.outputs]}
+    keep = sorted(used)
+    new_index = {old: new for new, old in enumerate(keep)}
+    sg.tensors = [sg.tensors[k] for k in keep]
+    for op in sg.operators:
+        op.inputs = np.array([new_index.get(int(k), -1) for k in op.inputs], dtype=np.int32)
+        op.outputs = np.array([new_index[int(k)] for k in op.outputs], dtype=np.int32)
+    sg.inputs = np.array([new_index[int(k)] for k in sg.inputs], dtype=np.int32)
+    sg.outputs = np.array([new_index[int(k)] for k in sg.outputs], dtype=np.int32)
+    for signature in model.signatureDefs or []:
+        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+            entry.tensorIndex = new_index[entry.tensorIndex]
+    buffers = sorted({0} | {t.buffer for t in sg.tensors} | {m.buffer for m in model.metadata or []})
+    new_buffer = {old: new for new, old in enumerate(buffers)}
+    model.buffers = [model.buffers[b] for b in buffers]
+    for tensor in sg.tensors:
+        tensor.buffer = new_buffer[tensor.buffer]
+    for entry in model.metadata or []:
+        entry.buffer = new_buffer[entry.buffer]
+
+
+def _unpack(data: bytes) -> schema.ModelT:
+    return schema.ModelT.InitFromPackedBuf(data, 0)
+
+
+def _builtin(model: schema.ModelT, op: schema.OperatorT) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _names(model: schema.ModelT, indices) -> tuple[bytes, ...]:
+    tensors = model.subgraphs[0].tensors
+    return tuple(tensors[int(k)].name for k in (indices if indices is not None else []))
+
+
+def _is_constant(model: schema.ModelT, k: int) -> bool:
+    buffer = model.buffers[model.subgraphs[0].tensors[k].buffer]
+    return buffer.data is not None and len(buffer.data) > 0
+
+
+def _activations(model: schema.ModelT, op: schema.OperatorT) -> tuple[bytes | None, ...]:
+    """The names of the op's computed inputs (constants are named differently in each conversion)."""
+    inputs = op.inputs if op.inputs is not None else []
+    return tuple(None if int(k) < 0 or _is_constant(model, int(k)) else model.subgraphs[0].tensors[int(k)].name
+                 for k in inputs)
+
+
+def _copy_tensor(source: schema.ModelT, target: schema.ModelT, k: int, suffix: bytes) -> int:
+    """Tensor `k` of `source` appended to `target` with a copy of its data; its index there."""
+    tensor = copy.deepcopy(source.subgraphs[0].tensors[k])
+    buffer = copy.deepcopy(source.buffers[tensor.buffer]) if tensor.buffer else schema.BufferT()
+    target.buffers.append(buffer)
+    tensor.buffer = len(target.buffers) - 1
+    tensor.name = (tensor.name or b"tensor") + suffix
+    target.subgraphs[0].tensors.append(tensor)
+    return len(target.subgraphs[0].tensors) - 1
+
+
+def _quantize(model: schema.ModelT, source: int, target: int) -> schema.OperatorT:
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, _code(QUANTIZE, 1))
+    op.inputs, op.outputs = np.array([source], dtype=np.int32), np.array([target], dtype=np.int32)
+    return op
+
+
+def _code(builtin: int, version: int) -> schema.OperatorCodeT:
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
+    return code
+
+
+def _opcode(model: schema.ModelT, wanted: schema.OperatorCodeT) -> int:
+    """The index of `wanted`'s builtin among the model's OperatorCodes (version raised to the int16 one's)."""
+    builtin = max(wanted.builtinCode, wanted.deprecatedBuiltinCode)
+    for i, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            code.version = max(code.version, wanted.version)
+            return i
+    model.operatorCodes.append(_code(builtin, wanted.version))
+    return len(model.operatorCodes) - 1

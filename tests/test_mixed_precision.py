@@ -1,0 +1,98 @@
+"""--quantize auto: mixed int8/int16x8 flatbuffers (hub.tflite.mixed) checked op by op and run on TFLM against the
+source, the search (hub.optimize.precision) staying int8 where int8 is good, and the quantize table's answers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hub.artifacts import ConvertedModel
+from hub.convert.calibration import build_calibration
+from hub.convert.converter import ConvertOptions
+from hub.errors import InputError
+from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
+from hub.optimize import precision
+from hub.targets import Quantize, resolve
+from hub.tflite.mixed import splice, twins
+from hub.tflite.model import read_tflite
+from hub.verify.tflm import verify
+from tests.conftest import ROOT, convert_model, run_hub, small_cnn_onnx
+
+DIGITS = ["fixtures/digits_cnn_state.pth", "--factory", "fixtures/torch_models.py:DigitsCNN",
+          "--input-shape", "1,1,8,8", "--calibration", "fixtures/digits_train.npz"]
+
+
+@pytest.fixture(scope="module")
+def cnn_pair(small_cnn_int8_tflite) -> tuple[bytes, bytes, object]:
+    """The small CNN converted int8 (the session's) and int16x8, same calibration: (int8, int16x8, normalised)."""
+    int16, normalised = convert_model(small_cnn_onnx(), "int16x8")
+    return small_cnn_int8_tflite[0].read_bytes(), int16, normalised
+
+
+def test_quantize_table_takes_auto_on_tflm_only():
+    assert resolve("tflm", "auto")[1] is Quantize.AUTO
+    assert Quantize.AUTO.converted_as is Quantize.INT8 and Quantize.AUTO.widest is Quantize.INT16X8
+    for target in ("ethos-u", "tflite"):
+        with pytest.raises(InputError, match="--quantize auto is refused"):
+            resolve(target, "auto")
+
+
+def test_int16_table_is_the_kernel_rows():
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SOFTMAX", "QUANTIZE"} <= set(INT16_OPS)
+    assert not runs_int16("EXP") and not runs_int16("NOT_EQUAL")  # float-only / no int16 case in their kernels
+
+
+def test_spliced_model_has_int16_ops_between_quantize_boundaries_and_matches_the_source(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    found = twins(int8, int16)
+    assert [t.name for t in found][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    promoted = found[1]  # the depthwise conv alone: int8 on both sides of it
+    mixed = splice(int8, int16, [promoted])
+    model = read_tflite(mixed)
+    dw = next(op for op in model.ops if op.name == "DEPTHWISE_CONV_2D")
+    x, w, b = (model.tensors[i] for i in dw.inputs)
+    assert (x.dtype, w.dtype, b.dtype, model.tensors[dw.outputs[0]].dtype) == ("int16", "int8", "int64", "int16")
+    before = next(op for op in model.ops if op.outputs == [dw.inputs[0]])
+    after = next(op for op in model.ops if op.inputs == [dw.outputs[0]])
+    assert before.name == after.name == "QUANTIZE"
+    assert model.tensors[before.inputs[0]].dtype == "int8" and model.tensors[after.outputs[0]].dtype == "int8"
+    assert model.op_histogram()["QUANTIZE"] == 2 and len(model.ops) == len(read_tflite(int8).ops) + 2
+    checked = verify(mixed, normalised.onnx_model, None)  # onnxruntime on the source graph, TFLM on the mix
+    assert checked.ok and checked.fidelity.cosine > 0.999
+
+
+def test_auto_stays_int8_where_int8_meets_the_target(cnn_pair):
+    int8, _, normalised = cnn_pair
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    converted = ConvertedModel(int8, "int8", "tflm", samples.summary())
+    chosen, mixed = precision.auto(normalised, samples, converted, ConvertOptions("tflm", "int8"), None,
+                                   precision.Goal("cosine", 0.99))
+    assert chosen.tflite_bytes == int8 and chosen.quantize == "auto"
+    assert [s.label for s in mixed.steps] == ["int8"] and mixed.chosen.cosine >= 0.99 and not mixed.chosen.int16_ops
+
+
+@pytest.mark.heavy
+def test_auto_promotes_until_an_unreachable_cosine_then_keeps_the_best(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    goal = precision.Goal("cosine", 1.0)
+    measure = precision._measurer(normalised, samples, None, goal, None)
+    first = precision._step("int8", 0, int8, *measure(int8))
+    candidates = twins(int8, int16)
+    data, mixed = precision.search(int8, int16, candidates, precision.rank(None, candidates), goal, measure, first,
+                                   "network order")
+    assert mixed.steps[1].promoted_compute == -1 and len(mixed.steps) > 2
+    assert mixed.chosen.score >= first.score  # never below int8's fidelity
+    assert verify(data, normalised.onnx_model, None).ok
+
+
+@pytest.mark.heavy
+def test_digits_auto_meets_max_accuracy_drop_on_tflm(tmp_path):
+    out = tmp_path / "digits"
+    result = run_hub("convert", *DIGITS, "--quantize", "auto", "--data", "fixtures/digits_val.npz",
+                     "--max-accuracy-drop", "0.5", "--out", str(out), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((Path(out) / "report.json").read_text())
+    assert report["quantize"] == "auto" and report["mixed_precision"]["metric"] == "accuracy_drop"
+    assert report["mixed_precision"]["chosen"]["score"] <= 0.5

@@ -19,7 +19,7 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/hub --version
 if [ "${1:-}" = "--test" ]; then
-  # the dev extras (pytest, transformers for tests/hub_models.py, ...) are pinned in requirements.lock: make sure
+  # the dev extras (pytest, transformers for tests/hub_models.py, ...) are pinned in requirements.lock: make sure they import
   HF_HUB_OFFLINE=1 .venv/bin/python -c 'import pytest, hypothesis, sklearn, transformers' \
     || { echo "setup.sh: requirements.lock did not install the test extras" >&2; exit 1; }
   missing=()

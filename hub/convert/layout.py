@@ -11,11 +11,15 @@ which converts both cases above exactly. Calibration, verification, the firmware
 read the resulting InputLayout (hub.artifacts)."""
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 
 from hub.artifacts import InputLayout
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Ops whose data input's axis 1 is the channel axis and whose TFLite kernels want it last.
 CHANNEL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
@@ -72,6 +76,8 @@ def decide_layouts(model: onnx.ModelProto, source_layouts: dict[str, str | None]
 
 def _data_flow(model: onnx.ModelProto) -> nx.DiGraph:
     """Tensor -> tensor edges through AXIS_KEEPING ops only (data inputs, not shapes or weights)."""
+    import networkx as nx  # why here: its import costs more than `hub check` of a ResNet-50 (hub.graph.network)
+
     graph = nx.DiGraph()
     for node in model.graph.node:
         if node.op_type not in AXIS_KEEPING:
@@ -83,6 +89,8 @@ def _data_flow(model: onnx.ModelProto) -> nx.DiGraph:
 
 def _channel_consumer(model: onnx.ModelProto, graph: nx.DiGraph, name: str) -> onnx.NodeProto | None:
     """The first CHANNEL_OPS node whose data input is `name` or reached from it through AXIS_KEEPING ops."""
+    import networkx as nx  # why here: as in _data_flow
+
     reached = {name} | (nx.descendants(graph, name) if name in graph else set())
     return next((n for n in model.graph.node if n.op_type in CHANNEL_OPS and n.input and n.input[0] in reached), None)
 

@@ -180,7 +180,7 @@ def converted_kws(request, tmp_path_factory) -> dict:
     proc = run_hub("convert", FIXTURES / f"kws_{request.param}.onnx", "--target", "tflm", "--calibration",
                    f"{FIXTURES / 'kws_mfcc.npz'}:mfcc", "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"cell": request.param, **json.loads(proc.stdout)}
+    return {"cell": request.param, "out": out, **json.loads(proc.stdout)}
 
 
 @pytest.mark.slow
@@ -194,3 +194,6 @@ def test_kws_converts_and_runs_on_tflm_int8(converted_kws):
     assert rule["rewrites"][0]["op"] == converted_kws["cell"].upper() and rule["max_abs_error"] < ATOL
     assert ({"UNIDIRECTIONAL_SEQUENCE_LSTM"} if lstm else {"FULLY_CONNECTED", "LOGISTIC", "TANH"}) \
         <= set(report["model"]["ops"])
+    # the fused LSTM keeps its state in variable tensors between invokes: firmware must Reset() per input
+    header = (converted_kws["out"] / f"kws_{converted_kws['cell']}_model_settings.h").read_text()
+    assert ("interpreter.Reset()" in header) == lstm

@@ -22,7 +22,6 @@ from hub.artifacts import InputLayout
 from hub.errors import IncompatibleError, InputError
 from hub.knowledge import resolver
 from hub.knowledge.tflm_kernels import TFLITE_TYPES
-from hub.report.render import input_layout_text
 from hub.tflite.model import TFLiteModel, read_tflite
 
 # Reserved words of C (C23, cppreference "C keywords") and C++ (C++23, cppreference
@@ -46,6 +45,22 @@ CXX_KEYWORDS = frozenset(
 )
 
 BYTES_PER_LINE = 12
+
+
+AXIS_LETTERS = {"batch": "N", "channels": "C", "depth": "D", "height": "H", "width": "W", "length": "W"}
+
+
+def input_layout_text(layout: dict) -> str:
+    """One input's axes in the .tflite (hub.artifacts.InputLayout.to_dict) in words, as firmware must fill it:
+    the settings header and the report say the same."""
+    axes = ", ".join(f"{a}={d}" for a, d in zip(layout["axes"], layout["shape"]))
+    if not layout["channels_moved_last"]:
+        return f"({axes}), in the source model's order (no transpose)"
+    if layout.get("framework_layout") == "NHWC":
+        return f"({axes}), the Keras model's own NHWC order ({layout['reason']})"
+    source = ", ".join(AXIS_LETTERS.get(a, a) for a in layout["source_axes"])
+    return (f"({axes}): channels moved last from the source's ({source}); transpose the source's samples by "
+            f"{tuple(layout['perm'])} ({layout['reason']})")
 
 
 def sanitize_identifier(name: str) -> str:
@@ -219,7 +234,7 @@ def settings_header(ident: str, model: TFLiteModel, arena_bytes: int | None, are
  * Shapes are the TFLite tensors'{axes}
  * Quantize an input as q = round(x / kInput0Scale) + kInput0ZeroPoint, clamped to the type's range;
  * dequantize an output as x = (q - kOutput0ZeroPoint) * kOutput0Scale.
- * A scale of 0 means the tensor is not quantized. */
+ * A scale of 0 means the tensor is not quantized.{_state_note(model)} */
 #ifndef {guard}
 #define {guard}
 
@@ -231,6 +246,14 @@ enum {{
 
 #endif  /* {guard} */
 """
+
+
+def _state_note(model: TFLiteModel) -> str:
+    """Variable tensors (a fused LSTM's hidden and cell state) keep their values between invokes in TFLM."""
+    if not any(t.is_variable for t in model.tensors):
+        return ""
+    return ("\n * The model keeps state between invokes (variable tensors: a fused LSTM's hidden and cell state):"
+            "\n * call interpreter.Reset() before each independent input, as hub's verification does.")
 
 
 def _input_axes(model: TFLiteModel, layouts: list[InputLayout]) -> str:

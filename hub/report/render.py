@@ -6,6 +6,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from hub.firmware.export import input_layout_text
 from hub.output import to_json, write_text_atomic
 from hub.report import charts
 
@@ -100,22 +101,6 @@ def island_text(island: dict) -> str:
     return (f"ops {ops}: {island['activation_bytes']:,} B of float activations ({island['peak_live_bytes']:,} B live at "
             f"once, arena), {island['constant_bytes']:,} B of float constants (flash); from DEQUANTIZE "
             f"{at(island['entry_dequantize'])} to QUANTIZE {at(island['exit_quantize'])}")
-
-
-AXIS_LETTERS = {"batch": "N", "channels": "C", "depth": "D", "height": "H", "width": "W", "length": "W"}
-
-
-def input_layout_text(layout: dict) -> str:
-    """One input's axes in the .tflite (hub.artifacts.InputLayout.to_dict) in words, as firmware must fill it:
-    the settings header and the report say the same."""
-    axes = ", ".join(f"{a}={d}" for a, d in zip(layout["axes"], layout["shape"]))
-    if not layout["channels_moved_last"]:
-        return f"({axes}), in the source model's order (no transpose)"
-    if layout.get("framework_layout") == "NHWC":
-        return f"({axes}), the Keras model's own NHWC order ({layout['reason']})"
-    source = ", ".join(AXIS_LETTERS.get(a, a) for a in layout["source_axes"])
-    return (f"({axes}): channels moved last from the source's ({source}); transpose the source's samples by "
-            f"{tuple(layout['perm'])} ({layout['reason']})")
 
 
 ISLANDS_NOTE = "ops computing in float32 inside the quantized model, between DEQUANTIZE and QUANTIZE: slow without an FPU"

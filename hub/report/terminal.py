@@ -8,9 +8,10 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.artifacts import REFERENCE_NAMES, ConvertReport, Fidelity, Verification
+from hub.firmware.export import input_layout_text
 from hub.graph.network import module_path_from_name
 from hub.graph.rewrite import summary_line
-from hub.report.render import input_layout_text, island_text
+from hub.report.render import island_text
 
 # soft_wrap: plain lines are never hard-wrapped at the width (80 columns when piped into a log or
 # a file, which cut "CONV_2D x9" in two); tables still fit the width.

@@ -67,6 +67,9 @@ def realistic_init(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * TOKEN_STD)
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if module.affine:  # transformers 5.25 draws some BatchNorm scales from N(0, 0.02): outputs underflow
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
                 module.reset_running_stats()
                 module.momentum = None  # a cumulative average over the settling batches
     model.train()

@@ -508,7 +508,7 @@ def test_keras_convnext_tiny_converts_and_runs_on_tflm(tmp_path):
     assert report.verification.fidelity.cosine >= 0.95, report.verification.fidelity
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 54 s: the default run keeps the grouped-conv, SE and GELU conversions of this file
 def test_nasnet_reduction_cell_converts(tmp_path):
     """NASNetMobile's stem and first reduction cell, up to the adjust block's crop (Pad -> Slice over axes
     [0, 2, 3, 1] -> strided AveragePool -> Conv): onnx2tf stopped there with "Depth of input (25) is not a

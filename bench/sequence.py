@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from fixtures.torch_models import synthetic_mfcc  # noqa: E402
 from hub.tflite.model import read_tflite  # noqa: E402
 from hub.verify.tflm import verify  # noqa: E402
+from tests.hub_models import Logits  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CALIBRATION, HELD_OUT = 48, 16
@@ -92,15 +93,6 @@ def ast_model() -> nn.Module:
     return model
 
 
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
-
-
 MODELS = {  # name -> (build, input shape, samples kind)
     "kws_lstm": (lambda: torch.jit.load(str(ROOT / "fixtures" / "kws_lstm.pt")), (1, 49, 10), "mfcc"),
     "kws_gru": (lambda: torch.jit.load(str(ROOT / "fixtures" / "kws_gru.pt")), (1, 49, 10), "mfcc"),
@@ -108,7 +100,7 @@ MODELS = {  # name -> (build, input shape, samples kind)
     "kws_lstm2": (lambda: Recurrent("lstm", 64, layers=2), (1, 49, 10), "mfcc"),
     "conv_gru": (lambda: Recurrent("gru", 64, conv=32), (1, 49, 10), "mfcc"),
     "raw_cnn": (RawCNN, (1, 1, 16000), "audio"),
-    "ast": (lambda: _Logits(ast_model()), (1, 98, 40), "fbank"),
+    "ast": (lambda: Logits(ast_model()), (1, 98, 40), "fbank"),
 }
 
 

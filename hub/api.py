@@ -42,6 +42,7 @@ from hub.tflite.compress import Compression, check_lossless, compress
 from hub.tflite.islands import float_islands
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
+from hub.tflite.roll import rolled_paths
 from hub.verify import accuracy as accuracy_stage
 from hub.verify.arena_check import judge_arena
 from hub.verify.diagnose import judge_fidelity
@@ -134,6 +135,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             converted, mixed = precision.auto(graph, samples, converted, convert_options, expected, _goal(request),
                                               _accuracy_goal(data, reference, source, progress, layouts))
     converted, tflite_passes = _flatbuffer_passes(converted)
+    graph = replace(graph, passes=rolled_paths(graph.passes, tflite_passes))  # a rolled GRU's path: "rolled"
     compression = verification = None
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):

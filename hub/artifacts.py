@@ -112,8 +112,9 @@ class Rewrite:
     node: str  # the node's name in the normalised graph
     op: str  # what was rewritten: an ONNX op ("LayerNormalization") or a pattern ("Gelu" for Erf's GELU form)
     into: str  # what it became, e.g. "tanh form" or "builtins"
-    # recurrent nodes: "fused" (TFLM's sequence kernel, hub.graph.rules.fuse_lstm) or "unrolled" (per-step builtins)
-    path: Literal["fused", "unrolled"] | None = None
+    # recurrent nodes: "fused" (TFLM's sequence kernel, hub.graph.rules.fuse_lstm), "unrolled" (per-step builtins)
+    # or "rolled" (unrolled, then its repeated steps rolled into a WHILE loop by hub.tflite.roll)
+    path: Literal["fused", "unrolled", "rolled"] | None = None
 
 
 @dataclass

@@ -126,7 +126,7 @@ def resolver_adders(model: TFLiteModel) -> list[str]:
     """The Add* calls for each distinct op in first-use order; IncompatibleError for ops TFLM lacks."""
     adders: list[str] = []
     missing: list[str] = []
-    for op in model.ops:
+    for op in [*model.ops, *model.subgraph_ops]:  # a WHILE's body ops are registered too
         adder = resolver.adder(op.name, op.custom_code)
         label = f"custom op {op.custom_code!r}" if op.name == "CUSTOM" else op.name
         if adder is None:

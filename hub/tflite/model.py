@@ -71,6 +71,8 @@ class TFLiteModel:
     description: str = ""
     # tensor index -> name in the serving signature; onnx2tf keys it by the ONNX input/output name
     signature_names: dict[int, str] = field(default_factory=dict)
+    # the ops of subgraphs 1.. (WHILE/IF bodies; their tensor indices are their own subgraph's), in order
+    subgraph_ops: list[OpInfo] = field(default_factory=list)
 
     def offset_buffers(self) -> list[tuple[int, list[str], int]]:
         """[(buffer index, names of the tensors using it, size)] for buffers stored outside the flatbuffer."""
@@ -82,7 +84,7 @@ class TFLiteModel:
 
     def op_histogram(self) -> dict[str, int]:
         """{"CONV_2D": 9, ...} sorted by name, as report.json expects."""
-        return dict(sorted(Counter(op.name for op in self.ops).items()))
+        return dict(sorted(Counter(op.name for op in [*self.ops, *self.subgraph_ops]).items()))
 
     def io_specs(self, which: str) -> list[dict]:
         """report.json entries for "inputs" or "outputs"."""
@@ -143,14 +145,7 @@ def _parse(data: bytes) -> TFLiteModel:
     opcodes = [_opcode(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     sg = model.Subgraphs(0)
     tensors = [_tensor(model, sg.Tensors(i), i) for i in range(sg.TensorsLength())]
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        name, version, custom = opcodes[op.OpcodeIndex()]
-        ops.append(
-            OpInfo(i, name, version, custom, [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else [],
-                   [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else [])
-        )
+    ops = _ops(sg, opcodes)
     desc = model.Description()
     return TFLiteModel(
         size_bytes=len(data),
@@ -161,7 +156,20 @@ def _parse(data: bytes) -> TFLiteModel:
         subgraphs=model.SubgraphsLength(),
         description=desc.decode("utf-8", "replace") if desc else "",
         signature_names=_signature_names(model),
+        subgraph_ops=[op for k in range(1, model.SubgraphsLength()) for op in _ops(model.Subgraphs(k), opcodes)],
     )
+
+
+def _ops(sg, opcodes: list[tuple[str, int, str | None]]) -> list[OpInfo]:
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        name, version, custom = opcodes[op.OpcodeIndex()]
+        ops.append(
+            OpInfo(i, name, version, custom, [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else [],
+                   [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else [])
+        )
+    return ops
 
 
 def _signature_names(model) -> dict[int, str]:

@@ -24,11 +24,13 @@ How the steps are found, exactly in structure or not at all:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from hub.artifacts import PassResult
+from hub.graph.rewrite import describe
 from hub.knowledge.control_flow import FREE_OUTPUT_SCALE, READ_ANY_SCALE, WHILE_MIN_STEPS
 from hub.tflite import offline_plan  # pack: the schema object API's writer
 
@@ -65,6 +67,26 @@ def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
         return tflite_bytes, 0, ""
     return rolled, result.steps, (f"{result.steps} of {result.total_steps} recurrent steps rolled into a WHILE loop "
                                   f"({result.ops_before} -> {result.ops_after} ops)")
+
+
+def rolled_paths(graph_passes: list[PassResult], tflite_passes: list[PassResult]) -> list[PassResult]:
+    """The graph's passes with the unrolled recurrent node this pass rolled marked path="rolled" (the report's
+    rewrites line then says which path the GRU took)."""
+    done = next((p for p in tflite_passes if p.name == __name__.rpartition(".")[2] and p.changed), None)
+    if done is None:
+        return graph_passes
+    total = done.detail.split(" of ", 1)[1].split(" ", 1)[0]
+    marked, pending = [], True
+    for result in graph_passes:
+        rewrites = list(result.rewrites)
+        hit = next((n for n, r in enumerate(rewrites) if r.path == "unrolled" and r.into.endswith(f" {total} steps")),
+                   None)
+        if pending and hit is not None:  # one recurrence is rolled per model
+            rewrites[hit] = replace(rewrites[hit], path="rolled",
+                                    into=f"{rewrites[hit].into}, {done.changed} rolled into a WHILE loop")
+            result, pending = replace(result, rewrites=rewrites, detail=describe(rewrites)), False
+        marked.append(result)
+    return marked
 
 
 def roll(tflite_bytes: bytes) -> tuple[bytes, RollResult]:

@@ -192,8 +192,12 @@ def test_kws_converts_and_runs_on_tflm_int8(converted_kws):
     assert not lstm or (report["fidelity"]["cosine"] >= 0.999 and report["model"]["op_count"] < 10)
     rule = next(p for p in report["passes"] if p["name"] == ("fuse_lstm" if lstm else "unroll_rnn"))
     assert rule["rewrites"][0]["op"] == converted_kws["cell"].upper() and rule["max_abs_error"] < ATOL
-    assert ({"UNIDIRECTIONAL_SEQUENCE_LSTM"} if lstm else {"FULLY_CONNECTED", "LOGISTIC", "TANH"}) \
+    assert ({"UNIDIRECTIONAL_SEQUENCE_LSTM"} if lstm else {"FULLY_CONNECTED", "LOGISTIC", "TANH", "WHILE"}) \
         <= set(report["model"]["ops"])
+    # the GRU's repeated steps run as a WHILE loop over one step (hub.tflite.roll, tests/test_roll.py)
+    assert rule["rewrites"][0]["path"] == ("fused" if lstm else "rolled")
+    assert lstm or (report["model"]["op_count"] < 60 and "AddWhile" in
+                    (converted_kws["out"] / "kws_gru_model_ops.h").read_text())
     # the fused LSTM keeps its state in variable tensors between invokes: firmware must Reset() per input
     header = (converted_kws["out"] / f"kws_{converted_kws['cell']}_model_settings.h").read_text()
     assert ("interpreter.Reset()" in header) == lstm

@@ -119,7 +119,8 @@ class _Roll:
         self.groups = _steps(self)
         signatures = [_signature(self, t) for t in range(self.total)]
         self.first, self.last = _longest_run(signatures)
-        self.body_sig = signatures[self.first]
+        self.body_sig = signatures[self.first + 1]  # carries as positions in the previous rolled step
+        self.initial = self._initial()
         self._check_escapes()
 
     # --- what is rolled -------------------------------------------------------------------------------
@@ -141,6 +142,17 @@ class _Roll:
                                                     list(self.ops[i].outputs).index(t)) not in carried:
                     raise _NoRoll
 
+    def _initial(self) -> dict[tuple[int, int], int]:
+        """Each carry's value entering the loop: what the first rolled step reads where the body reads the carry."""
+        found: dict[tuple[int, int], int] = {}
+        for p, i in enumerate(self.groups[self.first]):
+            for t, entry in zip(self.ops[i].inputs, self.body_sig[p][3]):
+                if entry[0] == "carry" and found.setdefault((entry[1], entry[2]), int(t)) != int(t):
+                    raise _NoRoll  # one carry, two initial values
+        if any(self.producer.get(t) is None for t in found.values()):
+            raise _NoRoll
+        return found
+
     def carries(self) -> list[tuple[int, int]]:
         """(position in the step, output index) of the step's tensors the next step reads, in a fixed order."""
         return sorted({(entry[1], entry[2]) for op in self.body_sig for entry in op[3] if entry[0] == "carry"})
@@ -151,10 +163,7 @@ class _Roll:
         quant = self._body_quantization()
         body, cond = len(self.model.subgraphs), len(self.model.subgraphs) + 1
         carries = self.carries()
-        before = self.groups[self.first - 1] if self.first > 0 else None
-        if before is None:
-            raise _NoRoll  # the first step's state comes from nowhere: not a recurrence hub unrolled
-        initial = [int(self.ops[before[p]].outputs[k]) for p, k in carries]
+        initial = [self.initial[pk] for pk in carries]
         for (p, k), tensor in zip(carries, initial):
             self._requantize(tensor, quant[(p, k)])
         invariant = sorted({s.x for s in self.sources})
@@ -293,9 +302,11 @@ class _Roll:
         carries = set(self.carries())
         for p in range(len(self.groups[self.first])):
             for k in range(len(self.ops[self.groups[self.first][p]].outputs)):
-                steps = range(self.first - ((p, k) in carries), self.last + 1)
-                members = [self.sg.tensors[int(self.ops[self.groups[t][p]].outputs[k])] for t in steps]
-                quant[(p, k)] = self._union(members, [self.ops[self.groups[t][p]] for t in steps])
+                tensors = [int(self.ops[self.groups[t][p]].outputs[k]) for t in range(self.first, self.last + 1)]
+                if (p, k) in carries:
+                    tensors.append(self.initial[(p, k)])
+                quant[(p, k)] = self._union([self.sg.tensors[t] for t in tensors],
+                                            [self.ops[self.producer[t]] for t in tensors])
         return quant
 
     def _union(self, tensors, producers) -> schema.QuantizationParametersT | None:
@@ -423,26 +434,32 @@ def _signature(job: _Roll, t: int) -> tuple | None:
 
 
 def _longest_run(signatures: list) -> tuple[int, int]:
-    """The first and last step of the longest run of equal signatures (biases compared by float value)."""
+    """The first and last step of the longest run of equal signatures (biases compared by float value), with the
+    step before the run when only the positions of its carries differ (it reads a step of another shape: step 0)."""
     best, start = (0, -1), 0
     for t in range(1, len(signatures) + 1):
         if t == len(signatures) or signatures[t] is None or not _same(signatures[t], signatures[start]):
             if signatures[start] is not None and t - 1 - start > best[1] - best[0]:
                 best = (start, t - 1)
             start = t
-    if best[1] - best[0] + 1 < 2:
+    first, last = best
+    if first > 0 and _same(signatures[first - 1], signatures[first], carries=False):
+        first -= 1
+    if last - first + 1 < 2 or first == 0:  # step 0 has no state to carry in
         raise _NoRoll
-    return best
+    return first, last
 
 
-def _same(a: tuple | None, b: tuple | None) -> bool:
+def _same(a: tuple | None, b: tuple | None, carries: bool = True) -> bool:
+    """Equal signatures; with `carries` False, carry inputs may come from other positions of the previous step."""
     if a is None or b is None or len(a) != len(b):
         return False
     for op_a, op_b in zip(a, b):
         if op_a[:3] != op_b[:3] or len(op_a[3]) != len(op_b[3]):
             return False
         for x, y in zip(op_a[3], op_b[3]):
-            if x[0] != y[0] or (x[0] == "const" and not _same_const(x[1], y[1])) or (x[0] != "const" and x != y):
+            if x[0] != y[0] or (x[0] == "const" and not _same_const(x[1], y[1])) or \
+                    (x[0] not in ("const", "carry") and x != y) or (x[0] == "carry" and carries and x != y):
                 return False
     return True
 

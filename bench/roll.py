@@ -100,7 +100,7 @@ def measure(tflite_bytes: bytes, module: nn.Module, held_out: list[dict], work: 
             "tensors": len(model.tensors), "file": len(tflite_bytes),
             "arena": verify(tflite_bytes, None, None).memory.arena_bytes,
             "invoke_us": float((work / "x.us").read_text()), "cosine": float(np.mean(cos)),
-            "allocations": _allocations(proc.stdout)}
+            "allocations": _allocations(proc.stdout + proc.stderr)}  # MicroPrintf: either stream
 
 
 def _allocations(text: str) -> dict[str, int]:

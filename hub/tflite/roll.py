@@ -120,6 +120,8 @@ class _Roll:
         signatures = [_signature(self, t) for t in range(self.total)]
         self.first, self.last = _longest_run(signatures)
         self.body_sig = signatures[self.first + 1]  # carries as positions in the previous rolled step
+        if any(entry[0] == "outside" for op in self.body_sig for entry in op[3]):
+            raise _NoRoll  # an activation of the main graph read by every step: not passed into the loop (yet)
         self.initial = self._initial()
         self._check_escapes()
 
@@ -221,7 +223,7 @@ class _Roll:
     def _body(self, carries, invariant, quant, loop_inputs) -> schema.SubGraphT:
         sg = schema.SubGraphT()
         sg.name, sg.tensors, sg.operators = b"while_body", [], []
-        counter = _new_tensor(sg, self.sg.tensors[loop_inputs[0]], b"step", data_from=None)
+        counter = _new_tensor(sg, self.sg.tensors[loop_inputs[0]], b"step", keep_buffer=False)
         carry_in = {pk: _new_tensor(sg, self.sg.tensors[t], b"/carry", quant[pk])
                     for pk, t in zip(carries, loop_inputs[1:])}
         x_in = {x: _new_tensor(sg, self.sg.tensors[x], b"") for x in invariant}
@@ -285,9 +287,9 @@ class _Roll:
     def _cond(self, loop_inputs) -> schema.SubGraphT:
         sg = schema.SubGraphT()
         sg.name, sg.tensors = b"while_cond", []
-        inputs = [_new_tensor(sg, self.sg.tensors[t], b"", data_from=None) for t in loop_inputs]
+        inputs = [_new_tensor(sg, self.sg.tensors[t], b"", keep_buffer=False) for t in loop_inputs]
         limit = _new_const(self.model, sg, np.array([self.last + 1], np.int32), b"steps")
-        flag = _new_tensor(sg, self.sg.tensors[loop_inputs[0]], b"/running", data_from=None)
+        flag = _new_tensor(sg, self.sg.tensors[loop_inputs[0]], b"/running", keep_buffer=False)
         sg.tensors[flag].type, sg.tensors[flag].quantization = BOOL, None
         sg.operators = [self._op(OP.LESS, [inputs[0], limit], [flag], schema.BuiltinOptions.LessOptions,
                                  schema.LessOptionsT())]
@@ -357,7 +359,7 @@ class _Roll:
         return _new_const(self.model, self.sg, values, name)
 
     def _tensor_like(self, tensor: int, suffix: bytes, quant) -> int:
-        return _new_tensor(self.sg, self.sg.tensors[tensor], suffix, quant, data_from=None)
+        return _new_tensor(self.sg, self.sg.tensors[tensor], suffix, quant, keep_buffer=False)
 
     def _constants(self) -> set[int]:
         return {k for k, t in enumerate(self.sg.tensors) if _has_data(self.model, t)}
@@ -502,8 +504,8 @@ def _array(model: schema.ModelT, tensor, dtype) -> np.ndarray:
     return np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtype)
 
 
-def _new_tensor(sg, like, suffix: bytes, quant=None, shape=None, data_from: bool | None = True) -> int:
-    """A copy of tensor `like` appended to `sg` (its buffer kept when `data_from`, else buffer 0); its index."""
+def _new_tensor(sg, like, suffix: bytes, quant=None, shape=None, keep_buffer: bool = True) -> int:
+    """A copy of tensor `like` appended to `sg` (its buffer kept, else buffer 0: no data); its index."""
     tensor = copy.deepcopy(like)
     tensor.name = (like.name or b"tensor") + suffix
     if quant is not None:
@@ -511,7 +513,7 @@ def _new_tensor(sg, like, suffix: bytes, quant=None, shape=None, data_from: bool
     if shape is not None:
         tensor.shape = np.array(shape, dtype=np.int32)
         tensor.shapeSignature = None
-    if not data_from:
+    if not keep_buffer:
         tensor.buffer = 0
     sg.tensors.append(tensor)
     return len(sg.tensors) - 1

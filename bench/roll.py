@@ -1,7 +1,7 @@
 """An unrolled int8 GRU beside the same model rolled into a WHILE loop (hub.tflite.roll), on TFLM.
 
 One conversion per model through hub's own stages (normalise, the unroll_rnn rewrite, the real converter, the
-flatbuffer passes but the roll, the least-arena schedule: the unrolled model as hub shipped it before the roll),
+flatbuffer passes, the least-arena schedule: the unrolled model as hub shipped it before the roll),
 then the roll pass on the same flatbuffer. Both are measured side by side on the same TFLM interpreter: ops (all
 subgraphs), file, smallest arena (hub.verify.tflm.verify's bisection) and where it goes (TFLM's recording
 allocator: `print_allocations()`), host invoke time, int8 cosine against the PyTorch source on held-out samples.
@@ -42,7 +42,7 @@ from hub.graph.normalise import normalise  # noqa: E402
 from hub.graph.rewrite import rewrite  # noqa: E402
 from hub.tflite import roll, schedule  # noqa: E402
 from hub.tflite.model import read_tflite  # noqa: E402
-from hub.tflite.passes import PASSES  # noqa: E402
+from hub.tflite.passes import run_passes  # noqa: E402
 from hub.verify.tflm import verify  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -75,10 +75,7 @@ def unrolled(module: nn.Module, shape: tuple[int, ...], calibration: str | None)
     samples = build_calibration(normalised.inputs, calibration)
     graph = rewrite(normalised, samples.samples, "int8")
     tflite_bytes = convert(graph, samples, ConvertOptions("tflm", "int8")).tflite_bytes
-    for module_pass in PASSES:
-        if module_pass is not roll:
-            tflite_bytes = module_pass.run(tflite_bytes)[0]
-    return tflite_bytes, samples.held_out_samples()
+    return run_passes(tflite_bytes)[0], samples.held_out_samples()
 
 
 def measure(tflite_bytes: bytes, module: nn.Module, held_out: list[dict], work: Path) -> dict:

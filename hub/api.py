@@ -38,11 +38,11 @@ from hub.report.portability import (ALL_TARGETS, build_report, ethos_u_row, pars
                                     resolve_board)
 from hub.report.render import write_html
 from hub.targets import Quantize, Target, resolve
+from hub.tflite import roll
 from hub.tflite.compress import Compression, check_lossless, compress
 from hub.tflite.islands import float_islands
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
-from hub.tflite.roll import rolled_paths
 from hub.verify import accuracy as accuracy_stage
 from hub.verify.arena_check import judge_arena
 from hub.verify.diagnose import judge_fidelity
@@ -134,8 +134,10 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("precision", "Promoting the layers int8 loses most to int16, measured on TFLM"):
             converted, mixed = precision.auto(graph, samples, converted, convert_options, expected, _goal(request),
                                               _accuracy_goal(data, reference, source, progress, layouts))
-    converted, tflite_passes = _flatbuffer_passes(converted)
-    graph = replace(graph, passes=rolled_paths(graph.passes, tflite_passes))  # a rolled GRU's path: "rolled"
+    # not with --compress: hub.tflite.compress rewrites the main subgraph's weight buffers, which a WHILE body shares
+    roll_loops = request.target == "tflm" and not request.compress
+    converted, tflite_passes = _flatbuffer_passes(converted, roll_loops)
+    graph = replace(graph, passes=roll.rolled_paths(graph.passes, tflite_passes))  # a rolled GRU's path: "rolled"
     compression = verification = None
     if request.compress:
         with progress.stage("compress", "Compressing clustered weights into TFLM look-up tables"):
@@ -358,9 +360,13 @@ def _firmware_name(name: str | None, path: Path) -> str:
     return sanitize_identifier(name) if name else identifier_from_file(path)
 
 
-def _flatbuffer_passes(converted: ConvertedModel) -> tuple[ConvertedModel, list]:
-    """The flatbuffer passes (hub.tflite.passes) on the converter's output."""
+def _flatbuffer_passes(converted: ConvertedModel, roll_loops: bool) -> tuple[ConvertedModel, list]:
+    """The flatbuffer passes (hub.tflite.passes) on the converter's output, then, for TFLM, an unrolled GRU's
+    steps rolled into a WHILE loop (Vela compiles the unrolled steps onto an Ethos-U NPU but refuses the loop)."""
     tflite_bytes, results = run_passes(converted.tflite_bytes)
+    if roll_loops:
+        tflite_bytes, rolled = roll.as_pass(tflite_bytes)
+        results.append(rolled)
     return replace(converted, tflite_bytes=tflite_bytes), results
 
 

@@ -34,6 +34,7 @@ from hub.graph.rewrite import describe
 from hub.knowledge.control_flow import FREE_OUTPUT_SCALE, READ_ANY_SCALE, WHILE_MIN_STEPS
 from hub.tflite import offline_plan  # pack: the schema object API's writer
 
+NAME = "roll"  # the pass's name in report.json
 OP = schema.BuiltinOperator
 INT8, INT32, BOOL = schema.TensorType.INT8, schema.TensorType.INT32, schema.TensorType.BOOL
 
@@ -61,7 +62,8 @@ class RollResult:
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
-    """hub.tflite.passes protocol: the model with its unrolled recurrence rolled into a WHILE, if it has one."""
+    """The model with its unrolled recurrence rolled into a WHILE, if it has one: (bytes, steps rolled, detail), as
+    a hub.tflite.passes pass. hub.api runs it after those passes, for TFLM only."""
     rolled, result = roll(tflite_bytes)
     if not result.steps:
         return tflite_bytes, 0, ""
@@ -69,10 +71,16 @@ def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
                                   f"({result.ops_before} -> {result.ops_after} ops)")
 
 
+def as_pass(tflite_bytes: bytes) -> tuple[bytes, PassResult]:
+    """`run` with its result as report.json's `passes` entry."""
+    rolled, steps, detail = run(tflite_bytes)
+    return rolled, PassResult(name=NAME, changed=steps, detail=detail)
+
+
 def rolled_paths(graph_passes: list[PassResult], tflite_passes: list[PassResult]) -> list[PassResult]:
     """The graph's passes with the unrolled recurrent node this pass rolled marked path="rolled" (the report's
     rewrites line then says which path the GRU took)."""
-    done = next((p for p in tflite_passes if p.name == __name__.rpartition(".")[2] and p.changed), None)
+    done = next((p for p in tflite_passes if p.name == NAME and p.changed), None)
     if done is None:
         return graph_passes
     total = done.detail.split(" of ", 1)[1].split(" ", 1)[0]
@@ -248,7 +256,8 @@ class _Roll:
             ops.append(op)
         one = _new_const(self.model, sg, np.array([1], np.int32), b"one")
         next_step = _new_tensor(sg, sg.tensors[counter], b"_next")
-        ops.append(self._op(OP.ADD, [counter, one], [next_step], schema.BuiltinOptions.AddOptions, schema.AddOptionsT()))
+        ops.append(self._op(OP.ADD, [counter, one], [next_step], schema.BuiltinOptions.AddOptions,
+                            schema.AddOptionsT()))
         sg.operators = ops
         sg.inputs = np.array([counter, *carry_in.values(), *x_in.values()], dtype=np.int32)
         sg.outputs = np.array([next_step, *[local[pk] for pk in carries], *x_in.values()], dtype=np.int32)

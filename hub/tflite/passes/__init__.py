@@ -9,7 +9,6 @@ from types import ModuleType
 from typing import Protocol
 
 from hub.artifacts import PassResult
-from hub.tflite import roll
 from hub.tflite.passes import argmax_int32, raise_tiny_scales, softmax_int16
 
 
@@ -24,7 +23,6 @@ PASSES: tuple[ModuleType, ...] = (
     raise_tiny_scales,
     softmax_int16,  # after raise_tiny_scales, which must still see the int8 SOFTMAX input it raises
     argmax_int32,
-    roll,  # last: it moves ops into a WHILE body, which the passes above do not look into
 )
 
 

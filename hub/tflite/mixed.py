@@ -23,7 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge.int16_kernels import runs_int16
 from hub.tflite import offline_plan  # pack: the schema object API's writer
-from hub.tflite.model import _OP_NAMES
+from hub.tflite.model import OP_NAMES
 
 QUANTIZE = schema.BuiltinOperator.QUANTIZE
 INT16_SUFFIX = b"/int16"
@@ -50,8 +50,8 @@ def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
         if j is None or op.intermediates is not None and len(op.intermediates):
             continue
         twin = m16.subgraphs[0].operators[j]
-        if _activations(m8, op) == _activations(m16, twin) and runs_int16(_OP_NAMES.get(builtin, "")):
-            found.append(Twin(i, j, _OP_NAMES.get(builtin, str(builtin))))
+        if _activations(m8, op) == _activations(m16, twin) and runs_int16(OP_NAMES.get(builtin, "")):
+            found.append(Twin(i, j, OP_NAMES.get(builtin, str(builtin))))
     return found
 
 

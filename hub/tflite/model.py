@@ -22,7 +22,8 @@ TENSOR_TYPE_SLOT = 6  # Tensor.type (field 1)
 QUANTIZATION_SCALE_SLOT = 8  # QuantizationParameters.scale (field 2)
 ARG_MAX_OUTPUT_TYPE_SLOT = 4  # ArgMaxOptions.output_type and ArgMinOptions.output_type (field 0)
 
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+# Builtin operator code -> its schema name (e.g. 9 -> "FULLY_CONNECTED"); hub.tflite.mixed reads it too.
+OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
@@ -186,7 +187,7 @@ def _signature_names(model) -> dict[int, str]:
 def _opcode(oc) -> tuple[str, int, str | None]:
     # Old files keep the code in the deprecated int8 field (values < 127).
     code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-    name = _OP_NAMES.get(code, f"UNKNOWN_{code}")
+    name = OP_NAMES.get(code, f"UNKNOWN_{code}")
     custom = oc.CustomCode()
     return name, oc.Version(), custom.decode("utf-8", "replace") if custom else None
 

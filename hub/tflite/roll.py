@@ -98,9 +98,12 @@ def rolled_paths(graph_passes: list[PassResult], tflite_passes: list[PassResult]
 
 
 def roll(tflite_bytes: bytes) -> tuple[bytes, RollResult]:
+    if not _may_roll(tflite_bytes):
+        count = schema.Model.GetRootAs(tflite_bytes, 0).Subgraphs(0).OperatorsLength()
+        return tflite_bytes, RollResult(0, 0, count, count)
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
     ops_before = len(model.subgraphs[0].operators)
-    if len(model.subgraphs) != 1 or any(m.name == offline_plan.METADATA_NAME.encode() for m in model.metadata or []):
+    if any(m.name == offline_plan.METADATA_NAME.encode() for m in model.metadata or []):
         return tflite_bytes, RollResult(0, 0, ops_before, ops_before)
     try:
         job = _Roll(model)
@@ -109,6 +112,19 @@ def roll(tflite_bytes: bytes) -> tuple[bytes, RollResult]:
         return tflite_bytes, RollResult(0, 0, ops_before, ops_before)
     return (offline_plan.pack(model, len(tflite_bytes)),
             RollResult(job.last - job.first + 1, job.total, ops_before, sum(len(s.operators) for s in model.subgraphs)))
+
+
+def _may_roll(tflite_bytes: bytes) -> bool:
+    """A SPLIT into WHILE_MIN_STEPS+ pieces in a one-subgraph model, read without unpacking (a large CNN's object
+    tree costs seconds)."""
+    model = schema.Model.GetRootAs(tflite_bytes, 0)
+    if model.SubgraphsLength() != 1:
+        return False
+    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())]
+    sg = model.Subgraphs(0)
+    return any(codes[sg.Operators(i).OpcodeIndex()] == OP.SPLIT and sg.Operators(i).OutputsLength() >= WHILE_MIN_STEPS
+               for i in range(sg.OperatorsLength()))
 
 
 class _Roll:

@@ -105,6 +105,39 @@ def test_sequence_output_concat_takes_at_most_ten_inputs():
     assert concats and all(len(n.input) <= unroll_rnn.CONCAT_MAX for n in concats)
 
 
+class _ConvFront(nn.Module):
+    """Conv1d + ReLU over the frames, then the recurrent layer (bench/sequence.py's conv_gru, smaller)."""
+
+    def __init__(self, cell: str):
+        super().__init__()
+        self.conv = nn.Conv1d(FEATURES, 8, 3, padding=1)
+        self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell](8, HIDDEN, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
+        return y[:, -1]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_unrolled_conv_front_runs_in_onnxruntime_as_the_source(cell):
+    # 20 steps: the step Split's sizes would be 160 bytes, which onnxruntime 1.23 keeps as in-memory external
+    # data and then cannot read when its default (level-2) optimisers fuse the Conv + ReLU and re-infer the
+    # Split ("Cannot parse data from external tensors"); equal parts now take no sizes tensor
+    torch.manual_seed(0)
+    module, steps = _ConvFront(cell).eval(), 20
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.zeros(1, steps, FEATURES),), buffer, dynamo=False, opset_version=17,
+                      input_names=["x"])
+    after, rewrites = unroll_rnn.run(normalise(onnx.load_from_string(buffer.getvalue()), {}).onnx_model)
+    remove_unused_initializers(after)
+    assert rewrites and not {"GRU", "LSTM"} & set(_ops(infer_shapes(after)))
+    session = ort.InferenceSession(after.SerializeToString(), providers=["CPUExecutionProvider"])  # default level
+    x = np.random.default_rng(0).standard_normal((1, steps, FEATURES)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=0, atol=ATOL)
+
+
 # --- ONNX forms torch does not write -------------------------------------------------------------
 
 def _onnx_rnn(op: str, direction: str = "forward", layout: int = 0, batch: int = 2, state_input: bool = False,

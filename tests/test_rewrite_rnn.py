@@ -21,6 +21,7 @@ from hub.graph.normalise import normalise
 from hub.graph.rules import unroll_rnn
 from hub.graph.shapes import infer_shapes
 from tests.conftest import FIXTURES, run_hub
+from tests.test_layout import cosine, header_axes, tflm_run
 
 ATOL = 1e-5
 SEQ, FEATURES, HIDDEN = 6, 5, 7
@@ -230,3 +231,19 @@ def test_kws_converts_and_runs_on_tflm_int8(converted_kws):
     # the fused LSTM keeps its state in variable tensors between invokes: firmware must Reset() per input
     header = (converted_kws["out"] / f"kws_{converted_kws['cell']}_model_settings.h").read_text()
     assert ("interpreter.Reset()" in header) == lstm
+
+
+def test_kws_tflm_fed_time_major_as_the_header_says_matches_pytorch(converted_kws):
+    # the conversion's own settings header and .tflite only: each MFCC sample (1, 49, 10) laid out as the
+    # header's words say (time-major: frame after frame), quantized with its constants, on TFLM (Reset() before
+    # each, as the header asks), against the TorchScript source of the same trained weights
+    cell, out = converted_kws["cell"], converted_kws["out"]
+    header = (out / f"kws_{cell}_model_settings.h").read_text()
+    assert header_axes(header, "mfcc") == (["batch", "time", "features"], None)
+    tflite, source = (out / "model.tflite").read_bytes(), torch.jit.load(str(FIXTURES / f"kws_{cell}.pt"))
+    x = np.load(FIXTURES / "kws_mfcc.npz")["mfcc"][-8:].astype(np.float32)
+    got = tflm_run(tflite, [{"mfcc": x[i:i + 1]} for i in range(len(x))], header)[:, 0]
+    with torch.no_grad():
+        want = source(torch.from_numpy(x)).numpy()
+    assert np.mean([cosine(g, w) for g, w in zip(got, want)]) >= 0.99
+    assert (got.argmax(1) == want.argmax(1)).all()

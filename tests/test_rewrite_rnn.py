@@ -4,6 +4,7 @@ handle stay as they are, and the KWS fixtures convert and run on TFLM (int8, cos
 unrolled, the LSTM on TFLM's fused kernel (hub.graph.rules.fuse_lstm)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from typing import Callable
@@ -16,9 +17,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+import hub.adapters
+from hub.artifacts import LoadOptions
 from hub.graph.edit import remove_unused_initializers
-from hub.graph.normalise import normalise
-from hub.graph.rules import unroll_rnn
+from hub.graph.normalise import normalise, normalise_source
+from hub.graph.rules import fuse_lstm, unroll_rnn
 from hub.graph.shapes import infer_shapes
 from tests.conftest import FIXTURES, run_hub
 from tests.test_layout import cosine, header_axes, tflm_run
@@ -137,6 +140,39 @@ def test_unrolled_conv_front_runs_in_onnxruntime_as_the_source(cell):
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=0, atol=ATOL)
+
+
+def test_keras_traces_a_two_d_add_as_add_while_exporting():
+    # the default-run part of the heavy test below: TensorFlow's import is paid by tests/test_adapter_keras.py
+    import keras  # why here: Keras (TensorFlow) only for these tests
+    import tensorflow as tf
+
+    from hub.adapters.keras import _exportable_keras_ops
+
+    spec = tf.TensorSpec((1, 8), tf.float32)
+    for patched in (False, True):
+        with _exportable_keras_ops() if patched else contextlib.nullcontext():
+            graph = tf.function(lambda a, b: keras.ops.add(a, b)).get_concrete_function(spec, spec).graph
+        ops = {op.type for op in graph.get_operations()}
+        assert ("AddV2" in ops and "BiasAdd" not in ops) if patched else "BiasAdd" in ops
+
+
+@pytest.mark.heavy  # 90 s on the loaded 2-core machine: TensorFlow, Keras and tf2onnx in the test process
+def test_a_keras_lstm_exports_as_one_onnx_lstm_the_fused_kernel_takes(tmp_path):
+    # Keras 3 at batch 1 traced its recurrent add as Squeeze + BiasAdd, which tf2onnx's Keras LSTM pattern
+    # misses: the export was a Loop onnxruntime refuses (hub.adapters.keras._exportable_keras_ops)
+    import keras  # why here: Keras (TensorFlow) only for this test
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, FEATURES), batch_size=1, name="x")
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(HIDDEN)(inputs))).save(tmp_path / "lstm.keras")
+    source = hub.adapters.load(tmp_path / "lstm.keras")
+    assert "LSTM" in _ops(source.onnx_model) and "Loop" not in _ops(source.onnx_model)
+    _, kept = fuse_lstm.run(normalise_source(source, LoadOptions()).onnx_model)
+    assert [r.path for r in kept] == ["fused"]
+    x = np.random.default_rng(0).standard_normal((1, 12, FEATURES)).astype(np.float32)
+    (expected,) = source.run({"x": x}).values()  # Keras itself
+    np.testing.assert_allclose(_run(source.onnx_model, {"x": x})[0], expected, rtol=0, atol=ATOL)
 
 
 # --- ONNX forms torch does not write -------------------------------------------------------------

@@ -7,6 +7,7 @@ Models (input, what runs):
   conv_gru             Conv1d(10->32, k3) + ReLU over the MFCC frames, then GRU 64, Linear 12
   raw_cnn              a 1-D CNN over 16,000 raw samples (1x1x16000, M5-like: conv 80/4, pools)
   ast                  transformers' ASTForAudioClassification (small config) over a 1x98x40 filterbank
+  ast_int16x8          the same AST through `hub convert --quantize int16x8` (int8's LayerNorms lose 4 % cosine)
 hub: `hub convert SOURCE --target tflm --calibration ... --json` (int8; the source is the PyTorch model,
 TorchScript for the fixtures, torch.export .pt2 otherwise), fidelity as hub reports it (against the source).
 TensorFlow: the equivalent tf_keras model with the same weights (where one exists), TFLiteConverter
@@ -101,7 +102,9 @@ MODELS = {  # name -> (build, input shape, samples kind)
     "conv_gru": (lambda: Recurrent("gru", 64, conv=32), (1, 49, 10), "mfcc"),
     "raw_cnn": (RawCNN, (1, 1, 16000), "audio"),
     "ast": (lambda: Logits(ast_model()), (1, 98, 40), "fbank"),
+    "ast_int16x8": (lambda: Logits(ast_model()), (1, 98, 40), "fbank"),
 }
+HUB_ARGS = {"ast_int16x8": ["--quantize", "int16x8"]}  # a row of the same model converted with other hub options
 
 
 def samples(kind: str, shape: tuple[int, ...], count: int, seed: int) -> np.ndarray:
@@ -131,14 +134,16 @@ def build_source(name: str, work: Path) -> tuple[Path, nn.Module, np.ndarray, np
 
 # --- hub ------------------------------------------------------------------------------------------
 
-def hub_run(source: Path, calib: np.ndarray, held: np.ndarray, expected: np.ndarray, work: Path) -> dict:
-    """hub convert, calibrated on calib + held (hub holds the last samples out for its own fidelity check)."""
+def hub_run(source: Path, calib: np.ndarray, held: np.ndarray, expected: np.ndarray, work: Path,
+            args: list[str]) -> dict:
+    """hub convert (plus `args`), calibrated on calib + held (hub holds the last samples out for its own
+    fidelity check)."""
     data = work / "calibration.npy"
     np.save(data, np.concatenate([calib, held]))
     out = work / "hub"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hub.cli", "convert", str(source), "--target", "tflm",
-                           "--calibration", str(data), "--out", str(out), "--force", "--json"],
+                           "--calibration", str(data), "--out", str(out), "--force", "--json", *args],
                           capture_output=True, text=True, errors="replace", cwd=ROOT, timeout=TIMEOUT_S,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     wall = time.perf_counter() - t0
@@ -162,7 +167,7 @@ def hub_run(source: Path, calib: np.ndarray, held: np.ndarray, expected: np.ndar
 
 def keras_weights(name: str, model: nn.Module) -> dict[str, np.ndarray] | None:
     """The torch weights by name, for the Keras twin built in the child; None: no Keras equivalent here."""
-    if name == "ast":
+    if name.startswith("ast"):
         return None
     return {k.replace(".", "__"): v.detach().numpy() for k, v in model.state_dict().items()}
 
@@ -305,7 +310,8 @@ def _tflm_child(tflite: str, inputs: str, out: str) -> None:
         if tuple(src["shape"]) != x.shape:  # hub moved the last two axes (what the settings header states)
             x = x.transpose(0, 2, 1)
         interp.reset()  # the fused LSTM keeps its state in variable tensors: each sample starts afresh
-        interp.set_input(np.clip(np.round(x / s_in + z_in), -128, 127).astype(np.int8), 0)
+        info = np.iinfo(src["dtype"])  # int8, or int16 (--quantize int16x8)
+        interp.set_input(np.clip(np.round(x / s_in + z_in), info.min, info.max).astype(src["dtype"]), 0)
         t0 = time.perf_counter()
         interp.invoke()
         seconds += time.perf_counter() - t0
@@ -328,7 +334,7 @@ def measure(name: str) -> dict:
         with torch.no_grad():
             expected = np.concatenate([model(torch.from_numpy(held[i:i + 1])).numpy() for i in range(len(held))])
         print(f"{name}: hub convert ...", flush=True)
-        row = {"model": name, "hub": hub_run(source, calib, held, expected, work)}
+        row = {"model": name, "hub": hub_run(source, calib, held, expected, work, HUB_ARGS.get(name, []))}
         print(f"{name}: TensorFlow's converter ...", flush=True)
         row["tf"] = tf_run(name, model, calib, held, expected, work)
         print(json.dumps(row), flush=True)
@@ -337,12 +343,12 @@ def measure(name: str) -> dict:
 
 def render(doc: dict) -> str:
     lines = ["# Sequence models on TFLM: hub convert vs TensorFlow's converter", "",
-             f"`{doc['command']}` on {doc['date']} ({doc['machine']}; {doc['seconds']:.0f} s in all). int8, the same "
-             "TFLM interpreter for both (host build, reference kernels). Cosine: TFLM's dequantised output against "
+             f"`{doc['command']}` on {doc['date']} ({doc['machine']}; {doc['seconds']:.0f} s in all). int8 (a row named _int16x8: "
+             "hub convert --quantize int16x8), the same TFLM interpreter for both (host build, reference kernels). Cosine: TFLM's dequantised output against "
              "the PyTorch SOURCE model on 16 held-out samples (hub: its own report, fidelity.reference = pytorch; "
              "TF: the same samples through the Keras twin's TFLite file). Convert: hub's convert stage (the "
              "converter child, TensorFlow's import included) / TF's `convert()` call alone.", "",
-             "| model | converter | ops | file (B) | arena (B) | invoke (ms, host) | convert (s) | int8 cosine vs source "
+             "| model | converter | ops | file (B) | arena (B) | invoke (ms, host) | convert (s) | cosine vs source "
              "| RNN path |", "|---|---|---|---|---|---|---|---|---|"]
     for row in doc["rows"]:
         for who, key in (("hub", "hub"), ("TF (Keras twin)", "tf")):

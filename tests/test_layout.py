@@ -125,21 +125,40 @@ def header_constants(text: str) -> dict[str, str]:
     return dict(re.findall(r"(k\w+)(?:\[\d+\])? = ([^,;]+)[,;]", text))
 
 
-def tflm_run(tflite: bytes, samples: dict[str, np.ndarray], header: str) -> np.ndarray:
-    """Quantize each sample (already in the order the header gives) into the input the header names, invoke
-    TFLM, dequantize output 0: as firmware does, with nothing but the header's constants."""
+def header_axes(header: str, name: str) -> tuple[list[str], tuple[int, ...] | None]:
+    """An input's axis names and the transpose its description asks of the source's samples (None: none), read
+    from the header's words alone: `input "mfcc": int8 (batch=1, time=49, features=10), in the source ...`."""
+    line = re.search(rf'input "{name}": \w+ \(([^)]*)\)(.*)', header)
+    assert line, f"the header does not describe input {name}"
+    perm = re.search(r"transpose the source's samples by \(([\d, ]+)\)", line.group(2))
+    return ([a.split("=")[0] for a in line.group(1).split(", ")],
+            tuple(int(p) for p in perm.group(1).split(",")) if perm else None)
+
+
+def tflm_run(tflite: bytes, samples: list[dict[str, np.ndarray]], header: str) -> np.ndarray:
+    """Lay each source sample out as the header's description of its input says, quantize it into that input,
+    invoke TFLM (Reset() before each sample, as the header asks of a stateful model), dequantize output 0: as
+    firmware does, with nothing but the header's words and constants. One row per sample."""
     from tflite_micro import runtime  # why here: the interpreter only this test drives directly
 
     c = header_constants(header)
     interpreter = runtime.Interpreter.from_bytes(tflite, arena_size=int(c["kTensorArenaSize"]))
-    for index, name in re.findall(r"/\* Input(\d+): '(\w+)'", header):
-        scale, zero = float(c[f"kInput{index}Scale"].rstrip("f")), int(c[f"kInput{index}ZeroPoint"])
-        q = np.clip(np.round(samples[name] / scale) + zero, -128, 127).astype(np.int8) if scale else samples[name]
-        dims = [int(c[f"kInput{index}Dim{i}"]) for i in range(int(c[f"kInput{index}Rank"]))]
-        interpreter.set_input(q.reshape(dims), int(index))  # reshape only: the order is the header's
-    interpreter.invoke()
-    out, scale = interpreter.get_output(0).astype(np.float64), float(c["kOutput0Scale"].rstrip("f"))
-    return (out - int(c["kOutput0ZeroPoint"])) * scale if scale else out  # scale 0: a float32 model
+    inputs = re.findall(r"/\* Input(\d+): '(\w+)'", header)
+    out_scale, out_zero = float(c["kOutput0Scale"].rstrip("f")), int(c["kOutput0ZeroPoint"])
+    results = []
+    for sample in samples:
+        interpreter.reset()
+        for index, name in inputs:
+            _, perm = header_axes(header, name)
+            x = sample[name].transpose(perm) if perm else sample[name]
+            scale, zero = float(c[f"kInput{index}Scale"].rstrip("f")), int(c[f"kInput{index}ZeroPoint"])
+            q = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8) if scale else x
+            dims = [int(c[f"kInput{index}Dim{i}"]) for i in range(int(c[f"kInput{index}Rank"]))]
+            interpreter.set_input(q.reshape(dims), int(index))  # reshape only: the order is the header's
+        interpreter.invoke()
+        out = interpreter.get_output(0).astype(np.float64)
+        results.append((out - out_zero) * out_scale if out_scale else out)  # scale 0: a float32 model
+    return np.array(results)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -168,12 +187,10 @@ def matches_source(module: nn.Module, out: Path, name: str, shapes: dict[str, tu
     header = (out / f"{name}_model_settings.h").read_text()
     tflite = (out / "model.tflite").read_bytes()
     rng = np.random.default_rng(7)
-    got, want = [], []
-    for _ in range(4):
-        sample = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-        got.append(tflm_run(tflite, sample, header))
-        with torch.no_grad():
-            want.append(module(*(torch.from_numpy(v) for v in sample.values())).numpy())
+    samples = [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for _ in range(4)]
+    got = tflm_run(tflite, samples, header)
+    with torch.no_grad():
+        want = [module(*(torch.from_numpy(v) for v in sample.values())).numpy() for sample in samples]
     assert cosine(np.array(got), np.array(want)) >= min_cosine
     return header
 

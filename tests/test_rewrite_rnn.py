@@ -4,6 +4,7 @@ handle stay as they are, and the KWS fixtures convert and run on TFLM (int8, cos
 unrolled, the LSTM on TFLM's fused kernel (hub.graph.rules.fuse_lstm)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from typing import Callable
@@ -16,11 +17,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+import hub.adapters
+from hub.artifacts import LoadOptions
 from hub.graph.edit import remove_unused_initializers
-from hub.graph.normalise import normalise
-from hub.graph.rules import unroll_rnn
+from hub.graph.normalise import normalise, normalise_source
+from hub.graph.rules import fuse_lstm, unroll_rnn
 from hub.graph.shapes import infer_shapes
 from tests.conftest import FIXTURES, run_hub
+from tests.test_layout import cosine, header_axes, tflm_run
 
 ATOL = 1e-5
 SEQ, FEATURES, HIDDEN = 6, 5, 7
@@ -103,6 +107,72 @@ def test_sequence_output_concat_takes_at_most_ten_inputs():
     after, _ = _apply(_torch_onnx("gru", use="sequence"))
     concats = [n for n in after.graph.node if n.op_type == "Concat"]
     assert concats and all(len(n.input) <= unroll_rnn.CONCAT_MAX for n in concats)
+
+
+class _ConvFront(nn.Module):
+    """Conv1d + ReLU over the frames, then the recurrent layer (bench/sequence.py's conv_gru, smaller)."""
+
+    def __init__(self, cell: str):
+        super().__init__()
+        self.conv = nn.Conv1d(FEATURES, 8, 3, padding=1)
+        self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell](8, HIDDEN, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
+        return y[:, -1]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_unrolled_conv_front_runs_in_onnxruntime_as_the_source(cell):
+    # 20 steps: the step Split's sizes would be 160 bytes, which onnxruntime 1.23 keeps as in-memory external
+    # data and then cannot read when its default (level-2) optimisers fuse the Conv + ReLU and re-infer the
+    # Split ("Cannot parse data from external tensors"); equal parts now take no sizes tensor
+    torch.manual_seed(0)
+    module, steps = _ConvFront(cell).eval(), 20
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.zeros(1, steps, FEATURES),), buffer, dynamo=False, opset_version=17,
+                      input_names=["x"])
+    after, rewrites = unroll_rnn.run(normalise(onnx.load_from_string(buffer.getvalue()), {}).onnx_model)
+    remove_unused_initializers(after)
+    assert rewrites and not {"GRU", "LSTM"} & set(_ops(infer_shapes(after)))
+    session = ort.InferenceSession(after.SerializeToString(), providers=["CPUExecutionProvider"])  # default level
+    x = np.random.default_rng(0).standard_normal((1, steps, FEATURES)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=0, atol=ATOL)
+
+
+def test_keras_traces_a_two_d_add_as_add_while_exporting():
+    # the default-run part of the heavy test below: TensorFlow's import is paid by tests/test_adapter_keras.py
+    import keras  # why here: Keras (TensorFlow) only for these tests
+    import tensorflow as tf
+
+    from hub.adapters.keras import _exportable_keras_ops
+
+    spec = tf.TensorSpec((1, 8), tf.float32)
+    for patched in (False, True):
+        with _exportable_keras_ops() if patched else contextlib.nullcontext():
+            graph = tf.function(lambda a, b: keras.ops.add(a, b)).get_concrete_function(spec, spec).graph
+        ops = {op.type for op in graph.get_operations()}
+        assert ("AddV2" in ops and "BiasAdd" not in ops) if patched else "BiasAdd" in ops
+
+
+@pytest.mark.heavy  # 90 s on the loaded 2-core machine: TensorFlow, Keras and tf2onnx in the test process
+def test_a_keras_lstm_exports_as_one_onnx_lstm_the_fused_kernel_takes(tmp_path):
+    # Keras 3 at batch 1 traced its recurrent add as Squeeze + BiasAdd, which tf2onnx's Keras LSTM pattern
+    # misses: the export was a Loop onnxruntime refuses (hub.adapters.keras._exportable_keras_ops)
+    import keras  # why here: Keras (TensorFlow) only for this test
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, FEATURES), batch_size=1, name="x")
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(HIDDEN)(inputs))).save(tmp_path / "lstm.keras")
+    source = hub.adapters.load(tmp_path / "lstm.keras")
+    assert "LSTM" in _ops(source.onnx_model) and "Loop" not in _ops(source.onnx_model)
+    _, kept = fuse_lstm.run(normalise_source(source, LoadOptions()).onnx_model)
+    assert [r.path for r in kept] == ["fused"]
+    x = np.random.default_rng(0).standard_normal((1, 12, FEATURES)).astype(np.float32)
+    (expected,) = source.run({"x": x}).values()  # Keras itself
+    np.testing.assert_allclose(_run(source.onnx_model, {"x": x})[0], expected, rtol=0, atol=ATOL)
 
 
 # --- ONNX forms torch does not write -------------------------------------------------------------
@@ -201,3 +271,19 @@ def test_kws_converts_and_runs_on_tflm_int8(converted_kws):
     # the fused LSTM keeps its state in variable tensors between invokes: firmware must Reset() per input
     header = (converted_kws["out"] / f"kws_{converted_kws['cell']}_model_settings.h").read_text()
     assert ("interpreter.Reset()" in header) == lstm
+
+
+def test_kws_tflm_fed_time_major_as_the_header_says_matches_pytorch(converted_kws):
+    # the conversion's own settings header and .tflite only: each MFCC sample (1, 49, 10) laid out as the
+    # header's words say (time-major: frame after frame), quantized with its constants, on TFLM (Reset() before
+    # each, as the header asks), against the TorchScript source of the same trained weights
+    cell, out = converted_kws["cell"], converted_kws["out"]
+    header = (out / f"kws_{cell}_model_settings.h").read_text()
+    assert header_axes(header, "mfcc") == (["batch", "time", "features"], None)
+    tflite, source = (out / "model.tflite").read_bytes(), torch.jit.load(str(FIXTURES / f"kws_{cell}.pt"))
+    x = np.load(FIXTURES / "kws_mfcc.npz")["mfcc"][-8:].astype(np.float32)
+    got = tflm_run(tflite, [{"mfcc": x[i:i + 1]} for i in range(len(x))], header)[:, 0]
+    with torch.no_grad():
+        want = source(torch.from_numpy(x)).numpy()
+    assert np.mean([cosine(g, w) for g, w in zip(got, want)]) >= 0.99
+    assert (got.argmax(1) == want.argmax(1)).all()

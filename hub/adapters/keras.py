@@ -387,7 +387,7 @@ def _to_onnx(fn: Callable, specs: list, path: Path) -> Any:
 
 @contextmanager
 def _exportable_keras_ops() -> Iterator[None]:
-    """Trace two Keras 3 ops as TensorFlow ops tf2onnx 1.17 translates, while exporting (ConvNeXt has both).
+    """Trace three Keras 3 ops as TensorFlow ops tf2onnx 1.17 translates, while exporting (ConvNeXt has two).
 
     - Grouped Conv2D (groups > 1): Keras' TensorFlow backend wraps it in `tf.function(jit_compile=True)`
       because TensorFlow's CPU kernel cannot run it (keras/src/backend/tensorflow/nn.py, `conv`), and tf2onnx
@@ -397,12 +397,17 @@ def _exportable_keras_ops() -> Iterator[None]:
     - Exact GELU: tf.nn.gelu(x, approximate=False) is 0.5 * x * erfc(-x / sqrt 2) and tf2onnx has no Erfc;
       0.5 * x * (1 + erf(x / sqrt 2)) is the same function, with the Erf torch's exporters write, which hub's
       gelu_tanh rule turns into TFLM's int8 MUL/ADD/TANH (an Erfc left elsewhere: _erfc_as_erf).
+    - A 2-D addend: Keras' TensorFlow backend writes `add(x, y)` as Squeeze + BiasAdd whenever y squeezes to a
+      vector (keras/src/backend/tensorflow/numpy.py, `add`); at batch 1 that is an LSTM cell's recurrent product,
+      so tf2onnx's Keras LSTM pattern (tf2onnx/rewriter/rnn_utils.py, make_lstm_xc_pattern: Add(MatMul, MatMul))
+      misses it, leaves a Loop (which onnxruntime refuses) and the fused LSTM kernel is lost. A plain Add.
     Only the trace changes: the Keras model the outputs are verified against still runs its own ops."""
     # why here: keras and tensorflow are imported only once a Keras model is loaded (sniffing stays light)
     import tensorflow as tf
     from keras.src.backend.tensorflow import nn as backend_nn
+    from keras.src.backend.tensorflow import numpy as backend_numpy
 
-    original_conv, original_gelu = backend_nn.conv, backend_nn.gelu
+    original_conv, original_gelu, original_add = backend_nn.conv, backend_nn.gelu, backend_numpy.add
 
     def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
         channels_last = backend_nn.backend.standardize_data_format(data_format) == "channels_last"
@@ -417,11 +422,16 @@ def _exportable_keras_ops() -> Iterator[None]:
         x = tf.convert_to_tensor(x)
         return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(math.sqrt(0.5), x.dtype)))
 
-    backend_nn.conv, backend_nn.gelu = conv, gelu
+    def add(x1, x2):
+        if isinstance(x1, tf.Tensor) and isinstance(x2, tf.Tensor) and x1.dtype == x2.dtype and x2.shape.rank > 1:
+            return tf.add(x1, x2)
+        return original_add(x1, x2)
+
+    backend_nn.conv, backend_nn.gelu, backend_numpy.add = conv, gelu, add
     try:
         yield
     finally:
-        backend_nn.conv, backend_nn.gelu = original_conv, original_gelu
+        backend_nn.conv, backend_nn.gelu, backend_numpy.add = original_conv, original_gelu, original_add
 
 
 def _erfc_as_erf(ctx: Any, node: Any, name: str, args: list) -> Any:

@@ -25,11 +25,14 @@ def install(onnx2tf_split: ModuleType, tf: ModuleType) -> None:
         if not (graph_node.name or "").endswith(SPLIT_MARK):
             return
         source = tf_layers_dict[graph_node.inputs[0].name]["tf_node"]
-        sizes = [int(v) for v in np.asarray(graph_node.inputs[1].values).reshape(-1)]
-        if len(source.shape) != 2 or sum(sizes) != source.shape[int(graph_node.attrs.get("axis", 0))]:
+        axis, count = int(graph_node.attrs.get("axis", 0)), len(graph_node.outputs)
+        if len(source.shape) != 2:
             return
-        parts = tf.split(source, len(sizes) if len(set(sizes)) == 1 else sizes,
-                         axis=int(graph_node.attrs.get("axis", 0)))
+        sizes = ([int(v) for v in np.asarray(graph_node.inputs[1].values).reshape(-1)] if len(graph_node.inputs) > 1
+                 else [source.shape[axis] // count] * count)  # no sizes: equal parts (unroll_rnn's step split)
+        if sum(sizes) != source.shape[axis]:
+            return
+        parts = tf.split(source, count if len(set(sizes)) == 1 else sizes, axis=axis)
         for part, output in zip(parts, graph_node.outputs):
             tf_layers_dict[output.name]["tf_node"] = part
 

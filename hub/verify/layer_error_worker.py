@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hub.convert.worker import _block_network, _configure, calibrate_only, feed, keras_from_job, tf_ordered, with_ranges
+from hub.convert.worker import (_block_network, _configure, calibrate_only, feed, keras_from_job, tf_ordered,
+                                tflite_converter, with_ranges)
 from hub.options import CONVERTER_OPTIONS
 
 NUMERIC_VERIFY = "NumericVerify"
@@ -43,7 +44,7 @@ def main(job_dir: str) -> int:
 
     options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
     t0 = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter = tflite_converter(tf, keras_model)  # the convert worker's, so tensors are named alike
     ordered = tf_ordered(model, keras_model, calibration, job["input_perms"])
     _configure(converter, tf, job["quantize"], ordered, **options)
     calibrated = calibrate_only(converter)

@@ -41,7 +41,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hub.artifacts import Rewrite
-from hub.graph.edit import attr, constant, consumers, graph_output_names, producer, static_shape
+from hub.graph.edit import attr, constant, consumers, graph_output_names, opset, producer, static_shape
 from hub.graph.rules import fuse_lstm
 
 UNBLOCKS = ("LSTM", "GRU", "RNN")  # the ops hub check names this rule for
@@ -170,9 +170,17 @@ class Emitter:
         return self.op(op, inputs, key, out, **attrs)[0]
 
     def split(self, x: str, sizes: list[int], axis: int, key: str) -> list[str]:
-        """A Split the converter child writes as one SPLIT (hub.convert.split), not a slice per output."""
-        outputs = self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key, outputs=len(sizes),
-                          axis=axis)
+        """A Split the converter child writes as one SPLIT (hub.convert.split), not a slice per output. Equal parts
+        take no sizes tensor: onnxruntime 1.23 keeps an initializer over 127 bytes (the step split's, from 16
+        steps on) as external data in memory, and its Split shape inference, rerun once its level-2 optimisers
+        fuse something upstream (a Conv1d + ReLU front end), cannot read that ("Cannot parse data from external
+        tensors")."""
+        if len(set(sizes)) == 1:
+            equal = {"num_outputs": len(sizes)} if opset(self.model) >= 18 else {}
+            outputs = self.op("Split", [x], key, outputs=len(sizes), axis=axis, **equal)
+        else:
+            outputs = self.op("Split", [x, self.const(f"{key}_sizes", np.array(sizes, np.int64))], key,
+                              outputs=len(sizes), axis=axis)
         self.nodes[-1].name = outputs[0] + SPLIT_MARK
         return outputs
 

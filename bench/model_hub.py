@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/model_hub.py [--only NAME ...] [--timeout 180] [--work DIR] [--out bench/results/model_hub.md]
     .venv/bin/python bench/model_hub.py --reuse bench/results/model_hub.json   # checks again, conversions as saved
+    .venv/bin/python bench/model_hub.py --only swin pvtv2 --merge   # re-run these rows in the saved table
 
 Every model of tests/hub_models.py (transformers' model classes and keras.applications from small configs, random
 weights shaped like trained ones) is saved in the formats users hand over (TorchScript, .pt2, ONNX from both torch
@@ -145,6 +146,15 @@ def write(out: Path, rows: list[Row], timeout_s: float, seconds: float) -> None:
                                                     "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
 
 
+def merged(out: Path, rows: list[Row]) -> list[Row]:
+    """--out's saved rows in their order, each replaced by this run's row for the same file; new files last."""
+    path = out.with_suffix(".json")
+    old = [Row(**r) for r in json.loads(path.read_text())["rows"]] if path.exists() else []
+    new = {(r.model, r.format): r for r in rows}
+    kept = [new.pop((r.model, r.format), r) for r in old]
+    return kept + list(new.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(BY_NAME), help="these models only")
@@ -153,8 +163,11 @@ def main() -> int:
     parser.add_argument("--reuse", type=Path, nargs="+", help="earlier runs' JSON: their conversions, checks redone "
                         "(only the files they hold)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_hub.md")
+    parser.add_argument("--merge", action="store_true", help="keep --out's other rows: replace only the files run now")
     args = parser.parse_args()
-    started = time.perf_counter()
+    # --merge: the table's time is that of the runs that made it (the saved one's plus this one's)
+    started = time.perf_counter() - (json.loads(args.out.with_suffix(".json").read_text())["seconds"]
+                                     if args.merge and args.out.with_suffix(".json").exists() else 0)
     rows: list[Row] = []
     saved = {}
     for doc in [json.loads(path.read_text()) for path in args.reuse or []]:
@@ -185,7 +198,8 @@ def main() -> int:
                 else:
                     convert(row, path, model, folder / f"{path.stem}_{fmt}_tflm", args.timeout)
                 row.agrees = agrees(row)
-                write(args.out, rows, args.timeout, time.perf_counter() - started)  # a partial run keeps its rows
+                write(args.out, merged(args.out, rows) if args.merge else rows, args.timeout,
+                      time.perf_counter() - started)  # a partial run keeps its rows
                 print(f"{row.model:24} {fmt:12} check={row.check_verdict:12} convert={row.convert_exit} "
                       f"cosine={row.cosine} {row.convert_s}s agrees={row.agrees} {row.cause[:120]}", flush=True)
     print(f"wrote {args.out}")

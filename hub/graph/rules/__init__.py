@@ -14,10 +14,10 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import Rewrite
-from hub.graph.rules import (chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm,
-                             drop_softmax_nan_guard, erf_approx, fuse_lstm, gather_to_slice, gelu_tanh, l2_normalize,
-                             neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads, topk_to_argmax,
-                             unfold_gather, unit_batch_transpose, unroll_rnn)
+from hub.graph.rules import (arange_gather, chain_concat, col2im, decompose_layernorm, decompose_lrn, decompose_rmsnorm,
+                             drop_softmax_nan_guard, equal_axes_layout, erf_approx, fuse_lstm, gather_to_slice,
+                             gelu_tanh, l2_normalize, neg_to_mul, reciprocal_sqrt, rewrite_hardsigmoid, split_qkv_heads,
+                             topk_to_argmax, unfold_gather, unit_batch_transpose, unroll_rnn)
 
 
 class Rule(Protocol):
@@ -50,5 +50,7 @@ RULES: tuple[ModuleType, ...] = (
     reciprocal_sqrt,
     neg_to_mul,
     drop_softmax_nan_guard,
+    arange_gather,  # before gather_to_slice: a one-element arange is a Reshape too
     gather_to_slice,
+    equal_axes_layout,  # after the rules that write Reshapes/Transposes, so it sees the final layout chain
 )

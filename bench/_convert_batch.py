@@ -17,10 +17,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hub.convert.worker import _block_network, _configure, _layout_permutation  # noqa: E402
+from hub.convert.layout import channels_last, moved_channels_last  # noqa: E402
+from hub.convert.worker import _block_network, _configure  # noqa: E402
 from hub.tflite.passes import run_passes  # noqa: E402
 
 JOB_TIMEOUT_S = 90
+
+
+def layout_permutation(onnx_shape: list[int], tf_shape: list[int]) -> list[int]:
+    """How onnx2tf's defaults laid out an input (this batch passes it no input layouts): identity, or channels
+    moved last (NCHW -> NHWC)."""
+    if list(tf_shape) == list(onnx_shape):
+        return list(range(len(onnx_shape)))
+    if moved_channels_last(onnx_shape, tf_shape):
+        return list(channels_last(len(onnx_shape)))
+    raise RuntimeError(f"onnx2tf input shape {tf_shape} does not match ONNX shape {onnx_shape}")
 
 
 class JobTimeout(Exception):
@@ -48,7 +59,7 @@ def convert_one(job_dir: Path, quantize: str, np, onnx, onnx2tf, tf) -> None:
     names = [i.name for i in model.graph.input if i.name not in inits]
     samples = []  # per input: (N, *tf shape); each sample is a whole input tensor, batch included
     for name, tensor in zip(names, keras_model.inputs):
-        perm = _layout_permutation(shapes[name], list(tensor.shape))
+        perm = layout_permutation(shapes[name], list(tensor.shape))
         arr = calibration[name]
         arr = np.ascontiguousarray(arr.transpose(0, *[p + 1 for p in perm]))
         samples.append(arr.astype(np.float32) if arr.dtype.kind == "f" else arr)

@@ -37,9 +37,10 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _convert_batch import layout_permutation  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from hub.check.onnx import analyse_onnx  # noqa: E402
 from hub.check.tflite import analyse_tflite  # noqa: E402
-from hub.convert.worker import _layout_permutation  # noqa: E402
 from hub.errors import HubError  # noqa: E402
 from hub.graph.normalise import normalise  # noqa: E402
 from hub.tflite.model import read_tflite  # noqa: E402
@@ -233,7 +234,7 @@ def tflm_inputs(tflite: bytes, onnx_model: onnx.ModelProto, inputs: dict[str, np
         if x.size == 0:  # an empty (unused) ONNX input: onnx2tf gives it one element; feed zeros
             arrays.append(np.zeros(model.tensors[idx].shape, x.dtype))
             continue
-        perm = _layout_permutation(list(x.shape), list(model.tensors[idx].shape))
+        perm = layout_permutation(list(x.shape), list(model.tensors[idx].shape))
         arrays.append(np.ascontiguousarray(x.transpose(perm)))
     return arrays
 

@@ -49,7 +49,7 @@ class _Source:
 
     fc: int  # op index
     split: int  # op index
-    x: int  # the sequence tensor (1, T, F) or (T, F)
+    x: int  # the sequence tensor (..., T, F), unit leading axes
     outputs: tuple[int, ...]  # the split outputs, by step
 
 
@@ -393,7 +393,8 @@ class _Roll:
 # --- finding the recurrence ----------------------------------------------------------------------------
 
 def _sources(job: _Roll) -> list[_Source]:
-    """The sequence projections (FULLY_CONNECTED over X, SPLIT on time) of one length T >= WHILE_MIN_STEPS."""
+    """The sequence projections (FULLY_CONNECTED over X, SPLIT on time) of one length T >= WHILE_MIN_STEPS. X is
+    (..., T, F) with unit leading axes: (T, F), (1, T, F), or (1, 1, T, F) after a Conv1d front end."""
     found = []
     for i, op in enumerate(job.ops):
         if job._builtin(op) != OP.SPLIT or len(op.outputs) < WHILE_MIN_STEPS:
@@ -406,7 +407,7 @@ def _sources(job: _Roll) -> list[_Source]:
         x_shape = list(job.sg.tensors[x].shape)
         steps = len(op.outputs)
         if _array(job.model, job.sg.tensors[axis], np.int32).tolist() not in ([0], 0) or \
-                x_shape not in ([1, steps, x_shape[-1]], [steps, x_shape[-1]]) or \
+                len(x_shape) < 2 or x_shape[-2] != steps or any(d != 1 for d in x_shape[:-2]) or \
                 list(job.sg.tensors[data].shape) != [steps, job.sg.tensors[data].shape[-1]]:
             continue
         found.append(_Source(fc, i, x, tuple(int(t) for t in op.outputs)))

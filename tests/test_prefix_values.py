@@ -3,6 +3,7 @@ Model's own call gives (the real onnx2tf dummy_tf_inference and tf_keras graphs 
 TensorFlow ops on Keras inputs)."""
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
@@ -43,24 +44,46 @@ def test_every_prefix_has_the_models_own_values_and_each_layer_runs_once():
     np.testing.assert_array_equal(np.asarray(values.outputs(model, other)[-1]), model(other, training=False)[-1].numpy())
 
 
-def test_installed_dummy_tf_inference_returns_what_onnx2tf_s_own_returns():
+@pytest.fixture
+def restored():
+    """install rebinds functions in onnx2tf's modules: each gets its own back after the test."""
+    names = ("dummy_tf_inference", "acquisition_of_validation_data")
+    saved = [(m, n, getattr(m, n)) for m in list(sys.modules.values()) if m.__name__.startswith("onnx2tf")
+             for n in names if hasattr(m, n)]
+    yield
+    for module, name, value in saved:
+        setattr(module, name, value)
+
+
+def test_installed_dummy_tf_inference_returns_what_onnx2tf_s_own_returns(restored):
     x, tensors = _graph()
     original = common_functions.dummy_tf_inference
-    try:
-        prefix_values.install(common_functions, tf)
-        patched = common_functions.dummy_tf_inference
-        assert patched is not original
-        import onnx2tf.onnx2tf as core  # imported it by name before install: rebound too
+    prefix_values.install(common_functions, tf, tf_keras.src.engine.keras_tensor.KerasTensor)
+    patched = common_functions.dummy_tf_inference
+    assert patched is not original
+    import onnx2tf.onnx2tf as core  # imported it by name before install: rebound too
 
-        assert core.dummy_tf_inference is patched
-        for tensor in tensors:
-            model = tf_keras.Model(inputs=[x], outputs=[tensor])
-            want = original(model=model, inputs=[x])  # all-ones sample, onnx2tf's default
-            got = patched(model=model, inputs=[x])
-            assert list(got) == list(want)
-            for key in want:
-                np.testing.assert_array_equal(got[key], want[key])
-    finally:  # every module install rebound gets onnx2tf's own function back
-        for module in list(sys.modules.values()):
-            if getattr(module, "dummy_tf_inference", None) is not None and module.__name__.startswith("onnx2tf"):
-                module.dummy_tf_inference = original
+    assert core.dummy_tf_inference is patched
+    for tensor in tensors:
+        model = tf_keras.Model(inputs=[x], outputs=[tensor])
+        want = original(model=model, inputs=[x])  # all-ones sample, onnx2tf's default
+        got = patched(model=model, inputs=[x])
+        assert list(got) == list(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_a_tensor_read_twice_is_not_deep_copied_with_its_history_and_the_copy_rule_is_scoped(restored):
+    """`x * x`: onnx2tf deep-copies the second operand, a Keras tensor, with every layer before it."""
+    _, tensors = _graph()
+    operand = tensors[-2]
+    seen = {}
+
+    def acquisition_of_validation_data(**kwargs):  # stands in for onnx2tf's, which copies where this looks
+        seen["copy is itself"] = copy.deepcopy(kwargs["input_tensor_2"]) is kwargs["input_tensor_2"]
+
+    common_functions.acquisition_of_validation_data = acquisition_of_validation_data
+    prefix_values.install(common_functions, tf, tf_keras.src.engine.keras_tensor.KerasTensor)
+    common_functions.acquisition_of_validation_data(input_tensor_1=operand, input_tensor_2=operand)
+    assert seen["copy is itself"]
+    assert copy.deepcopy(operand) is not operand  # outside the check, Keras' own deepcopy again

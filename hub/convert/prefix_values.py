@@ -6,7 +6,13 @@ for each such op it builds a tf_keras Model from the graph's inputs to the op's 
 sample (onnx2tf 1.29 utils/common_functions.py `dummy_tf_inference`, called from 27 op modules and from
 `acquisition_of_validation_data`, which every Add/Sub/Mul/Div correction calls). Each call recomputes the
 whole graph before the op, so the conversion is quadratic in the op count: Keras ConvNeXtTiny's 608 ONNX nodes
-spent minutes there, most of onnx2tf's time (measured: bench/results/keras_convert.md).
+spent minutes there, most of onnx2tf's time.
+
+The same checks deep-copy a Keras tensor when an op reads one tensor twice (`x * x`, as a variance is written:
+`acquisition_of_validation_data` takes the one value onnx2tf's inference returns for both operands and
+`copy.deepcopy`s the second operand): that copies the tensor's whole history, every layer before it, for a value
+used only for its shape (the transposes tried on it fail either way). `install` makes that copy the tensor itself
+for the duration of the check. ConvNeXtTiny: half of its remaining onnx2tf time was these copies.
 
 `install` makes every such call compute only the layers it has not computed yet for the same input sample,
 keeping each Keras tensor's value: the same layers called eagerly on the same inputs as the prefix Model's own
@@ -102,17 +108,34 @@ class _Prefix:
             return self._model(inputs=inputs, training=training)
 
 
-def install(common_functions: ModuleType, tf: ModuleType) -> None:
-    """Route every onnx2tf module's `dummy_tf_inference` through one PrefixValues. Op modules import it by
-    name when onnx2tf first converts such an op, so the ones loaded later take the patched function from
-    `common_functions`; the ones loaded already are rebound here."""
-    original = common_functions.dummy_tf_inference
+def install(common_functions: ModuleType, tf: ModuleType, keras_tensor: type) -> None:
+    """Route every onnx2tf module's `dummy_tf_inference` through one PrefixValues, and make `keras_tensor`
+    (tf_keras' KerasTensor) deep-copy as itself inside `acquisition_of_validation_data`."""
     values = PrefixValues(tf)
 
-    def dummy_tf_inference(*, model: Any, **kwargs: Any) -> Any:
-        return original(model=_Prefix(model, values) if model is not None else None, **kwargs)
+    def with_values(original: Any) -> Any:
+        def dummy_tf_inference(*, model: Any, **kwargs: Any) -> Any:
+            return original(model=_Prefix(model, values) if model is not None else None, **kwargs)
+        return dummy_tf_inference
 
-    common_functions.dummy_tf_inference = dummy_tf_inference
-    for name, module in list(sys.modules.items()):
-        if name.startswith("onnx2tf") and getattr(module, "dummy_tf_inference", None) is original:
-            module.dummy_tf_inference = dummy_tf_inference
+    def without_history_copies(original: Any) -> Any:
+        def acquisition_of_validation_data(**kwargs: Any) -> Any:
+            keras_tensor.__deepcopy__ = lambda self, memo: self
+            try:
+                return original(**kwargs)
+            finally:
+                del keras_tensor.__deepcopy__
+        return acquisition_of_validation_data
+
+    _replace(common_functions, "dummy_tf_inference", with_values)
+    _replace(common_functions, "acquisition_of_validation_data", without_history_copies)
+
+
+def _replace(common_functions: ModuleType, name: str, wrap: Any) -> None:
+    """`common_functions.NAME` wrapped. Op modules import it by name when onnx2tf first converts such an op, so
+    the ones loaded later take the wrapped function from `common_functions`; the ones loaded already are rebound."""
+    original = getattr(common_functions, name)
+    wrapped = wrap(original)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("onnx2tf") and getattr(module, name, None) is original:
+            setattr(module, name, wrapped)

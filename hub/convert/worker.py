@@ -98,7 +98,8 @@ def keras_from_job(job_path: Path, job: dict):
     onnx2tf_core.download_test_image_data = own_samples
     lstm.install(onnx2tf_lstm, tf_keras)  # plain LSTM cells as Keras LSTMs: TFLM's fused kernel
     split.install(onnx2tf_split, tf)  # unrolled cells' Splits as one SPLIT, not a slice per output
-    prefix_values.install(onnx2tf_common, tf)  # its per-op checks reuse values: linear, not quadratic, time
+    # its per-op checks reuse values and copy no layer history: linear, not quadratic, time
+    prefix_values.install(onnx2tf_common, tf, tf_keras.src.engine.keras_tensor.KerasTensor)
 
     t0 = time.perf_counter()
     keras_model = onnx2tf.convert(

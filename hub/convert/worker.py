@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from hub.convert import lstm, split
+from hub.convert import lstm, prefix_values, split
 from hub.options import CONVERTER_OPTIONS
 
 
@@ -91,6 +91,7 @@ def keras_from_job(job_path: Path, job: dict):
     import onnx2tf.onnx2tf as onnx2tf_core
     import onnx2tf.ops.LSTM as onnx2tf_lstm
     import onnx2tf.ops.Split as onnx2tf_split
+    import onnx2tf.utils.common_functions as onnx2tf_common
     import tensorflow as tf
     import tf_keras
 
@@ -110,6 +111,8 @@ def keras_from_job(job_path: Path, job: dict):
     onnx2tf_core.download_test_image_data = own_samples
     lstm.install(onnx2tf_lstm, tf_keras)  # plain LSTM cells as Keras LSTMs: TFLM's fused kernel
     split.install(onnx2tf_split, tf)  # unrolled cells' Splits as one SPLIT, not a slice per output
+    # its per-op checks reuse values and copy no layer history: linear, not quadratic, time
+    prefix_values.install(onnx2tf_common, tf, tf_keras.src.engine.keras_tensor.KerasTensor)
 
     t0 = time.perf_counter()
     keras_model = onnx2tf.convert(

@@ -404,7 +404,7 @@ def _conversion_failure(exc: IncompatibleError, check, path: Path) -> Incompatib
 def _verification_failure(verification) -> str:
     errors = [f for f in verification.findings if f.severity == "error"]
     if errors:
-        return f"fails verification: {errors[0].message}"
+        return f"fails verification: {errors[0].message}" + (f" ({errors[0].hint})" if errors[0].hint else "")
     return f"fails verification: {verification.tflm.message or 'see report.json'}"
 
 

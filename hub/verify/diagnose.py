@@ -9,6 +9,9 @@ The thresholds live here, in one place:
 - QUANT_MIN_COSINE, QUANT_MIN_TOP1: int8 models of trained nets land at 0.99+ cosine and
   agree on the top class (README, MLPerf Tiny: 0.9968-1.0000). Below 0.95 cosine, or
   agreement under 0.9, something is wrong: a float32 conversion then says whose fault it is.
+- QUANT_FAIL_COSINE: a quantization error is a warning (the user may accept the loss, or set --min-cosine),
+  but below 0.5 cosine the quantized model has kept less of the output than it lost (an output rounded to zero
+  scores 0.0): it computes something other than its source and fails, with the same diagnosis and remedies.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ FLOAT_MIN_COSINE = 0.999
 FLOAT_MAX_RELATIVE_ERROR = 0.01
 QUANT_MIN_COSINE = 0.95
 QUANT_MIN_TOP1 = 0.9
+QUANT_FAIL_COSINE = 0.5
 LAYER_MIN_COSINE = 0.99  # an op that alone keeps less of its output's variation than this is worth naming
 WORST_LAYERS = 3
 WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times the output's drowns the signal
@@ -183,6 +187,10 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
                + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, per-layer error)")
                + unmeasured)
     hint = remedies(calibration.synthetic, options.quantize)
+    cosine = verification.fidelity.cosine
+    if cosine is not None and cosine < QUANT_FAIL_COSINE:
+        message += f"; below cosine {QUANT_FAIL_COSINE} the model computes something other than its source"
+        return _joined(verification, diagnosis, _finding("error", message, hint), fails=True), []
     return _joined(verification, diagnosis, _finding("warning", message, hint)), [f"{message} ({hint})"]
 
 

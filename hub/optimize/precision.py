@@ -11,6 +11,7 @@ at the boundaries). This module only decides which ops, in what order, and when 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -23,7 +24,7 @@ from hub.convert.calibration import CalibrationSet
 from hub.convert.dataset import Dataset
 from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
-from hub.tflite.mixed import Twin, splice, twins
+from hub.tflite.mixed import INT16_SUFFIX, Twin, splice, twins
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
@@ -68,8 +69,8 @@ class AccuracyGoal:
         return accuracy_stage.measure(self.data, on_tflm, self.source, self.reference).drop
 
 
-# One mix measured on TFLM: (its score for the goal, its verification).
-Measure = Callable[[bytes], tuple[float | None, Verification]]
+# One mix measured on TFLM: (its score for the goal, its verification, the model TFLM ran: after the passes).
+Measure = Callable[[bytes], tuple[float | None, Verification, bytes]]
 
 
 def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, options: converter.ConvertOptions,
@@ -79,7 +80,7 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
     it meets `goal` (nothing more converted), else the least-promoted int8/int16x8 mix that does (or the best
     measured)."""
     measure = _measurer(graph, samples, expected, goal, accuracy, int8.input_layouts)
-    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes))
+    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes)[:2])
     if goal.met(first.score):
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "", None)
     try:
@@ -106,10 +107,10 @@ def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: Referen
         passed, _ = run_passes(data)
         verification = verify(passed, graph.onnx_model, held_out, expected=expected, layouts=layouts)
         if not verification.tflm.invokes:
-            return None, verification
+            return None, verification, passed
         if goal.metric == "accuracy_drop" and accuracy is not None:
-            return accuracy.drop(passed), verification
-        return (verification.fidelity.cosine if verification.fidelity else None), verification
+            return accuracy.drop(passed), verification, passed
+        return (verification.fidelity.cosine if verification.fidelity else None), verification, passed
 
     return measure
 
@@ -117,16 +118,20 @@ def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: Referen
 def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order: list[Twin], goal: Goal,
            measure: Measure, first: PrecisionStep, ranking: str) -> tuple[bytes, MixedPrecision]:
     """Promote the top 1, 2, 4, ... of `order` until `goal` (capped at whole int16x8's score) holds, then bisect
-    between the last miss and that hit; every mix measured. No mix holds: the better of int8 and int16x8."""
-    whole16 = _step("int16x8 (every op)", -1, int16_bytes, *measure(int16_bytes))
+    between the last miss and that hit; every mix measured. A twin TFLM refuses (its int16 kernel rejects the
+    tensors or options) is left int8 and the mix measured again. No mix holds: the better of int8 and int16x8."""
+    job = _Search(int8_bytes, int16_bytes, candidates, measure)
+    whole16 = job.whole(int16_bytes)
     steps = [first, whole16]
+    if whole16.score is not None and goal.better(first.score, whole16.score):  # int16 activations buy nothing
+        return int8_bytes, _result(goal, goal.bound, len(order), first, steps, ranking, NO_GAIN, job.refused_names())
     reachable = _reachable(goal, first.score, whole16.score)
     target = Goal(goal.metric, reachable)
     best: tuple[bytes, PrecisionStep] | None = None
     low, k = 0, 1
     while best is None and low < len(order):
         k = min(k, len(order))
-        data, step = _try(int8_bytes, int16_bytes, candidates, order[:k], measure)
+        data, step = job.mix(order[:k])
         steps.append(step)
         if target.met(step.score):
             best = (data, step)
@@ -136,7 +141,7 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order:
         high = best[1].promoted_compute
         while high - low > max(1, high // 8):  # stop within an eighth of the least promotion that holds
             mid = (low + high) // 2
-            data, step = _try(int8_bytes, int16_bytes, candidates, order[:mid], measure)
+            data, step = job.mix(order[:mid])
             steps.append(step)
             if target.met(step.score):
                 best, high = (data, step), mid
@@ -144,29 +149,78 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order:
                 low = mid
     if best is None:
         best = (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
-    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None)
+    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None, job.refused_names())
+
+
+class _Search:
+    """The mixes of one search, and the twins TFLM refused so far (left int8 in every later mix)."""
+
+    def __init__(self, int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], measure: Measure):
+        self.int8, self.int16, self.candidates, self.measure = int8_bytes, int16_bytes, candidates, measure
+        model = read_tflite(int8_bytes)
+        self.by_output = {model.tensors[model.ops[t.op].outputs[0]].name: t for t in candidates}
+        self.refused: list[Twin] = []
+
+    def whole(self, int16_bytes: bytes) -> PrecisionStep:
+        """Whole-model int16x8; an op TFLM refuses there is a twin no mix may promote."""
+        score, verification, ran = self.measure(int16_bytes)
+        if not verification.tflm.invokes and (bad := self._refused_twin(verification, ran)) is not None:
+            self.refused.append(bad)
+        return _step("int16x8 (every op)", -1, int16_bytes, score, verification)
+
+    def mix(self, top: list[Twin]) -> tuple[bytes, PrecisionStep]:
+        """`top` promoted (but the refused twins), measured on TFLM; a twin TFLM refuses in it is dropped and the
+        mix measured again."""
+        while True:
+            kept = [t for t in top if t not in self.refused]
+            promoted = close_regions(self.int8, [t for t in self.candidates if t not in self.refused], kept)
+            data = splice(self.int8, self.int16, promoted)
+            score, verification, ran = self.measure(data)
+            bad = None if verification.tflm.invokes else self._refused_twin(verification, ran)
+            if bad is None or bad not in promoted:
+                return data, _step(f"top {len(top)}", len(top), data, score, verification,
+                                   _op_names(self.int8, promoted))
+            self.refused.append(bad)
+
+    def _refused_twin(self, verification: Verification, ran: bytes) -> Twin | None:
+        """The promoted twin whose op TFLM refused, when its failure names a node (hub.verify.tflm's findings name
+        it "op #N NAME", N indexing the model it ran)."""
+        for finding in verification.findings:
+            if (m := _NODE.match(finding.node)) is not None:
+                model = read_tflite(ran)
+                index = int(m.group(1))
+                if index < len(model.ops) and model.ops[index].outputs:
+                    name = model.tensors[model.ops[index].outputs[0]].name
+                    return self.by_output.get(name.removesuffix(INT16_SUFFIX.decode()))
+        return None
+
+    def refused_names(self) -> list[str]:
+        return _op_names(self.int8, self.refused)
+
+
+NO_GAIN = ("whole-model int16x8 scores no better than int8: what int8 loses here is not the activations' precision "
+           "(the int8 weights, or the calibrated ranges), so no op is promoted")
+_NODE = re.compile(r"op #(\d+) ")
 
 
 def _reachable(goal: Goal, int8_score: float | None, int16_score: float | None) -> float:
     """The bound itself, or, when whole int16x8 misses it too, int16x8's score less a twentieth of its gain over
-    int8 (a mix rarely lands exactly on it: the QUANTIZE boundaries round once more)."""
+    int8 (a mix rarely lands exactly on it: the QUANTIZE boundaries round once more); never worse than int8's own
+    score, so a mix that loses fidelity is never chosen."""
     if int16_score is None or goal.better(int16_score, goal.bound):
         return goal.bound
-    slack = abs(int16_score - int8_score) / 20 if int8_score is not None else 0.0
-    return int16_score - slack if goal.metric == "cosine" else int16_score + slack
+    if int8_score is None:
+        return int16_score
+    slack = abs(int16_score - int8_score) / 20
+    if goal.metric == "cosine":
+        return max(int16_score - slack, np.nextafter(int8_score, np.inf))
+    return min(int16_score + slack, np.nextafter(int8_score, -np.inf))
 
 
 def _result(goal: Goal, reachable: float | None, candidates: int, chosen: PrecisionStep, steps: list[PrecisionStep],
-            ranking: str, note: str | None) -> MixedPrecision:
+            ranking: str, note: str | None, refused: list[str] | None = None) -> MixedPrecision:
     return MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=reachable, candidates=candidates,
-                          chosen=chosen, steps=steps, ranking=ranking, note=note)
-
-
-def _try(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], top: list[Twin],
-         measure: Measure) -> tuple[bytes, PrecisionStep]:
-    promoted = close_regions(int8_bytes, candidates, top)
-    data = splice(int8_bytes, int16_bytes, promoted)
-    return data, _step(f"top {len(top)}", len(top), data, *measure(data), _op_names(int8_bytes, promoted))
+                          chosen=chosen, steps=steps, ranking=ranking, note=note, refused=refused or [])
 
 
 def _step(label: str, promoted: int, data: bytes, score: float | None, verification: Verification,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.knowledge.int16_kernels import runs_int16
+from hub.knowledge.int16_kernels import DATA_MOVEMENT, runs_int16
 from hub.tflite import offline_plan  # pack: the schema object API's writer
 from hub.tflite.model import _OP_NAMES
 
@@ -200,3 +200,86 @@ def _opcode(model: schema.ModelT, wanted: schema.OperatorCodeT) -> int:
             return i
     model.operatorCodes.append(_code(builtin, wanted.version))
     return len(model.operatorCodes) - 1
+
+
+# int16 kernels that requantize their output from any input scale (their output range is free to choose), and
+# the ops whose output must keep their input's scale (TFLM copies or compares raw values: reshape.cc, pooling.cc,
+# concatenation.cc, pad.cc ...): a tensor written by one of these shares its input's range.
+RESCALING = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL",
+                       "BATCH_MATMUL", "MEAN", "SUM", "SQUARED_DIFFERENCE"})
+SCALE_KEEPING = frozenset(DATA_MOVEMENT | {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RELU", "RELU6"})
+# what may read a widened tensor: kernels that rescale from its scale (the fixed-output ones included: their input
+# scale is free), or keep it for the whole group
+SCALE_READING = frozenset(RESCALING | SCALE_KEEPING | {"SOFTMAX", "LOGISTIC", "TANH"})
+BIASED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+
+
+def widen(int16_bytes: bytes, factor: float) -> bytes:
+    """The int16x8 model with its activation ranges `factor` times wider: headroom for values beyond the range the
+    calibration samples set (clipping), paid for in resolution int16 has to spare (65536 steps, int8 has 256).
+
+    Only ranges an op chooses freely are widened: a group of tensors that share one scale (joined through
+    SCALE_KEEPING ops) is widened when every op writing into it is RESCALING (or it is a model input); groups fed
+    by fixed-scale outputs (SOFTMAX, LOGISTIC, TANH: 1/32768) keep theirs. Biases follow their input's scale
+    (bias scale = input scale x weight scale), their int64 values divided by the factor."""
+    model = _unpack(int16_bytes)
+    sg = model.subgraphs[0]
+    groups = _scale_groups(model)
+    free = {g: True for g in groups.values()}
+    for op in sg.operators:
+        name = _OP_NAMES.get(_builtin(model, op), "")
+        for t in op.outputs:  # a fixed or unknown output scale
+            if name not in RESCALING and name not in SCALE_KEEPING:
+                free[groups[int(t)]] = False
+        for t in (int(k) for k in op.inputs if int(k) >= 0):
+            if name not in SCALE_READING:  # a kernel that may assume the scale it was converted with
+                free[groups[t]] = False
+            elif name in SCALE_KEEPING and _is_constant(model, t) and sg.tensors[t].type == schema.TensorType.INT16:
+                free[groups[int(op.outputs[0])]] = False  # a constant in the group (a concatenated token) keeps it
+    widened = {t for t, g in groups.items() if free[g] and _int16_activation(model, t)}
+    for t in widened:
+        q = sg.tensors[t].quantization
+        q.scale = np.asarray(q.scale, dtype=np.float32) * factor
+    for op in sg.operators:
+        if _OP_NAMES.get(_builtin(model, op), "") in BIASED and int(op.inputs[0]) in widened and len(op.inputs) > 2 \
+                and int(op.inputs[2]) >= 0:
+            _rescale_bias(model, int(op.inputs[2]), factor)
+    return offline_plan.pack(model, len(int16_bytes))
+
+
+def _scale_groups(model: schema.ModelT) -> dict[int, int]:
+    """tensor -> the representative of the tensors that must share its scale (union over SCALE_KEEPING ops'
+    activation input 0 and outputs)."""
+    sg = model.subgraphs[0]
+    parent = list(range(len(sg.tensors)))
+
+    def find(t: int) -> int:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for op in sg.operators:
+        if _OP_NAMES.get(_builtin(model, op), "") in SCALE_KEEPING:
+            inputs = [int(k) for k in op.inputs if int(k) >= 0 and not _is_constant(model, int(k))]
+            for t in [*inputs, *(int(k) for k in op.outputs)]:
+                parent[find(t)] = find(inputs[0]) if inputs else find(t)
+    return {t: find(t) for t in range(len(sg.tensors))}
+
+
+def _int16_activation(model: schema.ModelT, t: int) -> bool:
+    tensor = model.subgraphs[0].tensors[t]
+    return (tensor.type == schema.TensorType.INT16 and not _is_constant(model, t) and tensor.quantization is not None
+            and tensor.quantization.scale is not None and len(tensor.quantization.scale) == 1)
+
+
+def _rescale_bias(model: schema.ModelT, t: int, factor: float) -> None:
+    """Bias `t` in units of the widened input scale: values / factor (own buffer: another op may share it)."""
+    tensor = model.subgraphs[0].tensors[t]
+    dtype = {schema.TensorType.INT64: np.int64, schema.TensorType.INT32: np.int32}[tensor.type]
+    values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtype)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.round(values / factor).astype(dtype).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    tensor.buffer = len(model.buffers) - 1
+    tensor.quantization.scale = np.asarray(tensor.quantization.scale, dtype=np.float32) * factor

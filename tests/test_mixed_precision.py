@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 
 from hub.artifacts import ConvertedModel
 from hub.convert.calibration import build_calibration
@@ -14,7 +15,8 @@ from hub.errors import InputError
 from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
 from hub.targets import Quantize, resolve
-from hub.tflite.mixed import splice, twins
+from hub.tflite import mixed, offline_plan
+from hub.tflite.mixed import splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
 from tests.conftest import ROOT, convert_model, run_hub, small_cnn_onnx
@@ -62,6 +64,41 @@ def test_spliced_model_has_int16_ops_between_quantize_boundaries_and_matches_the
     assert checked.ok and checked.fidelity.cosine > 0.999
 
 
+def _refused(data: bytes, op: int) -> bytes:
+    """`data` with op `op`'s filter typed uint8: TFLM's conv kernels refuse it in Prepare ("Hybrid models are not
+    supported"), as they would a twin whose int16 kernel rejects its tensors."""
+    model = mixed._unpack(data)
+    model.subgraphs[0].tensors[int(model.subgraphs[0].operators[op].inputs[1])].type = schema.TensorType.UINT8
+    return offline_plan.pack(model, len(data))
+
+
+def test_a_twin_tflm_refuses_is_left_int8_and_the_mix_measured_again(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    conv, dw = twins(int8, int16)[:2]
+    broken = _refused(int16, dw.twin)
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    measure = precision._measurer(normalised, samples, None, precision.Goal("cosine", 0.99), None, None)
+    search = precision._Search(int8, broken, twins(int8, broken), measure)
+    data, step = search.mix([dw, conv])  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
+    assert step.invokes and step.cosine > 0.99 and search.refused == [dw]
+    assert [op.split()[0] for op in step.int16_ops] == ["CONV_2D"]
+    assert {read_tflite(data).tensors[i].dtype for op in read_tflite(data).ops if op.name == "DEPTHWISE_CONV_2D"
+            for i in op.inputs} == {"int8", "int32"}
+
+
+def test_widened_int16_ranges_keep_the_model_exact_on_tflm(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    wide = widen(int16, 4.0)
+    before, after = read_tflite(int16), read_tflite(wide)
+    conv = next(op for op in before.ops if op.name == "CONV_2D")
+    out_before, out_after = before.tensors[conv.outputs[0]], after.tensors[conv.outputs[0]]
+    assert out_after.scales[0] == pytest.approx(4 * out_before.scales[0])  # a free range: widened
+    logits = before.tensors[before.ops[-1].outputs[0]]
+    assert after.tensors[before.ops[-1].outputs[0]].scales[0] == pytest.approx(4 * logits.scales[0])
+    checked = verify(wide, normalised.onnx_model, None)
+    assert checked.ok and checked.fidelity.cosine > 0.999
+
+
 def test_auto_stays_int8_where_int8_meets_the_target(cnn_pair):
     int8, _, normalised = cnn_pair
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
@@ -77,8 +114,8 @@ def test_auto_promotes_until_an_unreachable_cosine_then_keeps_the_best(cnn_pair)
     int8, int16, normalised = cnn_pair
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
     goal = precision.Goal("cosine", 1.0)
-    measure = precision._measurer(normalised, samples, None, goal, None)
-    first = precision._step("int8", 0, int8, *measure(int8))
+    measure = precision._measurer(normalised, samples, None, goal, None, None)
+    first = precision._step("int8", 0, int8, *measure(int8)[:2])
     candidates = twins(int8, int16)
     data, mixed = precision.search(int8, int16, candidates, precision.rank(None, candidates), goal, measure, first,
                                    "network order")

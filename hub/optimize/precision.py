@@ -12,6 +12,7 @@ at the boundaries). This module only decides which ops, in what order, and when 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -84,7 +85,8 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
     if goal.met(first.score):
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "", None)
     try:
-        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8"), int8.input_layouts)
+        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8", float_fallback=True),
+                                  int8.input_layouts)
     except IncompatibleError as exc:  # an op the converter has no int16x8 version of: int8 stays
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "",
                                                          f"the int16x8 conversion failed: {exc.message}")
@@ -166,7 +168,7 @@ class _Search:
         score, verification, ran = self.measure(int16_bytes)
         if not verification.tflm.invokes and (bad := self._refused_twin(verification, ran)) is not None:
             self.refused.append(bad)
-        return _step("int16x8 (every op)", -1, int16_bytes, score, verification)
+        return _step(whole_label(int16_bytes), -1, int16_bytes, score, verification)
 
     def mix(self, top: list[Twin]) -> tuple[bytes, PrecisionStep]:
         """`top` promoted (but the refused twins), measured on TFLM; a twin TFLM refuses in it is dropped and the
@@ -196,6 +198,16 @@ class _Search:
 
     def refused_names(self) -> list[str]:
         return _op_names(self.int8, self.refused)
+
+
+def whole_label(int16_bytes: bytes) -> str:
+    """"int16x8 (every op)", or which ops stayed float32 (the converter has no 16x8 version of them)."""
+    model = read_tflite(int16_bytes)
+    floats = Counter(op.name for op in model.ops if op.name != "DEQUANTIZE" and op.outputs
+                     and model.tensors[op.outputs[0]].dtype == "float32")
+    if not floats:
+        return "int16x8 (every op)"
+    return "int16x8 (" + ", ".join(f"{name} x{n}" for name, n in sorted(floats.items())) + " float32: no 16x8 version)"
 
 
 NO_GAIN = ("whole-model int16x8 scores no better than int8: what int8 loses here is not the activations' precision "

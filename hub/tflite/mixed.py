@@ -50,7 +50,8 @@ def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
         if j is None or op.intermediates is not None and len(op.intermediates):
             continue
         twin = m16.subgraphs[0].operators[j]
-        if _activations(m8, op) == _activations(m16, twin) and runs_int16(_OP_NAMES.get(builtin, "")):
+        int16_out = all(m16.subgraphs[0].tensors[int(k)].type == schema.TensorType.INT16 for k in twin.outputs)
+        if _activations(m8, op) == _activations(m16, twin) and int16_out and runs_int16(_OP_NAMES.get(builtin, "")):
             found.append(Twin(i, j, _OP_NAMES.get(builtin, str(builtin))))
     return found
 

@@ -78,7 +78,8 @@ def measure_one(name: str, work: Path) -> dict:
             int16 = {"label": f"int16x8 failed: {exc}"}
     return {"model": name, "int8": _figures(steps[0]), "int16x8": _figures(int16), "auto": _figures(mixed["chosen"]),
             "steps": [_figures(s) | {"score": s["score"]} for s in steps], "reachable": mixed["reachable"],
-            "candidates": mixed["candidates"], "note": mixed["note"], "ranking": mixed["ranking"]}
+            "candidates": mixed["candidates"], "note": mixed["note"], "ranking": mixed["ranking"],
+            "refused": mixed["refused"]}
 
 
 def measure(models: list[str]) -> dict:
@@ -95,13 +96,19 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _chosen(step: dict, candidates: int) -> str:
+    if step["int16_ops"]:
+        return f"{step['label']}: {step['int16_ops']} int16 ops ({candidates} compute twins)"
+    return step["label"]
+
+
 def render(run: dict) -> str:
     lines = ["# int8, int16x8 and --quantize auto, measured on TFLM against the source", "",
              f"`{run['command']}` ({run['date']}, {run['seconds']:.0f} s). Cosine and top-1 agreement against the "
              "source model (Keras or PyTorch) on 12 held-out samples (MLPerf Tiny: 8 synthetic ones); file = .tflite bytes; arena = smallest TFLM "
              "arena in the converter's operator order; invoke = host CPU time per invoke. auto's target: cosine "
              ">= 0.99, or near int16x8's own when int16x8 stays below 0.99.", "",
-             "| model | int8 cos | int8 top1 | int16x8 cos | int16x8 top1 | auto cos | auto top1 | auto int16 ops | "
+             "| model | int8 cos | int8 top1 | int16x8 cos | int16x8 top1 | auto cos | auto top1 | auto: chosen | "
              "file int8 / 16x8 / auto | arena int8 / 16x8 / auto | invoke us int8 / 16x8 / auto |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in run["rows"]:
@@ -113,7 +120,7 @@ def render(run: dict) -> str:
         lines.append(f"| {row['model']} | {_num(a['cosine'], '.4f')} | {_num(a['top1_agreement'], '.2f')} | "
                      f"{_num(b.get('cosine'), '.4f')} | {_num(b.get('top1_agreement'), '.2f')} | "
                      f"{_num(c['cosine'], '.4f')} | {_num(c['top1_agreement'], '.2f')} | "
-                     f"{c['int16_ops']} of {row['candidates']} | {trio('tflite_bytes', ',')} | "
+                     f"{_chosen(c, row['candidates'])} | {trio('tflite_bytes', ',')} | "
                      f"{trio('arena_bytes', ',')} | {trio('invoke_us_host', ',.0f')} |")
     notes = [f"- {row['model']}: {row['note']}" for row in run["rows"] if row.get("note")]
     missing = [m for m in MODELS if m not in {row["model"] for row in run["rows"]}]
@@ -121,6 +128,10 @@ def render(run: dict) -> str:
         notes.append(f"- not measured in this run: {', '.join(missing)}")
     notes += [f"- {row['model']}: '-' for a mix = it did not invoke on TFLM" for row in run["rows"]
               if any(s["cosine"] is None for s in row.get("steps", []))]
+    notes += [f"- {row['model']}: int16x8 = {row['int16x8']['label']}" for row in run["rows"]
+              if (row.get("int16x8") or {}).get("label", "int16x8") not in ("int16x8", "int16x8 (every op)")]
+    notes += [f"- {row['model']}: TFLM refused the int16 twins of {', '.join(row['refused'])}: left int8"
+              for row in run["rows"] if row.get("refused")]
     if notes:
         lines += ["", "Notes:", *notes]
     lines += ["", "auto's steps (each a mix measured on TFLM: label, cosine, arena):", ""]

@@ -25,7 +25,7 @@ from hub.convert.calibration import CalibrationSet
 from hub.convert.dataset import Dataset
 from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
-from hub.tflite.mixed import INT16_SUFFIX, Twin, splice, twins
+from hub.tflite.mixed import INT16_SUFFIX, Twin, splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
@@ -105,6 +105,11 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
     return replace(int8, tflite_bytes=data, quantize="auto", timings_s=timings), mixed
 
 
+# int16x8's activation ranges as calibrated, and 4x wider: int16 has 256x int8's steps, so a promoted op can take
+# headroom for values beyond the calibrated range (clipping, which finer steps alone do not fix) at a quarter of
+# that resolution; the search takes the twins of whichever scores best whole (hub.tflite.mixed.widen)
+HEADROOM = (1.0, 4.0)
+
 # Tried in this order when int8 with min/max ranges misses the goal (measured on model-library models, synthetic
 # held-out samples: LeViT 0.887 -> percentile 0.948, mse 0.905; DeiT percentile and MobileNetV2 mse, hub.options)
 CALIBRATION_TRIES = ("percentile", "mse")
@@ -163,8 +168,13 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order:
     between the last miss and that hit; every mix measured. A twin TFLM refuses (its int16 kernel rejects the
     tensors or options) is left int8 and the mix measured again. No mix holds: the better of int8 and int16x8."""
     job = _Search(int8_bytes, int16_bytes, candidates, measure)
-    whole16 = job.whole(int16_bytes)
-    steps = [*(earlier or [first]), whole16]
+    wholes = [job.whole(widen(int16_bytes, f) if f != 1 else int16_bytes, f) for f in HEADROOM]
+    steps = [*(earlier or [first]), *(step for _, step in wholes)]
+    int16_bytes, whole16 = wholes[0]
+    for data, step in wholes[1:]:
+        if step.score is not None and goal.better(step.score, whole16.score) and step.score != whole16.score:
+            int16_bytes, whole16 = data, step
+    job.int16 = int16_bytes  # the twins come from the widening that scored best
     if whole16.score is not None and goal.better(first.score, whole16.score):  # int16 activations buy nothing
         return int8_bytes, _result(goal, goal.bound, len(order), first, steps, ranking, NO_GAIN, job.refused_names())
     reachable = _reachable(goal, first.score, whole16.score)
@@ -203,12 +213,15 @@ class _Search:
         self.by_output = {model.tensors[model.ops[t.op].outputs[0]].name: t for t in candidates}
         self.refused: list[Twin] = []
 
-    def whole(self, int16_bytes: bytes) -> PrecisionStep:
-        """Whole-model int16x8; an op TFLM refuses there is a twin no mix may promote."""
+    def whole(self, int16_bytes: bytes, headroom: float) -> tuple[bytes, PrecisionStep]:
+        """Whole-model int16x8 (its ranges `headroom` times wider); an op TFLM refuses there is a twin no mix may
+        promote."""
         score, verification, ran = self.measure(int16_bytes)
-        if not verification.tflm.invokes and (bad := self._refused_twin(verification, ran)) is not None:
+        if not verification.tflm.invokes and (bad := self._refused_twin(verification, ran)) is not None \
+                and bad not in self.refused:
             self.refused.append(bad)
-        return _step(whole_label(int16_bytes), -1, int16_bytes, score, verification)
+        label = whole_label(int16_bytes) + (f", ranges x{headroom:g}" if headroom != 1 else "")
+        return int16_bytes, _step(label, -1, int16_bytes, score, verification)
 
     def mix(self, top: list[Twin]) -> tuple[bytes, PrecisionStep]:
         """`top` promoted (but the refused twins), measured on TFLM; a twin TFLM refuses in it is dropped and the

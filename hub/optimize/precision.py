@@ -25,7 +25,7 @@ from hub.convert.calibration import CalibrationSet
 from hub.convert.dataset import Dataset
 from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
-from hub.tflite.mixed import INT16_SUFFIX, Twin, splice, twins, widen
+from hub.tflite.mixed import TWIN_SUFFIX, Twin, splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
@@ -246,7 +246,7 @@ class _Search:
                 index = int(m.group(1))
                 if index < len(model.ops) and model.ops[index].outputs:
                     name = model.tensors[model.ops[index].outputs[0]].name
-                    return self.by_output.get(name.removesuffix(INT16_SUFFIX.decode()))
+                    return self.by_output.get(name.removesuffix(TWIN_SUFFIX.decode()))
         return None
 
     def refused_names(self) -> list[str]:
@@ -300,7 +300,8 @@ def _step(label: str, promoted: int, data: bytes, score: float | None, verificat
 
 def _op_names(int8_bytes: bytes, promoted: list[Twin]) -> list[str]:
     model = read_tflite(int8_bytes)
-    return [f"{t.name} {model.tensors[model.ops[t.op].outputs[0]].name}" for t in promoted]
+    return [f"{t.name}{' (float32)' if t.float32 else ''} {model.tensors[model.ops[t.op].outputs[0]].name}"
+            for t in promoted]
 
 
 def close_regions(int8_bytes: bytes, candidates: list[Twin], top: list[Twin]) -> list[Twin]:

@@ -26,7 +26,8 @@ from hub.tflite import offline_plan  # pack: the schema object API's writer
 from hub.tflite.model import _OP_NAMES
 
 QUANTIZE = schema.BuiltinOperator.QUANTIZE
-INT16_SUFFIX = b"/int16"
+DEQUANTIZE = schema.BuiltinOperator.DEQUANTIZE
+TWIN_SUFFIX = b"/twin"  # the spliced-in copies of the int16x8 model's tensors
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,15 @@ class Twin:
     op: int  # index in the int8 model's operators
     twin: int  # index in the int16x8 model's operators
     name: str  # builtin name
+    float32: bool = False  # the twin runs in float32: TFLM has no int16 kernel for it (HARD_SWISH, ...)
 
 
 def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
     """The int8 model's ops that can be promoted: a twin of the same builtin, writing the same tensors from the
-    same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels)."""
+    same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels); or, for an op TFLM has
+    no int16 kernel for, the float32 op the converter left between DEQUANTIZE and QUANTIZE (float_fallback)."""
     m8, m16 = _unpack(int8_bytes), _unpack(int16_bytes)
+    alias = _island_aliases(m16)
     by_outputs = {(_builtin(m16, op), _names(m16, op.outputs)): j for j, op in enumerate(m16.subgraphs[0].operators)}
     found = []
     for i, op in enumerate(m8.subgraphs[0].operators):
@@ -49,11 +53,29 @@ def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
         j = by_outputs.get((builtin, _names(m8, op.outputs)))
         if j is None or op.intermediates is not None and len(op.intermediates):
             continue
-        twin = m16.subgraphs[0].operators[j]
-        int16_out = all(m16.subgraphs[0].tensors[int(k)].type == schema.TensorType.INT16 for k in twin.outputs)
-        if _activations(m8, op) == _activations(m16, twin) and int16_out and runs_int16(_OP_NAMES.get(builtin, "")):
-            found.append(Twin(i, j, _OP_NAMES.get(builtin, str(builtin))))
+        twin, name = m16.subgraphs[0].operators[j], _OP_NAMES.get(builtin, str(builtin))
+        types = {m16.subgraphs[0].tensors[int(k)].type for k in twin.outputs}
+        if _activations(m8, op) != _activations(m16, twin, alias):
+            continue
+        if types == {schema.TensorType.INT16} and runs_int16(name):
+            found.append(Twin(i, j, name))
+        elif types == {schema.TensorType.FLOAT32} and not runs_int16(name):
+            found.append(Twin(i, j, name, float32=True))
     return found
+
+
+def _island_aliases(model: schema.ModelT) -> dict[bytes, bytes]:
+    """Around a float32 op the converter left in an int16x8 model, DEQUANTIZE writes `X_float` from int16 `X` and
+    QUANTIZE writes int16 `Y_int16` from its float `Y`: each of those names -> the name the int8 model has."""
+    sg = model.subgraphs[0]
+    alias = {}
+    for op in sg.operators:
+        builtin = _builtin(model, op)
+        if builtin in (QUANTIZE, DEQUANTIZE) and len(op.inputs) == 1 and len(op.outputs) == 1:
+            source, made = sg.tensors[int(op.inputs[0])], sg.tensors[int(op.outputs[0])]
+            if schema.TensorType.FLOAT32 in (source.type, made.type):
+                alias[made.name] = source.name
+    return alias
 
 
 def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
@@ -80,21 +102,23 @@ class _Splice:
                              if t >= 0} | {int(t) for t in sg8.outputs}  # tensors an int8 op or the caller reads
         self.by_name16 = {t.name: k for k, t in enumerate(sg16.tensors)}
         self.by_name8 = {t.name: k for k, t in enumerate(sg8.tensors) if not _is_constant(m8, k)}
-        self.twin_of: dict[int, int] = {}  # int8 tensor -> its int16 twin in the spliced model
+        self.alias = _island_aliases(m16)
+        self.made: dict[int, int] = {}  # int8 tensor -> the tensor its promoted writer writes instead (int16/float)
+        self.converted: dict[tuple[int, int], int] = {}  # (int8 tensor, type) -> its copy a boundary op writes
         self.constants: dict[int, int] = {}  # int16x8 model's constant -> its copy (shared ones copied once)
 
     def promoted(self, op: schema.OperatorT, twin: int) -> list[schema.OperatorT]:
-        """The int16x8 twin of `op`, after the QUANTIZE int8 -> int16 its inputs need and before the QUANTIZE
-        int16 -> int8 its outputs need."""
+        """The twin of `op`, after the QUANTIZE (or DEQUANTIZE, for a float32 twin) its inputs need and before the
+        QUANTIZE to int8 its outputs need."""
         before: list[schema.OperatorT] = []
         new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
         new.opcodeIndex = _opcode(self.m8, self.m16.operatorCodes[new.opcodeIndex])
         new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
         outputs = [int(t) for t in op.outputs]
         for t8 in outputs:
-            self.twin_of[t8] = self._int16_copy(t8)
-        new.outputs = np.array([self.twin_of[t8] for t8 in outputs], dtype=np.int32)
-        after = [_quantize(self.m8, self.twin_of[t8], t8) for t8 in outputs if t8 in self.int8_readers]
+            self.made[t8] = self._twin_copy(t8)
+        new.outputs = np.array([self.made[t8] for t8 in outputs], dtype=np.int32)
+        after = [_boundary(self.m8, self.made[t8], t8) for t8 in outputs if t8 in self.int8_readers]
         return [*before, new, *after]
 
     def _input(self, k16: int, before: list[schema.OperatorT]) -> int:
@@ -104,16 +128,20 @@ class _Splice:
             if k16 not in self.constants:
                 self.constants[k16] = _copy_tensor(self.m16, self.m8, k16, b"")
             return self.constants[k16]
-        t8 = self.by_name8[self.m16.subgraphs[0].tensors[k16].name]
-        if t8 not in self.twin_of:  # made by an int8 op (or a model input): requantized to int16 once
-            self.twin_of[t8] = self._int16_copy(t8)
-            before.append(_quantize(self.m8, t8, self.twin_of[t8]))
-        return self.twin_of[t8]
+        wanted = self.m16.subgraphs[0].tensors[k16]
+        t8 = self.by_name8[self.alias.get(wanted.name, wanted.name)]
+        source = self.made.get(t8, t8)  # an int8 op's (or the model input's) tensor, else the promoted writer's
+        if self.m8.subgraphs[0].tensors[source].type == wanted.type:
+            return source
+        if (t8, wanted.type) not in self.converted:  # requantized (or dequantized) once for every reader
+            self.converted[t8, wanted.type] = _copy_tensor(self.m16, self.m8, k16, TWIN_SUFFIX)
+            before.append(_boundary(self.m8, source, self.converted[t8, wanted.type]))
+        return self.converted[t8, wanted.type]
 
-    def _int16_copy(self, t8: int) -> int:
+    def _twin_copy(self, t8: int) -> int:
         """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
         name = self.m8.subgraphs[0].tensors[t8].name
-        return _copy_tensor(self.m16, self.m8, self.by_name16[name], INT16_SUFFIX)
+        return _copy_tensor(self.m16, self.m8, self.by_name16[name], TWIN_SUFFIX)
 
 
 def _drop_unused(model: schema.ModelT) -> None:
@@ -161,11 +189,13 @@ def _is_constant(model: schema.ModelT, k: int) -> bool:
     return buffer.data is not None and len(buffer.data) > 0
 
 
-def _activations(model: schema.ModelT, op: schema.OperatorT) -> tuple[bytes | None, ...]:
+def _activations(model: schema.ModelT, op: schema.OperatorT,
+                 alias: dict[bytes, bytes] | None = None) -> tuple[bytes | None, ...]:
     """The names of the op's computed inputs (constants are named differently in each conversion)."""
     inputs = op.inputs if op.inputs is not None else []
-    return tuple(None if int(k) < 0 or _is_constant(model, int(k)) else model.subgraphs[0].tensors[int(k)].name
-                 for k in inputs)
+    names = (None if int(k) < 0 or _is_constant(model, int(k)) else model.subgraphs[0].tensors[int(k)].name
+             for k in inputs)
+    return tuple((alias or {}).get(n, n) for n in names)
 
 
 def _copy_tensor(source: schema.ModelT, target: schema.ModelT, k: int, suffix: bytes) -> int:
@@ -179,9 +209,11 @@ def _copy_tensor(source: schema.ModelT, target: schema.ModelT, k: int, suffix: b
     return len(target.subgraphs[0].tensors) - 1
 
 
-def _quantize(model: schema.ModelT, source: int, target: int) -> schema.OperatorT:
+def _boundary(model: schema.ModelT, source: int, target: int) -> schema.OperatorT:
+    """QUANTIZE `source` into `target` (int8 <-> int16, float32 -> int8/int16), or DEQUANTIZE into a float32 one."""
+    to_float = model.subgraphs[0].tensors[target].type == schema.TensorType.FLOAT32
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, _code(QUANTIZE, 1))
+    op.opcodeIndex = _opcode(model, _code(DEQUANTIZE if to_float else QUANTIZE, 1))
     op.inputs, op.outputs = np.array([source], dtype=np.int32), np.array([target], dtype=np.int32)
     return op
 

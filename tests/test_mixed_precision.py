@@ -10,8 +10,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.artifacts import ConvertedModel
 from hub.convert.calibration import build_calibration
-from hub.convert.converter import ConvertOptions
+from hub.convert.converter import ConvertOptions, convert
 from hub.errors import InputError
+from hub.graph.normalise import normalise
 from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
 from hub.targets import Quantize, resolve
@@ -133,3 +134,35 @@ def test_digits_auto_meets_max_accuracy_drop_on_tflm(tmp_path):
     report = json.loads((Path(out) / "report.json").read_text())
     assert report["quantize"] == "auto" and report["mixed_precision"]["metric"] == "accuracy_drop"
     assert report["mixed_precision"]["chosen"]["score"] <= 0.5
+
+
+def _hardswish_cnn():
+    """small_cnn_onnx with its first Relu a HardSwish (opset 14): TFLM has no int16 HARD_SWISH kernel and the TF
+    converter no 16x8 version of it."""
+    model = small_cnn_onnx()
+    relu = next(n for n in model.graph.node if n.name == "relu1")
+    relu.op_type = "HardSwish"
+    model.opset_import[0].version = 14
+    return model
+
+
+@pytest.mark.heavy
+def test_an_op_without_an_int16_kernel_is_promoted_as_float32_between_dequantize_and_quantize():
+    """Two conversions (int8, int16x8 with float fallback) of a HardSwish CNN: ~20 s of CPU, hence heavy."""
+    graph = normalise(_hardswish_cnn(), {})
+    samples = build_calibration(graph.inputs, None, (0.0, 1.0), {})
+    int8 = convert(graph, samples, ConvertOptions("tflm", "int8")).tflite_bytes
+    int16 = convert(graph, samples, ConvertOptions("tflm", "int16x8", float_fallback=True)).tflite_bytes
+    found = twins(int8, int16)
+    floats = [t for t in found if t.float32]
+    assert [t.name for t in floats] == ["HARD_SWISH"]
+    mixed_bytes = splice(int8, int16, found)
+    model = read_tflite(mixed_bytes)
+    hs = next(op for op in model.ops if op.name == "HARD_SWISH")
+    assert model.tensors[hs.inputs[0]].dtype == model.tensors[hs.outputs[0]].dtype == "float32"
+    before = next(op for op in model.ops if op.outputs == [hs.inputs[0]])
+    after = [op for op in model.ops if hs.outputs[0] in op.inputs]
+    assert before.name == "DEQUANTIZE" and model.tensors[before.inputs[0]].dtype == "int16"
+    assert [op.name for op in after] == ["QUANTIZE"] and model.tensors[after[0].outputs[0]].dtype == "int16"
+    checked = verify(mixed_bytes, graph.onnx_model, None)
+    assert checked.ok and checked.fidelity.cosine > 0.999

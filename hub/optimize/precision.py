@@ -8,6 +8,9 @@ at the boundaries). This module only decides which ops, in what order, and when 
   on TFLM, until the target holds; then the smallest mix between the last miss and the hit that holds (bisection);
 - the target: a cosine against the source (never above what whole-model int16x8 reaches), or an accuracy drop on
   --data. The caller's `measure` runs the model on TFLM and scores it.
+Before promoting, int8 with percentile and mse ranges is measured (the better int8 is the base: calibration may be
+all that is wrong); whole int16x8 is measured as calibrated and with 4x headroom (the twins come from the better);
+a twin TFLM refuses is left int8; a mix below int8's score is never chosen.
 """
 from __future__ import annotations
 

@@ -12,6 +12,11 @@ a QUANTIZE int8 -> int16 is inserted, where a promoted op's output meets an int8
 QUANTIZE int16 -> int8 writes the original int8 tensor (TFLM's QUANTIZE requantizes between int8 and int16 both
 ways: hub.knowledge.int16_kernels.REQUANTIZE). Inside a promoted region every tensor keeps the int16x8 model's
 scales, so ops that need equal input and output scales (RESHAPE, CONCATENATION, ...) stay consistent.
+
+An op TFLM has no int16 kernel for (HARD_SWISH, ...) the int16x8 conversion leaves in float32 between DEQUANTIZE and
+QUANTIZE (hub.convert.converter's float_fallback): its twin is that float32 op, spliced in with a DEQUANTIZE before
+and a QUANTIZE after it, the only place auto uses float (`Twin.float32`, named in the report). `widen` gives the
+int16 twins headroom: their ranges wider than the calibration samples set.
 """
 from __future__ import annotations
 

@@ -105,9 +105,12 @@ def _chosen(step: dict, candidates: int) -> str:
 def render(run: dict) -> str:
     lines = ["# int8, int16x8 and --quantize auto, measured on TFLM against the source", "",
              f"`{run['command']}` ({run['date']}, {run['seconds']:.0f} s). Cosine and top-1 agreement against the "
-             "source model (Keras or PyTorch) on 12 held-out samples (MLPerf Tiny: 8 synthetic ones); file = .tflite bytes; arena = smallest TFLM "
+             "source model (the Keras model, the PyTorch module, onnxruntime for an ONNX source) on the 8 held-out "
+             "synthetic samples (32 calibrate) over the model's input range; file = .tflite bytes; arena = smallest TFLM "
              "arena in the converter's operator order; invoke = host CPU time per invoke. auto's target: cosine "
-             ">= 0.99, or near int16x8's own when int16x8 stays below 0.99.", "",
+             ">= 0.99, or near int16x8's own when int16x8 stays below 0.99. int16x8: auto's own whole-model step "
+             "(ops with no 16x8 version left float32, named in the notes) when int8 misses, else `hub convert "
+             "--quantize int16x8`.", "",
              "| model | int8 cos | int8 top1 | int16x8 cos | int16x8 top1 | auto cos | auto top1 | auto: chosen | "
              "file int8 / 16x8 / auto | arena int8 / 16x8 / auto | invoke us int8 / 16x8 / auto |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -202,9 +202,15 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order:
                 best, high = (data, step), mid
             else:
                 low = mid
+    if best is not None and target.met(whole16.score) and _arena(whole16) <= _arena(best[1]):
+        best = (int16_bytes, whole16)  # the mix's boundaries keep int8 and int16 copies alive: no arena saved
     if best is None:
         best = (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
     return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None, job.refused_names())
+
+
+def _arena(step: PrecisionStep) -> float:
+    return step.arena_bytes if step.arena_bytes is not None else float("inf")
 
 
 class _Search:

@@ -133,7 +133,10 @@ def render(run: dict) -> str:
               if any(s["cosine"] is None for s in row.get("steps", []))]
     notes += [f"- {row['model']}: int16x8 = {row['int16x8']['label']}; in auto's mixes such an op, when promoted, "
               "runs in float32 between DEQUANTIZE and QUANTIZE (TFLM has no int16 kernel for it)" for row in run["rows"]
-              if (row.get("int16x8") or {}).get("label", "int16x8") not in ("int16x8", "int16x8 (every op)")]
+              if "float32" in (row.get("int16x8") or {}).get("label", "")]
+    notes += [f"- {row['model']}: {row['int16x8']['label']}" for row in run["rows"]
+              if (row.get("int16x8") or {}).get("label", "").startswith("int16x8 failed")]
+    notes += [f"- {note}" for note in run.get("notes", [])]  # what the run's operator wrote down beside the figures
     notes += [f"- {row['model']}: TFLM refused the int16 twins of {', '.join(row['refused'])}: left int8"
               for row in run["rows"] if row.get("refused")]
     if notes:

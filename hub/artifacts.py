@@ -458,11 +458,13 @@ class MixedPrecision:
     steps: list[PrecisionStep]
     ranking: str  # how the layers were ranked, in words ("" when int8 met the goal: nothing ranked)
     note: str | None = None  # why nothing was promoted although int8 misses (the int16x8 conversion failed)
+    refused: list[str] = field(default_factory=list)  # "OP <output tensor>" of twins TFLM refused: left int8
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "bound": self.bound, "reachable": self.reachable,
                 "candidates": self.candidates, "chosen": self.chosen.to_dict(),
-                "steps": [s.to_dict() for s in self.steps], "ranking": self.ranking, "note": self.note}
+                "steps": [s.to_dict() for s in self.steps], "ranking": self.ranking, "note": self.note,
+                "refused": self.refused}
 
 
 @dataclass

@@ -189,7 +189,15 @@ MODELS: tuple[HubModel, ...] = (
     HubModel("keras_mobilenetv2", "mobile CNN", _keras("MobileNetV2", (1, 32, 32, 3), alpha=0.35), (1, 32, 32, 3),
              ("keras",), library="keras.applications", input_range=(0.0, 255.0)),
 )
-BY_NAME = {model.name: model for model in MODELS}
+# Issue 26's Keras applications with settled BatchNorm: too slow for bench/model_hub.py's 3-minute conversions;
+# bench/mixed_precision.py measures them (96x96, the smallest input NASNetMobile's reduction cells take comfortably)
+LARGE: tuple[HubModel, ...] = (
+    HubModel("keras_resnet50", "CNN", _keras("ResNet50", (1, 96, 96, 3)), (1, 96, 96, 3), ("keras",),
+             library="keras.applications", input_range=(0.0, 255.0)),
+    HubModel("keras_nasnetmobile", "CNN (searched cells)", _keras("NASNetMobile", (1, 96, 96, 3)), (1, 96, 96, 3),
+             ("keras",), library="keras.applications", input_range=(0.0, 255.0)),
+)
+BY_NAME = {model.name: model for model in (*MODELS, *LARGE)}
 
 
 def saved_file(model: HubModel, fmt: str, folder: Path) -> Path:

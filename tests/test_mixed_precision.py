@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 
 from hub.artifacts import ConvertedModel
 from hub.convert.calibration import build_calibration
-from hub.convert.converter import ConvertOptions
+from hub.convert.converter import ConvertOptions, convert
 from hub.errors import InputError
+from hub.graph.normalise import normalise
 from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
 from hub.targets import Quantize, resolve
-from hub.tflite.mixed import splice, twins
+from hub.tflite import mixed, offline_plan
+from hub.tflite.mixed import splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
 from tests.conftest import ROOT, convert_model, run_hub, small_cnn_onnx
@@ -62,6 +65,41 @@ def test_spliced_model_has_int16_ops_between_quantize_boundaries_and_matches_the
     assert checked.ok and checked.fidelity.cosine > 0.999
 
 
+def _refused(data: bytes, op: int) -> bytes:
+    """`data` with op `op`'s filter typed uint8: TFLM's conv kernels refuse it in Prepare ("Hybrid models are not
+    supported"), as they would a twin whose int16 kernel rejects its tensors."""
+    model = mixed._unpack(data)
+    model.subgraphs[0].tensors[int(model.subgraphs[0].operators[op].inputs[1])].type = schema.TensorType.UINT8
+    return offline_plan.pack(model, len(data))
+
+
+def test_a_twin_tflm_refuses_is_left_int8_and_the_mix_measured_again(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    conv, dw = twins(int8, int16)[:2]
+    broken = _refused(int16, dw.twin)
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    measure = precision._measurer(normalised, samples, None, precision.Goal("cosine", 0.99), None, None)
+    search = precision._Search(int8, broken, twins(int8, broken), measure)
+    data, step = search.mix([dw, conv])  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
+    assert step.invokes and step.cosine > 0.99 and search.refused == [dw]
+    assert [op.split()[0] for op in step.int16_ops] == ["CONV_2D"]
+    assert {read_tflite(data).tensors[i].dtype for op in read_tflite(data).ops if op.name == "DEPTHWISE_CONV_2D"
+            for i in op.inputs} == {"int8", "int32"}
+
+
+def test_widened_int16_ranges_keep_the_model_exact_on_tflm(cnn_pair):
+    int8, int16, normalised = cnn_pair
+    wide = widen(int16, 4.0)
+    before, after = read_tflite(int16), read_tflite(wide)
+    conv = next(op for op in before.ops if op.name == "CONV_2D")
+    out_before, out_after = before.tensors[conv.outputs[0]], after.tensors[conv.outputs[0]]
+    assert out_after.scales[0] == pytest.approx(4 * out_before.scales[0])  # a free range: widened
+    logits = before.tensors[before.ops[-1].outputs[0]]
+    assert after.tensors[before.ops[-1].outputs[0]].scales[0] == pytest.approx(4 * logits.scales[0])
+    checked = verify(wide, normalised.onnx_model, None)
+    assert checked.ok and checked.fidelity.cosine > 0.999
+
+
 def test_auto_stays_int8_where_int8_meets_the_target(cnn_pair):
     int8, _, normalised = cnn_pair
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
@@ -77,8 +115,8 @@ def test_auto_promotes_until_an_unreachable_cosine_then_keeps_the_best(cnn_pair)
     int8, int16, normalised = cnn_pair
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
     goal = precision.Goal("cosine", 1.0)
-    measure = precision._measurer(normalised, samples, None, goal, None)
-    first = precision._step("int8", 0, int8, *measure(int8))
+    measure = precision._measurer(normalised, samples, None, goal, None, None)
+    first = precision._step("int8", 0, int8, *measure(int8)[:2])
     candidates = twins(int8, int16)
     data, mixed = precision.search(int8, int16, candidates, precision.rank(None, candidates), goal, measure, first,
                                    "network order")
@@ -96,3 +134,35 @@ def test_digits_auto_meets_max_accuracy_drop_on_tflm(tmp_path):
     report = json.loads((Path(out) / "report.json").read_text())
     assert report["quantize"] == "auto" and report["mixed_precision"]["metric"] == "accuracy_drop"
     assert report["mixed_precision"]["chosen"]["score"] <= 0.5
+
+
+def _hardswish_cnn():
+    """small_cnn_onnx with its first Relu a HardSwish (opset 14): TFLM has no int16 HARD_SWISH kernel and the TF
+    converter no 16x8 version of it."""
+    model = small_cnn_onnx()
+    relu = next(n for n in model.graph.node if n.name == "relu1")
+    relu.op_type = "HardSwish"
+    model.opset_import[0].version = 14
+    return model
+
+
+@pytest.mark.heavy
+def test_an_op_without_an_int16_kernel_is_promoted_as_float32_between_dequantize_and_quantize():
+    """Two conversions (int8, int16x8 with float fallback) of a HardSwish CNN: ~20 s of CPU, hence heavy."""
+    graph = normalise(_hardswish_cnn(), {})
+    samples = build_calibration(graph.inputs, None, (0.0, 1.0), {})
+    int8 = convert(graph, samples, ConvertOptions("tflm", "int8")).tflite_bytes
+    int16 = convert(graph, samples, ConvertOptions("tflm", "int16x8", float_fallback=True)).tflite_bytes
+    found = twins(int8, int16)
+    floats = [t for t in found if t.float32]
+    assert [t.name for t in floats] == ["HARD_SWISH"]
+    mixed_bytes = splice(int8, int16, found)
+    model = read_tflite(mixed_bytes)
+    hs = next(op for op in model.ops if op.name == "HARD_SWISH")
+    assert model.tensors[hs.inputs[0]].dtype == model.tensors[hs.outputs[0]].dtype == "float32"
+    before = next(op for op in model.ops if op.outputs == [hs.inputs[0]])
+    after = [op for op in model.ops if hs.outputs[0] in op.inputs]
+    assert before.name == "DEQUANTIZE" and model.tensors[before.inputs[0]].dtype == "int16"
+    assert [op.name for op in after] == ["QUANTIZE"] and model.tensors[after[0].outputs[0]].dtype == "int16"
+    checked = verify(mixed_bytes, graph.onnx_model, None)
+    assert checked.ok and checked.fidelity.cosine > 0.999

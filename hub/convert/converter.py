@@ -43,6 +43,9 @@ ConvertOptions = make_dataclass("ConvertOptions", [
     ("timeout_s", float, field(default=900.0)),
     ("memory_mb", "int | None", field(default=None)),  # None: from the model's weights (memory_limit_mb)
     ("use_onnxsim", bool, field(default=False)),  # normalise already folds what onnxsim would
+    # int16x8 only: ops the converter has no 16x8 version of stay float instead of failing the conversion (what
+    # --quantize auto's int16 twins come from: it takes only the ops that came out int16)
+    ("float_fallback", bool, field(default=False)),
     *[(o.name, o.type, field(default=o.field_default)) for o in CONVERTER_OPTIONS],
 ])
 ConvertOptions.__module__ = __name__
@@ -82,6 +85,7 @@ def write_job(job: Path, model: NormalisedModel, calibration: CalibrationSet, op
     onnx.save(model.onnx_model, str(job / "model.onnx"))
     np.savez(job / "calibration.npz", **calibration.samples)
     (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
+                                              "float_fallback": options.float_fallback,
                                               "input_perms": {i.name: list(i.perm) for i in layouts},
                                               "keep_inputs": kept_names(layouts), **converter_fields(options)}))
 

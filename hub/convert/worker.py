@@ -55,6 +55,8 @@ def main(job_dir: str) -> int:
     converter = tflite_converter(tf, keras_model)
     options = {o.name: job.get(o.name, o.field_default) for o in CONVERTER_OPTIONS}
     _configure(converter, tf, job["quantize"], ordered, **options)
+    if job.get("float_fallback") and job["quantize"] == "int16x8":  # lite.py: TFLITE_BUILTINS allows float ops
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     if options["calibration_method"] == "minmax":
         tflite_bytes = converter.convert()
     else:  # the same two steps the converter takes for int8 (lite.py _quantize), the ranges changed between them

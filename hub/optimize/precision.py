@@ -8,9 +8,14 @@ at the boundaries). This module only decides which ops, in what order, and when 
   on TFLM, until the target holds; then the smallest mix between the last miss and the hit that holds (bisection);
 - the target: a cosine against the source (never above what whole-model int16x8 reaches), or an accuracy drop on
   --data. The caller's `measure` runs the model on TFLM and scores it.
+Before promoting, int8 with percentile and mse ranges is measured (the better int8 is the base: calibration may be
+all that is wrong); whole int16x8 is measured as calibrated and with 4x headroom (the twins come from the better);
+a twin TFLM refuses is left int8; a mix below int8's score is never chosen.
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -23,7 +28,7 @@ from hub.convert.calibration import CalibrationSet
 from hub.convert.dataset import Dataset
 from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
-from hub.tflite.mixed import Twin, splice, twins
+from hub.tflite.mixed import TWIN_SUFFIX, Twin, splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
 from hub.verify import accuracy as accuracy_stage
@@ -68,33 +73,78 @@ class AccuracyGoal:
         return accuracy_stage.measure(self.data, on_tflm, self.source, self.reference).drop
 
 
-# One mix measured on TFLM: (its score for the goal, its verification).
-Measure = Callable[[bytes], tuple[float | None, Verification]]
+# One mix measured on TFLM: (its score for the goal, its verification, the model TFLM ran: after the passes).
+Measure = Callable[[bytes], tuple[float | None, Verification, bytes]]
 
 
 def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, options: converter.ConvertOptions,
          expected: ReferenceOutputs | None, goal: Goal,
          accuracy: AccuracyGoal | None = None) -> tuple[ConvertedModel, MixedPrecision]:
     """`--quantize auto` from the int8 conversion `int8` (made from `graph` with `samples` and `options`): int8 when
-    it meets `goal` (nothing more converted), else the least-promoted int8/int16x8 mix that does (or the best
-    measured)."""
+    it meets `goal` (nothing more converted); else int8 with the other calibration methods' ranges, the better one
+    the base; then the least-promoted mix of that base with int16x8 twins that meets it (or the best measured)."""
     measure = _measurer(graph, samples, expected, goal, accuracy, int8.input_layouts)
-    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes))
+    first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes)[:2])
     if goal.met(first.score):
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "", None)
+    int8, options, steps = _calibrated_base(graph, samples, int8, options, goal, measure, first)
+    base = _best(goal, steps)
+    if goal.met(base.score):
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, base, steps, "", None)
     try:
-        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8"), int8.input_layouts)
-    except IncompatibleError as exc:  # an op the converter has no int16x8 version of: int8 stays
-        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, first, [first], "",
+        int16 = converter.convert(graph, samples, replace(options, quantize="int16x8", calibration_method="minmax",
+                                                          float_fallback=True), int8.input_layouts)
+    except IncompatibleError as exc:  # not even with float fallbacks: the base stays
+        return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, base, steps, "",
                                                          f"the int16x8 conversion failed: {exc.message}")
     candidates = twins(int8.tflite_bytes, int16.tflite_bytes)
     try:
         order, ranking = rank(profile_layers(graph, samples, int8, options), candidates), RANKING
     except IncompatibleError as exc:
         order, ranking = rank(None, candidates), ORDER_RANKING.format(why=exc.message)
-    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, order, goal, measure, first, ranking)
+    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, order, goal, measure, base, ranking,
+                         earlier=steps)
     timings = {**int8.timings_s, **{f"int16x8.{k}": v for k, v in int16.timings_s.items()}}
     return replace(int8, tflite_bytes=data, quantize="auto", timings_s=timings), mixed
+
+
+# int16x8's activation ranges as calibrated, and 4x wider: int16 has 256x int8's steps, so a promoted op can take
+# headroom for values beyond the calibrated range (clipping, which finer steps alone do not fix) at a quarter of
+# that resolution; the search takes the twins of whichever scores best whole (hub.tflite.mixed.widen)
+HEADROOM = (1.0, 4.0)
+
+# Tried in this order when int8 with min/max ranges misses the goal (measured on model-library models, synthetic
+# held-out samples: LeViT 0.887 -> percentile 0.948, mse 0.905; DeiT percentile and MobileNetV2 mse, hub.options)
+CALIBRATION_TRIES = ("percentile", "mse")
+
+
+def _calibrated_base(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel,
+                     options: converter.ConvertOptions, goal: Goal, measure: Measure,
+                     first: PrecisionStep) -> tuple[ConvertedModel, converter.ConvertOptions, list[PrecisionStep]]:
+    """int8 with each other calibration method's ranges (when the user left min/max), measured: the best model,
+    its options, and the steps. Stops at the first that meets `goal`."""
+    best, best_options, best_step, steps = int8, options, first, [first]
+    for method in CALIBRATION_TRIES if options.calibration_method == "minmax" else ():
+        tried = replace(options, calibration_method=method)
+        try:
+            other = converter.convert(graph, samples, tried, int8.input_layouts)
+        except IncompatibleError:  # the ranges could not be applied: min/max stays
+            continue
+        step = _step(f"int8 ({method} ranges)", 0, other.tflite_bytes, *measure(other.tflite_bytes)[:2])
+        steps.append(step)
+        if step.score is not None and goal.better(step.score, best_step.score) and step.score != best_step.score:
+            best, best_options, best_step = other, tried, step
+        if goal.met(step.score):
+            break
+    return best, best_options, steps
+
+
+def _best(goal: Goal, steps: list[PrecisionStep]) -> PrecisionStep:
+    best = steps[0]
+    for step in steps[1:]:
+        if step.score is not None and goal.better(step.score, best.score) and step.score != best.score:
+            best = step
+    return best
 
 
 def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: ReferenceOutputs | None, goal: Goal,
@@ -106,27 +156,37 @@ def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: Referen
         passed, _ = run_passes(data)
         verification = verify(passed, graph.onnx_model, held_out, expected=expected, layouts=layouts)
         if not verification.tflm.invokes:
-            return None, verification
+            return None, verification, passed
         if goal.metric == "accuracy_drop" and accuracy is not None:
-            return accuracy.drop(passed), verification
-        return (verification.fidelity.cosine if verification.fidelity else None), verification
+            return accuracy.drop(passed), verification, passed
+        return (verification.fidelity.cosine if verification.fidelity else None), verification, passed
 
     return measure
 
 
 def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order: list[Twin], goal: Goal,
-           measure: Measure, first: PrecisionStep, ranking: str) -> tuple[bytes, MixedPrecision]:
+           measure: Measure, first: PrecisionStep, ranking: str,
+           earlier: list[PrecisionStep] | None = None) -> tuple[bytes, MixedPrecision]:
     """Promote the top 1, 2, 4, ... of `order` until `goal` (capped at whole int16x8's score) holds, then bisect
-    between the last miss and that hit; every mix measured. No mix holds: the better of int8 and int16x8."""
-    whole16 = _step("int16x8 (every op)", -1, int16_bytes, *measure(int16_bytes))
-    steps = [first, whole16]
+    between the last miss and that hit; every mix measured. A twin TFLM refuses (its int16 kernel rejects the
+    tensors or options) is left int8 and the mix measured again. No mix holds: the better of int8 and int16x8."""
+    job = _Search(int8_bytes, int16_bytes, candidates, measure)
+    wholes = [job.whole(widen(int16_bytes, f) if f != 1 else int16_bytes, f) for f in HEADROOM]
+    steps = [*(earlier or [first]), *(step for _, step in wholes)]
+    int16_bytes, whole16 = wholes[0]
+    for data, step in wholes[1:]:
+        if step.score is not None and goal.better(step.score, whole16.score) and step.score != whole16.score:
+            int16_bytes, whole16 = data, step
+    job.int16 = int16_bytes  # the twins come from the widening that scored best
+    if whole16.score is not None and goal.better(first.score, whole16.score):  # int16 activations buy nothing
+        return int8_bytes, _result(goal, goal.bound, len(order), first, steps, ranking, NO_GAIN, job.refused_names())
     reachable = _reachable(goal, first.score, whole16.score)
     target = Goal(goal.metric, reachable)
     best: tuple[bytes, PrecisionStep] | None = None
     low, k = 0, 1
     while best is None and low < len(order):
         k = min(k, len(order))
-        data, step = _try(int8_bytes, int16_bytes, candidates, order[:k], measure)
+        data, step = job.mix(order[:k])
         steps.append(step)
         if target.met(step.score):
             best = (data, step)
@@ -136,37 +196,105 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], order:
         high = best[1].promoted_compute
         while high - low > max(1, high // 8):  # stop within an eighth of the least promotion that holds
             mid = (low + high) // 2
-            data, step = _try(int8_bytes, int16_bytes, candidates, order[:mid], measure)
+            data, step = job.mix(order[:mid])
             steps.append(step)
             if target.met(step.score):
                 best, high = (data, step), mid
             else:
                 low = mid
+    if best is not None and target.met(whole16.score) and _arena(whole16) <= _arena(best[1]):
+        best = (int16_bytes, whole16)  # the mix's boundaries keep int8 and int16 copies alive: no arena saved
     if best is None:
         best = (int16_bytes, whole16) if goal.better(whole16.score, first.score) else (int8_bytes, first)
-    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None)
+    return best[0], _result(goal, reachable, len(order), best[1], steps, ranking, None, job.refused_names())
+
+
+def _arena(step: PrecisionStep) -> float:
+    return step.arena_bytes if step.arena_bytes is not None else float("inf")
+
+
+class _Search:
+    """The mixes of one search, and the twins TFLM refused so far (left int8 in every later mix)."""
+
+    def __init__(self, int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], measure: Measure):
+        self.int8, self.int16, self.candidates, self.measure = int8_bytes, int16_bytes, candidates, measure
+        model = read_tflite(int8_bytes)
+        self.by_output = {model.tensors[model.ops[t.op].outputs[0]].name: t for t in candidates}
+        self.refused: list[Twin] = []
+
+    def whole(self, int16_bytes: bytes, headroom: float) -> tuple[bytes, PrecisionStep]:
+        """Whole-model int16x8 (its ranges `headroom` times wider); an op TFLM refuses there is a twin no mix may
+        promote."""
+        score, verification, ran = self.measure(int16_bytes)
+        if not verification.tflm.invokes and (bad := self._refused_twin(verification, ran)) is not None \
+                and bad not in self.refused:
+            self.refused.append(bad)
+        label = whole_label(int16_bytes) + (f", ranges x{headroom:g}" if headroom != 1 else "")
+        return int16_bytes, _step(label, -1, int16_bytes, score, verification)
+
+    def mix(self, top: list[Twin]) -> tuple[bytes, PrecisionStep]:
+        """`top` promoted (but the refused twins), measured on TFLM; a twin TFLM refuses in it is dropped and the
+        mix measured again."""
+        while True:
+            kept = [t for t in top if t not in self.refused]
+            promoted = close_regions(self.int8, [t for t in self.candidates if t not in self.refused], kept)
+            data = splice(self.int8, self.int16, promoted)
+            score, verification, ran = self.measure(data)
+            bad = None if verification.tflm.invokes else self._refused_twin(verification, ran)
+            if bad is None or bad not in promoted:
+                return data, _step(f"top {len(top)}", len(top), data, score, verification,
+                                   _op_names(self.int8, promoted))
+            self.refused.append(bad)
+
+    def _refused_twin(self, verification: Verification, ran: bytes) -> Twin | None:
+        """The promoted twin whose op TFLM refused, when its failure names a node (hub.verify.tflm's findings name
+        it "op #N NAME", N indexing the model it ran)."""
+        for finding in verification.findings:
+            if (m := _NODE.match(finding.node)) is not None:
+                model = read_tflite(ran)
+                index = int(m.group(1))
+                if index < len(model.ops) and model.ops[index].outputs:
+                    name = model.tensors[model.ops[index].outputs[0]].name
+                    return self.by_output.get(name.removesuffix(TWIN_SUFFIX.decode()))
+        return None
+
+    def refused_names(self) -> list[str]:
+        return _op_names(self.int8, self.refused)
+
+
+def whole_label(int16_bytes: bytes) -> str:
+    """"int16x8 (every op)", or which ops stayed float32 (the converter has no 16x8 version of them)."""
+    model = read_tflite(int16_bytes)
+    floats = Counter(op.name for op in model.ops if op.name != "DEQUANTIZE" and op.outputs
+                     and model.tensors[op.outputs[0]].dtype == "float32")
+    if not floats:
+        return "int16x8 (every op)"
+    return "int16x8 (" + ", ".join(f"{name} x{n}" for name, n in sorted(floats.items())) + " float32: no 16x8 version)"
+
+
+NO_GAIN = ("whole-model int16x8 scores no better than the int8 model: what int8 loses here is not the activations' "
+           "precision (the int8 weights, or the calibrated ranges), so no op is promoted")
+_NODE = re.compile(r"op #(\d+) ")
 
 
 def _reachable(goal: Goal, int8_score: float | None, int16_score: float | None) -> float:
     """The bound itself, or, when whole int16x8 misses it too, int16x8's score less a twentieth of its gain over
-    int8 (a mix rarely lands exactly on it: the QUANTIZE boundaries round once more)."""
+    int8 (a mix rarely lands exactly on it: the QUANTIZE boundaries round once more); never worse than int8's own
+    score, so a mix that loses fidelity is never chosen."""
     if int16_score is None or goal.better(int16_score, goal.bound):
         return goal.bound
-    slack = abs(int16_score - int8_score) / 20 if int8_score is not None else 0.0
-    return int16_score - slack if goal.metric == "cosine" else int16_score + slack
+    if int8_score is None:
+        return int16_score
+    slack = abs(int16_score - int8_score) / 20
+    if goal.metric == "cosine":
+        return max(int16_score - slack, np.nextafter(int8_score, np.inf))
+    return min(int16_score + slack, np.nextafter(int8_score, -np.inf))
 
 
 def _result(goal: Goal, reachable: float | None, candidates: int, chosen: PrecisionStep, steps: list[PrecisionStep],
-            ranking: str, note: str | None) -> MixedPrecision:
+            ranking: str, note: str | None, refused: list[str] | None = None) -> MixedPrecision:
     return MixedPrecision(metric=goal.metric, bound=goal.bound, reachable=reachable, candidates=candidates,
-                          chosen=chosen, steps=steps, ranking=ranking, note=note)
-
-
-def _try(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], top: list[Twin],
-         measure: Measure) -> tuple[bytes, PrecisionStep]:
-    promoted = close_regions(int8_bytes, candidates, top)
-    data = splice(int8_bytes, int16_bytes, promoted)
-    return data, _step(f"top {len(top)}", len(top), data, *measure(data), _op_names(int8_bytes, promoted))
+                          chosen=chosen, steps=steps, ranking=ranking, note=note, refused=refused or [])
 
 
 def _step(label: str, promoted: int, data: bytes, score: float | None, verification: Verification,
@@ -181,7 +309,8 @@ def _step(label: str, promoted: int, data: bytes, score: float | None, verificat
 
 def _op_names(int8_bytes: bytes, promoted: list[Twin]) -> list[str]:
     model = read_tflite(int8_bytes)
-    return [f"{t.name} {model.tensors[model.ops[t.op].outputs[0]].name}" for t in promoted]
+    return [f"{t.name}{' (float32)' if t.float32 else ''} {model.tensors[model.ops[t.op].outputs[0]].name}"
+            for t in promoted]
 
 
 def close_regions(int8_bytes: bytes, candidates: list[Twin], top: list[Twin]) -> list[Twin]:

@@ -73,7 +73,7 @@ def precision_lines(mixed) -> list[str]:
     goal = (f"cosine >= {mixed.reachable:.4g}" if mixed.metric == "cosine"
             else f"accuracy drop <= {mixed.reachable:.4g} points")
     chosen = mixed.chosen
-    what = ("int8 (nothing promoted)" if chosen.promoted_compute == 0 else "int16x8 (every op)"
+    what = (f"{chosen.label}, nothing promoted" if chosen.promoted_compute == 0 else chosen.label
             if chosen.promoted_compute == -1 else f"{len(chosen.int16_ops)} ops in int16 "
             f"({chosen.promoted_compute} of {mixed.candidates} compute ops ranked, plus the data movement between)")
     lines = [f"precision    auto: {what}; target {goal}"]

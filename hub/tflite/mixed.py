@@ -12,6 +12,11 @@ a QUANTIZE int8 -> int16 is inserted, where a promoted op's output meets an int8
 QUANTIZE int16 -> int8 writes the original int8 tensor (TFLM's QUANTIZE requantizes between int8 and int16 both
 ways: hub.knowledge.int16_kernels.REQUANTIZE). Inside a promoted region every tensor keeps the int16x8 model's
 scales, so ops that need equal input and output scales (RESHAPE, CONCATENATION, ...) stay consistent.
+
+An op TFLM has no int16 kernel for (HARD_SWISH, ...) the int16x8 conversion leaves in float32 between DEQUANTIZE and
+QUANTIZE (hub.convert.converter's float_fallback): its twin is that float32 op, spliced in with a DEQUANTIZE before
+and a QUANTIZE after it, the only place auto uses float (`Twin.float32`, named in the report). `widen` gives the
+int16 twins headroom: their ranges wider than the calibration samples set.
 """
 from __future__ import annotations
 
@@ -21,12 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from hub.knowledge.int16_kernels import runs_int16
+from hub.knowledge.int16_kernels import DATA_MOVEMENT, runs_int16
 from hub.tflite import offline_plan  # pack: the schema object API's writer
 from hub.tflite.model import OP_NAMES
 
 QUANTIZE = schema.BuiltinOperator.QUANTIZE
-INT16_SUFFIX = b"/int16"
+DEQUANTIZE = schema.BuiltinOperator.DEQUANTIZE
+TWIN_SUFFIX = b"/twin"  # the spliced-in copies of the int16x8 model's tensors
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,15 @@ class Twin:
     op: int  # index in the int8 model's operators
     twin: int  # index in the int16x8 model's operators
     name: str  # builtin name
+    float32: bool = False  # the twin runs in float32: TFLM has no int16 kernel for it (HARD_SWISH, ...)
 
 
 def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
     """The int8 model's ops that can be promoted: a twin of the same builtin, writing the same tensors from the
-    same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels)."""
+    same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels); or, for an op TFLM has
+    no int16 kernel for, the float32 op the converter left between DEQUANTIZE and QUANTIZE (float_fallback)."""
     m8, m16 = _unpack(int8_bytes), _unpack(int16_bytes)
+    alias = _island_aliases(m16)
     by_outputs = {(_builtin(m16, op), _names(m16, op.outputs)): j for j, op in enumerate(m16.subgraphs[0].operators)}
     found = []
     for i, op in enumerate(m8.subgraphs[0].operators):
@@ -49,10 +58,29 @@ def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
         j = by_outputs.get((builtin, _names(m8, op.outputs)))
         if j is None or op.intermediates is not None and len(op.intermediates):
             continue
-        twin = m16.subgraphs[0].operators[j]
-        if _activations(m8, op) == _activations(m16, twin) and runs_int16(OP_NAMES.get(builtin, "")):
-            found.append(Twin(i, j, OP_NAMES.get(builtin, str(builtin))))
+        twin, name = m16.subgraphs[0].operators[j], OP_NAMES.get(builtin, str(builtin))
+        types = {m16.subgraphs[0].tensors[int(k)].type for k in twin.outputs}
+        if _activations(m8, op) != _activations(m16, twin, alias):
+            continue
+        if types == {schema.TensorType.INT16} and runs_int16(name):
+            found.append(Twin(i, j, name))
+        elif types == {schema.TensorType.FLOAT32} and not runs_int16(name):
+            found.append(Twin(i, j, name, float32=True))
     return found
+
+
+def _island_aliases(model: schema.ModelT) -> dict[bytes, bytes]:
+    """Around a float32 op the converter left in an int16x8 model, DEQUANTIZE writes `X_float` from int16 `X` and
+    QUANTIZE writes int16 `Y_int16` from its float `Y`: each of those names -> the name the int8 model has."""
+    sg = model.subgraphs[0]
+    alias = {}
+    for op in sg.operators:
+        builtin = _builtin(model, op)
+        if builtin in (QUANTIZE, DEQUANTIZE) and len(op.inputs) == 1 and len(op.outputs) == 1:
+            source, made = sg.tensors[int(op.inputs[0])], sg.tensors[int(op.outputs[0])]
+            if schema.TensorType.FLOAT32 in (source.type, made.type):
+                alias[made.name] = source.name
+    return alias
 
 
 def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
@@ -79,21 +107,23 @@ class _Splice:
                              if t >= 0} | {int(t) for t in sg8.outputs}  # tensors an int8 op or the caller reads
         self.by_name16 = {t.name: k for k, t in enumerate(sg16.tensors)}
         self.by_name8 = {t.name: k for k, t in enumerate(sg8.tensors) if not _is_constant(m8, k)}
-        self.twin_of: dict[int, int] = {}  # int8 tensor -> its int16 twin in the spliced model
+        self.alias = _island_aliases(m16)
+        self.made: dict[int, int] = {}  # int8 tensor -> the tensor its promoted writer writes instead (int16/float)
+        self.converted: dict[tuple[int, int], int] = {}  # (int8 tensor, type) -> its copy a boundary op writes
         self.constants: dict[int, int] = {}  # int16x8 model's constant -> its copy (shared ones copied once)
 
     def promoted(self, op: schema.OperatorT, twin: int) -> list[schema.OperatorT]:
-        """The int16x8 twin of `op`, after the QUANTIZE int8 -> int16 its inputs need and before the QUANTIZE
-        int16 -> int8 its outputs need."""
+        """The twin of `op`, after the QUANTIZE (or DEQUANTIZE, for a float32 twin) its inputs need and before the
+        QUANTIZE to int8 its outputs need."""
         before: list[schema.OperatorT] = []
         new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
         new.opcodeIndex = _opcode(self.m8, self.m16.operatorCodes[new.opcodeIndex])
         new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
         outputs = [int(t) for t in op.outputs]
         for t8 in outputs:
-            self.twin_of[t8] = self._int16_copy(t8)
-        new.outputs = np.array([self.twin_of[t8] for t8 in outputs], dtype=np.int32)
-        after = [_quantize(self.m8, self.twin_of[t8], t8) for t8 in outputs if t8 in self.int8_readers]
+            self.made[t8] = self._twin_copy(t8)
+        new.outputs = np.array([self.made[t8] for t8 in outputs], dtype=np.int32)
+        after = [_boundary(self.m8, self.made[t8], t8) for t8 in outputs if t8 in self.int8_readers]
         return [*before, new, *after]
 
     def _input(self, k16: int, before: list[schema.OperatorT]) -> int:
@@ -103,16 +133,20 @@ class _Splice:
             if k16 not in self.constants:
                 self.constants[k16] = _copy_tensor(self.m16, self.m8, k16, b"")
             return self.constants[k16]
-        t8 = self.by_name8[self.m16.subgraphs[0].tensors[k16].name]
-        if t8 not in self.twin_of:  # made by an int8 op (or a model input): requantized to int16 once
-            self.twin_of[t8] = self._int16_copy(t8)
-            before.append(_quantize(self.m8, t8, self.twin_of[t8]))
-        return self.twin_of[t8]
+        wanted = self.m16.subgraphs[0].tensors[k16]
+        t8 = self.by_name8[self.alias.get(wanted.name, wanted.name)]
+        source = self.made.get(t8, t8)  # an int8 op's (or the model input's) tensor, else the promoted writer's
+        if self.m8.subgraphs[0].tensors[source].type == wanted.type:
+            return source
+        if (t8, wanted.type) not in self.converted:  # requantized (or dequantized) once for every reader
+            self.converted[t8, wanted.type] = _copy_tensor(self.m16, self.m8, k16, TWIN_SUFFIX)
+            before.append(_boundary(self.m8, source, self.converted[t8, wanted.type]))
+        return self.converted[t8, wanted.type]
 
-    def _int16_copy(self, t8: int) -> int:
+    def _twin_copy(self, t8: int) -> int:
         """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
         name = self.m8.subgraphs[0].tensors[t8].name
-        return _copy_tensor(self.m16, self.m8, self.by_name16[name], INT16_SUFFIX)
+        return _copy_tensor(self.m16, self.m8, self.by_name16[name], TWIN_SUFFIX)
 
 
 def _drop_unused(model: schema.ModelT) -> None:
@@ -160,11 +194,13 @@ def _is_constant(model: schema.ModelT, k: int) -> bool:
     return buffer.data is not None and len(buffer.data) > 0
 
 
-def _activations(model: schema.ModelT, op: schema.OperatorT) -> tuple[bytes | None, ...]:
+def _activations(model: schema.ModelT, op: schema.OperatorT,
+                 alias: dict[bytes, bytes] | None = None) -> tuple[bytes | None, ...]:
     """The names of the op's computed inputs (constants are named differently in each conversion)."""
     inputs = op.inputs if op.inputs is not None else []
-    return tuple(None if int(k) < 0 or _is_constant(model, int(k)) else model.subgraphs[0].tensors[int(k)].name
-                 for k in inputs)
+    names = (None if int(k) < 0 or _is_constant(model, int(k)) else model.subgraphs[0].tensors[int(k)].name
+             for k in inputs)
+    return tuple((alias or {}).get(n, n) for n in names)
 
 
 def _copy_tensor(source: schema.ModelT, target: schema.ModelT, k: int, suffix: bytes) -> int:
@@ -178,9 +214,11 @@ def _copy_tensor(source: schema.ModelT, target: schema.ModelT, k: int, suffix: b
     return len(target.subgraphs[0].tensors) - 1
 
 
-def _quantize(model: schema.ModelT, source: int, target: int) -> schema.OperatorT:
+def _boundary(model: schema.ModelT, source: int, target: int) -> schema.OperatorT:
+    """QUANTIZE `source` into `target` (int8 <-> int16, float32 -> int8/int16), or DEQUANTIZE into a float32 one."""
+    to_float = model.subgraphs[0].tensors[target].type == schema.TensorType.FLOAT32
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, _code(QUANTIZE, 1))
+    op.opcodeIndex = _opcode(model, _code(DEQUANTIZE if to_float else QUANTIZE, 1))
     op.inputs, op.outputs = np.array([source], dtype=np.int32), np.array([target], dtype=np.int32)
     return op
 
@@ -200,3 +238,86 @@ def _opcode(model: schema.ModelT, wanted: schema.OperatorCodeT) -> int:
             return i
     model.operatorCodes.append(_code(builtin, wanted.version))
     return len(model.operatorCodes) - 1
+
+
+# int16 kernels that requantize their output from any input scale (their output range is free to choose), and
+# the ops whose output must keep their input's scale (TFLM copies or compares raw values: reshape.cc, pooling.cc,
+# concatenation.cc, pad.cc ...): a tensor written by one of these shares its input's range.
+RESCALING = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL",
+                       "BATCH_MATMUL", "MEAN", "SUM", "SQUARED_DIFFERENCE"})
+SCALE_KEEPING = frozenset(DATA_MOVEMENT | {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RELU", "RELU6"})
+# what may read a widened tensor: kernels that rescale from its scale (the fixed-output ones included: their input
+# scale is free), or keep it for the whole group
+SCALE_READING = frozenset(RESCALING | SCALE_KEEPING | {"SOFTMAX", "LOGISTIC", "TANH"})
+BIASED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+
+
+def widen(int16_bytes: bytes, factor: float) -> bytes:
+    """The int16x8 model with its activation ranges `factor` times wider: headroom for values beyond the range the
+    calibration samples set (clipping), paid for in resolution int16 has to spare (65536 steps, int8 has 256).
+
+    Only ranges an op chooses freely are widened: a group of tensors that share one scale (joined through
+    SCALE_KEEPING ops) is widened when every op writing into it is RESCALING (or it is a model input); groups fed
+    by fixed-scale outputs (SOFTMAX, LOGISTIC, TANH: 1/32768) keep theirs. Biases follow their input's scale
+    (bias scale = input scale x weight scale), their int64 values divided by the factor."""
+    model = _unpack(int16_bytes)
+    sg = model.subgraphs[0]
+    groups = _scale_groups(model)
+    free = {g: True for g in groups.values()}
+    for op in sg.operators:
+        name = OP_NAMES.get(_builtin(model, op), "")
+        for t in op.outputs:  # a fixed or unknown output scale
+            if name not in RESCALING and name not in SCALE_KEEPING:
+                free[groups[int(t)]] = False
+        for t in (int(k) for k in op.inputs if int(k) >= 0):
+            if name not in SCALE_READING:  # a kernel that may assume the scale it was converted with
+                free[groups[t]] = False
+            elif name in SCALE_KEEPING and _is_constant(model, t) and sg.tensors[t].type == schema.TensorType.INT16:
+                free[groups[int(op.outputs[0])]] = False  # a constant in the group (a concatenated token) keeps it
+    widened = {t for t, g in groups.items() if free[g] and _int16_activation(model, t)}
+    for t in widened:
+        q = sg.tensors[t].quantization
+        q.scale = np.asarray(q.scale, dtype=np.float32) * factor
+    for op in sg.operators:
+        if OP_NAMES.get(_builtin(model, op), "") in BIASED and int(op.inputs[0]) in widened and len(op.inputs) > 2 \
+                and int(op.inputs[2]) >= 0:
+            _rescale_bias(model, int(op.inputs[2]), factor)
+    return offline_plan.pack(model, len(int16_bytes))
+
+
+def _scale_groups(model: schema.ModelT) -> dict[int, int]:
+    """tensor -> the representative of the tensors that must share its scale (union over SCALE_KEEPING ops'
+    activation input 0 and outputs)."""
+    sg = model.subgraphs[0]
+    parent = list(range(len(sg.tensors)))
+
+    def find(t: int) -> int:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for op in sg.operators:
+        if OP_NAMES.get(_builtin(model, op), "") in SCALE_KEEPING:
+            inputs = [int(k) for k in op.inputs if int(k) >= 0 and not _is_constant(model, int(k))]
+            for t in [*inputs, *(int(k) for k in op.outputs)]:
+                parent[find(t)] = find(inputs[0]) if inputs else find(t)
+    return {t: find(t) for t in range(len(sg.tensors))}
+
+
+def _int16_activation(model: schema.ModelT, t: int) -> bool:
+    tensor = model.subgraphs[0].tensors[t]
+    return (tensor.type == schema.TensorType.INT16 and not _is_constant(model, t) and tensor.quantization is not None
+            and tensor.quantization.scale is not None and len(tensor.quantization.scale) == 1)
+
+
+def _rescale_bias(model: schema.ModelT, t: int, factor: float) -> None:
+    """Bias `t` in units of the widened input scale: values / factor (own buffer: another op may share it)."""
+    tensor = model.subgraphs[0].tensors[t]
+    dtype = {schema.TensorType.INT64: np.int64, schema.TensorType.INT32: np.int32}[tensor.type]
+    values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtype)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.round(values / factor).astype(dtype).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    tensor.buffer = len(model.buffers) - 1
+    tensor.quantization.scale = np.asarray(tensor.quantization.scale, dtype=np.float32) * factor

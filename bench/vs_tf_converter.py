@@ -21,7 +21,6 @@ Writes bench/results/vs_tf_converter.md and the raw figures beside it (.json);
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -11,7 +11,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hub.adapters
-from hub.artifacts import LoadOptions
 from hub.errors import InputError
 from hub.graph.normalise import normalise
 from tests.conftest import FIXTURES, small_cnn_onnx

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 from hub.output import current_umask

@@ -1,7 +1,6 @@
 """The convert stage on its own: one variant, the right tensor types, calibration, determinism."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from hub.artifacts import NormalisedModel, TensorSpec

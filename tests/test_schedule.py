@@ -68,7 +68,7 @@ def test_dp_matches_brute_force_on_random_dags(seed):
 
 
 def test_narrow_beam_is_a_heuristic_with_a_valid_bound():
-    parts = [([f"x"], [f"a{k}"]) for k in range(4)] + [([f"a{k}"], [f"b{k}"]) for k in range(4)]
+    parts = [(["x"], [f"a{k}"]) for k in range(4)] + [([f"a{k}"], [f"b{k}"]) for k in range(4)]
     ops = parts + [([f"b{k}" for k in range(4)], ["y"])]
     sizes = {"x": 16, "y": 16, **{f"a{k}": 160 for k in range(4)}, **{f"b{k}": 16 for k in range(4)}}
     graph = synthetic(ops, sizes, inputs=["x"], outputs=["y"])

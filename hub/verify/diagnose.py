@@ -12,6 +12,8 @@ The thresholds live here, in one place:
 - QUANT_FAIL_COSINE: a quantization error is a warning (the user may accept the loss, or set --min-cosine),
   but below 0.5 cosine the quantized model has kept less of the output than it lost (an output rounded to zero
   scores 0.0): it computes something other than its source and fails, with the same diagnosis and remedies.
+  Not when the reference outputs span less than one step of the output's scale (tied logits): then no int8
+  output could keep their variation, and the nearest step is the best answer.
 """
 from __future__ import annotations
 
@@ -187,8 +189,9 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
                + ("; ".join(causes) or "none of the known ones (output scale, softmax, wide ranges, per-layer error)")
                + unmeasured)
     hint = remedies(calibration.synthetic, options.quantize)
-    cosine = verification.fidelity.cosine
-    if cosine is not None and cosine < QUANT_FAIL_COSINE:
+    cosine, steps = verification.fidelity.cosine, verification.fidelity.output_steps
+    # reference outputs spanning under one output step (1,000 tied logits) have no variation int8 could keep
+    if cosine is not None and cosine < QUANT_FAIL_COSINE and (steps is None or steps >= 1):
         message += f"; below cosine {QUANT_FAIL_COSINE} the model computes something other than its source"
         return _joined(verification, diagnosis, _finding("error", message, hint), fails=True), []
     return _joined(verification, diagnosis, _finding("warning", message, hint)), [f"{message} ({hint})"]

@@ -28,6 +28,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge.int16_kernels import DATA_MOVEMENT, runs_int16
 from hub.tflite import offline_plan  # pack: the schema object API's writer
+from hub.tflite.edit import drop_unused, opcode_index
 from hub.tflite.model import OP_NAMES
 
 QUANTIZE = schema.BuiltinOperator.QUANTIZE
@@ -93,7 +94,7 @@ def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
     for i, op in enumerate(sg8.operators):
         operators += job.promoted(op, job.chosen[i]) if i in job.chosen else [op]
     sg8.operators = operators
-    _drop_unused(job.m8)  # the converter's output: no offline memory plan names tensor indices yet
+    drop_unused(job.m8)  # the converter's output: no offline memory plan names tensor indices yet
     return offline_plan.pack(job.m8, len(int8_bytes) + len(int16_bytes))
 
 
@@ -117,7 +118,8 @@ class _Splice:
         QUANTIZE to int8 its outputs need."""
         before: list[schema.OperatorT] = []
         new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
-        new.opcodeIndex = _opcode(self.m8, self.m16.operatorCodes[new.opcodeIndex])
+        wanted = self.m16.operatorCodes[new.opcodeIndex]  # its version: the int16 kernel's
+        new.opcodeIndex = opcode_index(self.m8, max(wanted.builtinCode, wanted.deprecatedBuiltinCode), wanted.version)
         new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
         outputs = [int(t) for t in op.outputs]
         for t8 in outputs:
@@ -147,32 +149,6 @@ class _Splice:
         """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
         name = self.m8.subgraphs[0].tensors[t8].name
         return _copy_tensor(self.m16, self.m8, self.by_name16[name], TWIN_SUFFIX)
-
-
-def _drop_unused(model: schema.ModelT) -> None:
-    """Drop the tensors no op or graph input/output uses any more (the int8 weights of promoted ops) and their
-    buffers, renumbering the rest; buffer 0 stays the empty sentinel."""
-    sg = model.subgraphs[0]
-    used = {int(k) for op in sg.operators for k in [*op.inputs, *op.outputs] if k >= 0}
-    used |= {int(k) for k in [*sg.inputs, *sg.outputs]}
-    keep = sorted(used)
-    new_index = {old: new for new, old in enumerate(keep)}
-    sg.tensors = [sg.tensors[k] for k in keep]
-    for op in sg.operators:
-        op.inputs = np.array([new_index.get(int(k), -1) for k in op.inputs], dtype=np.int32)
-        op.outputs = np.array([new_index[int(k)] for k in op.outputs], dtype=np.int32)
-    sg.inputs = np.array([new_index[int(k)] for k in sg.inputs], dtype=np.int32)
-    sg.outputs = np.array([new_index[int(k)] for k in sg.outputs], dtype=np.int32)
-    for signature in model.signatureDefs or []:
-        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
-            entry.tensorIndex = new_index[entry.tensorIndex]
-    buffers = sorted({0} | {t.buffer for t in sg.tensors} | {m.buffer for m in model.metadata or []})
-    new_buffer = {old: new for new, old in enumerate(buffers)}
-    model.buffers = [model.buffers[b] for b in buffers]
-    for tensor in sg.tensors:
-        tensor.buffer = new_buffer[tensor.buffer]
-    for entry in model.metadata or []:
-        entry.buffer = new_buffer[entry.buffer]
 
 
 def _unpack(data: bytes) -> schema.ModelT:
@@ -218,26 +194,9 @@ def _boundary(model: schema.ModelT, source: int, target: int) -> schema.Operator
     """QUANTIZE `source` into `target` (int8 <-> int16, float32 -> int8/int16), or DEQUANTIZE into a float32 one."""
     to_float = model.subgraphs[0].tensors[target].type == schema.TensorType.FLOAT32
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, _code(DEQUANTIZE if to_float else QUANTIZE, 1))
+    op.opcodeIndex = opcode_index(model, DEQUANTIZE if to_float else QUANTIZE)
     op.inputs, op.outputs = np.array([source], dtype=np.int32), np.array([target], dtype=np.int32)
     return op
-
-
-def _code(builtin: int, version: int) -> schema.OperatorCodeT:
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
-    return code
-
-
-def _opcode(model: schema.ModelT, wanted: schema.OperatorCodeT) -> int:
-    """The index of `wanted`'s builtin among the model's OperatorCodes (version raised to the int16 one's)."""
-    builtin = max(wanted.builtinCode, wanted.deprecatedBuiltinCode)
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            code.version = max(code.version, wanted.version)
-            return i
-    model.operatorCodes.append(_code(builtin, wanted.version))
-    return len(model.operatorCodes) - 1
 
 
 # int16 kernels that requantize their output from any input scale (their output range is free to choose), and

@@ -33,6 +33,7 @@ from hub.artifacts import PassResult
 from hub.graph.rewrite import describe
 from hub.knowledge.control_flow import FREE_OUTPUT_SCALE, READ_ANY_SCALE, WHILE_MIN_STEPS
 from hub.tflite import offline_plan  # pack: the schema object API's writer
+from hub.tflite.edit import drop_unused, opcode_index
 
 NAME = "roll"  # the pass's name in report.json
 OP = schema.BuiltinOperator
@@ -208,7 +209,7 @@ class _Roll:
         main.append(self._op(OP.WHILE, loop_inputs, loop_outputs, schema.BuiltinOptions.WhileOptions,
                              _while_options(cond, body)))
         self.sg.operators = _topological(main, {int(t) for t in self.sg.inputs} | self._constants())
-        _drop_unused(self.model)
+        drop_unused(self.model)
 
     def _is_source(self, i: int) -> bool:
         return any(i in (s.fc, s.split) for s in self.sources)
@@ -375,7 +376,7 @@ class _Roll:
 
     def _op(self, builtin: int, inputs, outputs, options_type: int, options) -> schema.OperatorT:
         op = schema.OperatorT()
-        op.opcodeIndex = _opcode(self.model, builtin)
+        op.opcodeIndex = opcode_index(self.model, builtin)
         op.inputs, op.outputs = np.array(inputs, dtype=np.int32), np.array(outputs, dtype=np.int32)
         op.builtinOptionsType, op.builtinOptions = options_type, options
         return op
@@ -556,16 +557,6 @@ def _new_const(model: schema.ModelT, sg, values: np.ndarray, name: bytes) -> int
     return len(sg.tensors) - 1
 
 
-def _opcode(model: schema.ModelT, builtin: int) -> int:
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return i
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
 def _while_options(cond: int, body: int) -> schema.WhileOptionsT:
     options = schema.WhileOptionsT()
     options.condSubgraphIndex, options.bodySubgraphIndex = cond, body
@@ -591,30 +582,3 @@ def _topological(ops: list, available: set[int]) -> list:
         else:
             raise _NoRoll  # a cycle: cannot happen for a graph rolled as above
     return ordered
-
-
-def _drop_unused(model: schema.ModelT) -> None:
-    """The main subgraph's tensors no op or graph input/output uses dropped (renumbered), then every buffer no
-    subgraph's tensor uses; buffer 0 stays the empty sentinel."""
-    sg = model.subgraphs[0]
-    used = {int(k) for op in sg.operators for k in [*op.inputs, *op.outputs] if k >= 0}
-    keep = sorted(used | {int(k) for k in [*sg.inputs, *sg.outputs]})
-    new_index = {old: new for new, old in enumerate(keep)}
-    sg.tensors = [sg.tensors[k] for k in keep]
-    for op in sg.operators:
-        op.inputs = np.array([new_index.get(int(k), -1) for k in op.inputs], dtype=np.int32)
-        op.outputs = np.array([new_index[int(k)] for k in op.outputs], dtype=np.int32)
-    sg.inputs = np.array([new_index[int(k)] for k in sg.inputs], dtype=np.int32)
-    sg.outputs = np.array([new_index[int(k)] for k in sg.outputs], dtype=np.int32)
-    for signature in model.signatureDefs or []:
-        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
-            entry.tensorIndex = new_index[entry.tensorIndex]
-    buffers = sorted({0} | {t.buffer for s in model.subgraphs for t in s.tensors} |
-                     {m.buffer for m in model.metadata or []})
-    new_buffer = {old: new for new, old in enumerate(buffers)}
-    model.buffers = [model.buffers[b] for b in buffers]
-    for s in model.subgraphs:
-        for tensor in s.tensors:
-            tensor.buffer = new_buffer[tensor.buffer]
-    for entry in model.metadata or []:
-        entry.buffer = new_buffer[entry.buffer]

@@ -23,6 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge import tflm_kernels
 from hub.tflite import offline_plan
+from hub.tflite.edit import opcode_index
 
 OP = schema.BuiltinOperator
 WHY = f"TFLM's int8 SOFTMAX aborts once a row's exponentials sum to {tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES}"
@@ -100,20 +101,9 @@ def _tensor(model: schema.ModelT, sg: schema.SubGraphT, like: int, suffix: bytes
 
 def _operator(model: schema.ModelT, builtin: int, source: int, target: int) -> schema.OperatorT:
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, builtin)
+    op.opcodeIndex = opcode_index(model, builtin)
     op.inputs, op.outputs = np.array([source], dtype=np.int32), np.array([target], dtype=np.int32)
     return op
-
-
-def _opcode(model: schema.ModelT, builtin: int) -> int:
-    """The index of `builtin`'s OperatorCode, appended when the model has none."""
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return i
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
 
 
 def _insert_after(sg: schema.SubGraphT, op: schema.OperatorT, new: schema.OperatorT) -> None:

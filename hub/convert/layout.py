@@ -96,28 +96,30 @@ def _channel_consumer(model: onnx.ModelProto, graph: nx.DiGraph, name: str) -> o
 
 
 def _sequence_axes(model: onnx.ModelProto, name: str, rank: int) -> tuple[str, ...] | None:
-    """The input's axis names when it reaches a recurrent op's X through transposes and AXIS_KEEPING ops:
-    each tensor on the way is tracked as the input axes it holds, in its order."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
+    """The input's axis names when it reaches a recurrent op's X through Transposes and AXIS_KEEPING ops: each
+    tensor on the way holds the input's axes in some order, carried edge by edge from the input."""
+    import networkx as nx  # why here: as in _data_flow
+
+    graph = nx.DiGraph()  # data input -> output; `perm` on a Transpose's edge (None: reverse, ONNX's default)
     for node in model.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    pending, seen = [(name, tuple(range(rank)))], set()
-    while pending:
-        tensor, axes = pending.pop()
-        if tensor in seen:
-            continue
-        seen.add(tensor)
-        for node in consumers.get(tensor, []):
-            if node.op_type in RNN_OPS and node.input[0] == tensor and len(axes) == 3:
-                layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-                by_input_axis = dict(zip(axes, RNN_AXES.get(layout, RNN_AXES[0])))
-                return tuple(by_input_axis[i] for i in range(rank))
-            if node.op_type == "Transpose":
-                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(len(axes)))[::-1])
-                pending.append((node.output[0], tuple(axes[p] for p in perm)))
-            elif node.op_type in AXIS_KEEPING and node.input[0] == tensor:
-                pending.append((node.output[0], axes))
+        if node.op_type == "Transpose":
+            graph.add_edge(node.input[0], node.output[0], perm=next((list(a.ints) for a in node.attribute
+                                                                     if a.name == "perm"), None))
+        elif node.op_type in AXIS_KEEPING and node.input:
+            graph.add_edge(node.input[0], node.output[0])
+    held = {name: tuple(range(rank))}
+    for source, target in (nx.bfs_edges(graph, name) if name in graph else []):
+        axes, edge = held[source], graph.edges[source, target]
+        if "perm" not in edge:
+            held[target] = axes
+        else:
+            perm = edge["perm"] if edge["perm"] is not None else list(range(len(axes)))[::-1]
+            held[target] = tuple(axes[p] for p in perm)
+    for node in model.graph.node:
+        if node.op_type in RNN_OPS and node.input and len(held.get(node.input[0], ())) == 3:
+            layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+            by_input_axis = dict(zip(held[node.input[0]], RNN_AXES.get(layout, RNN_AXES[0])))
+            return tuple(by_input_axis[i] for i in range(rank))
     return None
 
 

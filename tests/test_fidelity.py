@@ -49,8 +49,10 @@ def test_float32_thresholds_catch_a_small_relative_error_that_cosine_misses():
 @pytest.mark.slow
 def test_groupnorm_without_the_pass_fails_naming_where_outputs_diverge(tmp_path):
     without = [name_of(p) for p in PASSES if name_of(p) != "decompose_groupnorm"]
+    # rules off too: equal_axes_layout alone also makes this layout right (the GroupNorm's Reshape back to a map
+    # with C == H == W is the shape onnx2tf misreads), and this test is about the diagnosis
     with pytest.raises(IncompatibleError) as caught:
-        api.convert(GROUPNORM, quantize="float32", out=tmp_path / "out", passes=without,
+        api.convert(GROUPNORM, quantize="float32", out=tmp_path / "out", passes=without, rewrite=False,
                     options=api.load_options(["1,3,32,32"], factory=GROUPNORM_ARGS[1]))
     message = caught.value.one_line()
     assert caught.value.exit_code == 1

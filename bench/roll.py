@@ -21,7 +21,6 @@ import io
 import json
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,8 @@ from hub.tflite import roll, schedule  # noqa: E402
 from hub.tflite.model import read_tflite  # noqa: E402
 from hub.tflite.passes import run_passes  # noqa: E402
 from hub.verify.tflm import verify  # noqa: E402
+
+import _tflm_samples as tflm_samples  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 RESULTS = ROOT / "bench" / "results"
 ALLOCATION = re.compile(r"'([^']+)' used (\d+) bytes")
@@ -84,47 +85,21 @@ def measure(tflite_bytes: bytes, module: nn.Module, held_out: list[dict], work: 
     x = np.concatenate([s["x"] for s in held_out])
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    np.save(work / "x.npy", x)
-    proc = subprocess.run([sys.executable, __file__, "--tflm-child", str(path), str(work / "x.npy")],
-                          capture_output=True, text=True, errors="replace", timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-500:])
-    got = np.load(work / "x.out.npy")
+    got, invoke_us, printed = tflm_samples.run(path, x, work, allocations=True)
     model = read_tflite(tflite_bytes)
     histogram = model.op_histogram()
+    got = got.reshape(len(got), -1)
     cos = np.sum(expected * got, 1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1))
     return {"ops": sum(histogram.values()), "histogram": histogram, "subgraphs": model.subgraphs,
             "tensors": len(model.tensors), "file": len(tflite_bytes),
             "arena": verify(tflite_bytes, None, None).memory.arena_bytes,
-            "invoke_us": float((work / "x.us").read_text()), "cosine": float(np.mean(cos)),
-            "allocations": _allocations(proc.stdout + proc.stderr)}  # MicroPrintf: either stream
+            "invoke_us": invoke_us, "cosine": float(np.mean(cos)), "allocations": _allocations(printed)}
 
 
 def _allocations(text: str) -> dict[str, int]:
     found = {k: int(v) for k, v in TOTAL.findall(text)}
     found.update({k: int(v) for k, v in ALLOCATION.findall(text)})
     return found
-
-
-def _tflm_child(tflite: str, inputs: str) -> None:
-    from tflite_micro.python.tflite_micro import runtime  # why here: the interpreter only in the child
-
-    interp = runtime.Interpreter.from_bytes(Path(tflite).read_bytes(), arena_size=64 * 1024 * 1024)
-    src, dst = interp.get_input_details(0), interp.get_output_details(0)
-    (s_in, z_in), (s_out, z_out) = [(float(d["quantization_parameters"]["scales"][0]),
-                                     int(d["quantization_parameters"]["zero_points"][0])) for d in (src, dst)]
-    results, seconds = [], 0.0
-    for sample in np.load(inputs):
-        interp.reset()
-        interp.set_input(np.clip(np.round(sample[None] / s_in + z_in), -128, 127).astype(np.int8), 0)
-        t0 = time.perf_counter()
-        interp.invoke()
-        seconds += time.perf_counter() - t0
-        results.append((np.array(interp.get_output(0)).astype(np.float64) - z_out) * s_out)
-    np.save(Path(inputs).with_suffix(".out.npy"), np.concatenate(results))
-    Path(inputs).with_suffix(".us").write_text(str(seconds / len(results) * 1e6))
-    sys.stdout.flush()
-    interp.print_allocations()  # TFLM's recording allocator, to stdout
 
 
 def run(name: str) -> dict:
@@ -191,7 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--tflm-child":
-        _tflm_child(sys.argv[2], sys.argv[3])
-    else:
-        main()
+    main()

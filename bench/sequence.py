@@ -42,6 +42,8 @@ from hub.tflite.model import read_tflite  # noqa: E402
 from hub.verify.tflm import verify  # noqa: E402
 from tests.hub_models import Logits  # noqa: E402
 
+import _tflm_samples as tflm_samples  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 RESULTS = ROOT / "bench" / "results"
 CALIBRATION, HELD_OUT = 48, 16
 TIMEOUT_S = 1800
@@ -155,7 +157,7 @@ def hub_run(source: Path, calib: np.ndarray, held: np.ndarray, expected: np.ndar
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("hub: error:")] or proc.stderr.splitlines()[-1:]
         return {"error": (lines[-1] if lines else f"exit {proc.returncode}")[:300], "wall_s": wall}
     paths = sorted({f"{r['op']} {r['path']}" for p in report["passes"] for r in p["rewrites"] if r.get("path")})
-    got, invoke_us = tflm_outputs(out / "model.tflite", held, work)
+    got, invoke_us, _ = tflm_samples.run(out / "model.tflite", held, work)
     return {"ops": report["model"]["op_count"], "histogram": report["model"]["ops"],
             "size": report["model"]["tflite_bytes"], "arena": report["memory"]["arena_bytes"],
             "invoke_us": invoke_us, "convert_s": report["timings_s"]["convert"], "wall_s": wall,
@@ -278,46 +280,12 @@ def tf_run(name: str, model: nn.Module, calib: np.ndarray, held: np.ndarray, exp
     keras_float = np.load(out.with_suffix(".float.npy"))[CALIBRATION:]
     tflite = out.read_bytes()
     verification = verify(tflite, None, None)
-    got, invoke_us = tflm_outputs(out, held.transpose(0, 2, 1) if name == "raw_cnn" else held, work)
+    got, invoke_us, _ = tflm_samples.run(out, held.transpose(0, 2, 1) if name == "raw_cnn" else held, work)
     model_ops = read_tflite(tflite)
     return {"ops": len(model_ops.ops), "histogram": model_ops.op_histogram(), "size": len(tflite),
             "arena": verification.memory.arena_bytes, "invoke_us": invoke_us,
             "convert_s": float(out.with_suffix(".time").read_text()), "wall_s": wall,
             "cosine": cosine(expected, got), "keras_vs_torch": cosine(expected, keras_float), "rnn_path": "-"}
-
-
-def tflm_outputs(tflite: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, float]:
-    """TFLM's dequantised outputs on each sample (a fresh state each), and the mean host invoke time (us)."""
-    inputs, outputs = work / "tflm_in.npy", work / "tflm_out.npy"
-    np.save(inputs, x)
-    proc = subprocess.run([sys.executable, __file__, "--tflm-child", str(tflite), str(inputs), str(outputs)],
-                          capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S)
-    if proc.returncode != 0:
-        raise RuntimeError(f"TFLM cannot run {tflite}: {proc.stderr[-300:]}")
-    return np.load(outputs), float(outputs.with_suffix(".us").read_text())
-
-
-def _tflm_child(tflite: str, inputs: str, out: str) -> None:
-    from tflite_micro import runtime  # why here: the interpreter only in the child
-
-    interp = runtime.Interpreter.from_bytes(Path(tflite).read_bytes(), arena_size=64 * 1024 * 1024)
-    src, dst = interp.get_input_details(0), interp.get_output_details(0)
-    (s_in, z_in), (s_out, z_out) = [(float(d["quantization_parameters"]["scales"][0]),
-                                     int(d["quantization_parameters"]["zero_points"][0])) for d in (src, dst)]
-    results, seconds = [], 0.0
-    for sample in np.load(inputs):
-        x = sample[None]
-        if tuple(src["shape"]) != x.shape:  # hub moved the last two axes (what the settings header states)
-            x = x.transpose(0, 2, 1)
-        interp.reset()  # the fused LSTM keeps its state in variable tensors: each sample starts afresh
-        info = np.iinfo(src["dtype"])  # int8, or int16 (--quantize int16x8)
-        interp.set_input(np.clip(np.round(x / s_in + z_in), info.min, info.max).astype(src["dtype"]), 0)
-        t0 = time.perf_counter()
-        interp.invoke()
-        seconds += time.perf_counter() - t0
-        results.append((np.array(interp.get_output(0)).astype(np.float64) - z_out) * s_out)
-    np.save(out, np.stack(results)[:, 0])
-    Path(out).with_suffix(".us").write_text(str(seconds / len(results) * 1e6))
 
 
 def cosine(expected: np.ndarray, got: np.ndarray) -> float:
@@ -377,9 +345,6 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     if rest[:1] == ["--tf-child"]:
         _tf_child(*rest[1:5])
-        return
-    if rest[:1] == ["--tflm-child"]:
-        _tflm_child(*rest[1:4])
         return
     path = RESULTS / "sequence.json"
     if args.render_only:

@@ -300,19 +300,28 @@ class LayerProfile:
     layers: tuple[LayerError, ...]
     samples: int = 0  # held-out samples measured
     quantize: str = "int8"
+    isolated_budget_s: float | None = None  # the isolated view's time budget; None: every op measured alone
+
+    @property
+    def isolated(self) -> int:
+        """How many ops the isolated view measured."""
+        return sum(layer.isolated_cosine is not None for layer in self.layers)
 
     def worst(self, n: int = 3) -> tuple[LayerError, ...]:
-        """The n ops that add the most error themselves: lowest isolated cosine (else as converted), in steps of
-        WORST_STEP, then in graph order. An op quantized alone has its inputs quantized too, so a tensor whose
+        """The n ops that add the most error themselves: lowest isolated cosine among the ops measured alone (as
+        converted when none was), in steps of WORST_STEP, then in graph order. An op quantized alone has its inputs quantized too, so a tensor whose
         range drowns its values hurts its producer and its consumers alike: the producer, where the range was
         set, comes first."""
         def badness(layer: LayerError) -> tuple[float, int]:
             cosine = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
             return (round(cosine / WORST_STEP), layer.op_index)
-        return tuple(sorted(self.layers, key=badness)[:n])
+        # an op's error as converted includes everything upstream: beside ops measured alone it would look worse
+        measured = [x for x in self.layers if x.isolated_cosine is not None] or list(self.layers)
+        return tuple(sorted(measured, key=badness)[:n])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "quantize": self.quantize, "worst": [x.op_index for x in self.worst()],
+        return {"samples": self.samples, "quantize": self.quantize, "isolated": self.isolated,
+                "isolated_budget_s": self.isolated_budget_s, "worst": [x.op_index for x in self.worst()],
                 "layers": [x.to_dict() for x in self.layers]}
 
 

@@ -5,6 +5,7 @@ anyway); the outlier model's own conversion and profile is `heavy` (about 16 s o
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ from hub.output import to_json
 from hub.report.charts import layer_error_chart
 from hub.verify.diagnose import profile_causes
 from hub.verify.layer_error import profile_layers
+from hub.verify.layer_error_worker import by_error_added
 
 OUTLIER = 300.0  # one channel of the middle conv's output this far above the others (which are ~1)
 
@@ -94,3 +96,26 @@ def test_report_carries_the_table_the_chart_and_the_warning_text():
     assert causes == ["the ops adding the most error, measured alone on 8 held-out samples: op #1 CONV_2D (cosine "
                       "0.624 alone, 0.625 as converted), op #2 CONV_2D (cosine 0.621 alone, 0.620 as converted), op #3 "
                       "AVERAGE_POOL_2D (cosine 0.862 alone, 0.498 as converted)"]
+
+
+def sums(quantized: np.ndarray, real: np.ndarray) -> dict:
+    """The worker's sums for one tensor of one channel."""
+    q, f = quantized.reshape(-1, 1), real.reshape(-1, 1)
+    return {"q": q.sum(0).tolist(), "f": f.sum(0).tolist(), "qq": (q * q).sum(0).tolist(),
+            "ff": (f * f).sum(0).tolist(), "qf": (q * f).sum(0).tolist(), "scale": 0.01, "n": len(q)}
+
+
+def test_a_budgeted_isolated_view_measures_the_op_that_adds_most_error_first():
+    """Under the warning's time budget, the isolated view starts with the op whose cosine as converted falls most
+    below its inputs': outlier_cnn's middle conv, not the ops downstream that only carry its error."""
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal(64)
+    converted = {name: sums(real + rng.standard_normal(64) * noise, real)
+                 for name, noise in (("c1", 0.01), ("c2", 1.0), ("c3", 1.1), ("p", 1.2))}
+    inputs = {"c1": ["image"], "c2": ["c1", "w2"], "c3": ["c2"], "p": ["c3"]}
+    assert by_error_added(converted, inputs)[0] == "c2"
+    partial = measured_like_the_outlier_model()
+    partial = replace(partial, isolated_budget_s=30.0,
+                      layers=tuple(replace(x, isolated_cosine=None) if x.op_index != 1 else x for x in partial.layers))
+    assert [x.op_index for x in partial.worst(2)] == [1]  # an unmeasured op's error as converted is not its own
+    assert "(alone: the 1 of 5 ops whose error grows most as converted, within 30 s)" in profile_causes(partial)[0]

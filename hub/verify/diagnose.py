@@ -50,6 +50,9 @@ WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times th
 MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
 MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
 DIVERGE_TIMEOUT_S = 300.0
+# The profile's isolated view quantizes the whole model once per op (MobileViT: 5 of its 6 minutes): a warning
+# measures the ops adding the most error for this long; --quantize auto, which ranks every op, measures them all
+ISOLATED_BUDGET_S = 30.0
 DIVERGE_MEMORY_MB = 4096
 
 
@@ -104,7 +107,10 @@ def profile_causes(profile: LayerProfile) -> list[str]:
     if not worst:
         return []
     named = ", ".join(f"op #{x.op_index} {x.op} (cosine {alone(x):.3f} alone, {x.cosine:.3f} as converted)" for x in worst)
-    return [f"the ops adding the most error, measured alone on {profile.samples} held-out samples: {named}"]
+    among = (f" (alone: the {profile.isolated} of {len(profile.layers)} ops whose error grows most as converted, "
+             f"within {profile.isolated_budget_s:.0f} s)"
+             if profile.isolated_budget_s is not None and profile.isolated < len(profile.layers) else "")
+    return [f"the ops adding the most error, measured alone on {profile.samples} held-out samples{among}: {named}"]
 
 
 def remedies(synthetic: bool, quantize: str) -> str:
@@ -203,7 +209,7 @@ def _profile(normalised: NormalisedModel, calibration: CalibrationSet, tflite_by
     converted = ConvertedModel(tflite_bytes, options.quantize, options.target, calibration.summary(), {},
                                layouts or [])
     try:
-        return profile_layers(normalised, calibration, converted, options), ""
+        return profile_layers(normalised, calibration, converted, options, isolated_budget_s=ISOLATED_BUDGET_S), ""
     except HubError as exc:
         return None, f" ({exc.message})"
 

@@ -28,9 +28,11 @@ PROFILE_TIMEOUT_S = 600.0
 
 
 def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converted: ConvertedModel,
-                   options: ConvertOptions) -> LayerProfile:
+                   options: ConvertOptions, isolated_budget_s: float | None = None) -> LayerProfile:
     """The per-layer error profile of `converted` (made from `model` with `calibration` and `options`), on
-    the held-out samples. Raises IncompatibleError when the measuring child fails."""
+    the held-out samples; the isolated view (one quantization per op) of as many ops as `isolated_budget_s`
+    allows, those adding the most error as converted first (None: every op). Raises IncompatibleError when the
+    measuring child fails."""
     if options.quantize != "int8":  # measured: mlir_quantize's int16 debug model fails ("Model input is not
         # dequantized"); lite.py quantizes int16 activations with its older quantizer, which has no NumericVerify
         raise IncompatibleError(f"the per-layer error profile measures int8 models, not {options.quantize}")
@@ -38,7 +40,8 @@ def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converte
         raise IncompatibleError("the layer profile needs held-out samples; there are none")
     with tempfile.TemporaryDirectory(prefix="hub-layers-") as tmp:
         job = Path(tmp)
-        write_job(job, model, calibration, options, converted.input_layouts or decide_layouts(model.onnx_model))
+        write_job(job, model, calibration, options, converted.input_layouts or decide_layouts(model.onnx_model),
+                  isolated_budget_s=isolated_budget_s)
         np.savez(job / "held_out.npz", **calibration.held_out)
         child = run_python_module("hub.verify.layer_error_worker", [str(job)], timeout_s=PROFILE_TIMEOUT_S,
                                   memory_mb=options.memory_mb or memory_limit_mb(model.onnx_model), cwd=tmp)
@@ -50,7 +53,7 @@ def profile_layers(model: NormalisedModel, calibration: CalibrationSet, converte
     samples = len(next(iter(calibration.held_out.values())))
     return LayerProfile(layers=layer_errors(read_tflite(converted.tflite_bytes), views["converted"],
                                             views["isolated"]),
-                        samples=samples, quantize=options.quantize)
+                        samples=samples, quantize=options.quantize, isolated_budget_s=isolated_budget_s)
 
 
 def layer_errors(model: TFLiteModel, converted: dict[str, dict], isolated: dict[str, dict]) -> tuple[LayerError, ...]:
@@ -61,8 +64,8 @@ def layer_errors(model: TFLiteModel, converted: dict[str, dict], isolated: dict[
         op, alone = writers.get(name), isolated.get(name)
         rows.append(LayerError(
             op_index=op.index if op is not None else -1, op=op.name if op is not None else "?", tensor=name,
-            rmse_over_scale=_rmse_over_scale(sums), cosine=_cosine(sums),
-            isolated_cosine=_cosine(alone) if alone else None,
+            rmse_over_scale=_rmse_over_scale(sums), cosine=cosine(sums),
+            isolated_cosine=cosine(alone) if alone else None,
             isolated_rmse_over_scale=_rmse_over_scale(alone) if alone else None, scale=sums["scale"]))
     return tuple(sorted(rows, key=lambda r: (r.op_index < 0, r.op_index)))
 
@@ -75,7 +78,7 @@ def _rmse_over_scale(sums: dict) -> float:
     return rmse / sums["scale"] if sums["scale"] else math.inf
 
 
-def _cosine(sums: dict) -> float:
+def cosine(sums: dict) -> float:
     """The mean over channels of the cosine of each channel's values around their mean (their correlation).
     Per channel: one outlier channel, which sets the tensor's scale, would otherwise hide that the others
     drowned in it; around the mean: an offset (a bias of 10000) would hide that the variation was rounded
@@ -92,4 +95,4 @@ def _cosine(sums: dict) -> float:
     return sum(cosines) / len(cosines) if cosines else 1.0
 
 
-__all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors"]
+__all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors", "cosine"]

@@ -10,7 +10,9 @@ debugger.py): the converter calibrates only (`_experimental_calibrate_only`), th
 output feeds a NumericVerify op together with the same tensor of the float model. Two views:
 - as converted: every op quantized; the difference is the error accumulated up to that op;
 - isolated: every other op denylisted (`denylisted_nodes`, the debugger's selective quantization), so the
-  op's inputs are the float model's, quantized: the error that op alone adds. (The debugger's layer-wise
+  op's inputs are the float model's, quantized: the error that op alone adds. One quantization per op: under
+  job.json's `isolated_budget_s` the ops are taken in order of the error they add as converted, and the rest are
+  left unmeasured. (The debugger's layer-wise
   mode instead feeds each float op the quantized model's inputs: an op downstream of a bad one then sees
   inputs beyond its calibrated range and takes the blame.)
 Tensors are matched by name: the calibrated model names them as the converted model does (one Keras graph
@@ -29,6 +31,7 @@ import numpy as np
 from hub.convert.worker import (_block_network, _configure, calibrate_only, feed, keras_from_job, tf_ordered,
                                 tflite_converter, with_ranges)
 from hub.options import CONVERTER_OPTIONS
+from hub.verify.layer_error import cosine
 
 NUMERIC_VERIFY = "NumericVerify"
 
@@ -63,10 +66,13 @@ def main(job_dir: str) -> int:
     timings["converted"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     isolated = {}
-    for name in converted:
+    budget_s = job.get("isolated_budget_s")
+    for name in by_error_added(converted, op_inputs(tf, calibrated)):
         alone = plain_names(verify_pairs(tf, quantize(denylisted_nodes=[n for n in names if n != name]), held_out),
                             names)
         isolated.update({k: v for k, v in alone.items() if k == name})
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            break
     timings["isolated"] = time.perf_counter() - t0
     views = {"converted": converted, "isolated": isolated}
     (job_path / "result.json").write_text(json.dumps({"views": views, "timings_s": timings}))
@@ -78,6 +84,27 @@ def op_output_names(tf, model: bytes) -> list[str]:
     interp = tf.lite.Interpreter(model_content=model)
     return [interp._get_tensor_details(i, subgraph_index=0)["name"] for op in interp._get_ops_details()
             for i in op["outputs"]]
+
+
+def op_inputs(tf, model: bytes) -> dict[str, list[str]]:
+    """Each op output's tensor name -> the names of that op's inputs."""
+    interp = tf.lite.Interpreter(model_content=model)
+
+    def name(i: int) -> str:
+        return interp._get_tensor_details(i, subgraph_index=0)["name"]
+
+    return {name(o): [name(i) for i in op["inputs"] if i >= 0] for op in interp._get_ops_details() for o in op["outputs"]}
+
+
+def by_error_added(converted: dict[str, dict], inputs: dict[str, list[str]]) -> list[str]:
+    """The converted view's tensors, the op that adds the most error first: its output's cosine as converted below
+    its inputs' (each quantization sees the error accumulated upstream; the drop across one op is roughly what it
+    adds). Under a time budget the isolated view then measures the likeliest culprits first."""
+    def drop(name: str) -> float:
+        upstream = [cosine(converted[i]) for i in inputs.get(name, ()) if i in converted]
+        return min(upstream, default=1.0) - cosine(converted[name])
+
+    return sorted(converted, key=drop, reverse=True)
 
 
 def plain_names(sums: dict[str, dict], names: list[str]) -> dict[str, dict]:

@@ -156,7 +156,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
-                                                    verification, expected, layouts)
+                                                    verification, expected, layouts, converted.float32_bytes)
             for message in messages:
                 warn(f"{path.name}: {message}")
         if data is not None:
@@ -303,7 +303,7 @@ def _calibration(request: ConvertRequest, checked: Checked, normalised: Normalis
 def _onnx2tf(graph: NormalisedModel, samples: CalibrationSet, options: converter.ConvertOptions, check,
              path: Path, layouts: list[InputLayout]) -> ConvertedModel:
     try:
-        return converter.convert(graph, samples, options, layouts)
+        return converter.convert(graph, samples, options, layouts, float32_twin=True)
     except IncompatibleError as exc:
         raise _conversion_failure(exc, check, path) from None
 

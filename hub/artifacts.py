@@ -146,6 +146,7 @@ class ConvertedModel:
     calibration: dict[str, Any]  # {"source", "samples", "synthetic", "layout", ...}
     timings_s: dict[str, float] = field(default_factory=dict)
     input_layouts: list[InputLayout] = field(default_factory=list)  # as the .tflite holds each input
+    float32_bytes: bytes | None = None  # the same graph unquantized, when asked (hub.convert.converter.convert)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from hub.artifacts import ConvertedModel, InputLayout, NormalisedModel
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.layout import decide_layouts, kept_names
+from hub.convert.worker import FLOAT32_TWIN
 from hub.errors import IncompatibleError
 from hub.options import CONVERTER_OPTIONS, converter_fields
 from hub.targets import resolve
@@ -52,14 +53,16 @@ ConvertOptions.__module__ = __name__
 
 
 def convert(model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions,
-            layouts: list[InputLayout] | None = None) -> ConvertedModel:
+            layouts: list[InputLayout] | None = None, float32_twin: bool = False) -> ConvertedModel:
     """`layouts`: the inputs' layouts decided on the graph before any rewrite (hub.convert.layout: its axis
-    names come from the recurrent ops a rewrite may unroll); by default decided on `model` itself."""
+    names come from the recurrent ops a rewrite may unroll); by default decided on `model` itself. `float32_twin`:
+    a quantized model comes with the same graph's float32 flatbuffer (seconds in the same child, against a second
+    onnx2tf run when a poor fidelity needs it)."""
     resolve(options.target, options.quantize)
     layouts = layouts if layouts is not None else decide_layouts(model.onnx_model)
     with tempfile.TemporaryDirectory(prefix="hub-convert-") as tmp:
         job = Path(tmp)
-        write_job(job, model, calibration, options, layouts)
+        write_job(job, model, calibration, options, layouts, float32_twin=float32_twin)
         t0 = time.perf_counter()
         memory_mb = options.memory_mb or memory_limit_mb(model.onnx_model)
         result = run_python_module("hub.convert.worker", [str(job)], timeout_s=options.timeout_s,
@@ -69,6 +72,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
         if result.returncode != 0 or not tflite.exists():
             raise IncompatibleError(_failure_message(result, options, memory_mb), child_traceback=result.traceback())
         timings = json.loads((job / "result.json").read_text())["timings_s"]
+        twin = job / FLOAT32_TWIN
         return ConvertedModel(
             tflite_bytes=tflite.read_bytes(),
             quantize=options.quantize,
@@ -76,6 +80,7 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
             calibration=calibration.summary(),
             timings_s={"convert": wall, **{f"convert.{k}": v for k, v in timings.items()}},
             input_layouts=layouts,
+            float32_bytes=twin.read_bytes() if twin.exists() else None,
         )
 
 

@@ -2,8 +2,8 @@
 
 Run as `python -m hub.convert.worker JOB_DIR`. JOB_DIR holds model.onnx,
 calibration.npz (ONNX layout) and job.json (with each input's permutation, hub.convert.layout's
-decision: onnx2tf is told to keep every input not moved channels-last); the worker writes model.tflite and
-result.json there. It runs apart from `hub` so that tensorflow's import, its
+decision: onnx2tf is told to keep every input not moved channels-last); the worker writes model.tflite (and, when
+job.json asks for `float32_twin`, model.float32.tflite: the same Keras graph unquantized) and result.json there. It runs apart from `hub` so that tensorflow's import, its
 memory, onnx2tf's sys.exit() calls and any crash stay out of the parent.
 
 onnx2tf is used only to build the Keras graph (`disable_model_save=True`), and
@@ -42,6 +42,9 @@ def _checked_permutation(perm: list[int], onnx_shape: list[int], tf_shape: list[
     return perm
 
 
+FLOAT32_TWIN = "model.float32.tflite"
+
+
 def main(job_dir: str) -> int:
     _block_network()
     job_path = Path(job_dir)
@@ -63,6 +66,12 @@ def main(job_dir: str) -> int:
         calibrated = with_ranges(tf, calibrate_only(converter), ordered, options["calibration_method"])
         tflite_bytes = quantize_calibrated(tf, calibrated, options["per_channel_dense"], options["per_tensor_weights"])
     timings["tflite_converter"] = time.perf_counter() - t0
+    if job.get("float32_twin") and job["quantize"] != "float32":  # what a poor-fidelity diagnosis measures first
+        t0 = time.perf_counter()
+        twin = tflite_converter(tf, keras_model)
+        _configure(twin, tf, "float32", ordered)
+        (job_path / FLOAT32_TWIN).write_bytes(twin.convert())
+        timings["float32_twin"] = time.perf_counter() - t0
     (job_path / "model.tflite").write_bytes(tflite_bytes)
     (job_path / "result.json").write_text(json.dumps({"timings_s": timings}))
     return 0

@@ -156,14 +156,16 @@ def locate_divergence(tflite_bytes: bytes, reference: onnx.ModelProto, onnx_samp
 
 def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibration: CalibrationSet,
                    tflite_bytes: bytes, verification: Verification, expected: ReferenceOutputs | None = None,
-                   layouts: list[InputLayout] | None = None) -> tuple[Verification, list[str]]:
+                   layouts: list[InputLayout] | None = None,
+                   float32_bytes: bytes | None = None) -> tuple[Verification, list[str]]:
     """Poor fidelity (`poor`) is the converter's fault when float32 is poor too: an error finding
     naming the node where outputs diverge, and verification fails. When float32 matches, it is
     quantization's: a warning naming the likely cause. When the float32 model cannot be made or run,
     nothing proves the conversion exact: an error finding, and verification fails (unproven). The float32
     model is measured against `expected` (the source's outputs, as the verification was), else onnxruntime.
-    Costs one float32 conversion and, for a quantization error, the per-layer profile
-    (hub.verify.layer_error), only when a quantized model is poor. Returns `verification` with the
+    Costs one float32 conversion (none when the conversion made `float32_bytes`, the same graph unquantized)
+    and, for a quantization error, the per-layer profile (hub.verify.layer_error), only when a quantized model
+    is poor. Returns `verification` with the
     diagnosis and findings joined (a new value; the one given is
     left as it is), and the warnings to show the user (they are findings too)."""
     why = poor(verification.fidelity, options.quantize)
@@ -173,7 +175,8 @@ def judge_fidelity(options: ConvertOptions, normalised: NormalisedModel, calibra
     if options.quantize != "float32":
         reason = "the float32 model that would tell why did not run on TFLM"
         try:
-            float_bytes = convert(normalised, calibration, replace(options, quantize="float32"), layouts).tflite_bytes
+            float_bytes = float32_bytes or convert(normalised, calibration, replace(options, quantize="float32"),
+                                                   layouts).tflite_bytes
             float_fidelity = verify(float_bytes, normalised.onnx_model, calibration.held_out_samples(),
                                     measure_arena=False, expected=expected, layouts=layouts).fidelity
         except HubError as exc:

@@ -154,7 +154,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
                                                          expected=expected, layouts=layouts))
             verification = judge_arena(verification, graph.onnx_model, checked.quantize.widest.value)
             compression = compression and compression.measured(after=verification)
-        with progress.stage("diagnose", "Judging fidelity"):  # one more conversion, only when fidelity is poor
+        with progress.stage("diagnose", "Judging fidelity"):  # the per-layer profile, only when fidelity is poor
             verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
                                                     verification, expected, layouts, converted.float32_bytes)
             for message in messages:

@@ -16,7 +16,7 @@ from hub.knowledge.tflm_buffers import EXTERNAL_TOTAL_BYTES
 from hub.knowledge.tflm_kernels import KERNELS
 from hub.tflite.islands import float_islands
 from hub.tflite.model import TFLiteModel, read_tflite
-from hub.tflite.passes.raise_tiny_scales import scale_hazards
+from hub.tflite.passes.raise_tiny_scales import activation_hazards, scale_hazards
 
 
 def _op_label(model, op) -> str:
@@ -32,6 +32,17 @@ def check_softmax_scales(model) -> list[Finding]:
                     "convert it with hub convert (which raises the scale to the limit), or calibrate with real "
                     "data: the logits barely vary")
             for op, t, limit in scale_hazards(model)]
+
+
+def check_activation_scales(model, tflite_bytes: bytes) -> list[Finding]:
+    """int8/int16 ops whose output scale is too small for their fused RELU6 / RELU_N1_TO_1 bound: Prepare fails."""
+    return [Finding(_op_label(model, op), op.name, [op.name], "error",
+                    f"{t.dtype} {op.name} output scale {t.scales[0]:.3g} is too small for its fused activation's "
+                    f"bound {bound:g}: TFLM's Prepare cannot quantize the bound into int32 "
+                    "(no_integer_overflow_from_quantization).",
+                    "convert it with hub convert (which raises the scale), or calibrate with real data: that "
+                    "output barely varies")
+            for op, t, bound in activation_hazards(model, tflite_bytes)]
 
 
 def check_rescale_scales(model) -> list[Finding]:
@@ -156,7 +167,8 @@ def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
         findings += op_findings
         nodes.append({"name": _op_label(model, op), "op": op.name if op.name != "CUSTOM" else f"CUSTOM:{op.custom_code}",
                       "tflite_ops": [op.name], "verdict": verdict(op_findings), "module": None})
-    scale_findings = check_softmax_scales(model) + check_rescale_scales(model)
+    scale_findings = (check_softmax_scales(model) + check_rescale_scales(model)
+                      + check_activation_scales(model, tflite_bytes))
     findings += scale_findings
     for f in scale_findings:
         for n in nodes:

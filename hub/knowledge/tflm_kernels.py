@@ -27,6 +27,12 @@ TFLM_VERSION = "tflite-micro@90b983c2 (2026-08-20); pip tflite-micro==0.dev20261
 # onnx2tf writes it). LOGISTIC: kernels/logistic_common.cc frexp()s input_scale * 2^27; below 2^-28 the left
 # shift turns negative and CalculateInputRadius shifts by a negative amount (undefined behaviour).
 MIN_INT8_INPUT_SCALE = {"SOFTMAX": 2.0 ** -26, "LOG_SOFTMAX": 2.0 ** -26, "LOGISTIC": 2.0 ** -28}
+
+# Fused activations whose clamp bounds a kernel's Prepare quantizes with the op's output scale:
+# CalculateActivationRangeQuantizedImpl (tensorflow/lite/kernels/kernel_util.cc, Quantize()) TF_LITE_ENSUREs that
+# round(bound / scale) fits int32 ("no_integer_overflow_from_quantization was not true"), so an int8/int16 output
+# scale below bound / 2^31 fails Prepare (int16x8 Keras MobileNetV2-0.35: a RELU6 depthwise output scale 2.4e-9)
+FUSED_ACTIVATION_BOUND = {"RELU6": 6.0, "RELU_N1_TO_1": 1.0}
 # int8-in, int8-out SOFTMAX at invoke: tensorflow/lite/kernels/internal/reference/softmax.h checks
 # TFLITE_CHECK(exponent <= 31) with exponent = num_bits_over_unit + 31 - 8, where num_bits_over_unit is
 # floor(log2(sum of exp(x - max))) (GetReciprocal in kernels/internal/common.h): the process aborts whenever

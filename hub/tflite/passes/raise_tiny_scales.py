@@ -1,4 +1,5 @@
-"""Raise int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC input scales that would make TFLM abort to the smallest it takes.
+"""Raise int8 SOFTMAX/LOG_SOFTMAX/LOGISTIC input scales that would make TFLM abort to the smallest it takes, and
+output scales too small for an op's fused activation.
 
 A calibration over logits that barely vary (constant weights, an untrained head, the
 light model-zoo files) gives the logits tensor a scale below what TFLM's Prepare accepts
@@ -11,6 +12,11 @@ scale (FULLY_CONNECTED, CONV_2D, MEAN: same values, coarser steps) or passes the
 values through (RESHAPE), which the bound covers too. Only a tensor the op alone reads
 is changed. The four bytes of the scale are patched in place: nothing else in the
 flatbuffer moves.
+
+The same holds for an op's output whose scale is too small for its fused RELU6 / RELU_N1_TO_1 bound
+(tflm_kernels.FUSED_ACTIVATION_BOUND: a tensor that barely varies, in int16 most often): its scale is raised to
+bound / 2^30, a range still far beyond the values it holds, when every reader computes from the tensor's scale
+(not a pass-through op, which would keep writing the old one).
 """
 from __future__ import annotations
 
@@ -20,23 +26,63 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge import tflm_kernels
+from hub.knowledge.int16_kernels import DATA_MOVEMENT
 from hub.tflite.model import QUANTIZATION_SCALE_SLOT, TFLiteModel, read_tflite
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
     model = read_tflite(tflite_bytes)
-    readers: dict[int, int] = {}
+    read_by: dict[int, list[int]] = {}
     for op in model.ops:
         for i in op.inputs:
-            readers[i] = readers.get(i, 0) + 1
+            read_by.setdefault(i, []).append(op.index)
     data = bytearray(tflite_bytes)
     changed = []
     for op, tensor, limit in scale_hazards(model):
-        if readers.get(tensor.index) != 1 or tensor.index in model.outputs or len(tensor.scales) != 1:
+        if len(read_by.get(tensor.index, ())) != 1 or tensor.index in model.outputs or len(tensor.scales) != 1:
             continue
         struct.pack_into("<f", data, _scale_offset(tflite_bytes, tensor.index), _just_above(limit))
         changed.append(f"{op.name} #{op.index} input scale {tensor.scales[0]:.3g} -> {_just_above(limit):.3g}")
+    for op, tensor, bound in activation_hazards(model, tflite_bytes):
+        if tensor.index in model.outputs or any(model.ops[r].name in PASS_THROUGH for r in read_by.get(tensor.index, ())):
+            continue
+        scale = bound / 2.0 ** 30
+        struct.pack_into("<f", data, _scale_offset(tflite_bytes, tensor.index), scale)
+        changed.append(f"{op.name} #{op.index} output scale {tensor.scales[0]:.3g} -> {scale:.3g} (fused activation)")
     return bytes(data), len(changed), "; ".join(changed)
+
+
+def activation_hazards(model: TFLiteModel, tflite_bytes: bytes) -> list[tuple]:
+    """(op, output tensor, bound) for each int8/int16 op whose fused activation bound overflows int32 at its
+    output's scale: TFLM's Prepare fails (what this pass raises when it may, and what hub check reports)."""
+    hazards = []
+    for op in model.ops:
+        bound = tflm_kernels.FUSED_ACTIVATION_BOUND.get(fused_activation(tflite_bytes, op.index))
+        if bound is None or len(op.outputs) != 1:
+            continue
+        t = model.tensors[op.outputs[0]]
+        if t.dtype in ("int8", "int16") and len(t.scales) == 1 and t.scales[0] < bound / 2.0 ** 31:
+            hazards.append((op, t, bound))
+    return hazards
+
+
+# Readers that copy int values to an output tensor with its own scale: raising their input's scale would change
+# what they output (QUANTIZE and DEQUANTIZE compute from both scales)
+PASS_THROUGH = DATA_MOVEMENT - {"QUANTIZE", "DEQUANTIZE"}
+_ACTIVATIONS = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+_OPTIONS = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
+
+
+def fused_activation(tflite_bytes: bytes, op_index: int) -> str | None:
+    """The fused activation ("RELU6", ...) of op `op_index` in subgraph 0, None when its options have none."""
+    op = schema.Model.GetRootAs(tflite_bytes, 0).Subgraphs(0).Operators(op_index)
+    table = op.BuiltinOptions()
+    kind = getattr(schema, _OPTIONS.get(op.BuiltinOptionsType(), ""), None)
+    if table is None or kind is None or not hasattr(kind, "FusedActivationFunction"):
+        return None
+    options = kind()
+    options.Init(table.Bytes, table.Pos)
+    return _ACTIVATIONS.get(options.FusedActivationFunction())
 
 
 def _just_above(limit: float) -> float:

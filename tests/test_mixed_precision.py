@@ -80,7 +80,7 @@ def test_a_twin_tflm_refuses_is_left_int8_and_the_mix_measured_again(cnn_pair):
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
     measure = precision._measurer(normalised, samples, None, precision.Goal("cosine", 0.99), None, None)
     search = precision._Search(int8, broken, twins(int8, broken), measure)
-    data, step = search.mix([dw, conv])  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
+    data, step = search.mix([dw, conv], "top 2")  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
     assert step.invokes and step.cosine > 0.99 and search.refused == [dw]
     assert [op.split()[0] for op in step.int16_ops] == ["CONV_2D"]
     assert {read_tflite(data).tensors[i].dtype for op in read_tflite(data).ops if op.name == "DEPTHWISE_CONV_2D"
@@ -118,8 +118,8 @@ def test_auto_promotes_until_an_unreachable_cosine_then_keeps_the_best(cnn_pair)
     measure = precision._measurer(normalised, samples, None, goal, None, None)
     first = precision._step("int8", 0, int8, *measure(int8)[:2])
     candidates = twins(int8, int16)
-    data, mixed = precision.search(int8, int16, candidates, precision.rank(None, candidates), goal, measure, first,
-                                   "network order")
+    data, mixed = precision.search(int8, int16, candidates, lambda: (precision.rank(None, candidates), "network order"),
+                                   goal, measure, first)
     assert mixed.steps[1].promoted_compute == -1 and len(mixed.steps) > 2
     assert mixed.chosen.score >= first.score  # never below int8's fidelity
     assert verify(data, normalised.onnx_model, None).ok

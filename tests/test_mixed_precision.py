@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import onnx
 import pytest
@@ -231,3 +232,14 @@ def test_auto_keeps_an_int8_prefix_with_less_arena_than_whole_int16x8_on_tflm():
                      ("FULLY_CONNECTED", "int16"), ("FULLY_CONNECTED", "int16"), ("QUANTIZE", "int8")]
     checked = verify(data, graph.onnx_model, None)
     assert checked.ok and checked.fidelity.cosine >= 0.99
+
+
+def test_close_regions_takes_the_data_movement_inside_a_promoted_region_only():
+    """conv0 -> reshape1 -> pad2 -> fc3 -> reshape4 -> add6 <- conv5: with conv0 and fc3 promoted, the movers between
+    them join the region; reshape4 feeds the int8 add, so it stays int8 (one boundary, not two)."""
+    dag = nx.DiGraph([(0, 1), (1, 2), (2, 3), (3, 4), (4, 6), (5, 6)])
+    names = ["CONV_2D", "RESHAPE", "PAD", "FULLY_CONNECTED", "RESHAPE", "CONV_2D", "ADD"]
+    candidates = [mixed.Twin(i, i, name) for i, name in enumerate(names)]
+    closed = precision.close_regions(dag, candidates, [candidates[0], candidates[3]])
+    assert [t.op for t in closed] == [0, 1, 2, 3]
+    assert [t.op for t in precision.close_regions(dag, candidates, candidates[3:4])] == [3]  # fed by int8 conv0

@@ -94,7 +94,7 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
          accuracy: AccuracyGoal | None = None) -> tuple[ConvertedModel, MixedPrecision]:
     """`--quantize auto` from the int8 conversion `int8` (made from `graph` with `samples` and `options`): int8 when
     it meets `goal` (nothing more converted); else int8 with the other calibration methods' ranges, the better one
-    the base; then the least-promoted mix of that base with int16x8 twins that meets it (or the best measured)."""
+    the base; then the mix of that base with int16x8 twins that meets it in the least arena (or the best measured)."""
     measure = _measurer(graph, samples, expected, goal, accuracy, int8.input_layouts)
     first = _step("int8", 0, int8.tflite_bytes, *measure(int8.tflite_bytes)[:2])
     if goal.met(first.score):
@@ -186,9 +186,8 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], ranked
     First the int8 prefix (`_Search.prefix`): int8 from the input, int16x8 after one boundary, the longest prefix
     that holds. When that costs no less arena than whole int16x8, the worst ops of `ranked()` are promoted as well
     (`_Search.grow`). Of every mix that holds, the least arena wins (`_least_arena`); whole int16x8 where no mix
-    needs less. A twin TFLM
-    refuses (its int16 kernel rejects the tensors or options) is left int8 and the mix measured again. No mix holds:
-    the better of int8 and int16x8."""
+    needs less. A twin TFLM refuses (its int16 kernel rejects the tensors or options) is left int8 and the mix
+    measured again. No mix holds: the better of int8 and int16x8."""
     job = _Search(int8_bytes, int16_bytes, candidates, measure)
     wholes = [job.whole(widen(int16_bytes, f) if f != 1 else int16_bytes, f) for f in HEADROOM]
     int16_bytes, whole16 = wholes[0]
@@ -288,9 +287,9 @@ class _Search:
                 high = mid
         return best
 
-    def grow(self, order: list[Twin], target: Goal) -> tuple[bytes, PrecisionStep] | None:
+    def grow(self, order: list[Twin], target: Goal) -> None:
         """Promote the top 1, 2, 4, ... of `order` until `target` holds, then bisect between the last miss and that
-        hit to within an eighth of the least promotion that holds."""
+        hit to within an eighth of the least promotion that holds (the mixes land in `self.mixes`)."""
         best, low, k = None, 0, 1
         while best is None and low < len(order):
             k = min(k, len(order))
@@ -308,7 +307,6 @@ class _Search:
                     best, high = (data, step), mid
                 else:
                     low = mid
-        return best
 
     def mix(self, top: list[Twin], label: str) -> tuple[bytes, PrecisionStep]:
         """`top` promoted (but the refused twins) with the data movement between, measured on TFLM; a twin TFLM

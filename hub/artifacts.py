@@ -466,7 +466,7 @@ class MixedPrecision:
     candidates: int  # compute ops with an int16 twin TFLM runs
     chosen: PrecisionStep
     steps: list[PrecisionStep]
-    ranking: str  # how the layers were ranked, in words ("" when int8 met the goal: nothing ranked)
+    ranking: str  # how the mixes were chosen, in words ("" when int8 met the goal: nothing tried)
     note: str | None = None  # why nothing was promoted although int8 misses (the int16x8 conversion failed)
     refused: list[str] = field(default_factory=list)  # "OP <output tensor>" of twins TFLM refused: left int8
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import networkx as nx
+import numpy as np
+import onnx
 import pytest
 from ai_edge_litert import schema_py_generated as schema
+from onnx import TensorProto, helper, numpy_helper
 
 from hub.artifacts import ConvertedModel
 from hub.convert.calibration import build_calibration
@@ -80,7 +84,7 @@ def test_a_twin_tflm_refuses_is_left_int8_and_the_mix_measured_again(cnn_pair):
     samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
     measure = precision._measurer(normalised, samples, None, precision.Goal("cosine", 0.99), None, None)
     search = precision._Search(int8, broken, twins(int8, broken), measure)
-    data, step = search.mix([dw, conv])  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
+    data, step = search.mix([dw, conv], "top 2")  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
     assert step.invokes and step.cosine > 0.99 and search.refused == [dw]
     assert [op.split()[0] for op in step.int16_ops] == ["CONV_2D"]
     assert {read_tflite(data).tensors[i].dtype for op in read_tflite(data).ops if op.name == "DEPTHWISE_CONV_2D"
@@ -118,8 +122,8 @@ def test_auto_promotes_until_an_unreachable_cosine_then_keeps_the_best(cnn_pair)
     measure = precision._measurer(normalised, samples, None, goal, None, None)
     first = precision._step("int8", 0, int8, *measure(int8)[:2])
     candidates = twins(int8, int16)
-    data, mixed = precision.search(int8, int16, candidates, precision.rank(None, candidates), goal, measure, first,
-                                   "network order")
+    data, mixed = precision.search(int8, int16, candidates, lambda: (precision.rank(None, candidates), "network order"),
+                                   goal, measure, first)
     assert mixed.steps[1].promoted_compute == -1 and len(mixed.steps) > 2
     assert mixed.chosen.score >= first.score  # never below int8's fidelity
     assert verify(data, normalised.onnx_model, None).ok
@@ -166,3 +170,76 @@ def test_an_op_without_an_int16_kernel_is_promoted_as_float32_between_dequantize
     assert [op.name for op in after] == ["QUANTIZE"] and model.tensors[after[0].outputs[0]].dtype == "int16"
     checked = verify(mixed_bytes, graph.onnx_model, None)
     assert checked.ok and checked.fidelity.cosine > 0.999
+
+
+def _late_outlier_onnx() -> onnx.ModelProto:
+    """Conv(3->8) on a 32x32 map (the arena's peak) -> Relu -> GlobalAveragePool -> Gemm(8->16) -> Gemm(16->4). The
+    first Gemm's output 0 is an outlier (bias 300) the second ignores: int8's one scale for that vector rounds the
+    other 15 features away, int16's 65536 steps keep them. The error is late, the arena's peak early: the int8
+    prefix (conv and pool) with int16 Gemms meets the target in little more than int8's arena."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((16, 8)) * 0.5).astype(np.float32)
+    b2 = np.zeros(16, np.float32)
+    b2[0] = 300.0
+    w3 = (rng.standard_normal((4, 16)) * 0.5).astype(np.float32)
+    w3[:, 0] = 0.0
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (np.zeros(8, np.float32), "b1"), (w2, "w2"),
+                                                        (b2, "b2"), (w3, "w3"), (np.zeros(4, np.float32), "b3"))]
+    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("GlobalAveragePool", ["r1"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["h"], transB=1, name="fc1"),
+             helper.make_node("Gemm", ["h", "w3", "b3"], ["logits"], transB=1, name="fc2")]
+    graph = helper.make_graph(nodes, "late_outlier",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_strictly_better_is_better_and_not_equal():
+    cosine, drop = precision.Goal("cosine", 0.99), precision.Goal("accuracy_drop", 1.0)
+    assert cosine.strictly_better(0.95, 0.9) and not cosine.strictly_better(0.9, 0.9)
+    assert not cosine.strictly_better(None, 0.9) and cosine.strictly_better(0.9, None)
+    assert drop.strictly_better(0.5, 1.0) and not drop.strictly_better(1.0, 1.0) and not drop.strictly_better(2.0, 1.0)
+
+
+def test_auto_keeps_an_int8_prefix_with_less_arena_than_whole_int16x8_on_tflm():
+    """The search on a model whose error is late: the longest int8 prefix that meets the target is chosen (the
+    worst-ops search is never run: its ranking would fail the test), one QUANTIZE int8 -> int16 between the int8
+    ops and the int16 ones, run on TFLM with less arena than whole int16x8."""
+    int8, graph = convert_model(_late_outlier_onnx(), "int8")
+    int16, _ = convert_model(_late_outlier_onnx(), "int16x8")
+    samples = build_calibration(graph.inputs, None, (0.0, 1.0), {})
+    goal = precision.Goal("cosine", 0.99)
+    measure = precision._measurer(graph, samples, None, goal, None, None)
+    first = precision._step("int8", 0, int8, *measure(int8)[:2])
+    assert first.cosine < 0.99  # int8 misses the target
+
+    def ranked():
+        raise AssertionError("the prefix saved arena: no worst-ops search")
+
+    data, mixed = precision.search(int8, int16, twins(int8, int16), ranked, goal, measure, first)
+    whole16 = next(s for s in mixed.steps if s.promoted_compute == -1)
+    assert mixed.chosen.label == "int8 first 2" and mixed.chosen.cosine >= 0.99
+    assert mixed.chosen.arena_bytes < whole16.arena_bytes and "int8 prefix" in mixed.ranking
+    model = read_tflite(data)
+    kinds = [(op.name, model.tensors[op.outputs[0]].dtype) for op in model.ops]
+    assert kinds == [("CONV_2D", "int8"), ("AVERAGE_POOL_2D", "int8"), ("QUANTIZE", "int16"),
+                     ("FULLY_CONNECTED", "int16"), ("FULLY_CONNECTED", "int16"), ("QUANTIZE", "int8")]
+    checked = verify(data, graph.onnx_model, None)
+    assert checked.ok and checked.fidelity.cosine >= 0.99
+
+
+def test_close_regions_takes_the_data_movement_inside_a_promoted_region_only():
+    """conv0 -> reshape1 -> pad2 -> fc3 -> reshape4 -> add6 <- conv5: with conv0 and fc3 promoted, the movers between
+    them join the region; reshape4 feeds the int8 add, so it stays int8 (one boundary, not two)."""
+    dag = nx.DiGraph([(0, 1), (1, 2), (2, 3), (3, 4), (4, 6), (5, 6)])
+    names = ["CONV_2D", "RESHAPE", "PAD", "FULLY_CONNECTED", "RESHAPE", "CONV_2D", "ADD"]
+    candidates = [mixed.Twin(i, i, name) for i, name in enumerate(names)]
+    closed = precision.close_regions(dag, candidates, [candidates[0], candidates[3]])
+    assert [t.op for t in closed] == [0, 1, 2, 3]
+    assert [t.op for t in precision.close_regions(dag, candidates, candidates[3:4])] == [3]  # fed by int8 conv0

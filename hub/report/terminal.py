@@ -75,7 +75,8 @@ def precision_lines(mixed) -> list[str]:
     chosen = mixed.chosen
     what = (f"{chosen.label}, nothing promoted" if chosen.promoted_compute == 0 else chosen.label
             if chosen.promoted_compute == -1 else f"{len(chosen.int16_ops)} ops in int16 "
-            f"({chosen.promoted_compute} of {mixed.candidates} compute ops ranked, plus the data movement between)")
+            f"({chosen.label}: {chosen.promoted_compute} of {mixed.candidates} compute ops promoted, plus the data "
+            "movement between)")
     lines = [f"precision    auto: {what}; target {goal}"]
     for step in mixed.steps:
         lines.append(f"               {step.label:<20} score {_score(step.score)}  {_kb(step.tflite_bytes)}  arena "

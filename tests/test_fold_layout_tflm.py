@@ -57,4 +57,3 @@ def test_folds_on_maps_of_equal_axes_run_on_tflm_as_the_module_computes(tmp_path
     assert report.source["exporter"] == "dynamo"
     assert any(r.into.startswith("2 Transposes") for p in report.passes for r in p.rewrites)
     assert report.verification.ok and report.verification.fidelity.cosine > 0.99  # int8 on TFLM vs the module
-    print(report.timings_s, report.verification.fidelity.cosine)

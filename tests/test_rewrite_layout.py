@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hub.graph import rules
-from hub.graph.rules import unit_batch_transpose
 from hub.graph.edit import static_shape
+from hub.graph.rules import unit_batch_transpose
 from hub.graph.shapes import infer_shapes
 
 RNG = np.random.default_rng(0)

@@ -39,7 +39,8 @@ from hub.graph.edit import (add_initializer, attr, constant, consumers, emit, fr
 from hub.knowledge.tflm_kernels import KERNELS
 
 UNBLOCKS = ("Transpose",)  # the ops hub check names this rule for
-DOES = "drops its unit (batch) axes (in steps where onnx2tf would misread the shape) to make it 5-D at most"  # hub check says "the <rule> rule <DOES>"
+# hub check says "the <rule> rule <DOES>"
+DOES = "drops its unit (batch) axes (in steps where onnx2tf would misread the shape) to make it 5-D at most"
 MAX_RANK = KERNELS["TRANSPOSE"].max_rank
 Step = tuple[list[int], list[int]]  # (the shape a Transpose reads, its perm)
 

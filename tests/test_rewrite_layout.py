@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hub.graph import rules
 from hub.graph.edit import static_shape
+from hub.graph.rules import unit_batch_transpose
 from hub.graph.shapes import infer_shapes
 
 RNG = np.random.default_rng(0)
@@ -95,10 +96,24 @@ def test_unit_batch_transpose_squeezes_an_input_no_reshape_writes_and_unit_axes_
     assert len(rewrites) == 1 and _transpose_ranks(after) == [4]
 
 
-def test_unit_batch_transpose_leaves_six_real_axes():
+def test_unit_batch_transpose_merges_axes_that_move_together():
     nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2, 4, 5])]
     after, rewrites = _apply(_model(nodes, {"x": [2, 2, 3, 2, 2, 2]}, ["y"], {}), "unit_batch_transpose")
+    assert len(rewrites) == 1 and _transpose_ranks(after) == [4]
+
+
+def test_unit_batch_transpose_leaves_what_no_unambiguous_steps_do():
+    """Four real axes of one size: every step's shape is one onnx2tf misreads, so the 6-D Transpose stays
+    (hub check: TFLM's TRANSPOSE takes at most 5-D)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 2, 4, 3, 5])]
+    after, rewrites = _apply(_model(nodes, {"x": [1, 1, 2, 2, 2, 2]}, ["y"], {}), "unit_batch_transpose")
     assert rewrites == [] and _transpose_ranks(after) == [6]
+
+
+def _read_right_by_onnx2tf(model: onnx.ModelProto) -> bool:
+    """Every Transpose at most 5-D, on a shape onnx2tf does not take for channels-last whatever it holds."""
+    shapes = [list(static_shape(model, n.input[0])) for n in model.graph.node if n.op_type == "Transpose"]
+    return all(len(s) <= 5 and not unit_batch_transpose.misread(s) for s in shapes)
 
 
 # --- col2im (F.fold) and unfold_gather (F.unfold) --------------------------------------------------------
@@ -115,6 +130,16 @@ def test_col2im_with_stride_equal_to_the_block_is_a_5d_transpose(k, image):
     after, rewrites = _apply(model, "col2im", "unit_batch_transpose")
     assert [r.op for r in rewrites] == ["Col2Im", "Transpose"] and "Col2Im" not in _ops(after)
     assert _transpose_ranks(after) == [5]
+
+
+@pytest.mark.parametrize("channels, image, transposes", [(48, (4, 4), 2), (8, (2, 2), 0)])
+def test_col2im_on_a_map_of_equal_axes_is_done_in_steps_onnx2tf_reads_right(channels, image, transposes):
+    """MobileViT-v2 at 64x64: 2x2 patches folded into a 4x4 map, (1,48,2,2,2,2) -> (48,2,2,2,2), which onnx2tf
+    takes for channels-last; into a 2x2 map the perm only moves unit axes (a Reshape)."""
+    model = _fold(2, 2, image, (image[0] // 2) * (image[1] // 2), channels)
+    after, rewrites = _apply(model, "col2im", "unit_batch_transpose")
+    assert [r.op for r in rewrites] == ["Col2Im", "Transpose"] and _ops(after).count("Transpose") == transposes
+    assert _read_right_by_onnx2tf(after)
 
 
 def test_col2im_leaves_overlapping_blocks():
@@ -144,6 +169,12 @@ def test_unfold_gathers_become_reshape_and_transpose_of_at_most_5d():
     assert [r.op for r in rewrites] == ["Gather", "Gather", "Transpose", "Transpose"]
     assert "Gather" not in _ops(after) and max(_transpose_ranks(after)) <= 5
     assert all(len(static_shape(after, n.output[0])) <= 5 for n in after.graph.node)
+
+
+@pytest.mark.parametrize("h", [4, 2])
+def test_unfold_on_a_map_of_equal_axes_leaves_shapes_onnx2tf_reads_right(h):
+    after, rewrites = _apply(_unfold(2, h, h), "unfold_gather", "unit_batch_transpose")
+    assert "Gather" not in _ops(after) and _read_right_by_onnx2tf(after)
 
 
 def test_unfold_gather_leaves_other_index_tables():

@@ -9,7 +9,8 @@ no padding and dilation 1, every output pixel is one input element: for an input
 
 which is x as (N, C, kh, kw, bh, bw), transposed by (0, 1, 4, 2, 5, 3) and read as (N, C, H, W). The
 Transpose is 6-D; for a batch of 1, hub.graph.rules.unit_batch_transpose (after this rule) makes it
-5-D, as TFLM's TRANSPOSE needs. Exact.
+5-D, as TFLM's TRANSPOSE needs (in two steps when block and blocks per axis are one size, k == H/k, whose
+5-D shape onnx2tf misreads; a Reshape when there is one block per axis). Exact.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ process they run in; in a child, that becomes a reported failure of `hub`.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -56,6 +57,7 @@ def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_
 
     def limit() -> None:
         os.setsid()  # its own process group, so a timeout kills grandchildren too
+        _die_with_parent()
         if memory_mb:
             bytes_ = memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (bytes_, bytes_))
@@ -65,6 +67,16 @@ def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_
     with tempfile.TemporaryDirectory(prefix="hub-child-") as tmp:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="-1", TMPDIR=tmp)
         return _run(module, args, timeout_s, limit, cwd, env)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """The child gets SIGKILL when hub dies (a SIGKILL hub cannot catch: a timeout around `hub convert`), instead
+    of converting on alone for minutes in its own session. Linux only; elsewhere the setsid child outlives it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _run(module: str, args: list[str], timeout_s: float, limit, cwd: str | None, env: dict) -> ChildResult:

@@ -229,6 +229,23 @@ def test_child_over_its_time_limit_is_stopped_with_its_children(child_modules):
         time.sleep(0.1)
 
 
+def test_a_child_dies_with_hub_when_hub_is_killed(child_modules):
+    """A SIGKILL around `hub convert` (a bench's timeout) kills the converter child too: it runs in its own
+    session, so only its parent-death signal stops it from converting on alone for minutes."""
+    parent = subprocess.Popen([sys.executable, "-c", "from hub.child import run_python_module; "
+                               f"run_python_module('sleeper', [], timeout_s=300, cwd={str(child_modules)!r})"])
+    pid_file = child_modules / "grandchild.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    child = next(p for p in psutil.Process(parent.pid).children() if "sleeper" in " ".join(p.cmdline()))
+    parent.kill()
+    parent.wait()
+    gone, alive = psutil.wait_procs([child], timeout=10)
+    assert not alive, "the child outlived hub"
+
+
 def test_child_over_its_memory_limit_fails_cleanly(child_modules):
     from hub.child import run_python_module
 

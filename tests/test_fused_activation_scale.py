@@ -9,11 +9,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hub.check.tflite import analyse_tflite
-from hub.knowledge.tflm_kernels import FUSED_ACTIVATION_BOUND
+from hub.knowledge.tflm_kernels import MIN_INT8_INPUT_SCALE, min_output_scale
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import raise_tiny_scales
 from hub.verify.tflm import verify
-from tests.conftest import convert_model
+from tests.conftest import convert_model, tiny_softmax_onnx
 
 
 def barely_varying_relu6() -> onnx.ModelProto:
@@ -39,9 +39,9 @@ def test_an_int16_relu6_output_scale_too_small_for_tflm_is_raised_and_the_model_
     before = verify(data, None, None)
     assert not before.tflm.invokes and "no_integer_overflow_from_quantization" in (before.tflm.message or "")
     fixed, changed, detail = raise_tiny_scales.run(data)
-    assert changed == 1 and "FULLY_CONNECTED #0 output scale" in detail and "(fused activation)" in detail
+    assert changed == 1 and "FULLY_CONNECTED #0 output scale" in detail
     tensor = read_tflite(fixed).tensors[read_tflite(fixed).ops[0].outputs[0]]
-    assert tensor.scales[0] >= FUSED_ACTIVATION_BOUND["RELU6"] / 2.0 ** 31
+    assert tensor.scales[0] >= min_output_scale("RELU6")
     x = np.random.default_rng(1).uniform(0, 1, (1, 16)).astype(np.float32)
     after = verify(fixed, model, [{"x": x}])
     assert after.tflm.invokes and after.fidelity.cosine > 0.999, after.fidelity
@@ -49,6 +49,25 @@ def test_an_int16_relu6_output_scale_too_small_for_tflm_is_raised_and_the_model_
 
 def test_hub_check_on_the_tflite_says_it_will_not_run_and_why():
     data, _ = convert_model(barely_varying_relu6(), "int16x8")
-    findings = [f for f in analyse_tflite(data).findings if "fused activation" in f.message]
+    findings = [f for f in analyse_tflite(data).findings if "its fused RELU6" in f.message]
     assert len(findings) == 1 and findings[0].severity == "error" and findings[0].op == "FULLY_CONNECTED"
     assert "no_integer_overflow_from_quantization" in findings[0].message
+
+
+def test_a_tensor_both_hazards_hit_takes_the_larger_scale():
+    """A RELU6-fused FULLY_CONNECTED feeding an int8 SOFTMAX, its logits barely varying: the softmax's limit
+    (2^-26) is the larger and must win, or TFLM aborts in SOFTMAX's Prepare."""
+    model = tiny_softmax_onnx(weight_scale=1e-9)
+    nodes = list(model.graph.node)
+    nodes[0].output[0] = "pre"
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n)
+                                    for n, v in (("lo", 0.0), ("hi", 6.0))])
+    del model.graph.node[:]
+    model.graph.node.extend([nodes[0], helper.make_node("Clip", ["pre", "lo", "hi"], ["logits"], name="relu6"),
+                             nodes[1]])
+    data, _ = convert_model(model, "int8")
+    fixed, changed, _ = raise_tiny_scales.run(data)
+    parsed = read_tflite(fixed)
+    softmax = next(op for op in parsed.ops if op.name == "SOFTMAX")
+    assert changed == 1 and parsed.tensors[softmax.inputs[0]].scales[0] > MIN_INT8_INPUT_SCALE["SOFTMAX"]
+    assert verify(fixed, None, None).tflm.invokes

@@ -34,15 +34,15 @@ def check_softmax_scales(model) -> list[Finding]:
             for op, t, limit in scale_hazards(model)]
 
 
-def check_activation_scales(model, tflite_bytes: bytes) -> list[Finding]:
+def check_activation_scales(model) -> list[Finding]:
     """int8/int16 ops whose output scale is too small for their fused RELU6 / RELU_N1_TO_1 bound: Prepare fails."""
     return [Finding(_op_label(model, op), op.name, [op.name], "error",
-                    f"{t.dtype} {op.name} output scale {t.scales[0]:.3g} is too small for its fused activation's "
-                    f"bound {bound:g}: TFLM's Prepare cannot quantize the bound into int32 "
+                    f"{t.dtype} {op.name} output scale {t.scales[0]:.3g} is too small for its fused "
+                    f"{op.fused_activation}: TFLM's Prepare cannot quantize the bound into int32 "
                     "(no_integer_overflow_from_quantization).",
                     "convert it with hub convert (which raises the scale), or calibrate with real data: that "
                     "output barely varies")
-            for op, t, bound in activation_hazards(model, tflite_bytes)]
+            for op, t in activation_hazards(model)]
 
 
 def check_rescale_scales(model) -> list[Finding]:
@@ -168,7 +168,7 @@ def analyse_tflite(tflite_bytes: bytes, target: str = "tflm") -> CheckResult:
         nodes.append({"name": _op_label(model, op), "op": op.name if op.name != "CUSTOM" else f"CUSTOM:{op.custom_code}",
                       "tflite_ops": [op.name], "verdict": verdict(op_findings), "module": None})
     scale_findings = (check_softmax_scales(model) + check_rescale_scales(model)
-                      + check_activation_scales(model, tflite_bytes))
+                      + check_activation_scales(model))
     findings += scale_findings
     for f in scale_findings:
         for n in nodes:
@@ -249,5 +249,5 @@ def _tflite_quantize(model) -> str:
     return "float32" if "float32" in activations else "int8"
 
 
-__all__ = ["CheckResult", "analyse_tflite", "check_rescale_scales", "check_softmax_scales", "scale_hazards",
+__all__ = ["CheckResult", "analyse_tflite", "check_activation_scales", "check_rescale_scales", "check_softmax_scales", "scale_hazards",
            "abort_causes", "custom_op_findings", "island_findings", "offset_buffer_findings", "softmax_abort_classes"]

@@ -33,6 +33,22 @@ MIN_INT8_INPUT_SCALE = {"SOFTMAX": 2.0 ** -26, "LOG_SOFTMAX": 2.0 ** -26, "LOGIS
 # round(bound / scale) fits int32 ("no_integer_overflow_from_quantization was not true"), so an int8/int16 output
 # scale below bound / 2^31 fails Prepare (int16x8 Keras MobileNetV2-0.35: a RELU6 depthwise output scale 2.4e-9)
 FUSED_ACTIVATION_BOUND = {"RELU6": 6.0, "RELU_N1_TO_1": 1.0}
+INT32_LIMIT = 2.0 ** 31
+
+
+def min_output_scale(fused_activation: str | None) -> float:
+    """The smallest output scale TFLM's Prepare takes under `fused_activation` (0 when it has no bound)."""
+    return FUSED_ACTIVATION_BOUND.get(fused_activation, 0.0) / INT32_LIMIT
+
+
+# Ops whose int8/int16 kernels compute their output from their tensors' scales (multipliers set in Prepare from
+# input, weight and output scales): a tensor between two of them may take another scale with both ops unchanged.
+# Pooling, concatenation, resizing and data movement copy or average the integers as they are (same scale in and
+# out) and are not here. kernels/conv_common.cc, depthwise_conv_common.cc, fully_connected_common.cc,
+# transpose_conv.cc, add_common.cc, sub_common.cc, mul_common.cc, quantize_common.cc, dequantize_common.cc,
+# softmax_common.cc, logistic_common.cc, tanh_common.cc, reduce_common.cc (MEAN).
+REQUANTIZING = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL",
+                          "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "TANH", "MEAN"})
 # int8-in, int8-out SOFTMAX at invoke: tensorflow/lite/kernels/internal/reference/softmax.h checks
 # TFLITE_CHECK(exponent <= 31) with exponent = num_bits_over_unit + 31 - 8, where num_bits_over_unit is
 # floor(log2(sum of exp(x - max))) (GetReciprocal in kernels/internal/common.h): the process aborts whenever

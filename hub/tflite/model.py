@@ -59,6 +59,7 @@ class OpInfo:
     custom_code: str | None
     inputs: list[int]  # tensor indices, -1 for an omitted optional input
     outputs: list[int]
+    fused_activation: str | None = None  # "RELU6", ... from the op's builtin options, None when they have none
 
 
 @dataclass
@@ -168,9 +169,23 @@ def _ops(sg, opcodes: list[tuple[str, int, str | None]]) -> list[OpInfo]:
         name, version, custom = opcodes[op.OpcodeIndex()]
         ops.append(
             OpInfo(i, name, version, custom, [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else [],
-                   [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else [])
+                   [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else [], _fused_activation(op))
         )
     return ops
+
+
+_ACTIVATIONS = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+_OPTIONS = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
+
+
+def _fused_activation(op) -> str | None:
+    table = op.BuiltinOptions()
+    kind = getattr(schema, _OPTIONS.get(op.BuiltinOptionsType(), ""), None)
+    if table is None or kind is None or not hasattr(kind, "FusedActivationFunction"):
+        return None
+    options = kind()
+    options.Init(table.Bytes, table.Pos)
+    return _ACTIVATIONS.get(options.FusedActivationFunction())
 
 
 def _signature_names(model) -> dict[int, str]:

@@ -14,9 +14,9 @@ is changed. The four bytes of the scale are patched in place: nothing else in th
 flatbuffer moves.
 
 The same holds for an op's output whose scale is too small for its fused RELU6 / RELU_N1_TO_1 bound
-(tflm_kernels.FUSED_ACTIVATION_BOUND: a tensor that barely varies, in int16 most often): its scale is raised to
-bound / 2^30, a range still far beyond the values it holds, when every reader computes from the tensor's scale
-(not a pass-through op, which would keep writing the old one).
+(tflm_kernels.min_output_scale: a tensor that barely varies, in int16 most often): its scale is raised to twice
+that, a range still far beyond the values it holds, when the op and every reader compute from the tensors' scales
+(tflm_kernels.REQUANTIZING; a pool or a reshape would keep the integers and so change their meaning).
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge import tflm_kernels
-from hub.knowledge.int16_kernels import DATA_MOVEMENT
 from hub.tflite.model import QUANTIZATION_SCALE_SLOT, TFLiteModel, read_tflite
 
 
@@ -36,53 +35,40 @@ def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
     for op in model.ops:
         for i in op.inputs:
             read_by.setdefault(i, []).append(op.index)
-    data = bytearray(tflite_bytes)
-    changed = []
+    raised: dict[int, tuple[float, str]] = {}  # tensor -> (new scale, why): the larger when both hazards hit it
     for op, tensor, limit in scale_hazards(model):
         if len(read_by.get(tensor.index, ())) != 1 or tensor.index in model.outputs or len(tensor.scales) != 1:
             continue
-        struct.pack_into("<f", data, _scale_offset(tflite_bytes, tensor.index), _just_above(limit))
-        changed.append(f"{op.name} #{op.index} input scale {tensor.scales[0]:.3g} -> {_just_above(limit):.3g}")
-    for op, tensor, bound in activation_hazards(model, tflite_bytes):
-        if tensor.index in model.outputs or any(model.ops[r].name in PASS_THROUGH for r in read_by.get(tensor.index, ())):
+        raised[tensor.index] = (_just_above(limit), f"{op.name} #{op.index} input scale")
+    for op, tensor in activation_hazards(model):
+        readers = [model.ops[r].name for r in read_by.get(tensor.index, ())]
+        if tensor.index in model.outputs or not all(name in tflm_kernels.REQUANTIZING for name in [op.name, *readers]):
             continue
-        scale = bound / 2.0 ** 30
-        struct.pack_into("<f", data, _scale_offset(tflite_bytes, tensor.index), scale)
-        changed.append(f"{op.name} #{op.index} output scale {tensor.scales[0]:.3g} -> {scale:.3g} (fused activation)")
+        # twice the least: the kernel rounds bound / scale in float32, which must stay below int32's limit
+        scale = 2 * tflm_kernels.min_output_scale(op.fused_activation)
+        if scale > raised.get(tensor.index, (0.0, ""))[0]:
+            raised[tensor.index] = (scale, f"{op.name} #{op.index} output scale")
+    data = bytearray(tflite_bytes)
+    changed = []
+    for index, (scale, what) in raised.items():
+        struct.pack_into("<f", data, _scale_offset(tflite_bytes, index), scale)
+        changed.append(f"{what} {model.tensors[index].scales[0]:.3g} -> {scale:.3g}")
     return bytes(data), len(changed), "; ".join(changed)
 
 
-def activation_hazards(model: TFLiteModel, tflite_bytes: bytes) -> list[tuple]:
-    """(op, output tensor, bound) for each int8/int16 op whose fused activation bound overflows int32 at its
-    output's scale: TFLM's Prepare fails (what this pass raises when it may, and what hub check reports)."""
+def activation_hazards(model: TFLiteModel) -> list[tuple]:
+    """(op, output tensor) for each int8/int16 op whose fused activation bound overflows int32 at its output's
+    scale (tflm_kernels.min_output_scale): TFLM's Prepare fails. What this pass raises when it may, and what hub
+    check reports on any .tflite."""
     hazards = []
     for op in model.ops:
-        bound = tflm_kernels.FUSED_ACTIVATION_BOUND.get(fused_activation(tflite_bytes, op.index))
-        if bound is None or len(op.outputs) != 1:
+        least = tflm_kernels.min_output_scale(op.fused_activation)
+        if least == 0.0 or len(op.outputs) != 1:
             continue
         t = model.tensors[op.outputs[0]]
-        if t.dtype in ("int8", "int16") and len(t.scales) == 1 and t.scales[0] < bound / 2.0 ** 31:
-            hazards.append((op, t, bound))
+        if t.dtype in ("int8", "int16") and len(t.scales) == 1 and t.scales[0] < least:
+            hazards.append((op, t))
     return hazards
-
-
-# Readers that copy int values to an output tensor with its own scale: raising their input's scale would change
-# what they output (QUANTIZE and DEQUANTIZE compute from both scales)
-PASS_THROUGH = DATA_MOVEMENT - {"QUANTIZE", "DEQUANTIZE"}
-_ACTIVATIONS = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
-_OPTIONS = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
-
-
-def fused_activation(tflite_bytes: bytes, op_index: int) -> str | None:
-    """The fused activation ("RELU6", ...) of op `op_index` in subgraph 0, None when its options have none."""
-    op = schema.Model.GetRootAs(tflite_bytes, 0).Subgraphs(0).Operators(op_index)
-    table = op.BuiltinOptions()
-    kind = getattr(schema, _OPTIONS.get(op.BuiltinOptionsType(), ""), None)
-    if table is None or kind is None or not hasattr(kind, "FusedActivationFunction"):
-        return None
-    options = kind()
-    options.Init(table.Bytes, table.Pos)
-    return _ACTIVATIONS.get(options.FusedActivationFunction())
 
 
 def _just_above(limit: float) -> float:

@@ -128,7 +128,7 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
         with progress.stage("analyse", "Checking TFLM compatibility"):
             check = with_rewrites(analyse_onnx(graph.onnx_model, "tflm", checked.quantize.converted_as), graph.passes)
     with progress.stage("convert", f"Converting to {checked.quantize.converted_as} TFLite with onnx2tf"):
-        converted = _onnx2tf(graph, samples, convert_options, check, path, layouts)
+        converted = _onnx2tf(graph, samples, convert_options, check, path, layouts, float32_twin=tflm)
     mixed = None
     if checked.quantize is Quantize.AUTO:
         with progress.stage("precision", "Promoting the layers int8 loses most to int16, measured on TFLM"):
@@ -301,9 +301,11 @@ def _calibration(request: ConvertRequest, checked: Checked, normalised: Normalis
 
 
 def _onnx2tf(graph: NormalisedModel, samples: CalibrationSet, options: converter.ConvertOptions, check,
-             path: Path, layouts: list[InputLayout]) -> ConvertedModel:
+             path: Path, layouts: list[InputLayout], float32_twin: bool) -> ConvertedModel:
+    """`float32_twin`: the float32 model a poor-fidelity diagnosis measures, made in the same child (only where
+    that diagnosis runs: on TFLM)."""
     try:
-        return converter.convert(graph, samples, options, layouts, float32_twin=True)
+        return converter.convert(graph, samples, options, layouts, float32_twin=float32_twin)
     except IncompatibleError as exc:
         raise _conversion_failure(exc, check, path) from None
 

@@ -290,6 +290,11 @@ class LayerError:
     isolated_rmse_over_scale: float | None = None
     scale: float | None = None
 
+    @property
+    def alone(self) -> float:
+        """The error this op adds: its isolated cosine, else (not measured alone) as converted."""
+        return self.isolated_cosine if self.isolated_cosine is not None else self.cosine
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -314,8 +319,7 @@ class LayerProfile:
         range drowns its values hurts its producer and its consumers alike: the producer, where the range was
         set, comes first."""
         def badness(layer: LayerError) -> tuple[float, int]:
-            cosine = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
-            return (round(cosine / WORST_STEP), layer.op_index)
+            return (round(layer.alone / WORST_STEP), layer.op_index)
         # an op's error as converted includes everything upstream: beside ops measured alone it would look worse
         measured = [x for x in self.layers if x.isolated_cosine is not None] or list(self.layers)
         return tuple(sorted(measured, key=badness)[:n])

@@ -55,9 +55,11 @@ def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_
                       cwd: str | None = None) -> ChildResult:
     """`python -m module args...` with an address-space limit and a wall-clock timeout."""
 
+    parent = os.getpid()
+
     def limit() -> None:
         os.setsid()  # its own process group, so a timeout kills grandchildren too
-        _die_with_parent()
+        _die_with_parent(parent)
         if memory_mb:
             bytes_ = memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (bytes_, bytes_))
@@ -70,13 +72,19 @@ def run_python_module(module: str, args: list[str], *, timeout_s: float, memory_
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# looked up here, not between fork and exec, where loading a library is not safe
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """The child gets SIGKILL when hub dies (a SIGKILL hub cannot catch: a timeout around `hub convert`), instead
-    of converting on alone for minutes in its own session. Linux only; elsewhere the setsid child outlives it."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    of converting on alone for minutes in its own session; if hub died before this ran, it exits now. The signal
+    follows the thread that forked, which waits in _run until the child ends. Linux only; elsewhere the setsid
+    child outlives hub."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _run(module: str, args: list[str], timeout_s: float, limit, cwd: str | None, env: dict) -> ChildResult:

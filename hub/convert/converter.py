@@ -85,16 +85,16 @@ def convert(model: NormalisedModel, calibration: CalibrationSet, options: Conver
 
 
 def write_job(job: Path, model: NormalisedModel, calibration: CalibrationSet, options: ConvertOptions,
-              layouts: list[InputLayout], **extra: object) -> None:
-    """JOB_DIR as hub.convert.worker reads it (and hub.verify.layer_error_worker, which builds the same graph and
-    reads `extra` too)."""
+              layouts: list[InputLayout], float32_twin: bool = False, isolated_budget_s: float | None = None) -> None:
+    """JOB_DIR as hub.convert.worker reads it (`float32_twin`: convert()'s) and hub.verify.layer_error_worker,
+    which builds the same graph (`isolated_budget_s`: profile_layers')."""
     onnx.save(model.onnx_model, str(job / "model.onnx"))
     np.savez(job / "calibration.npz", **calibration.samples)
     (job / "job.json").write_text(json.dumps({"quantize": options.quantize, "skip_onnxsim": not options.use_onnxsim,
                                               "float_fallback": options.float_fallback,
                                               "input_perms": {i.name: list(i.perm) for i in layouts},
                                               "keep_inputs": kept_names(layouts), **converter_fields(options),
-                                              **extra}))
+                                              "float32_twin": float32_twin, "isolated_budget_s": isolated_budget_s}))
 
 
 # How an allocation failure surfaces from the converter child: C++ (the MLIR converter), Python, TensorFlow.

@@ -24,8 +24,8 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from hub.artifacts import (ConvertedModel, InputLayout, LayerProfile, MixedPrecision, NormalisedModel, PrecisionStep,
@@ -38,10 +38,12 @@ from hub.knowledge.int16_kernels import DATA_MOVEMENT
 from hub.tflite.mixed import TWIN_SUFFIX, Twin, splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
-from hub.tflite.schedule import precedence, tensor_graph
 from hub.verify import accuracy as accuracy_stage
 from hub.verify.layer_error import profile_layers
 from hub.verify.tflm import verify
+
+if TYPE_CHECKING:  # why: the annotation only; networkx is imported where the graph is built
+    import networkx as nx
 
 DEFAULT_MIN_COSINE = 0.99  # --quantize auto's target when neither --min-cosine nor --max-accuracy-drop is given
 
@@ -141,7 +143,9 @@ def _calibrated_base(graph: NormalisedModel, samples: CalibrationSet, int8: Conv
     for method in CALIBRATION_TRIES if options.calibration_method == "minmax" else ():
         tried = replace(options, calibration_method=method)
         try:
-            other = converter.convert(graph, samples, tried, int8.input_layouts)
+            # the same graph's float32 model does not depend on the ranges: the diagnosis keeps it
+            other = replace(converter.convert(graph, samples, tried, int8.input_layouts),
+                            float32_bytes=int8.float32_bytes)
         except IncompatibleError:  # the ranges could not be applied: min/max stays
             continue
         step = _step(f"int8 ({method} ranges)", 0, other.tflite_bytes, *measure(other.tflite_bytes)[:2])
@@ -254,6 +258,9 @@ class _Search:
         self.int8, self.int16, self.candidates, self.measure = int8_bytes, int16_bytes, candidates, measure
         model = read_tflite(int8_bytes)
         self.by_output = {model.tensors[model.ops[t.op].outputs[0]].name: t for t in candidates}
+        # why here: networkx (hub.tflite.schedule), 0.11 s of start-up hub check must not pay (hub.api imports this)
+        from hub.tflite.schedule import precedence, tensor_graph
+
         self.dag = precedence(tensor_graph(model))  # op -> the ops reading what it writes
         self.compute = [t for t in candidates if t.name not in DATA_MOVEMENT]  # network order: the int8 model's
         self.refused: list[Twin] = []
@@ -398,6 +405,8 @@ def close_regions(dag: nx.DiGraph, candidates: list[Twin], top: list[Twin]) -> l
     are settled before it, so one pass closes the regions."""
     chosen = {t.op for t in top}
     movers = {t.op for t in candidates if t.name in DATA_MOVEMENT}
+    import networkx as nx  # why here: as in _Search.__init__
+
     for op in nx.topological_sort(dag):
         if op in movers and op not in chosen:
             fed, outs = list(dag.predecessors(op)), list(dag.successors(op))
@@ -412,11 +421,12 @@ ORDER_RANKING = "network order (the per-layer profile could not be measured: {wh
 
 
 def rank(profile: LayerProfile | None, candidates: list[Twin]) -> list[Twin]:
-    """Compute ops by the error they add alone (the profile's isolated view, else as converted), worst first;
-    data-movement ops are left to close_regions, ops the profile does not name go last in network order."""
+    """Compute ops by the error they add alone (the profile's isolated view), worst first; data-movement ops are
+    left to close_regions, ops the profile does not measure alone go last in network order (their error as
+    converted includes everything upstream)."""
     badness = {}
     for layer in profile.layers if profile is not None else ():
-        alone = layer.isolated_cosine if layer.isolated_cosine is not None else layer.cosine
-        badness[layer.op_index] = (alone, -(layer.isolated_rmse_over_scale or layer.rmse_over_scale))
+        if layer.isolated_cosine is not None:
+            badness[layer.op_index] = (layer.isolated_cosine, -(layer.isolated_rmse_over_scale or 0.0))
     compute = [t for t in candidates if t.name not in DATA_MOVEMENT]
     return sorted(compute, key=lambda t: badness.get(t.op, (2.0, 0.0)))

@@ -282,14 +282,18 @@ def layer_error_chart(profile: dict[str, Any]) -> str:
     worst = set(profile.get("worst", []))
     for i, la in enumerate(layers):
         alone = la.get("isolated_cosine")
-        tip = (f"op #{la['op_index']} {la['op']}: cosine {la['cosine']:.4f} as converted"
-               + (f", {alone:.4f} alone" if alone is not None else "") + f"; {la['tensor']}")
+        if alone is None:  # not measured alone (the warning's time budget): no dot rather than one at zero error
+            continue
+        tip = f"op #{la['op_index']} {la['op']}: cosine {la['cosine']:.4f} as converted, {alone:.4f} alone; {la['tensor']}"
         color = PALETTE[3] if la["op_index"] in worst else PALETTE[1]
         body.append(f'<circle cx="{x(i):.1f}" cy="{y(loss(alone)):.1f}" r="3.5" fill="{color}">'
                     f"<title>{escape(tip)}</title></circle>")
         if la["op_index"] in worst:
             body.append(f'<text x="{x(i) + 5:.1f}" y="{y(loss(alone)) - 5:.1f}" fill="{PALETTE[3]}">'
                         f"#{la['op_index']} {escape(la['op'])}</text>")
+    measured = sum(la.get("isolated_cosine") is not None for la in layers)
+    some = f" ({measured} of {len(layers)} ops)" if measured < len(layers) else ""
     body.append(f'<text x="{W - RIGHT}" y="{TOP - 8}" text-anchor="end" fill="#555"><tspan fill="{PALETTE[0]}">'
-                f'&#8212; as converted</tspan>  <tspan fill="{PALETTE[1]}">&#9679; this op alone quantized</tspan></text>')
+                f'&#8212; as converted</tspan>  <tspan fill="{PALETTE[1]}">&#9679; this op alone quantized{some}</tspan>'
+                '</text>')
     return _svg(body, f"Per-layer error on {profile.get('samples', 0)} held-out samples ({profile.get('quantize', '')})")

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hub.artifacts import (ConvertedModel, Diagnosis, Fidelity, Finding, InputLayout, LayerError, LayerProfile,
-                           NormalisedModel, OutputFidelity, ReferenceOutputs, Verification)
+from hub.artifacts import (ConvertedModel, Diagnosis, Fidelity, Finding, InputLayout, LayerProfile, NormalisedModel,
+                           OutputFidelity, ReferenceOutputs, Verification)
 from hub.child import run_python_module
 from hub.convert.calibration import CalibrationSet
 from hub.convert.converter import ConvertOptions, convert
@@ -100,13 +100,14 @@ def quantization_causes(model: TFLiteModel, fidelity: Fidelity, profile: LayerPr
 
 
 def profile_causes(profile: LayerProfile) -> list[str]:
-    def alone(x: LayerError) -> float:
-        return x.isolated_cosine if x.isolated_cosine is not None else x.cosine
-
-    worst = [x for x in profile.worst(WORST_LAYERS) if alone(x) < LAYER_MIN_COSINE]
+    worst = [x for x in profile.worst(WORST_LAYERS) if x.alone < LAYER_MIN_COSINE]
     if not worst:
         return []
-    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {alone(x):.3f} alone, {x.cosine:.3f} as converted)" for x in worst)
+    if profile.isolated == 0:  # nothing was measured alone (the budget, or no op matched): say what was
+        named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.cosine:.3f})" for x in worst)
+        return [f"the ops with the most error as converted (none could be measured alone), on {profile.samples} "
+                f"held-out samples: {named}"]
+    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.alone:.3f} alone, {x.cosine:.3f} as converted)" for x in worst)
     among = (f" (alone: the {profile.isolated} of {len(profile.layers)} ops whose error grows most as converted, "
              f"within {profile.isolated_budget_s:.0f} s)"
              if profile.isolated_budget_s is not None and profile.isolated < len(profile.layers) else "")

@@ -10,7 +10,6 @@ parent never imports.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from hub.convert.converter import ConvertOptions, memory_limit_mb, write_job
 from hub.convert.layout import decide_layouts
 from hub.errors import IncompatibleError
 from hub.tflite.model import TFLiteModel, read_tflite
+from hub.verify.channel_stats import cosine, rmse_over_scale
 
 PROFILE_TIMEOUT_S = 600.0
 
@@ -64,35 +64,10 @@ def layer_errors(model: TFLiteModel, converted: dict[str, dict], isolated: dict[
         op, alone = writers.get(name), isolated.get(name)
         rows.append(LayerError(
             op_index=op.index if op is not None else -1, op=op.name if op is not None else "?", tensor=name,
-            rmse_over_scale=_rmse_over_scale(sums), cosine=cosine(sums),
+            rmse_over_scale=rmse_over_scale(sums), cosine=cosine(sums),
             isolated_cosine=cosine(alone) if alone else None,
-            isolated_rmse_over_scale=_rmse_over_scale(alone) if alone else None, scale=sums["scale"]))
+            isolated_rmse_over_scale=rmse_over_scale(alone) if alone else None, scale=sums["scale"]))
     return tuple(sorted(rows, key=lambda r: (r.op_index < 0, r.op_index)))
 
 
-def _rmse_over_scale(sums: dict) -> float:
-    """RMSE in steps of the tensor's scale, over every value."""
-    n = max(sums["n"] * len(sums["qq"]), 1)
-    sq_error = sum(qq - 2 * qf + ff for qq, qf, ff in zip(sums["qq"], sums["qf"], sums["ff"]))
-    rmse = math.sqrt(max(sq_error, 0.0) / n)
-    return rmse / sums["scale"] if sums["scale"] else math.inf
-
-
-def cosine(sums: dict) -> float:
-    """The mean over channels of the cosine of each channel's values around their mean (their correlation).
-    Per channel: one outlier channel, which sets the tensor's scale, would otherwise hide that the others
-    drowned in it; around the mean: an offset (a bias of 10000) would hide that the variation was rounded
-    away. A channel constant in float agrees when it is constant quantized too."""
-    n = max(sums["n"], 1)
-    cosines = []
-    for q, f, qq, ff, qf in zip(sums["q"], sums["f"], sums["qq"], sums["ff"], sums["qf"]):
-        var_q, var_f, cov = qq - q * q / n, ff - f * f / n, qf - q * f / n
-        tiny = 1e-12 * max(qq, ff, 1e-30)  # float rounding of the sums, not variation
-        if var_f <= tiny:
-            cosines.append(float(var_q <= tiny))
-        else:
-            cosines.append(cov / math.sqrt(var_f * var_q) if var_q > tiny else 0.0)
-    return sum(cosines) / len(cosines) if cosines else 1.0
-
-
-__all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors", "cosine"]
+__all__ = ["LayerError", "LayerProfile", "profile_layers", "layer_errors"]

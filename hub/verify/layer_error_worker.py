@@ -31,7 +31,7 @@ import numpy as np
 from hub.convert.worker import (_block_network, _configure, calibrate_only, feed, keras_from_job, tf_ordered,
                                 tflite_converter, with_ranges)
 from hub.options import CONVERTER_OPTIONS
-from hub.verify.layer_error import cosine
+from hub.verify.channel_stats import cosine
 
 NUMERIC_VERIFY = "NumericVerify"
 
@@ -60,14 +60,15 @@ def main(job_dir: str) -> int:
                        disable_per_channel=options.get("per_tensor_weights", False), enable_numeric_verify=True,
                        enable_whole_model_verify=True,
                        disable_per_channel_for_dense_layers=not options.get("per_channel_dense", False))
-    names = op_output_names(tf, calibrated)
+    inputs = op_inputs(tf, calibrated)
+    names = list(inputs)
     t0 = time.perf_counter()
     converted = plain_names(verify_pairs(tf, quantize(), held_out), names)
     timings["converted"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     isolated = {}
     budget_s = job.get("isolated_budget_s")
-    for name in by_error_added(converted, op_inputs(tf, calibrated)):
+    for name in by_error_added(converted, inputs):
         alone = plain_names(verify_pairs(tf, quantize(denylisted_nodes=[n for n in names if n != name]), held_out),
                             names)
         isolated.update({k: v for k, v in alone.items() if k == name})
@@ -79,21 +80,16 @@ def main(job_dir: str) -> int:
     return 0
 
 
-def op_output_names(tf, model: bytes) -> list[str]:
-    """Every op output's tensor name: the calibrated model names them as the converted model does."""
-    interp = tf.lite.Interpreter(model_content=model)
-    return [interp._get_tensor_details(i, subgraph_index=0)["name"] for op in interp._get_ops_details()
-            for i in op["outputs"]]
-
-
 def op_inputs(tf, model: bytes) -> dict[str, list[str]]:
-    """Each op output's tensor name -> the names of that op's inputs."""
+    """Each op output's tensor name (the calibrated model names them as the converted model does), in op order ->
+    the names of that op's inputs."""
     interp = tf.lite.Interpreter(model_content=model)
 
     def name(i: int) -> str:
         return interp._get_tensor_details(i, subgraph_index=0)["name"]
 
-    return {name(o): [name(i) for i in op["inputs"] if i >= 0] for op in interp._get_ops_details() for o in op["outputs"]}
+    return {name(o): [name(i) for i in op["inputs"] if i >= 0]
+            for op in interp._get_ops_details() for o in op["outputs"]}
 
 
 def by_error_added(converted: dict[str, dict], inputs: dict[str, list[str]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Make a Transpose above 5-D that has unit axes (a batch of 1) Transposes of at most 5-D that onnx2tf lays out right.
+"""Make a Transpose above 5-D Transposes of at most 5-D that onnx2tf lays out right: its unit axes (a batch of 1)
+dropped, axes that move together merged.
 
 TFLM's TRANSPOSE takes at most 5-D (kernels/transpose.cc: "Transpose op only supports 1D-5D input
 arrays"; hub.knowledge.tflm_kernels TRANSPOSE max_rank). Swin's window partition and reverse are
@@ -40,7 +41,8 @@ from hub.knowledge.tflm_kernels import KERNELS
 
 UNBLOCKS = ("Transpose",)  # the ops hub check names this rule for
 # hub check says "the <rule> rule <DOES>"
-DOES = "drops its unit (batch) axes (in steps where onnx2tf would misread the shape) to make it 5-D at most"
+DOES = ("drops its unit (batch) axes and merges axes that move together (in steps where onnx2tf would misread the "
+        "shape) to make it 5-D at most")
 MAX_RANK = KERNELS["TRANSPOSE"].max_rank
 Step = tuple[list[int], list[int]]  # (the shape a Transpose reads, its perm)
 
@@ -54,7 +56,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Rewrite]]:
         perm = list(attr(node, "perm") or list(range(len(shape)))[::-1])
         steps = plan(list(shape), perm)
         if steps is None:
-            continue  # too many real axes, or no unambiguous steps: left for hub check to name
+            continue  # no steps of at most 5-D that onnx2tf reads right: left for hub check to name
         _rewrite(model, node, steps, [shape[p] for p in perm])
         rewrites.append(Rewrite(node=node.name, op="Transpose", into=_describe(steps)))
     return model, rewrites

@@ -315,9 +315,9 @@ class LayerProfile:
 
     def worst(self, n: int = 3) -> tuple[LayerError, ...]:
         """The n ops that add the most error themselves: lowest isolated cosine among the ops measured alone (as
-        converted when none was), in steps of WORST_STEP, then in graph order. An op quantized alone has its inputs quantized too, so a tensor whose
-        range drowns its values hurts its producer and its consumers alike: the producer, where the range was
-        set, comes first."""
+        converted when none was), in steps of WORST_STEP, then in graph order. An op quantized alone has its
+        inputs quantized too, so a tensor whose range drowns its values hurts its producer and its consumers
+        alike: the producer, where the range was set, comes first."""
         def badness(layer: LayerError) -> tuple[float, int]:
             return (round(layer.alone / WORST_STEP), layer.op_index)
         # an op's error as converted includes everything upstream: beside ops measured alone it would look worse

@@ -25,7 +25,8 @@ def barely_varying_relu6() -> onnx.ModelProto:
     nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1, name="fc1"),
              helper.make_node("Clip", ["h", "lo", "hi"], ["r"], name="relu6"),
              helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1, name="fc2")]
-    graph = helper.make_graph(nodes, "barely_varying_relu6", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+    graph = helper.make_graph(nodes, "barely_varying_relu6",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
                               [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

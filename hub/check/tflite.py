@@ -249,5 +249,6 @@ def _tflite_quantize(model) -> str:
     return "float32" if "float32" in activations else "int8"
 
 
-__all__ = ["CheckResult", "analyse_tflite", "check_activation_scales", "check_rescale_scales", "check_softmax_scales", "scale_hazards",
+__all__ = ["CheckResult", "analyse_tflite", "check_activation_scales", "check_rescale_scales", "check_softmax_scales",
+           "scale_hazards",
            "abort_causes", "custom_op_findings", "island_findings", "offset_buffer_findings", "softmax_abort_classes"]

@@ -3,8 +3,9 @@
 Run as `python -m hub.convert.worker JOB_DIR`. JOB_DIR holds model.onnx,
 calibration.npz (ONNX layout) and job.json (with each input's permutation, hub.convert.layout's
 decision: onnx2tf is told to keep every input not moved channels-last); the worker writes model.tflite (and, when
-job.json asks for `float32_twin`, model.float32.tflite: the same Keras graph unquantized) and result.json there. It runs apart from `hub` so that tensorflow's import, its
-memory, onnx2tf's sys.exit() calls and any crash stay out of the parent.
+job.json asks for `float32_twin`, model.float32.tflite: the same Keras graph unquantized) and result.json there.
+It runs apart from `hub` so that tensorflow's import, its memory, onnx2tf's sys.exit() calls and any crash stay
+out of the parent.
 
 onnx2tf is used only to build the Keras graph (`disable_model_save=True`), and
 TensorFlow's converter then writes the one variant asked for: onnx2tf's own

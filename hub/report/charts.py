@@ -284,7 +284,8 @@ def layer_error_chart(profile: dict[str, Any]) -> str:
         alone = la.get("isolated_cosine")
         if alone is None:  # not measured alone (the warning's time budget): no dot rather than one at zero error
             continue
-        tip = f"op #{la['op_index']} {la['op']}: cosine {la['cosine']:.4f} as converted, {alone:.4f} alone; {la['tensor']}"
+        tip = (f"op #{la['op_index']} {la['op']}: cosine {la['cosine']:.4f} as converted, {alone:.4f} alone; "
+               f"{la['tensor']}")
         color = PALETTE[3] if la["op_index"] in worst else PALETTE[1]
         body.append(f'<circle cx="{x(i):.1f}" cy="{y(loss(alone)):.1f}" r="3.5" fill="{color}">'
                     f"<title>{escape(tip)}</title></circle>")
@@ -294,6 +295,6 @@ def layer_error_chart(profile: dict[str, Any]) -> str:
     measured = sum(la.get("isolated_cosine") is not None for la in layers)
     some = f" ({measured} of {len(layers)} ops)" if measured < len(layers) else ""
     body.append(f'<text x="{W - RIGHT}" y="{TOP - 8}" text-anchor="end" fill="#555"><tspan fill="{PALETTE[0]}">'
-                f'&#8212; as converted</tspan>  <tspan fill="{PALETTE[1]}">&#9679; this op alone quantized{some}</tspan>'
-                '</text>')
+                f'&#8212; as converted</tspan>  <tspan fill="{PALETTE[1]}">&#9679; this op alone quantized{some}'
+                '</tspan></text>')
     return _svg(body, f"Per-layer error on {profile.get('samples', 0)} held-out samples ({profile.get('quantize', '')})")

@@ -50,10 +50,10 @@ WIDE_RANGE_RATIO = 100.0  # an int8 activation whose scale is this many times th
 MIN_OUTPUT_STEPS = 16  # fewer quantization steps than this across the reference outputs: the output scale is too coarse
 MANY_CLASSES = 100  # int8 softmax outputs step by 1/256: with this many classes most probabilities are 0 or 1 step
 DIVERGE_TIMEOUT_S = 300.0
+DIVERGE_MEMORY_MB = 4096
 # The profile's isolated view quantizes the whole model once per op (MobileViT: 5 of its 6 minutes): a warning
 # measures the ops adding the most error for this long; --quantize auto, which ranks every op, measures them all
 ISOLATED_BUDGET_S = 30.0
-DIVERGE_MEMORY_MB = 4096
 
 
 def poor(fidelity: Fidelity | OutputFidelity | None, quantize: str) -> str | None:
@@ -107,7 +107,8 @@ def profile_causes(profile: LayerProfile) -> list[str]:
         named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.cosine:.3f})" for x in worst)
         return [f"the ops with the most error as converted (none could be measured alone), on {profile.samples} "
                 f"held-out samples: {named}"]
-    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.alone:.3f} alone, {x.cosine:.3f} as converted)" for x in worst)
+    named = ", ".join(f"op #{x.op_index} {x.op} (cosine {x.alone:.3f} alone, {x.cosine:.3f} as converted)"
+                      for x in worst)
     among = (f" (alone: the {profile.isolated} of {len(profile.layers)} ops whose error grows most as converted, "
              f"within {profile.isolated_budget_s:.0f} s)"
              if profile.isolated_budget_s is not None and profile.isolated < len(profile.layers) else "")

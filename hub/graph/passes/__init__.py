@@ -13,9 +13,10 @@ from typing import Protocol
 import onnx
 
 from hub.artifacts import PassResult
-from hub.graph.passes import (canonical_pooling, canonical_slice, decompose_groupnorm, fold_batchnorm, fold_constants,
-                              fold_conv_pads, fold_scale_shift, fuse_activations, matmul_to_gemm, pad_maxpool,
-                              remove_identity, remove_noops, remove_unused_initializers, repair_ceil_pool)
+from hub.graph.passes import (cancel_transposes, canonical_pooling, canonical_slice, decompose_groupnorm,
+                              fold_batchnorm, fold_constants, fold_conv_pads, fold_scale_shift, fuse_activations,
+                              matmul_to_gemm, pad_maxpool, remove_identity, remove_noops, remove_unused_initializers,
+                              repair_ceil_pool)
 from hub.graph.shapes import infer_shapes
 
 
@@ -30,6 +31,7 @@ PASSES: tuple[ModuleType, ...] = (
     remove_identity,
     fold_constants,
     remove_noops,
+    cancel_transposes,  # after remove_noops, which merges Transposes in a row; before the folds it unblocks
     decompose_groupnorm,  # before the folds: its Conv + Add(eps) then folds into one Conv
     canonical_slice,
     matmul_to_gemm,

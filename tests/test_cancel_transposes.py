@@ -27,7 +27,8 @@ def rescaled_conv(inner_perm: list[int]) -> onnx.ModelProto:
              helper.make_node("Conv", ["nchw", "w"], ["y"], pads=[1, 1, 1, 1])]
     inits = [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
              numpy_helper.from_array(np.array([-1.0], np.float32), "offset"), numpy_helper.from_array(w, "w")]
-    graph = helper.make_graph(nodes, "rescaled_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    graph = helper.make_graph(nodes, "rescaled_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

@@ -3,10 +3,11 @@
 `run(tflite, x, work)` saves `x` (samples on axis 0, one input), runs this file as a child (TFLM can abort() the
 process) and returns the dequantised outputs, the mean host invoke time (us) and the child's printed text (TFLM's
 recording allocator, with `allocations=True`). Each sample starts from a fresh state (Reset(): a fused LSTM keeps
-its state in variable tensors). A sample whose last two axes the .tflite holds swapped (what hub's settings header
-states for a sequence input) is transposed to match.
+its state in variable tensors). A sample whose shape differs from the .tflite's input is transposed to match:
+by `axes` (batch axis first) where given, else its last two axes are swapped (what hub's settings header states
+for a sequence input).
 
-    python bench/_tflm_samples.py TFLITE INPUTS.npy OUT.npy [--allocations]
+    python bench/_tflm_samples.py TFLITE INPUTS.npy OUT.npy [--allocations] [--axes 0,3,1,2]
 """
 from __future__ import annotations
 
@@ -21,18 +22,23 @@ ARENA = 64 * 1024 * 1024
 TIMEOUT_S = 1800
 
 
-def run(tflite: Path, x: np.ndarray, work: Path, allocations: bool = False) -> tuple[np.ndarray, float, str]:
+def run(tflite: Path, x: np.ndarray, work: Path, allocations: bool = False,
+        axes: tuple[int, ...] | None = None) -> tuple[np.ndarray, float, str]:
     inputs, outputs = work / "tflm_in.npy", work / "tflm_out.npy"
     np.save(inputs, x)
     proc = subprocess.run([sys.executable, __file__, str(tflite), str(inputs), str(outputs)]
-                          + (["--allocations"] if allocations else []),
+                          + (["--allocations"] if allocations else [])
+                          + (["--axes", ",".join(map(str, axes))] if axes else []),
                           capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S)
     if proc.returncode != 0:
-        raise RuntimeError(f"TFLM cannot run {tflite}: {proc.stderr[-300:]}")
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Didn't find op" in ln or "failed to prepare" in ln),  # TFLM's own reason
+                   lines[-1] if lines else "")
+        raise RuntimeError(f"TFLM cannot run it: {why[:300]}")
     return np.load(outputs), float(outputs.with_suffix(".us").read_text()), proc.stdout + proc.stderr
 
 
-def _child(tflite: str, inputs: str, out: str, allocations: bool) -> None:
+def _child(tflite: str, inputs: str, out: str, allocations: bool, axes: tuple[int, ...] | None) -> None:
     from tflite_micro import runtime  # why here: the interpreter only in the child
 
     interp = runtime.Interpreter.from_bytes(Path(tflite).read_bytes(), arena_size=ARENA)
@@ -44,7 +50,7 @@ def _child(tflite: str, inputs: str, out: str, allocations: bool) -> None:
     for sample in np.load(inputs):
         x = sample[None]
         if tuple(src["shape"]) != x.shape:
-            x = x.swapaxes(-1, -2)
+            x = x.transpose(axes) if axes else x.swapaxes(-1, -2)
         interp.reset()
         interp.set_input(np.clip(np.round(x / s_in + z_in), info.min, info.max).astype(src["dtype"]), 0)
         t0 = time.perf_counter()
@@ -59,4 +65,6 @@ def _child(tflite: str, inputs: str, out: str, allocations: bool) -> None:
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:4], allocations="--allocations" in sys.argv[4:])
+    flags = sys.argv[4:]
+    _child(*sys.argv[1:4], allocations="--allocations" in flags,
+           axes=tuple(map(int, flags[flags.index("--axes") + 1].split(","))) if "--axes" in flags else None)

@@ -42,7 +42,7 @@ from hub.tflite.model import read_tflite  # noqa: E402
 from hub.verify.tflm import verify  # noqa: E402
 from tests.hub_models import Logits  # noqa: E402
 
-import _tflm_samples as tflm_samples  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+import _tflm_samples as tflm_samples  # noqa: E402  (bench/, the script's folder, is on sys.path)
 
 RESULTS = ROOT / "bench" / "results"
 CALIBRATION, HELD_OUT = 48, 16

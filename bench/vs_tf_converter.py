@@ -33,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import _tflm_samples as tflm_samples  # noqa: E402
 from bench.convert_speed import add_output_args, recorded_run  # noqa: E402
 
 # name -> (keras.applications function, input size, synthetic input range). Models with their own
@@ -54,6 +55,7 @@ HUB_HELD_OUT = 8  # hub holds out a fifth of what it is given: 40 -> 32 calibrat
 TEST = 32
 SEEDS = {"weights": 7, "bn": 5, "calibration": 0, "test": 1234}
 CONVERT_TIMEOUT_S = 1800
+CHANNELS_FIRST = (0, 3, 1, 2)  # an NHWC sample to a .tflite whose input is NCHW (where their shapes differ)
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -144,41 +146,6 @@ def _tf_child(model_path: str, calibration_path: str, out: str) -> None:
 
 # --- measuring one .tflite -------------------------------------------------------------------
 
-def tflm_outputs(tflite: Path, x: np.ndarray, work: Path) -> np.ndarray:
-    """Dequantised outputs of the TFLM interpreter on each NHWC sample (this script, --tflm-child)."""
-    inputs, outputs = work / "tflm_in.npy", work / "tflm_out.npy"
-    np.save(inputs, x)
-    proc = subprocess.run([sys.executable, __file__, "--tflm-child", str(tflite), str(inputs), str(outputs)],
-                          capture_output=True, text=True, errors="replace", timeout=1800)
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "Didn't find op" in ln or "failed to prepare" in ln), lines[-1] if lines else "")
-        raise RuntimeError(f"TFLM cannot run it: {why[:300]}")
-    return np.load(outputs)
-
-
-def _tflm_child(tflite: str, inputs: str, out: str) -> None:
-    from tflite_micro import runtime
-
-    interp = runtime.Interpreter.from_bytes(Path(tflite).read_bytes(), arena_size=64 * 1024 * 1024)
-    src, dst = interp.get_input_details(0), interp.get_output_details(0)
-
-    def params(details: dict) -> tuple[float, int]:
-        q = details["quantization_parameters"]
-        return float(q["scales"][0]), int(q["zero_points"][0])
-
-    (s_in, z_in), (s_out, z_out) = params(src), params(dst)
-    results = []
-    for sample in np.load(inputs):
-        x = sample[None]
-        if tuple(src["shape"]) != x.shape:  # a channels-first input: move channels
-            x = x.transpose(0, 3, 1, 2)
-        interp.set_input(np.clip(np.round(x / s_in + z_in), -128, 127).astype(np.int8), 0)
-        interp.invoke()
-        results.append((np.array(interp.get_output(0)).astype(np.float64) - z_out) * s_out)
-    np.save(out, np.stack(results)[:, 0])
-
-
 def fidelity(expected: np.ndarray, got: np.ndarray) -> dict:
     e, g = expected.reshape(len(expected), -1), got.reshape(len(got), -1)
     cos = np.sum(e * g, 1) / np.maximum(np.linalg.norm(e, axis=1) * np.linalg.norm(g, axis=1), 1e-30)
@@ -194,7 +161,7 @@ def measure(tflite: Path, expected: np.ndarray, x: np.ndarray, work: Path) -> di
     model = read_tflite(data)
     arena = verify(data, None, None).memory.arena_bytes
     return {"size": len(data), "ops": len(model.ops), "histogram": model.op_histogram(), "arena": arena,
-            **fidelity(expected, tflm_outputs(tflite, x, work))}
+            **fidelity(expected, tflm_samples.run(tflite, x, work, axes=CHANNELS_FIRST)[0])}
 
 
 def compare(name: str, work: Path) -> dict:
@@ -348,8 +315,6 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--tf-child":
         _tf_child(*sys.argv[2:5])
-    elif len(sys.argv) > 1 and sys.argv[1] == "--tflm-child":
-        _tflm_child(*sys.argv[2:5])
     else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         main()

@@ -232,10 +232,13 @@ NOTES = [
     "`canonical_slice` pass states such Slices on the cut axes only, in order; the model converts and tracks "
     "TF's file. hub's file still has 116 TRANSPOSE ops TF's has not (onnx2tf's layout handling around the "
     "cells), hence more ops and a larger arena: not yet looked into.",
-    "- ConvNeXtTiny: tf2onnx leaves 18 exact GELUs (Erfc) and 18 grouped Conv2Ds (Keras 3 runs them as "
-    "XLA-compiled functions) as TensorFlow ops; hub now refuses at load (`hub convert` and `hub check`, exit 1) "
-    "with one line naming both, where onnx2tf used to fail with a UnicodeDecodeError. TF's own converter "
-    "writes a file, but TFLM cannot run it either (REDUCE_PROD, no TFLM kernel).",
+    "- ConvNeXtTiny: tf2onnx left 18 exact GELUs (Erfc) and 18 grouped Conv2Ds (Keras 3 runs them as "
+    "XLA-compiled functions) as TensorFlow ops; since the Keras adapter traces both as ops tf2onnx translates "
+    "(and onnx2tf's strict checks run in linear time) hub converts it and TFLM runs it. TF's own converter "
+    "writes a file TFLM cannot run (REDUCE_PROD, no TFLM kernel).",
+    "- MobileNetV3Small: its Rescaling layer sits between a Transpose pair in tf2onnx's export; until the "
+    "cancel_transposes pass dropped such pairs, its .tflite input stayed channels-first and this bench's "
+    "channels-last calibration was refused (2026-12-07).",
     "",
 ]
 

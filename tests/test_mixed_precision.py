@@ -87,6 +87,7 @@ def test_a_twin_tflm_refuses_is_left_int8_and_the_mix_measured_again(cnn_pair):
     data, step = search.mix([dw, conv], "top 2")  # TFLM refuses the depthwise twin: it stays int8, the conv is promoted
     assert step.invokes and step.cosine > 0.99 and search.refused == [dw]
     assert [op.split()[0] for op in step.int16_ops] == ["CONV_2D"]
+    assert step.promoted_compute == 1  # what was promoted, not what was asked for
     assert {read_tflite(data).tensors[i].dtype for op in read_tflite(data).ops if op.name == "DEPTHWISE_CONV_2D"
             for i in op.inputs} == {"int8", "int32"}
 

@@ -306,7 +306,7 @@ class _Search:
             else:
                 low, k = k, k * 2
         if best is not None:
-            high = best[1].promoted_compute
+            high = k  # the top k that held (its step counts only the twins TFLM took)
             while high - low > max(1, high // 8):
                 mid = (low + high) // 2
                 data, step = self.mix(order[:mid], f"top {mid}")
@@ -325,7 +325,7 @@ class _Search:
             score, verification, ran = self.measure(data)
             bad = None if verification.tflm.invokes else self._refused_twin(verification, ran)
             if bad is None or bad not in promoted:
-                self.steps.append(_step(label, sum(t.name not in DATA_MOVEMENT for t in top), data, score,
+                self.steps.append(_step(label, sum(t.name not in DATA_MOVEMENT for t in kept), data, score,
                                         verification, _op_names(self.int8, promoted)))
                 self.mixes.append((data, self.steps[-1]))
                 return self.mixes[-1]

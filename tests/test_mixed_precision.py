@@ -20,7 +20,7 @@ from hub.graph.normalise import normalise
 from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
 from hub.targets import Quantize, resolve
-from hub.tflite import mixed, offline_plan
+from hub.tflite import mixed, offline_plan, split_weights
 from hub.tflite.mixed import splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
@@ -35,6 +35,38 @@ def cnn_pair(small_cnn_int8_tflite) -> tuple[bytes, bytes, object]:
     """The small CNN converted int8 (the session's) and int16x8, same calibration: (int8, int16x8, normalised)."""
     int16, normalised = convert_model(small_cnn_onnx(), "int16x8")
     return small_cnn_int8_tflite[0].read_bytes(), int16, normalised
+
+
+def _conv_chain_onnx() -> onnx.ModelProto:
+    """Conv 3x3 (3->8) -> Relu -> depthwise 3x3 -> Relu -> Conv 1x1 (8->8), pooled: little but filters to lose in
+    int16x8, the first one's channels scaled over 1-30x as a folded BatchNorm leaves them (NCHW 1x3x16x16)."""
+    rng = np.random.default_rng(3)
+    gains = np.geomspace(1.0, 30.0, 8).astype(np.float32)[:, None, None, None]
+    arrays = {"w1": rng.standard_normal((8, 3, 3, 3)) * 0.2 * gains, "w2": rng.standard_normal((8, 1, 3, 3)) * 0.3,
+              "w3": rng.standard_normal((8, 8, 1, 1)) * 0.3}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+             helper.make_node("GlobalAveragePool", ["c3"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["out"])]
+    graph = helper.make_graph(nodes, "conv_chain", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                                   [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.fixture(scope="module")
+def chain_int16() -> tuple[ConvertedModel, object]:
+    """_conv_chain_onnx converted int16x8 with its float32 twin (the same graph unquantized): (converted,
+    normalised)."""
+    normalised = normalise(_conv_chain_onnx(), {})
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    return convert(normalised, samples, ConvertOptions("tflm", "int16x8"), float32_twin=True), normalised
 
 
 def test_quantize_table_takes_auto_on_tflm_only():
@@ -103,6 +135,43 @@ def test_widened_int16_ranges_keep_the_model_exact_on_tflm(cnn_pair):
     assert after.tensors[before.ops[-1].outputs[0]].scales[0] == pytest.approx(4 * logits.scales[0])
     checked = verify(wide, normalised.onnx_model, None)
     assert checked.ok and checked.fidelity.cosine > 0.999
+
+
+def test_split_filters_run_on_tflm_closer_to_the_source_than_int16x8(chain_int16):
+    converted, normalised = chain_int16
+    int16, float32 = converted.tflite_bytes, converted.float32_bytes
+    convs = split_weights.candidates(int16, float32)
+    assert [read_tflite(int16).ops[i].name for i in convs] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
+    data = split_weights.split(int16, float32, convs)
+    model = read_tflite(data)
+    assert model.op_histogram()["ADD"] == 3 and len(model.ops) == len(read_tflite(int16).ops) + 6
+    for hi, lo in ((model.ops[0], model.ops[1]), (model.ops[3], model.ops[4])):
+        add = next(op for op in model.ops if op.name == "ADD" and hi.outputs[0] in op.inputs)
+        assert lo.outputs[0] in add.inputs and lo.inputs[0] == hi.inputs[0]
+        assert hi.fused_activation == lo.fused_activation == "NONE" and add.fused_activation == "RELU"
+        assert model.tensors[add.outputs[0]].dtype == "int16" and model.tensors[lo.inputs[1]].dtype == "int8"
+        # the residual's step is finer than the filter's by ~127x on every channel
+        lo_scales, hi_scales = (np.asarray(model.tensors[op.inputs[1]].scales) for op in (lo, hi))
+        assert np.all(lo_scales < hi_scales / 50)
+    plain, halves = verify(int16, normalised.onnx_model, None), verify(data, normalised.onnx_model, None)
+    assert halves.ok and halves.fidelity.rmse < plain.fidelity.rmse / 10  # measured: 0.0386 -> 0.0006
+
+
+def test_auto_splits_the_fewest_filters_that_meet_the_target(chain_int16):
+    converted, normalised = chain_int16
+    int16, float32 = converted.tflite_bytes, converted.float32_bytes
+    samples = build_calibration(normalised.inputs, None, (0.0, 1.0), {})
+    plain = verify(int16, normalised.onnx_model, samples.held_out_samples()).fidelity
+    goal = precision.Goal("cosine", 1 - (1 - plain.cosine) / 4)  # int16x8 misses it
+    measure = precision._measurer(normalised, samples, None, goal, None, None)
+    job = precision._Search(int16, int16, [], measure)
+    whole = precision._step("int16x8", -1, int16, *measure(int16)[:2])
+    data, chosen = job.split(float32, goal, (int16, whole))
+    assert not goal.met(whole.score) and goal.met(chosen.score)
+    k = int(chosen.label.split()[2])
+    assert chosen.label == f"int16x8, first {k} of 3 conv filters split"
+    assert read_tflite(data).op_histogram()["ADD"] == k
+    assert all(not goal.met(s.score) for s in job.steps if int(s.label.split()[2]) < k)  # the fewest that hold
 
 
 def test_auto_stays_int8_where_int8_meets_the_target(cnn_pair):

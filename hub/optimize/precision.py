@@ -16,7 +16,10 @@ copy of its map alive), so whole int16x8 is chosen over any mix that does not ne
   --data. The caller's `measure` runs the model on TFLM and scores it.
 Before promoting, int8 with percentile and mse ranges is measured (the better int8 is the base: calibration may be
 all that is wrong); whole int16x8 is measured as calibrated and with 4x headroom (the twins come from the better);
-a twin TFLM refuses is left int8; a mix below int8's score is never chosen.
+a twin TFLM refuses is left int8; a mix below int8's score is never chosen. When whole int16x8 still misses the
+target, the int8 filters may be what loses (int16 activations cannot help there): whole int16x8 with the filters
+of its first k convolutions split into two int8 parts (hub.tflite.split_weights), k = 1, 2, 4, ... then bisected,
+is measured before the mixes, and the best of those whole models is what the mixes must beat.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from hub.convert.calibration import CalibrationSet
 from hub.convert.dataset import Dataset
 from hub.errors import IncompatibleError
 from hub.knowledge.int16_kernels import DATA_MOVEMENT
+from hub.tflite import split_weights
 from hub.tflite.mixed import TWIN_SUFFIX, Twin, splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.tflite.passes import run_passes
@@ -107,7 +111,7 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, base, steps, "", None)
     try:
         int16 = converter.convert(graph, samples, replace(options, quantize="int16x8", calibration_method="minmax",
-                                                          float_fallback=True), int8.input_layouts)
+                                                          float_fallback=True), int8.input_layouts, float32_twin=True)
     except IncompatibleError as exc:  # not even with float fallbacks: the base stays
         return replace(int8, quantize="auto"), _result(goal, goal.bound, 0, base, steps, "",
                                                          f"the int16x8 conversion failed: {exc.message}")
@@ -119,7 +123,8 @@ def auto(graph: NormalisedModel, samples: CalibrationSet, int8: ConvertedModel, 
         except IncompatibleError as exc:
             return rank(None, candidates), ORDER_RANKING.format(why=exc.message)
 
-    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, ranked, goal, measure, base, earlier=steps)
+    data, mixed = search(int8.tflite_bytes, int16.tflite_bytes, candidates, ranked, goal, measure, base, earlier=steps,
+                         float32_bytes=int16.float32_bytes)
     timings = {**int8.timings_s, **{f"int16x8.{k}": v for k, v in int16.timings_s.items()}}
     return replace(int8, tflite_bytes=data, quantize="auto", timings_s=timings), mixed
 
@@ -183,15 +188,18 @@ def _measurer(graph: NormalisedModel, samples: CalibrationSet, expected: Referen
 
 
 def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], ranked: Callable[[], tuple[list[Twin], str]],
-           goal: Goal, measure: Measure, first: PrecisionStep,
-           earlier: list[PrecisionStep] | None = None) -> tuple[bytes, MixedPrecision]:
+           goal: Goal, measure: Measure, first: PrecisionStep, earlier: list[PrecisionStep] | None = None,
+           float32_bytes: bytes | None = None) -> tuple[bytes, MixedPrecision]:
     """The mix that meets `goal` (capped at whole int16x8's score) with the least TFLM arena, every mix measured.
 
-    First the int8 prefix (`_Search.prefix`): int8 from the input, int16x8 after one boundary, the longest prefix
-    that holds. When that costs no less arena than whole int16x8, the worst ops of `ranked()` are promoted as well
-    (`_Search.grow`). Of every mix that holds, the least arena wins (`_least_arena`); whole int16x8 where no mix
-    needs less. A twin TFLM refuses (its int16 kernel rejects the tensors or options) is left int8 and the mix
-    measured again. No mix holds: the better of int8 and int16x8."""
+    When whole int16x8 misses `goal` and the same graph's float32 model (`float32_bytes`) gives the filters, what
+    limits it may be the int8 weights: whole int16x8 with its first convolutions' filters split (`_Search.split`)
+    is measured, and the best whole model is the one the mixes are judged against. Then the int8 prefix
+    (`_Search.prefix`): int8 from the input, int16x8 after one boundary, the longest prefix that holds. When that
+    costs no less arena than the whole model, the worst ops of `ranked()` are promoted as well (`_Search.grow`). Of
+    every mix that holds, the least arena wins (`_least_arena`); the whole model where no mix needs less. A twin
+    TFLM refuses (its int16 kernel rejects the tensors or options) is left int8 and the mix measured again. No mix
+    holds: the better of int8 and the whole model."""
     job = _Search(int8_bytes, int16_bytes, candidates, measure)
     wholes = [job.whole(widen(int16_bytes, f) if f != 1 else int16_bytes, f) for f in HEADROOM]
     int16_bytes, whole16 = wholes[0]
@@ -199,6 +207,8 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], ranked
         if goal.strictly_better(step.score, whole16.score):
             int16_bytes, whole16 = data, step
     job.int16 = int16_bytes  # the twins come from the widening that scored best
+    if not goal.met(whole16.score) and float32_bytes is not None:
+        int16_bytes, whole16 = job.split(float32_bytes, goal, (int16_bytes, whole16))
     compute = len(job.compute)
     if whole16.score is not None and goal.better(first.score, whole16.score):  # int16 activations buy nothing
         return int8_bytes, _result(goal, goal.bound, compute, first, [*(earlier or [first]), *job.steps], "",
@@ -277,6 +287,47 @@ class _Search:
         label = whole_label(int16_bytes) + (f", ranges x{headroom:g}" if headroom != 1 else "")
         self.steps.append(_step(label, -1, int16_bytes, score, verification))
         return int16_bytes, self.steps[-1]
+
+    def split(self, float32_bytes: bytes, goal: Goal,
+              whole: tuple[bytes, PrecisionStep]) -> tuple[bytes, PrecisionStep]:
+        """Whole int16x8 with the filters of its first k convolutions (network order) split in two
+        (hub.tflite.split_weights), k = 1, 2, 4, ... until `goal` holds, then bisected to within an eighth: the
+        fewest splits that hold, else the best-scoring whole model (`whole` included). Early filters first: error
+        made early is amplified by every layer after it (MobileNetV1-0.25: the stem's filter alone costs 0.05 of
+        cosine, the 27th's nothing measurable). Each split adds a convolution and an int16 map, so each is a mix
+        the arena decides among."""
+        convs = split_weights.candidates(self.int16, float32_bytes)
+        tried: dict[int, tuple[bytes, PrecisionStep]] = {}
+
+        def measured(k: int) -> bool:
+            data = split_weights.split(self.int16, float32_bytes, convs[:k])
+            score, verification, _ = self.measure(data)
+            self.steps.append(_step(f"int16x8, first {k} of {len(convs)} conv filters split", -1, data, score,
+                                    verification))
+            tried[k] = (data, self.steps[-1])
+            self.mixes.append(tried[k])
+            return goal.met(score)
+
+        low, k, high = 0, 1, None
+        while high is None and low < len(convs):
+            k = min(k, len(convs))
+            if measured(k):
+                high = k
+            else:
+                low, k = k, k * 2
+        if high is not None:
+            while high - low > max(1, high // 8):
+                mid = (low + high) // 2
+                if measured(mid):
+                    high = mid
+                else:
+                    low = mid
+            return tried[high]
+        best = whole
+        for data, step in tried.values():
+            if goal.strictly_better(step.score, best[1].score):
+                best = (data, step)
+        return best
 
     def prefix(self, target: Goal) -> tuple[bytes, PrecisionStep] | None:
         """The longest int8 prefix that meets `target`: the first k compute ops (network order) int8, every twin

@@ -15,10 +15,10 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.check.tflite import analyse_tflite
 from hub.check.layers import tflite_layers
+from hub.check.tflite import analyse_tflite
 from hub.firmware.export import export_firmware
-from hub.knowledge import kernel_flash, tflm_kernels
+from hub.knowledge import int16_kernels, kernel_flash, tflm_kernels
 from hub.knowledge.resolver import BUILTIN_ADDERS, CUSTOM_OPS
 from hub.knowledge.tflm_kernels import KERNELS, OPERAND_ROLES, WEIGHTS
 from hub.tflite.model import read_tflite
@@ -67,6 +67,12 @@ def test_operand_roles_cover_every_kernel_with_weights():
         assert tflm_kernels.typed_inputs(op), op
     assert len(OPERAND_ROLES["UNIDIRECTIONAL_SEQUENCE_LSTM"]) == 24  # kernels/lstm_shared.h: inputs 0-23
     assert tflm_kernels.typed_inputs("TRANSPOSE_CONV") == (2,)
+
+
+def test_splittable_convolutions_take_int16_activations_and_per_channel_filters():
+    for op in int16_kernels.SPLITTABLE:  # hub.tflite.split_weights' two halves: int16 in, int8 filters per channel
+        assert op in int16_kernels.INT16_OPS and KERNELS[op].per_channel and OPERAND_ROLES[op][1] == WEIGHTS
+    assert "ADD" in int16_kernels.INT16_OPS  # what sums the halves
 
 
 def test_every_kernel_row_cites_a_source_and_types():

@@ -24,6 +24,12 @@ DATA_MOVEMENT = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "PA
 
 INT16_OPS: tuple[str, ...] = tuple(sorted(op for op, row in KERNELS.items() if I16 in row.types))
 
+# kernels/conv.cc and depthwise_conv.cc, Eval's case kTfLiteInt16: the filter of an int16-activation convolution is
+# read as int8_t (GetTensorData<int8_t>), per channel; there is no int16 filter. A filter int8 rounds too coarsely
+# is carried as two int8 filters whose int16 outputs an ADD sums (kernels/add.cc: int16 inputs rescaled from their
+# own scales), hub.tflite.split_weights.
+SPLITTABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})
+
 
 def runs_int16(op: str) -> bool:
     """TFLM has an int16-activation kernel for this builtin (hub.knowledge.tflm_kernels' row lists int16)."""

@@ -2,7 +2,7 @@
 whose outputs are added, W = W_hi + W_lo, each part quantized per channel with its own scale.
 
 int16 activations cannot recover what the int8 weights lose, and TFLM's int16 CONV_2D / DEPTHWISE_CONV_2D take
-int8 filters only (conv.cc, depthwise_conv.cc: hub.knowledge.int16_kernels). A deep plain CNN with no residual
+int8 filters only (hub.knowledge.int16_kernels.SPLITTABLE). A deep plain CNN with no residual
 path amplifies that rounding downstream (MobileNetV1-0.25 of tests/hub_models.py: its weights alone fake-quantized
 per channel give cosine 0.93 against float, and its stem conv alone 0.95). W_hi is the filter the converter wrote;
 W_lo = W - W_hi is the rounding it left, about 1/254 of W_hi's step, quantized with a 127x finer scale of its own:
@@ -25,11 +25,11 @@ import copy
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from hub.knowledge.int16_kernels import SPLITTABLE
 from hub.tflite import offline_plan
 from hub.tflite.edit import opcode_index
 from hub.tflite.model import OP_NAMES
 
-SPLITTABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})
 LO_SUFFIX, HI_SUFFIX = b"/split_lo", b"/split_hi"
 _INT16_MAX = 32767
 

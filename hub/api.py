@@ -14,8 +14,8 @@ from typing import Any
 import onnx
 
 import hub.adapters
-from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, InputLayout, LoadOptions, ModelSummary,
-                           NormalisedModel, ReferenceOutputs, SourceModel, Verification)
+from hub.artifacts import (MAX_INPUT_ELEMENTS, ConvertedModel, ConvertReport, InputLayout, LoadOptions, MixedPrecision,
+                           ModelSummary, NormalisedModel, ReferenceOutputs, SourceModel, Verification)
 from hub.check.onnx import analyse_onnx, with_rewrites
 from hub.check.tflite import analyse_tflite
 from hub.convert import converter
@@ -155,8 +155,9 @@ def convert(model: str | Path, *, progress: Progress | None = None, **keywords) 
             verification = judge_arena(verification, graph.onnx_model, checked.quantize.widest.value)
             compression = compression and compression.measured(after=verification)
         with progress.stage("diagnose", "Judging fidelity"):  # the per-layer profile, only when fidelity is poor
-            verification, messages = judge_fidelity(convert_options, graph, samples, converted.tflite_bytes,
-                                                    verification, expected, layouts, converted.float32_bytes)
+            verification, messages = judge_fidelity(_delivered(convert_options, mixed), graph, samples,
+                                                    converted.tflite_bytes, verification, expected, layouts,
+                                                    converted.float32_bytes)
             for message in messages:
                 warn(f"{path.name}: {message}")
         if data is not None:
@@ -266,6 +267,12 @@ def _convertible(source: SourceModel) -> SourceModel:
     if source.framework == "tflite":
         raise InputError("this is already a .tflite model: use hub check, hub verify or hub export on it", source.path)
     return source
+
+
+def _delivered(options: converter.ConvertOptions, mixed: MixedPrecision | None) -> converter.ConvertOptions:
+    """The options that made the model verified: auto's mix is no int8 model (its int16 ops carry other tensor
+    names), so the poor-fidelity diagnosis names it auto and does not map an int8 profile onto it."""
+    return options if mixed is None or mixed.chosen.label == "int8" else replace(options, quantize="auto")
 
 
 def _goal(request: ConvertRequest) -> precision.Goal:

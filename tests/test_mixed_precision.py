@@ -12,7 +12,8 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper, numpy_helper
 
-from hub.artifacts import ConvertedModel
+from hub import api
+from hub.artifacts import ConvertedModel, MixedPrecision, PrecisionStep
 from hub.convert.calibration import build_calibration
 from hub.convert.converter import ConvertOptions, convert
 from hub.errors import InputError
@@ -313,3 +314,13 @@ def test_close_regions_takes_the_data_movement_inside_a_promoted_region_only():
     closed = precision.close_regions(dag, candidates, [candidates[0], candidates[3]])
     assert [t.op for t in closed] == [0, 1, 2, 3]
     assert [t.op for t in precision.close_regions(dag, candidates, candidates[3:4])] == [3]  # fed by int8 conv0
+
+
+def test_a_mix_is_diagnosed_as_auto_not_as_the_int8_model_it_started_from():
+    # the int8 profile names tensors the mix renamed ("op #-1 ?" in the warning before), so a mix is not profiled
+    options = ConvertOptions("tflm", "int8")
+    step = lambda label: PrecisionStep(label, 0, 0.9, 0.9, 1.0, 1, 1, 1.0, True)  # noqa: E731
+    mixed = lambda label: MixedPrecision("cosine", 0.99, 0.99, 3, step(label), [step(label)], "")  # noqa: E731
+    assert api._delivered(options, None) is options and api._delivered(options, mixed("int8")) is options
+    assert api._delivered(options, mixed("int8 first 2")).quantize == "auto"
+    assert api._delivered(options, mixed("int16x8, first 4 of 27 conv filters split")).quantize == "auto"

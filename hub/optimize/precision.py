@@ -207,7 +207,7 @@ def search(int8_bytes: bytes, int16_bytes: bytes, candidates: list[Twin], ranked
         if goal.strictly_better(step.score, whole16.score):
             int16_bytes, whole16 = data, step
     job.int16 = int16_bytes  # the twins come from the widening that scored best
-    if not goal.met(whole16.score) and float32_bytes is not None:
+    if whole16.score is not None and not goal.met(whole16.score) and float32_bytes is not None:
         int16_bytes, whole16 = job.split(float32_bytes, goal, (int16_bytes, whole16))
     compute = len(job.compute)
     if whole16.score is not None and goal.better(first.score, whole16.score):  # int16 activations buy nothing

@@ -2,11 +2,11 @@
 whose outputs are added, W = W_hi + W_lo, each part quantized per channel with its own scale.
 
 int16 activations cannot recover what the int8 weights lose, and TFLM's int16 CONV_2D / DEPTHWISE_CONV_2D take
-int8 filters only (hub.knowledge.int16_kernels.SPLITTABLE). A deep plain CNN with no residual
-path amplifies that rounding downstream (MobileNetV1-0.25 of tests/hub_models.py: its weights alone fake-quantized
+int8 filters only (hub.knowledge.int16_kernels.SPLITTABLE). A deep plain CNN with no residual path amplifies that
+rounding downstream (MobileNetV1-0.25 of tests/hub_models.py: its weights alone fake-quantized
 per channel give cosine 0.93 against float, and its stem conv alone 0.95). W_hi is the filter the converter wrote;
-W_lo = W - W_hi is the rounding it left, about 1/254 of W_hi's step, quantized with a 127x finer scale of its own:
-the pair carries about 15 bits of each weight, on kernels TFLM has. The price is one more convolution, its int8
+W_lo = W - W_hi is the rounding it left, at most half of W_hi's step, quantized per channel with a scale of its own
+(about 254x finer): the pair carries about 15 bits of each weight, on kernels TFLM has. The price is one more convolution, its int8
 filter, and two more int16 maps alive around the ADD.
 
     x -> CONV(W, act) -> y     becomes     x -> CONV(W_hi) -> y_hi --\
@@ -35,8 +35,8 @@ _INT16_MAX = 32767
 
 
 def candidates(int16_bytes: bytes, float32_bytes: bytes) -> list[int]:
-    """The int16x8 model's convolutions that can be split, in network order: int16 activations, int8 per-channel
-    filters, and a float32 filter of the same shape in `float32_bytes` writing a tensor of the same name."""
+    """The int16x8 model's convolutions that can be split, in network order: int16 activations, an int8 filter,
+    and a float32 filter of the same shape in `float32_bytes` writing a tensor of the same name."""
     model, floats = _unpack(int16_bytes), _float_filters(_unpack(float32_bytes))
     sg = model.subgraphs[0]
     found = []

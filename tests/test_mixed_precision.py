@@ -158,6 +158,15 @@ def test_split_filters_run_on_tflm_closer_to_the_source_than_int16x8(chain_int16
     assert halves.ok and halves.fidelity.rmse < plain.fidelity.rmse / 10  # measured: 0.0386 -> 0.0006
 
 
+def test_a_convolution_fused_with_an_activation_that_bends_is_not_split(chain_int16):
+    converted, _ = chain_int16
+    model = mixed._unpack(converted.tflite_bytes)
+    model.subgraphs[0].operators[0].builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.TANH
+    tanh = offline_plan.pack(model, len(converted.tflite_bytes))  # y_hi clipped at y's range would change tanh(y)
+    assert split_weights.candidates(tanh, converted.float32_bytes) == split_weights.candidates(
+        converted.tflite_bytes, converted.float32_bytes)[1:]
+
+
 def test_auto_splits_the_fewest_filters_that_meet_the_target(chain_int16):
     converted, normalised = chain_int16
     int16, float32 = converted.tflite_bytes, converted.float32_bytes

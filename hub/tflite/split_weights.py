@@ -31,6 +31,10 @@ from hub.tflite.edit import opcode_index
 from hub.tflite.model import OP_NAMES
 
 LO_SUFFIX, HI_SUFFIX = b"/split_lo", b"/split_hi"
+# Fused activations that y_hi may be clipped before: they clip at least where y's own range does (a TANH would
+# bend values beyond it, so a convolution fused with one is not split)
+CLIP_SAFE = frozenset({schema.ActivationFunctionType.NONE, schema.ActivationFunctionType.RELU,
+                       schema.ActivationFunctionType.RELU6, schema.ActivationFunctionType.RELU_N1_TO_1})
 _INT16_MAX = 32767
 
 
@@ -46,6 +50,7 @@ def candidates(int16_bytes: bytes, float32_bytes: bytes) -> list[int]:
         x, w, out = sg.tensors[int(op.inputs[0])], sg.tensors[int(op.inputs[1])], sg.tensors[int(op.outputs[0])]
         weights = floats.get((_name(model, op), out.name))
         if x.type == out.type == schema.TensorType.INT16 and w.type == schema.TensorType.INT8 \
+                and op.builtinOptions.fusedActivationFunction in CLIP_SAFE \
                 and weights is not None and tuple(weights.shape) == tuple(w.shape):
             found.append(i)
     return found

@@ -167,6 +167,31 @@ def test_a_convolution_fused_with_an_activation_that_bends_is_not_split(chain_in
         converted.tflite_bytes, converted.float32_bytes)[1:]
 
 
+def _on_the_grid(int16: bytes, float32: bytes) -> bytes:
+    """`float32` with each filter replaced by the int16x8 model's, dequantized: a quantization-aware-trained model's."""
+    m16, f32 = mixed._unpack(int16), mixed._unpack(float32)
+    filters = {m16.subgraphs[0].tensors[op.outputs[0]].name: m16.subgraphs[0].tensors[op.inputs[1]]
+               for op in m16.subgraphs[0].operators if len(op.inputs) > 1}
+    for op in f32.subgraphs[0].operators:
+        w = filters.get(f32.subgraphs[0].tensors[op.outputs[0]].name)
+        if w is not None and w.type == schema.TensorType.INT8:
+            shape = [1] * len(w.shape)
+            shape[w.quantization.quantizedDimension] = -1
+            values = np.frombuffer(bytes(m16.buffers[w.buffer].data), np.int8).reshape(w.shape) * np.asarray(
+                w.quantization.scale, np.float32).reshape(shape)
+            f32.buffers[f32.subgraphs[0].tensors[op.inputs[1]].buffer].data = np.frombuffer(
+                values.astype(np.float32).tobytes(), np.uint8)
+    return offline_plan.pack(f32, 2 * len(float32))
+
+
+def test_filters_already_on_the_int8_grid_split_into_a_zero_residual_that_changes_nothing(chain_int16):
+    converted, normalised = chain_int16
+    int16, qat = converted.tflite_bytes, _on_the_grid(converted.tflite_bytes, converted.float32_bytes)
+    data = split_weights.split(int16, qat, split_weights.candidates(int16, qat))
+    plain, halves = verify(int16, normalised.onnx_model, None), verify(data, normalised.onnx_model, None)
+    assert halves.ok and halves.fidelity.max_abs_error == pytest.approx(plain.fidelity.max_abs_error, abs=1e-6)
+
+
 def test_auto_splits_the_fewest_filters_that_meet_the_target(chain_int16):
     converted, normalised = chain_int16
     int16, float32 = converted.tflite_bytes, converted.float32_bytes

@@ -89,7 +89,10 @@ def _split_one(model: schema.ModelT, op: schema.OperatorT, weights: np.ndarray) 
     hi_op.builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.NONE
     lo_op = copy.deepcopy(hi_op)
     hi_op.outputs = np.array([_like(model, out_index, HI_SUFFIX)], np.int32)
-    lo_out = _like(model, out_index, LO_SUFFIX, scale=max(bound, 1e-30) / _INT16_MAX)
+    # a filter already on the int8 grid (quantization-aware training) leaves a residual of float noise or none: y_lo's
+    # step is kept at least y's / 2^15, below which the correction means nothing (a zero bound would give no step)
+    floor = float(sg.tensors[out_index].quantization.scale[0]) / 2 ** 15
+    lo_out = _like(model, out_index, LO_SUFFIX, scale=max(bound / _INT16_MAX, floor))
     lo_weights = _constant(model, w, LO_SUFFIX, lo_values.astype(np.int8), lo_scales, axis)
     bias_scales = float(x.quantization.scale[0]) * lo_scales
     lo_bias = _constant(model, w, LO_SUFFIX + b"/bias", np.zeros(len(lo_scales), np.int64), bias_scales, 0,

@@ -22,6 +22,7 @@ from hub.knowledge.int16_kernels import INT16_OPS, runs_int16
 from hub.optimize import precision
 from hub.targets import Quantize, resolve
 from hub.tflite import mixed, offline_plan, split_weights
+from hub.tflite.edit import unpack
 from hub.tflite.mixed import splice, twins, widen
 from hub.tflite.model import read_tflite
 from hub.verify.tflm import verify
@@ -105,7 +106,7 @@ def test_spliced_model_has_int16_ops_between_quantize_boundaries_and_matches_the
 def _refused(data: bytes, op: int) -> bytes:
     """`data` with op `op`'s filter typed uint8: TFLM's conv kernels refuse it in Prepare ("Hybrid models are not
     supported"), as they would a twin whose int16 kernel rejects its tensors."""
-    model = mixed._unpack(data)
+    model = unpack(data)
     model.subgraphs[0].tensors[int(model.subgraphs[0].operators[op].inputs[1])].type = schema.TensorType.UINT8
     return offline_plan.pack(model, len(data))
 
@@ -160,7 +161,7 @@ def test_split_filters_run_on_tflm_closer_to_the_source_than_int16x8(chain_int16
 
 def test_a_convolution_fused_with_an_activation_that_bends_is_not_split(chain_int16):
     converted, _ = chain_int16
-    model = mixed._unpack(converted.tflite_bytes)
+    model = unpack(converted.tflite_bytes)
     model.subgraphs[0].operators[0].builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.TANH
     tanh = offline_plan.pack(model, len(converted.tflite_bytes))  # y_hi clipped at y's range would change tanh(y)
     assert split_weights.candidates(tanh, converted.float32_bytes) == split_weights.candidates(
@@ -169,7 +170,7 @@ def test_a_convolution_fused_with_an_activation_that_bends_is_not_split(chain_in
 
 def _on_the_grid(int16: bytes, float32: bytes) -> bytes:
     """`float32` with each filter replaced by the int16x8 model's, dequantized: a quantization-aware-trained model's."""
-    m16, f32 = mixed._unpack(int16), mixed._unpack(float32)
+    m16, f32 = unpack(int16), unpack(float32)
     filters = {m16.subgraphs[0].tensors[op.outputs[0]].name: m16.subgraphs[0].tensors[op.inputs[1]]
                for op in m16.subgraphs[0].operators if len(op.inputs) > 1}
     for op in f32.subgraphs[0].operators:

@@ -1,16 +1,39 @@
 """Edits of a TFLite model in the schema's object API (ai_edge_litert's ModelT) that every flatbuffer pass adding
-ops or dropping tensors needs: hub.tflite.mixed, hub.tflite.roll, hub.tflite.passes.softmax_int16."""
+ops, buffers or dropping tensors needs: hub.tflite.mixed, hub.tflite.roll, hub.tflite.split_weights,
+hub.tflite.passes.softmax_int16."""
 from __future__ import annotations
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 
+def unpack(tflite_bytes: bytes) -> schema.ModelT:
+    return schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+
+
+def builtin(model: schema.ModelT, op: schema.OperatorT) -> int:
+    """The op's BuiltinOperator (schema.fbs keeps builtins past 127 in builtinCode only)."""
+    return _code_builtin(model.operatorCodes[op.opcodeIndex])
+
+
+def _code_builtin(code: schema.OperatorCodeT) -> int:
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def new_buffer(model: schema.ModelT, data: bytes | None = None) -> int:
+    """A buffer holding `data` (none: an activation's empty buffer), appended; its index."""
+    buffer = schema.BufferT()
+    if data is not None:
+        buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    return len(model.buffers) - 1
+
+
 def opcode_index(model: schema.ModelT, builtin: int, version: int = 1) -> int:
     """The index of `builtin`'s OperatorCode, its version raised to `version` (the kernel version an op now in the
     model needs), appended when the model has none."""
     for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _code_builtin(code) == builtin:
             code.version = max(code.version, version)
             return i
     code = schema.OperatorCodeT()

@@ -28,7 +28,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge.int16_kernels import DATA_MOVEMENT, runs_int16
 from hub.tflite import offline_plan  # pack: the schema object API's writer
-from hub.tflite.edit import drop_unused, opcode_index
+from hub.tflite.edit import builtin, drop_unused, new_buffer, opcode_index, unpack
 from hub.tflite.model import OP_NAMES
 
 QUANTIZE = schema.BuiltinOperator.QUANTIZE
@@ -50,16 +50,16 @@ def twins(int8_bytes: bytes, int16_bytes: bytes) -> list[Twin]:
     """The int8 model's ops that can be promoted: a twin of the same builtin, writing the same tensors from the
     same activations, that TFLM runs with int16 activations (hub.knowledge.int16_kernels); or, for an op TFLM has
     no int16 kernel for, the float32 op the converter left between DEQUANTIZE and QUANTIZE (float_fallback)."""
-    m8, m16 = _unpack(int8_bytes), _unpack(int16_bytes)
+    m8, m16 = unpack(int8_bytes), unpack(int16_bytes)
     alias = _island_aliases(m16)
-    by_outputs = {(_builtin(m16, op), _names(m16, op.outputs)): j for j, op in enumerate(m16.subgraphs[0].operators)}
+    by_outputs = {(builtin(m16, op), _names(m16, op.outputs)): j for j, op in enumerate(m16.subgraphs[0].operators)}
     found = []
     for i, op in enumerate(m8.subgraphs[0].operators):
-        builtin = _builtin(m8, op)
-        j = by_outputs.get((builtin, _names(m8, op.outputs)))
+        code = builtin(m8, op)
+        j = by_outputs.get((code, _names(m8, op.outputs)))
         if j is None or op.intermediates is not None and len(op.intermediates):
             continue
-        twin, name = m16.subgraphs[0].operators[j], OP_NAMES.get(builtin, str(builtin))
+        twin, name = m16.subgraphs[0].operators[j], OP_NAMES.get(code, str(code))
         types = {m16.subgraphs[0].tensors[int(k)].type for k in twin.outputs}
         if _activations(m8, op) != _activations(m16, twin, alias):
             continue
@@ -76,8 +76,7 @@ def _island_aliases(model: schema.ModelT) -> dict[bytes, bytes]:
     sg = model.subgraphs[0]
     alias = {}
     for op in sg.operators:
-        builtin = _builtin(model, op)
-        if builtin in (QUANTIZE, DEQUANTIZE) and len(op.inputs) == 1 and len(op.outputs) == 1:
+        if builtin(model, op) in (QUANTIZE, DEQUANTIZE) and len(op.inputs) == 1 and len(op.outputs) == 1:
             source, made = sg.tensors[int(op.inputs[0])], sg.tensors[int(op.outputs[0])]
             if schema.TensorType.FLOAT32 in (source.type, made.type):
                 alias[made.name] = source.name
@@ -88,7 +87,7 @@ def splice(int8_bytes: bytes, int16_bytes: bytes, promote: list[Twin]) -> bytes:
     """The int8 model with the `promote` ops replaced by their int16x8 twins, QUANTIZE ops at the boundaries."""
     if not promote:
         return int8_bytes
-    job = _Splice(_unpack(int8_bytes), _unpack(int16_bytes), {t.op: t.twin for t in promote})
+    job = _Splice(unpack(int8_bytes), unpack(int16_bytes), {t.op: t.twin for t in promote})
     sg8 = job.m8.subgraphs[0]
     operators = []
     for i, op in enumerate(sg8.operators):
@@ -118,8 +117,8 @@ class _Splice:
         QUANTIZE to int8 its outputs need."""
         before: list[schema.OperatorT] = []
         new = copy.deepcopy(self.m16.subgraphs[0].operators[twin])
-        wanted = self.m16.operatorCodes[new.opcodeIndex]  # its version: the int16 kernel's
-        new.opcodeIndex = opcode_index(self.m8, max(wanted.builtinCode, wanted.deprecatedBuiltinCode), wanted.version)
+        version = self.m16.operatorCodes[new.opcodeIndex].version  # the int16 kernel's
+        new.opcodeIndex = opcode_index(self.m8, builtin(self.m16, new), version)
         new.inputs = np.array([self._input(int(k), before) for k in new.inputs], dtype=np.int32)
         outputs = [int(t) for t in op.outputs]
         for t8 in outputs:
@@ -149,15 +148,6 @@ class _Splice:
         """The int16x8 model's tensor of the same name as int8 tensor `t8`, appended."""
         name = self.m8.subgraphs[0].tensors[t8].name
         return _copy_tensor(self.m16, self.m8, self.by_name16[name], TWIN_SUFFIX)
-
-
-def _unpack(data: bytes) -> schema.ModelT:
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
-def _builtin(model: schema.ModelT, op: schema.OperatorT) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def _names(model: schema.ModelT, indices) -> tuple[bytes, ...]:
@@ -219,12 +209,12 @@ def widen(int16_bytes: bytes, factor: float) -> bytes:
     SCALE_KEEPING ops) is widened when every op writing into it is RESCALING (or it is a model input); groups fed
     by fixed-scale outputs (SOFTMAX, LOGISTIC, TANH: 1/32768) keep theirs. Biases follow their input's scale
     (bias scale = input scale x weight scale), their int64 values divided by the factor."""
-    model = _unpack(int16_bytes)
+    model = unpack(int16_bytes)
     sg = model.subgraphs[0]
     groups = _scale_groups(model)
     free = {g: True for g in groups.values()}
     for op in sg.operators:
-        name = OP_NAMES.get(_builtin(model, op), "")
+        name = OP_NAMES.get(builtin(model, op), "")
         for t in op.outputs:  # a fixed or unknown output scale
             if name not in RESCALING and name not in SCALE_KEEPING:
                 free[groups[int(t)]] = False
@@ -238,7 +228,7 @@ def widen(int16_bytes: bytes, factor: float) -> bytes:
         q = sg.tensors[t].quantization
         q.scale = np.asarray(q.scale, dtype=np.float32) * factor
     for op in sg.operators:
-        if OP_NAMES.get(_builtin(model, op), "") in BIASED and int(op.inputs[0]) in widened and len(op.inputs) > 2 \
+        if OP_NAMES.get(builtin(model, op), "") in BIASED and int(op.inputs[0]) in widened and len(op.inputs) > 2 \
                 and int(op.inputs[2]) >= 0:
             _rescale_bias(model, int(op.inputs[2]), factor)
     return offline_plan.pack(model, len(int16_bytes))
@@ -257,7 +247,7 @@ def _scale_groups(model: schema.ModelT) -> dict[int, int]:
         return t
 
     for op in sg.operators:
-        if OP_NAMES.get(_builtin(model, op), "") in SCALE_KEEPING:
+        if OP_NAMES.get(builtin(model, op), "") in SCALE_KEEPING:
             inputs = [int(k) for k in op.inputs if int(k) >= 0 and not _is_constant(model, int(k))]
             for t in [*inputs, *(int(k) for k in op.outputs)]:
                 parent[find(t)] = find(inputs[0]) if inputs else find(t)
@@ -275,8 +265,5 @@ def _rescale_bias(model: schema.ModelT, t: int, factor: float) -> None:
     tensor = model.subgraphs[0].tensors[t]
     dtype = {schema.TensorType.INT64: np.int64, schema.TensorType.INT32: np.int32}[tensor.type]
     values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtype)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.round(values / factor).astype(dtype).tobytes(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    tensor.buffer = len(model.buffers) - 1
+    tensor.buffer = new_buffer(model, np.round(values / factor).astype(dtype).tobytes())
     tensor.quantization.scale = np.asarray(tensor.quantization.scale, dtype=np.float32) * factor

@@ -33,7 +33,7 @@ from hub.artifacts import PassResult
 from hub.graph.rewrite import describe
 from hub.knowledge.control_flow import FREE_OUTPUT_SCALE, READ_ANY_SCALE, WHILE_MIN_STEPS
 from hub.tflite import offline_plan  # pack: the schema object API's writer
-from hub.tflite.edit import drop_unused, opcode_index
+from hub.tflite.edit import builtin, drop_unused, new_buffer, opcode_index, unpack
 
 NAME = "roll"  # the pass's name in report.json
 OP = schema.BuiltinOperator
@@ -102,7 +102,7 @@ def roll(tflite_bytes: bytes) -> tuple[bytes, RollResult]:
     if not _may_roll(tflite_bytes):
         count = schema.Model.GetRootAs(tflite_bytes, 0).Subgraphs(0).OperatorsLength()
         return tflite_bytes, RollResult(0, 0, count, count)
-    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    model = unpack(tflite_bytes)
     ops_before = len(model.subgraphs[0].operators)
     if any(m.name == offline_plan.METADATA_NAME.encode() for m in model.metadata or []):
         return tflite_bytes, RollResult(0, 0, ops_before, ops_before)
@@ -292,7 +292,7 @@ class _Roll:
 
     def _rebias(self, op, sg) -> None:
         """An int32 bias re-derived from its float value at the body's input scale (input scale x weight scale)."""
-        if self._builtin(op) not in (OP.FULLY_CONNECTED, OP.CONV_2D) or len(op.inputs) < 3 or op.inputs[2] < 0:
+        if builtin(self.model, op) not in (OP.FULLY_CONNECTED, OP.CONV_2D) or len(op.inputs) < 3 or op.inputs[2] < 0:
             return
         bias = sg.tensors[int(op.inputs[2])]
         q_in, q_w = sg.tensors[int(op.inputs[0])].quantization, sg.tensors[int(op.inputs[1])].quantization
@@ -304,9 +304,7 @@ class _Roll:
         new.quantization.scale = np.broadcast_to(scale, values.shape).astype(np.float32) if scale.size > 1 else \
             np.array([scale[0]], np.float32)
         new.quantization.zeroPoint = np.zeros(len(new.quantization.scale), np.int64)
-        self.model.buffers.append(schema.BufferT())
-        self.model.buffers[-1].data = np.frombuffer(np.round(values / scale).astype(np.int32).tobytes(), np.uint8)
-        new.buffer = len(self.model.buffers) - 1
+        new.buffer = new_buffer(self.model, np.round(values / scale).astype(np.int32).tobytes())
         sg.tensors.append(new)
         op.inputs = np.array([*op.inputs[:2], len(sg.tensors) - 1, *op.inputs[3:]], dtype=np.int32)
 
@@ -347,7 +345,7 @@ class _Roll:
                   for q in params]
         if len(set(ranges)) == 1:
             return copy.deepcopy(params[0])
-        if not all(self._builtin(op) in FREE_OUTPUT_SCALE for op in producers):
+        if not all(builtin(self.model, op) in FREE_OUTPUT_SCALE for op in producers):
             raise _NoRoll  # a fixed-scale or scale-copying op would get another output scale
         low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
         scale = (high - low) / 255.0
@@ -362,18 +360,14 @@ class _Roll:
         if quant is None or _same_quant(self.sg.tensors[tensor].quantization, quant):
             return
         producer = self.producer.get(tensor)
-        if producer is None or self._builtin(self.ops[producer]) not in FREE_OUTPUT_SCALE or \
-                not all(self._builtin(self.ops[r]) in READ_ANY_SCALE for r in self.readers.get(tensor, [])):
+        if producer is None or builtin(self.model, self.ops[producer]) not in FREE_OUTPUT_SCALE or \
+                not all(builtin(self.model, self.ops[r]) in READ_ANY_SCALE for r in self.readers.get(tensor, [])):
             raise _NoRoll
         self.sg.tensors[tensor].quantization = copy.deepcopy(quant)
         for reader in self.readers.get(tensor, []):
             self._rebias(self.ops[reader], self.sg)
 
     # --- small helpers --------------------------------------------------------------------------------
-    def _builtin(self, op) -> int:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
-
     def _op(self, builtin: int, inputs, outputs, options_type: int, options) -> schema.OperatorT:
         op = schema.OperatorT()
         op.opcodeIndex = opcode_index(self.model, builtin)
@@ -398,11 +392,11 @@ def _sources(job: _Roll) -> list[_Source]:
     (..., T, F) with unit leading axes: (T, F), (1, T, F), or (1, 1, T, F) after a Conv1d front end."""
     found = []
     for i, op in enumerate(job.ops):
-        if job._builtin(op) != OP.SPLIT or len(op.outputs) < WHILE_MIN_STEPS:
+        if builtin(job.model, op) != OP.SPLIT or len(op.outputs) < WHILE_MIN_STEPS:
             continue
         axis, data = int(op.inputs[0]), int(op.inputs[1])
         fc = job.producer.get(data)
-        if fc is None or job._builtin(job.ops[fc]) != OP.FULLY_CONNECTED or job.readers.get(data) != [i]:
+        if fc is None or builtin(job.model, job.ops[fc]) != OP.FULLY_CONNECTED or job.readers.get(data) != [i]:
             continue
         x = int(job.ops[fc].inputs[0])
         x_shape = list(job.sg.tensors[x].shape)
@@ -458,7 +452,7 @@ def _signature(job: _Roll, t: int) -> tuple | None:
             else:
                 entries.append(("outside", x))
         outputs = tuple((job.sg.tensors[int(o)].type, tuple(job.sg.tensors[int(o)].shape)) for o in op.outputs)
-        signature.append((job._builtin(op), _options(op), outputs, tuple(entries)))
+        signature.append((builtin(job.model, op), _options(op), outputs, tuple(entries)))
     return tuple(signature)
 
 
@@ -547,11 +541,8 @@ def _new_tensor(sg, like, suffix: bytes, quant=None, shape=None, keep_buffer: bo
 
 
 def _new_const(model: schema.ModelT, sg, values: np.ndarray, name: bytes) -> int:
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(values.tobytes(), np.uint8)
-    model.buffers.append(buffer)
     tensor = schema.TensorT()
-    tensor.name, tensor.type, tensor.buffer = name, INT32, len(model.buffers) - 1
+    tensor.name, tensor.type, tensor.buffer = name, INT32, new_buffer(model, values.tobytes())
     tensor.shape = np.array(values.shape, dtype=np.int32)
     sg.tensors.append(tensor)
     return len(sg.tensors) - 1

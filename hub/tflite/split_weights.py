@@ -27,7 +27,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge.int16_kernels import SPLITTABLE
 from hub.tflite import offline_plan
-from hub.tflite.edit import opcode_index
+from hub.tflite.edit import builtin, new_buffer, opcode_index, unpack
 from hub.tflite.model import OP_NAMES
 
 LO_SUFFIX, HI_SUFFIX = b"/split_lo", b"/split_hi"
@@ -41,7 +41,7 @@ _INT16_MAX = 32767
 def candidates(int16_bytes: bytes, float32_bytes: bytes) -> list[int]:
     """The int16x8 model's convolutions that can be split, in network order: int16 activations, an int8 filter,
     and a float32 filter of the same shape in `float32_bytes` writing a tensor of the same name."""
-    model, floats = _unpack(int16_bytes), _float_filters(_unpack(float32_bytes))
+    model, floats = unpack(int16_bytes), _float_filters(unpack(float32_bytes))
     sg = model.subgraphs[0]
     found = []
     for i, op in enumerate(sg.operators):
@@ -58,7 +58,7 @@ def candidates(int16_bytes: bytes, float32_bytes: bytes) -> list[int]:
 
 def split(int16_bytes: bytes, float32_bytes: bytes, ops: list[int]) -> bytes:
     """The int16x8 model with each convolution of `ops` (indices from `candidates`) split in two and summed."""
-    model, floats = _unpack(int16_bytes), _float_filters(_unpack(float32_bytes))
+    model, floats = unpack(int16_bytes), _float_filters(unpack(float32_bytes))
     sg = model.subgraphs[0]
     chosen, operators = set(ops), []
     for i, op in enumerate(sg.operators):
@@ -122,7 +122,7 @@ def _like(model: schema.ModelT, k: int, suffix: bytes, scale: float | None = Non
     sg = model.subgraphs[0]
     tensor = copy.deepcopy(sg.tensors[k])
     tensor.name += suffix
-    tensor.buffer = _buffer(model, None)
+    tensor.buffer = new_buffer(model, None)
     if scale is not None:
         tensor.quantization.scale = np.array([scale], np.float32)
         tensor.quantization.zeroPoint = np.array([0], np.int64)
@@ -134,21 +134,13 @@ def _constant(model: schema.ModelT, like: schema.TensorT, suffix: bytes, values:
               axis: int, dtype: int = schema.TensorType.INT8) -> int:
     tensor = schema.TensorT()
     tensor.name, tensor.type, tensor.shape = like.name + suffix, dtype, np.array(values.shape, np.int32)
-    tensor.buffer = _buffer(model, values.tobytes())
+    tensor.buffer = new_buffer(model, values.tobytes())
     tensor.quantization = schema.QuantizationParametersT()
     tensor.quantization.scale = np.asarray(scales, np.float32)
     tensor.quantization.zeroPoint = np.zeros(len(scales), np.int64)
     tensor.quantization.quantizedDimension = axis
     model.subgraphs[0].tensors.append(tensor)
     return len(model.subgraphs[0].tensors) - 1
-
-
-def _buffer(model: schema.ModelT, data: bytes | None) -> int:
-    buffer = schema.BufferT()
-    if data is not None:
-        buffer.data = np.frombuffer(data, np.uint8)
-    model.buffers.append(buffer)
-    return len(model.buffers) - 1
 
 
 def _add(model: schema.ModelT, a: int, b: int, out: int, activation: int) -> schema.OperatorT:
@@ -177,10 +169,5 @@ def _float_filters(model: schema.ModelT) -> dict[tuple[str, bytes], np.ndarray]:
     return found
 
 
-def _unpack(data: bytes) -> schema.ModelT:
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
 def _name(model: schema.ModelT, op: schema.OperatorT) -> str:
-    code = model.operatorCodes[op.opcodeIndex]
-    return OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+    return OP_NAMES.get(builtin(model, op), "")

@@ -23,14 +23,14 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hub.knowledge import tflm_kernels
 from hub.tflite import offline_plan
-from hub.tflite.edit import opcode_index
+from hub.tflite.edit import new_buffer, opcode_index, unpack
 
 OP = schema.BuiltinOperator
 WHY = f"TFLM's int8 SOFTMAX aborts once a row's exponentials sum to {tflm_kernels.SOFTMAX_INT8_ABORT_CLASSES}"
 
 
 def run(tflite_bytes: bytes) -> tuple[bytes, int, str]:
-    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    model = unpack(tflite_bytes)
     sg = model.subgraphs[0]
     done = []
     for op in [op for op in sg.operators if _aborts(model, sg, op)]:
@@ -90,8 +90,7 @@ def _tensor(model: schema.ModelT, sg: schema.SubGraphT, like: int, suffix: bytes
     t = schema.TensorT()
     t.shape, t.shapeSignature = source.shape, source.shapeSignature
     t.type, t.name = dtype, (source.name or b"softmax") + suffix
-    model.buffers.append(schema.BufferT())
-    t.buffer = len(model.buffers) - 1
+    t.buffer = new_buffer(model)
     if scale is not None:
         t.quantization = schema.QuantizationParametersT()
         t.quantization.scale, t.quantization.zeroPoint = [float(scale)], [int(zero_point)]

@@ -308,21 +308,9 @@ class _Search:
             self.mixes.append(tried[k])
             return goal.met(score)
 
-        low, k, high = 0, 1, None
-        while high is None and low < len(convs):
-            k = min(k, len(convs))
-            if measured(k):
-                high = k
-            else:
-                low, k = k, k * 2
-        if high is not None:
-            while high - low > max(1, high // 8):
-                mid = (low + high) // 2
-                if measured(mid):
-                    high = mid
-                else:
-                    low = mid
-            return tried[high]
+        fewest = _fewest(len(convs), measured)
+        if fewest is not None:
+            return tried[fewest]
         best = whole
         for data, step in tried.values():
             if goal.strictly_better(step.score, best[1].score):
@@ -348,23 +336,7 @@ class _Search:
     def grow(self, order: list[Twin], target: Goal) -> None:
         """Promote the top 1, 2, 4, ... of `order` until `target` holds, then bisect between the last miss and that
         hit to within an eighth of the least promotion that holds (the mixes land in `self.mixes`)."""
-        best, low, k = None, 0, 1
-        while best is None and low < len(order):
-            k = min(k, len(order))
-            data, step = self.mix(order[:k], f"top {k}")
-            if target.met(step.score):
-                best = (data, step)
-            else:
-                low, k = k, k * 2
-        if best is not None:
-            high = k  # the top k that held (its step counts only the twins TFLM took)
-            while high - low > max(1, high // 8):
-                mid = (low + high) // 2
-                data, step = self.mix(order[:mid], f"top {mid}")
-                if target.met(step.score):
-                    best, high = (data, step), mid
-                else:
-                    low = mid
+        _fewest(len(order), lambda k: target.met(self.mix(order[:k], f"top {k}")[1].score))
 
     def mix(self, top: list[Twin], label: str) -> tuple[bytes, PrecisionStep]:
         """`top` promoted (but the refused twins) with the data movement between, measured on TFLM; a twin TFLM
@@ -396,6 +368,25 @@ class _Search:
 
     def refused_names(self) -> list[str]:
         return _op_names(self.int8, self.refused)
+
+
+def _fewest(n: int, holds: Callable[[int], bool]) -> int | None:
+    """The fewest k of 1..n for which `holds(k)` (each call a measured mix): k = 1, 2, 4, ... until one holds, then
+    bisected between the last miss and that hit to within an eighth of it; None when not even n holds."""
+    if n == 0:
+        return None
+    low, k = 0, 1
+    while not holds(k):
+        if k == n:
+            return None
+        low, k = k, min(k * 2, n)
+    while k - low > max(1, k // 8):
+        mid = (low + k) // 2
+        if holds(mid):
+            k = mid
+        else:
+            low = mid
+    return k
 
 
 def whole_label(int16_bytes: bytes) -> str:

@@ -4,7 +4,7 @@ whose outputs are added, W = W_hi + W_lo, each part quantized per channel with i
 int16 activations cannot recover what the int8 weights lose, and TFLM's int16 CONV_2D / DEPTHWISE_CONV_2D take
 int8 filters only (hub.knowledge.int16_kernels.SPLITTABLE). A deep plain CNN with no residual path amplifies that
 rounding downstream (MobileNetV1-0.25 of tests/hub_models.py: its weights alone fake-quantized per channel give
-cosine 0.93 against float, and its stem conv alone 0.95). W_hi is the filter the converter wrote; W_lo = W - W_hi
+cosine 0.90 against float; bench/filter_split.py). W_hi is the filter the converter wrote; W_lo = W - W_hi
 is the rounding it left, at most half of W_hi's step, quantized per channel with a scale of its own (about 254x
 finer): the pair carries about 15 bits of each weight, on kernels TFLM has. The price is one more convolution, its
 int8 filter, and two more int16 maps alive around the ADD.

@@ -11,7 +11,8 @@ Every figure comes from one `hub convert --quantize auto` per model: its steps m
 first (same held-out samples, same TFLM run, the converter's operator order), then the mixes; a model whose int8
 already meets the target gets int16x8 from its own `hub convert --quantize int16x8 --schedule default`.
 
-    .venv/bin/python bench/mixed_precision.py [--models levit,ic] [--out bench/results/mixed_precision.md]
+    .venv/bin/python bench/mixed_precision.py [--models levit,ic] [--min-cosine 0.99]
+        [--out bench/results/mixed_precision.md]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from bench.convert_speed import MLPERF_SOURCES, add_output_args, recorded_run  #
 from hub import api  # noqa: E402
 from hub.artifacts import LoadOptions  # noqa: E402
 from hub.errors import HubError  # noqa: E402
+from hub.optimize.precision import DEFAULT_MIN_COSINE  # noqa: E402
 from tests.hub_models import BY_NAME, hub_args, save  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,10 +59,11 @@ def _figures(step: dict | None) -> dict | None:
         "int16_ops": len(step.get("int16_ops", [])), "label": step["label"]}
 
 
-def measure_one(name: str, work: Path) -> dict:
+def measure_one(name: str, work: Path, min_cosine: float | None = None) -> dict:
     path, keywords = source(name, work)
+    target = {"min_cosine": min_cosine} if min_cosine is not None else {}  # else auto's default
     try:
-        report = api.convert(path, quantize="auto", out=work / f"{name}_auto", force=True, **keywords)
+        report = api.convert(path, quantize="auto", out=work / f"{name}_auto", force=True, **keywords, **target)
     except HubError as exc:
         return {"model": name, "error": str(exc)}
     mixed = report.mixed_precision.to_dict()
@@ -82,14 +85,14 @@ def measure_one(name: str, work: Path) -> dict:
             "refused": mixed["refused"]}
 
 
-def measure(models: list[str]) -> dict:
+def measure(models: list[str], min_cosine: float | None = None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hub-mixed-") as tmp:
         for name in models:
             print(f"== {name}", flush=True)
-            rows.append(measure_one(name, Path(tmp)))
+            rows.append(measure_one(name, Path(tmp), min_cosine))
             print("ROW " + json.dumps(rows[-1]), flush=True)  # a long run's figures survive an interruption
-    return {"rows": rows}
+    return {"rows": rows, "min_cosine": min_cosine}
 
 
 def _num(value, fmt: str) -> str:
@@ -103,14 +106,15 @@ def _chosen(step: dict, candidates: int) -> str:
 
 
 def render(run: dict) -> str:
+    target = run.get("min_cosine") or DEFAULT_MIN_COSINE
     lines = ["# int8, int16x8 and --quantize auto, measured on TFLM against the source", "",
              f"`{run['command']}` ({run['date']}, {run['seconds']:.0f} s). Cosine and top-1 agreement against the "
              "source model (the Keras model, the PyTorch module, onnxruntime for an ONNX source) on the 8 held-out "
              "synthetic samples (32 calibrate) over the model's input range; file = .tflite bytes; arena = smallest TFLM "
              "arena in the converter's operator order; invoke = host CPU time per invoke. auto's target: cosine "
-             ">= 0.99, or near int16x8's own when int16x8 stays below 0.99. int16x8: auto's own whole-model step "
-             "(ops with no 16x8 version left float32, named in the notes) when int8 misses, else `hub convert "
-             "--quantize int16x8`.", "",
+             f">= {target:g}, or near int16x8's own when int16x8 stays below {target:g}. int16x8: auto's own "
+             "whole-model step (ops with no 16x8 version left float32, named in the notes) when int8 misses, else "
+             "`hub convert --quantize int16x8`.", "",
              "| model | int8 cos | int8 top1 | int16x8 cos | int16x8 top1 | auto cos | auto top1 | auto: chosen | "
              "file int8 / 16x8 / auto | arena int8 / 16x8 / auto | invoke us int8 / 16x8 / auto |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -152,9 +156,10 @@ def render(run: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--min-cosine", type=float, help="auto's target (default: hub's, 0.99)")
     add_output_args(parser, ROOT / "bench" / "results" / "mixed_precision.md")
     args = parser.parse_args()
-    run = recorded_run(args, "bench/mixed_precision.py", lambda: measure(args.models.split(",")))
+    run = recorded_run(args, "bench/mixed_precision.py", lambda: measure(args.models.split(","), args.min_cosine))
     Path(args.out).write_text(render(run))
     print(render(run))
 
